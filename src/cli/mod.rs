@@ -1,0 +1,214 @@
+//! The command line: argument parsing, loading config and state, exit codes,
+//! and what each command prints. Nothing below this module knows about it.
+mod exit;
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use exit::ExitCode;
+
+use crate::config::{self, Config};
+use crate::state::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Scheduled batch sync: snapshot changes, queue them durably, sync them under explicit rules"
+)]
+pub struct Cli {
+    /// Folder with schedules.toml and jobs/.
+    #[arg(long, global = true, env = "FERRY_CONFIG", default_value = ".")]
+    pub config: PathBuf,
+    /// State store URL (sqlite://… or postgres://…); default from [engine] state.
+    #[arg(long, global = true, env = "FERRY_STATE_URL")]
+    pub state: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate all configuration; print every error as path:line:col: message.
+    Check,
+    /// List jobs: source → target, strategy, schedule, next fire times.
+    Jobs,
+    /// Dry run: detect changes and print what would be written; writes nothing.
+    Plan {
+        /// Jobs to plan (all when none).
+        jobs: Vec<String>,
+    },
+    /// Run jobs: detect, enqueue, and drain the queue.
+    Run {
+        /// Run the named jobs (all when none) once, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Resend every object, ignoring the watermark and ledger (repair).
+        #[arg(long)]
+        full: bool,
+        /// Allow a diff run to delete more than max_delete_ratio, or from an empty source.
+        #[arg(long)]
+        allow_mass_delete: bool,
+        jobs: Vec<String>,
+    },
+    /// Per job: last run and outcome, watermark, queue depth by state.
+    Status { job: Option<String> },
+    /// List queue tasks, or inspect one.
+    Tasks {
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(subcommand)]
+        action: Option<TasksAction>,
+    },
+    /// Create or upgrade the state-store schema.
+    Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksAction {
+    /// Print a task and its items as JSON.
+    Show { id: i64 },
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn main(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Command::Check => inspect::check(&cli),
+        Command::Jobs => inspect::jobs(&cli),
+        Command::Plan { jobs } => run::plan(&cli, jobs).await,
+        Command::Run {
+            once,
+            full,
+            allow_mass_delete,
+            jobs,
+        } => {
+            if !*once {
+                eprintln!("ferry: the scheduler daemon is not available in this version yet; use `ferry run --once`");
+                return ExitCode::Usage;
+            }
+            run::once(&cli, jobs, *full, *allow_mass_delete).await
+        }
+        Command::Status { job } => inspect::status(&cli, job.as_deref()).await,
+        Command::Tasks {
+            job,
+            state,
+            limit,
+            action,
+        } => {
+            inspect::tasks(
+                &cli,
+                job.as_deref(),
+                state.as_deref(),
+                *limit,
+                action.as_ref(),
+            )
+            .await
+        }
+        Command::Migrate => run::migrate(&cli).await,
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
+    let env = |name: &str| std::env::var(name).ok();
+    config::load(
+        &cli.config,
+        &env,
+        crate::connectors::SOURCES,
+        crate::connectors::TARGETS,
+    )
+    .map_err(|errors| {
+        for d in &errors.0 {
+            eprintln!("{d}");
+        }
+        eprintln!("ferry: {} configuration error(s)", errors.0.len());
+        ExitCode::Config
+    })
+}
+
+/// The state-store URL: `--state`/`FERRY_STATE_URL`, else `[engine] state`,
+/// else `ferry-state.db` in the config folder.
+fn state_url(cli: &Cli, config: Option<&Config>) -> String {
+    if let Some(url) = &cli.state {
+        return if url.starts_with("sqlite:") {
+            config::resolve_sqlite_url(url, &cli.config)
+        } else {
+            url.clone()
+        };
+    }
+    config
+        .and_then(|c| c.engine.state.clone())
+        .unwrap_or_else(|| format!("sqlite://{}", cli.config.join("ferry-state.db").display()))
+}
+
+async fn open_store(url: &str) -> Result<Store, ExitCode> {
+    let store = Store::open(url).await.map_err(|e| {
+        eprintln!("ferry: {e}");
+        ExitCode::Unavailable
+    })?;
+    store.migrate().await.map_err(|e| {
+        eprintln!("ferry: {e}");
+        ExitCode::Unavailable
+    })?;
+    Ok(store)
+}
+
+/// The named jobs (all when none), or exit 2 naming the unknown ones.
+fn select_jobs<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c config::Job>, ExitCode> {
+    if names.is_empty() {
+        return Ok(config.jobs.values().collect());
+    }
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|n| !config.jobs.contains_key(*n))
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&String> = config.jobs.keys().collect();
+        eprintln!(
+            "ferry: unknown job(s): {}; jobs: {}",
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            known
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Err(ExitCode::Usage);
+    }
+    Ok(names.iter().filter_map(|n| config.jobs.get(n)).collect())
+}

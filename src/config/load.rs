@@ -1,0 +1,285 @@
+//! Reads a configuration folder and validates all of it, reporting every error.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::diagnostic::{Diagnostic, SourceText};
+use super::raw;
+use super::validate::{self, Ctx, JobReference, Registry};
+use super::*;
+
+/// Loads `dir/schedules.toml` and `dir/jobs/*.toml`. `env` resolves `${VAR}`.
+/// `sources`/`targets` are the connector types this build can run.
+pub fn load(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    sources: &[&str],
+    targets: &[&str],
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let registry = Registry { sources, targets };
+
+    let jobs_dir = dir.join("jobs");
+    let mut job_files: Vec<PathBuf> = match std::fs::read_dir(&jobs_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect(),
+        Err(e) => {
+            errors.push(file_error(
+                &jobs_dir,
+                format!("cannot read the jobs folder: {e}"),
+            ));
+            Vec::new()
+        }
+    };
+    job_files.sort();
+
+    let mut jobs = BTreeMap::new();
+    let mut references: Vec<(PathBuf, String, JobReference)> = Vec::new();
+    for path in &job_files {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(file_error(path, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let mut ctx = Ctx {
+            src: SourceText::new(path, &text),
+            env,
+            dir,
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            ctx.src.error(
+                0..0,
+                format!("job name `{name}` (the file name) must match [a-z0-9_]+"),
+            );
+        }
+        match toml::from_str::<raw::JobFile>(&text) {
+            Ok(file) => {
+                let mut refs = Vec::new();
+                if let Some(job) = validate::job(&mut ctx, &name, &file, &registry, &mut refs) {
+                    jobs.insert(name.clone(), job);
+                }
+                references.extend(refs.into_iter().map(|r| (path.clone(), text.clone(), r)));
+            }
+            Err(e) => ctx.src.error(e.span().unwrap_or(0..0), toml_message(&e)),
+        }
+        errors.extend(ctx.src.errors);
+    }
+    let known: Vec<String> = job_files
+        .iter()
+        .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+        .collect();
+    for (path, text, r) in &references {
+        if !known.contains(&r.name) {
+            let src = SourceText::new(path, text);
+            errors.push(src.diagnostic(
+                r.span.clone(),
+                format!(
+                    "{} names job `{}`, which does not exist (jobs: {})",
+                    r.what,
+                    r.name,
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    check_after_cycles(&jobs, &mut errors, dir);
+
+    let (engine, schedules) = schedules_file(dir, env, &known, &mut errors);
+    if errors.is_empty() {
+        Ok(Config {
+            dir: dir.to_path_buf(),
+            engine,
+            jobs,
+            schedules,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn file_error(path: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        path: path.to_path_buf(),
+        line: 1,
+        col: 1,
+        message,
+    }
+}
+
+/// The toml crate's message without its own rendering of the location.
+fn toml_message(e: &toml::de::Error) -> String {
+    e.message().trim().to_string()
+}
+
+fn check_after_cycles(jobs: &BTreeMap<String, Job>, errors: &mut Vec<Diagnostic>, dir: &Path) {
+    for start in jobs.keys() {
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        while let Some((at, path)) = stack.pop() {
+            for next in jobs.get(&at).map(|j| j.after.clone()).unwrap_or_default() {
+                if next == *start {
+                    let cycle = path
+                        .iter()
+                        .chain(std::iter::once(&next))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" → ");
+                    errors.push(file_error(
+                        &dir.join("jobs").join(format!("{start}.toml")),
+                        format!("`after` forms a cycle: {cycle}"),
+                    ));
+                    return;
+                }
+                if !path.contains(&next) {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push((next, p));
+                }
+            }
+        }
+    }
+}
+
+fn schedules_file(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    jobs: &[String],
+    errors: &mut Vec<Diagnostic>,
+) -> (Engine, BTreeMap<String, Schedule>) {
+    let path = dir.join("schedules.toml");
+    let mut engine = Engine {
+        state: None,
+        metrics: "0.0.0.0:9464".to_string(),
+        pushgateway: None,
+        timezone: chrono_tz::UTC,
+    };
+    let mut schedules = BTreeMap::new();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (engine, schedules),
+        Err(e) => {
+            errors.push(file_error(&path, format!("cannot read: {e}")));
+            return (engine, schedules);
+        }
+    };
+    let mut ctx = Ctx {
+        src: SourceText::new(&path, &text),
+        env,
+        dir,
+    };
+    let file = match toml::from_str::<raw::SchedulesFile>(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            ctx.src.error(e.span().unwrap_or(0..0), toml_message(&e));
+            errors.extend(ctx.src.errors);
+            return (engine, schedules);
+        }
+    };
+    if let Some(e) = &file.engine {
+        let e = e.get_ref();
+        if let Some(s) = &e.state {
+            if let Some(url) = ctx.text(s) {
+                if url.starts_with("sqlite:") {
+                    engine.state = Some(validate::resolve_sqlite_url(&url, dir));
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    engine.state = Some(url);
+                } else if !url.is_empty() {
+                    ctx.src.error(
+                        s.span(),
+                        format!(
+                            "`state` = `{}` must be a `sqlite:` or `postgres://` URL",
+                            crate::redact::url(&url)
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(m) = &e.metrics {
+            if let Some(addr) = ctx.text(m) {
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    ctx.src.error(
+                        m.span(),
+                        format!("`metrics` = `{addr}` is not an address like \"0.0.0.0:9464\""),
+                    );
+                }
+                engine.metrics = addr;
+            }
+        }
+        if let Some(p) = &e.pushgateway {
+            engine.pushgateway = ctx.text(p).filter(|s| !s.is_empty());
+        }
+        if let Some(tz) = &e.timezone {
+            if let Some(tz) = timezone(&mut ctx, tz) {
+                engine.timezone = tz;
+            }
+        }
+    }
+    for (name, spec) in &file.schedules {
+        let job = name.get_ref();
+        if !jobs.contains(job) {
+            ctx.src.error(
+                name.span(),
+                format!(
+                    "schedule for job `{job}`, which does not exist (jobs: {})",
+                    jobs.join(", ")
+                ),
+            );
+            continue;
+        }
+        let raw = spec.get_ref();
+        let tz = match &raw.timezone {
+            Some(t) => match t.parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    ctx.src.error(spec.span(), format!("schedule `{job}`: unknown time zone `{t}`; use an IANA name like \"Europe/Prague\""));
+                    continue;
+                }
+            },
+            None => engine.timezone,
+        };
+        let missed = match raw.missed.as_deref() {
+            None | Some("run_once") => Missed::RunOnce,
+            Some("skip") => Missed::Skip,
+            Some(m) => {
+                ctx.src.error(
+                    spec.span(),
+                    format!("schedule `{job}`: `missed` is `{m}`; expected `skip` or `run_once`"),
+                );
+                continue;
+            }
+        };
+        match Schedule::parse(&raw.cron, tz, missed) {
+            Ok(s) => {
+                schedules.insert(job.clone(), s);
+            }
+            Err(m) => ctx.src.error(spec.span(), format!("schedule `{job}`: {m}")),
+        }
+    }
+    errors.extend(ctx.src.errors);
+    (engine, schedules)
+}
+
+fn timezone(ctx: &mut Ctx, v: &raw::S<String>) -> Option<chrono_tz::Tz> {
+    let s = ctx.text(v)?;
+    match s.parse::<chrono_tz::Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            ctx.src.error(
+                v.span(),
+                format!("unknown time zone `{s}`; use an IANA name like \"Europe/Prague\""),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Configuration: `schedules.toml` and `jobs/*.toml`, parsed, interpolated and
+//! validated up front into immutable [`Config`] values. Nothing else reads TOML.
+mod diagnostic;
+mod interpolate;
+mod load;
+mod raw;
+mod schedule;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use interpolate::{interpolate, InterpolateError};
+pub use load::load;
+pub use schedule::{Missed, Schedule};
+pub use validate::resolve_sqlite_url;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The folder that holds `schedules.toml` and `jobs/`; relative paths resolve against it.
+    pub dir: PathBuf,
+    pub engine: Engine,
+    pub jobs: BTreeMap<String, Job>,
+    pub schedules: BTreeMap<String, Schedule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// State-store URL from `[engine] state`, with relative SQLite paths resolved.
+    pub state: Option<String>,
+    pub metrics: String,
+    pub pushgateway: Option<String>,
+    pub timezone: chrono_tz::Tz,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub description: String,
+    pub after: Vec<String>,
+    pub source: SourceConfig,
+    pub detect: Detect,
+    pub batch: Batch,
+    pub target: TargetConfig,
+    /// Target field ← source field. Empty: every source field, under its own name.
+    pub fields: Vec<FieldMap>,
+    pub rules: Rules,
+    pub children: BTreeMap<String, Child>,
+}
+
+/// A connector's settings; which keys apply depends on `kind` (see DESIGN.md).
+#[derive(Debug, Clone, Default)]
+pub struct SourceConfig {
+    pub kind: String,
+    pub url: Option<String>,
+    pub table: Option<String>,
+    pub query: Option<String>,
+    pub filter: Option<String>,
+    pub key: Vec<String>,
+    pub path: Option<PathBuf>,
+    pub format: Option<FileFormat>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TargetConfig {
+    pub kind: String,
+    pub url: Option<String>,
+    pub table: Option<String>,
+    pub key: Vec<String>,
+    pub mode: Mode,
+    /// SQLite only: create the table (untyped columns, key as primary key) if missing.
+    pub create_table: bool,
+    pub updated_at: Option<String>,
+    pub path: Option<PathBuf>,
+    pub format: Option<FileFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detect {
+    Cursor { column: String, lag: Duration },
+    Diff { max_delete_ratio: f64 },
+    Outbox,
+}
+
+impl Detect {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Detect::Cursor { .. } => "cursor",
+            Detect::Diff { .. } => "diff",
+            Detect::Outbox => "outbox",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub size: usize,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            size: 1000,
+            concurrency: 4,
+            max_attempts: 10,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Upsert,
+    Insert,
+    Update,
+    Mirror,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Source,
+    Target,
+    Fill,
+    Newest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deletes {
+    #[default]
+    Propagate,
+    Soft,
+    Ignore,
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldMap {
+    pub target: String,
+    pub from: String,
+    pub owner: Owner,
+    pub lookup: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub owner: Owner,
+    pub deletes: Deletes,
+    pub soft_delete: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub query: String,
+    pub key: Vec<String>,
+}

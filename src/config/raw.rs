@@ -1,0 +1,228 @@
+//! The TOML files as written, with the location of every value, before
+//! interpolation and validation turn them into the typed [`super::Job`].
+use std::collections::BTreeMap;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulesFile {
+    #[serde(default)]
+    pub engine: Option<S<EngineRaw>>,
+    #[serde(default)]
+    pub schedules: BTreeMap<S<String>, S<ScheduleRaw>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EngineRaw {
+    pub state: Option<S<String>>,
+    pub metrics: Option<S<String>>,
+    pub pushgateway: Option<S<String>>,
+    pub timezone: Option<S<String>>,
+}
+
+/// `name = "cron"` or `name = { cron, timezone, missed }`.
+#[derive(Debug)]
+pub struct ScheduleRaw {
+    pub cron: String,
+    pub timezone: Option<String>,
+    pub missed: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ScheduleRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            cron: String,
+            timezone: Option<String>,
+            missed: Option<String>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ScheduleRaw;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a cron expression or a table { cron, timezone, missed }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScheduleRaw, E> {
+                Ok(ScheduleRaw {
+                    cron: v.to_string(),
+                    timezone: None,
+                    missed: None,
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<ScheduleRaw, M::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                Ok(ScheduleRaw {
+                    cron: t.cron,
+                    timezone: t.timezone,
+                    missed: t.missed,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub description: Option<S<String>>,
+    #[serde(default)]
+    pub after: Vec<S<String>>,
+    pub source: S<SourceRaw>,
+    #[serde(default)]
+    pub detect: Option<S<DetectRaw>>,
+    #[serde(default)]
+    pub batch: Option<S<BatchRaw>>,
+    pub target: S<TargetRaw>,
+    #[serde(default)]
+    pub fields: Option<S<BTreeMap<S<String>, S<FieldRaw>>>>,
+    #[serde(default)]
+    pub rules: Option<S<RulesRaw>>,
+    #[serde(default)]
+    pub children: BTreeMap<S<String>, S<ChildRaw>>,
+    /// `[[tests]]` blocks, for `ferry test` (not run by this version yet).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub tests: Vec<S<toml::Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRaw {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub url: Option<S<String>>,
+    pub table: Option<S<String>>,
+    pub query: Option<S<String>>,
+    #[serde(rename = "where")]
+    pub filter: Option<S<String>>,
+    pub key: Option<S<Vec<S<String>>>>,
+    pub path: Option<S<String>>,
+    pub format: Option<S<String>>,
+    pub items: Option<S<String>>,
+    pub next: Option<S<String>>,
+    pub page_param: Option<S<String>>,
+    pub cursor_param: Option<S<String>>,
+    pub auth: Option<S<toml::Table>>,
+    pub timeout: Option<S<String>>,
+    pub queue: Option<S<String>>,
+    pub prefetch: Option<S<i64>>,
+    pub stream: Option<S<String>>,
+    pub consumer: Option<S<String>>,
+    pub subject: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectRaw {
+    pub strategy: S<String>,
+    pub cursor: Option<S<String>>,
+    pub lag: Option<S<String>>,
+    pub max_delete_ratio: Option<S<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRaw {
+    pub size: Option<S<i64>>,
+    pub concurrency: Option<S<i64>>,
+    pub max_attempts: Option<S<i64>>,
+    pub backoff: Option<S<BackoffRaw>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffRaw {
+    pub initial: Option<S<String>>,
+    pub max: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetRaw {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub url: Option<S<String>>,
+    pub table: Option<S<String>>,
+    pub key: Option<S<Vec<S<String>>>>,
+    pub mode: Option<S<String>>,
+    pub create_table: Option<S<bool>>,
+    pub updated_at: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub format: Option<S<String>>,
+    pub method: Option<S<String>>,
+    pub batch: Option<S<bool>>,
+    pub results: Option<S<String>>,
+    pub auth: Option<S<toml::Table>>,
+    pub timeout: Option<S<String>>,
+    pub exchange: Option<S<String>>,
+    pub routing_key: Option<S<String>>,
+    pub subject: Option<S<String>>,
+    pub stream: Option<S<String>>,
+}
+
+/// `target = "source_field"` or `target = { from, owner, lookup }`.
+#[derive(Debug)]
+pub struct FieldRaw {
+    pub from: String,
+    pub owner: Option<String>,
+    pub lookup: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FieldRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            from: String,
+            owner: Option<String>,
+            lookup: Option<String>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldRaw;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a source field name or a table { from, owner, lookup }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldRaw, E> {
+                Ok(FieldRaw {
+                    from: v.to_string(),
+                    owner: None,
+                    lookup: None,
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<FieldRaw, M::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                Ok(FieldRaw {
+                    from: t.from,
+                    owner: t.owner,
+                    lookup: t.lookup,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesRaw {
+    pub owner: Option<S<String>>,
+    pub deletes: Option<S<String>>,
+    pub soft_delete: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read once snapshots with children are supported
+pub struct ChildRaw {
+    pub query: S<String>,
+    pub key: S<Vec<S<String>>>,
+}

@@ -1,0 +1,742 @@
+//! Turns one raw job file into a typed [`Job`], collecting every error with its
+//! location instead of stopping at the first.
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use super::diagnostic::SourceText;
+use super::interpolate::interpolate;
+use super::raw::{self, S};
+use super::*;
+
+/// A name in one file that must refer to a job; checked once every job is known.
+pub struct JobReference {
+    pub span: Range<usize>,
+    pub name: String,
+    pub what: &'static str,
+}
+
+pub const SOURCE_KINDS: &[&str] = &[
+    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
+];
+pub const TARGET_KINDS: &[&str] = &[
+    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
+];
+const SQL_KINDS: &[&str] = &["postgres", "mysql", "sqlite"];
+
+/// Interpolation and located errors for one file.
+pub struct Ctx<'a, 'e> {
+    pub src: SourceText<'a>,
+    pub env: &'e dyn Fn(&str) -> Option<String>,
+    pub dir: &'a Path,
+}
+
+impl Ctx<'_, '_> {
+    /// The interpolated string value, or None after recording why it failed.
+    pub fn text(&mut self, v: &S<String>) -> Option<String> {
+        match interpolate(v.get_ref(), |n| (self.env)(n)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.src.error(v.span(), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn opt_text(&mut self, v: &Option<S<String>>) -> Option<String> {
+        v.as_ref().and_then(|v| self.text(v))
+    }
+
+    fn choice<T: Copy>(&mut self, v: &S<String>, key: &str, options: &[(&str, T)]) -> Option<T> {
+        let s = self.text(v)?;
+        match options.iter().find(|(n, _)| *n == s) {
+            Some((_, t)) => Some(*t),
+            None => {
+                let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+                self.src.error(
+                    v.span(),
+                    format!("`{key}` is `{s}`; expected one of {}", names.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Option<S<String>>, key: &str, default: Duration) -> Duration {
+        let Some(v) = v else { return default };
+        let Some(s) = self.text(v) else {
+            return default;
+        };
+        match humantime::parse_duration(&s) {
+            Ok(d) => d,
+            Err(e) => {
+                self.src.error(
+                    v.span(),
+                    format!("`{key}` = `{s}` is not a duration like \"5s\" or \"10m\": {e}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn int(&mut self, v: &Option<S<i64>>, key: &str, range: (i64, i64), default: i64) -> i64 {
+        match v {
+            None => default,
+            Some(v) if (range.0..=range.1).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.src.error(
+                    v.span(),
+                    format!(
+                        "`{key}` = {} is out of range {}..={}",
+                        v.get_ref(),
+                        range.0,
+                        range.1
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// A column list: present, not empty, no name twice.
+    fn columns(
+        &mut self,
+        v: &Option<S<Vec<S<String>>>>,
+        table_span: Range<usize>,
+        what: &str,
+    ) -> Vec<String> {
+        let Some(list) = v else {
+            self.src.error(
+                table_span,
+                format!("{what} needs `key`, the column(s) that identify an object"),
+            );
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() {
+            self.src
+                .error(list.span(), format!("{what} `key` is empty"));
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for c in list.get_ref() {
+            let Some(name) = self.text(c) else { continue };
+            if name.is_empty() {
+                self.src
+                    .error(c.span(), format!("{what} `key` has an empty column name"));
+            } else if !seen.insert(name.clone()) {
+                self.src.error(
+                    c.span(),
+                    format!("{what} `key` names column `{name}` twice"),
+                );
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    fn url(
+        &mut self,
+        v: &Option<S<String>>,
+        kind: &str,
+        table_span: Range<usize>,
+        what: &str,
+    ) -> Option<String> {
+        let Some(v) = v else {
+            self.src
+                .error(table_span, format!("{what} of type `{kind}` needs `url`"));
+            return None;
+        };
+        let url = self.text(v)?;
+        let schemes: &[&str] = match kind {
+            "postgres" => &["postgres", "postgresql"],
+            "mysql" => &["mysql", "mariadb"],
+            "sqlite" => &["sqlite"],
+            "http" => &["http", "https"],
+            "amqp" => &["amqp", "amqps"],
+            "nats" => &["nats", "tls"],
+            _ => &[],
+        };
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        if !schemes.contains(&scheme) {
+            self.src.error(
+                v.span(),
+                format!(
+                    "{what} url `{}` must start with {} for type `{kind}`",
+                    crate::redact::url(&url),
+                    schemes
+                        .iter()
+                        .map(|s| format!("`{s}:`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            );
+            return None;
+        }
+        Some(if kind == "sqlite" {
+            resolve_sqlite_url(&url, self.dir)
+        } else {
+            url
+        })
+    }
+
+    fn path(
+        &mut self,
+        v: &Option<S<String>>,
+        table_span: Range<usize>,
+        what: &str,
+    ) -> Option<std::path::PathBuf> {
+        let Some(v) = v else {
+            self.src
+                .error(table_span, format!("{what} of type `file` needs `path`"));
+            return None;
+        };
+        let p = self.text(v)?;
+        Some(self.dir.join(p))
+    }
+
+    fn format(
+        &mut self,
+        v: &Option<S<String>>,
+        path: Option<&Path>,
+        table_span: Range<usize>,
+        what: &str,
+    ) -> Option<FileFormat> {
+        const FORMATS: &[(&str, FileFormat)] =
+            &[("csv", FileFormat::Csv), ("jsonl", FileFormat::Jsonl)];
+        if let Some(v) = v {
+            return self.choice(v, "format", FORMATS);
+        }
+        match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+            Some("csv") => Some(FileFormat::Csv),
+            Some("jsonl" | "ndjson") => Some(FileFormat::Jsonl),
+            _ => {
+                self.src.error(
+                    table_span,
+                    format!("{what} of type `file` needs `format = \"csv\"` or `\"jsonl\"`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn kind(
+        &mut self,
+        v: &S<String>,
+        kinds: &[&str],
+        available: &[&str],
+        what: &str,
+    ) -> Option<String> {
+        let k = self.text(v)?;
+        if !kinds.contains(&k.as_str()) {
+            self.src.error(
+                v.span(),
+                format!(
+                    "unknown {what} type `{k}`; expected one of {}",
+                    kinds.join(", ")
+                ),
+            );
+            return None;
+        }
+        if !available.contains(&k.as_str()) {
+            self.src.error(
+                v.span(),
+                format!("{what} type `{k}` is not available in this version of ferry yet (available: {})", available.join(", ")),
+            );
+            return None;
+        }
+        Some(k)
+    }
+
+    /// Records an error for a key that the connector type does not use.
+    fn unused<T>(&mut self, v: &Option<S<T>>, key: &str, kind: &str, what: &str) {
+        if let Some(v) = v {
+            self.src.error(
+                v.span(),
+                format!("`{key}` does not apply to a {what} of type `{kind}`"),
+            );
+        }
+    }
+}
+
+/// `sqlite://rel.db` and `sqlite:rel.db` resolve against the config folder.
+pub fn resolve_sqlite_url(url: &str, dir: &Path) -> String {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path == ":memory:" || Path::new(path).is_absolute() {
+        return url.to_string();
+    }
+    let joined = dir.join(path);
+    match query {
+        Some(q) => format!("sqlite://{}?{q}", joined.display()),
+        None => format!("sqlite://{}", joined.display()),
+    }
+}
+
+pub struct Registry<'r> {
+    pub sources: &'r [&'r str],
+    pub targets: &'r [&'r str],
+}
+
+pub fn job(
+    ctx: &mut Ctx,
+    name: &str,
+    file: &raw::JobFile,
+    reg: &Registry,
+    refs: &mut Vec<JobReference>,
+) -> Option<Job> {
+    let errors_before = ctx.src.errors.len();
+    let description = ctx.opt_text(&file.description).unwrap_or_default();
+    for a in &file.after {
+        if let Some(n) = ctx.text(a) {
+            refs.push(JobReference {
+                span: a.span(),
+                name: n,
+                what: "`after`",
+            });
+        }
+    }
+
+    let source = source(ctx, &file.source, reg);
+    let detect = detect(ctx, file.detect.as_ref(), &source, file.source.span());
+    let batch = batch(ctx, file.batch.as_ref());
+    let target = target(ctx, &file.target, reg);
+    if target.mode == Mode::Mirror && !matches!(detect, Detect::Diff { .. }) {
+        let span = file
+            .target
+            .get_ref()
+            .mode
+            .as_ref()
+            .map_or(file.target.span(), |m| m.span());
+        ctx.src.error(span, "`mode = \"mirror\"` needs `[detect] strategy = \"diff\"`, which is what finds deleted objects");
+    }
+    let rules = rules(
+        ctx,
+        file.rules.as_ref(),
+        file.fields.as_ref().map(|f| f.get_ref()),
+    );
+    let fields = fields(ctx, file.fields.as_ref(), &target, &rules, refs);
+    check_keys_mapped(ctx, file, &source, &target, &fields, &rules);
+
+    for (child_name, _) in &file.children {
+        ctx.src.error(child_name.span(), format!("`[children.{}]`: snapshots with children are not available in this version of ferry yet", child_name.get_ref()));
+    }
+
+    if ctx.src.errors.len() > errors_before {
+        return None;
+    }
+    Some(Job {
+        name: name.to_string(),
+        description,
+        after: file.after.iter().map(|a| a.get_ref().clone()).collect(),
+        source,
+        detect,
+        batch,
+        target,
+        fields,
+        rules,
+        children: BTreeMap::new(),
+    })
+}
+
+fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig {
+    let span = s.span();
+    let r = s.get_ref();
+    let what = "[source]";
+    let Some(kind) = ctx.kind(&r.kind, SOURCE_KINDS, reg.sources, "source") else {
+        return SourceConfig::default();
+    };
+    let mut out = SourceConfig {
+        key: ctx.columns(&r.key, span.clone(), what),
+        ..Default::default()
+    };
+    if SQL_KINDS.contains(&kind.as_str()) {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        out.table = ctx.opt_text(&r.table);
+        out.query = ctx.opt_text(&r.query);
+        out.filter = ctx.opt_text(&r.filter);
+        match (&r.table, &r.query) {
+            (None, None) => ctx
+                .src
+                .error(span.clone(), "[source] needs `table` or `query`"),
+            (Some(_), Some(q)) => ctx
+                .src
+                .error(q.span(), "[source] takes `table` or `query`, not both"),
+            _ => {}
+        }
+        if let (Some(q), Some(w)) = (&r.query, &r.filter) {
+            let _ = q;
+            ctx.src.error(
+                w.span(),
+                "`where` goes with `table`; put the condition in the `query`",
+            );
+        }
+        ctx.unused(&r.path, "path", &kind, "source");
+        ctx.unused(&r.format, "format", &kind, "source");
+    } else if kind == "file" {
+        out.path = ctx.path(&r.path, span.clone(), what);
+        out.format = ctx.format(&r.format, out.path.as_deref(), span.clone(), what);
+        ctx.unused(&r.url, "url", &kind, "source");
+        ctx.unused(&r.table, "table", &kind, "source");
+        ctx.unused(&r.query, "query", &kind, "source");
+    }
+    // Keys of the connectors this build does not run yet (http, amqp, nats).
+    for (key, present) in [
+        ("items", r.items.as_ref().map(|v| v.span())),
+        ("next", r.next.as_ref().map(|v| v.span())),
+        ("page_param", r.page_param.as_ref().map(|v| v.span())),
+        ("cursor_param", r.cursor_param.as_ref().map(|v| v.span())),
+        ("auth", r.auth.as_ref().map(|v| v.span())),
+        ("timeout", r.timeout.as_ref().map(|v| v.span())),
+        ("queue", r.queue.as_ref().map(|v| v.span())),
+        ("prefetch", r.prefetch.as_ref().map(|v| v.span())),
+        ("stream", r.stream.as_ref().map(|v| v.span())),
+        ("consumer", r.consumer.as_ref().map(|v| v.span())),
+        ("subject", r.subject.as_ref().map(|v| v.span())),
+    ] {
+        if let Some(span) = present {
+            ctx.src.error(
+                span,
+                format!("`{key}` does not apply to a source of type `{kind}`"),
+            );
+        }
+    }
+    out.kind = kind;
+    out
+}
+
+fn detect(
+    ctx: &mut Ctx,
+    d: Option<&S<raw::DetectRaw>>,
+    source: &SourceConfig,
+    source_span: Range<usize>,
+) -> Detect {
+    let Some(d) = d else {
+        return Detect::Diff {
+            max_delete_ratio: 0.5,
+        };
+    };
+    let r = d.get_ref();
+    #[derive(Clone, Copy)]
+    enum K {
+        Cursor,
+        Diff,
+        Outbox,
+    }
+    let kind = ctx.choice(
+        &r.strategy,
+        "strategy",
+        &[
+            ("cursor", K::Cursor),
+            ("diff", K::Diff),
+            ("outbox", K::Outbox),
+        ],
+    );
+    let ratio = match &r.max_delete_ratio {
+        Some(v) if !(0.0..=1.0).contains(v.get_ref()) => {
+            ctx.src.error(
+                v.span(),
+                format!(
+                    "`max_delete_ratio` = {} must be between 0 and 1",
+                    v.get_ref()
+                ),
+            );
+            0.5
+        }
+        Some(v) => *v.get_ref(),
+        None => 0.5,
+    };
+    match kind {
+        Some(K::Cursor) => {
+            let column = match &r.cursor {
+                Some(c) => ctx.text(c).unwrap_or_default(),
+                None => {
+                    ctx.src.error(d.span(), "`strategy = \"cursor\"` needs `cursor`, a column that grows on every change");
+                    String::new()
+                }
+            };
+            if source.kind == "file" {
+                ctx.src.error(
+                    r.strategy.span(),
+                    "a `file` source has no cursor column to read from; use `strategy = \"diff\"`",
+                );
+            }
+            if let Some(m) = &r.max_delete_ratio {
+                ctx.src.error(
+                    m.span(),
+                    "`max_delete_ratio` applies to `strategy = \"diff\"` only",
+                );
+            }
+            let lag = ctx.duration(&r.lag, "lag", Duration::ZERO);
+            Detect::Cursor { column, lag }
+        }
+        Some(K::Diff) => {
+            ctx.unused(&r.cursor, "cursor", "diff", "strategy");
+            ctx.unused(&r.lag, "lag", "diff", "strategy");
+            Detect::Diff {
+                max_delete_ratio: ratio,
+            }
+        }
+        Some(K::Outbox) => {
+            let _ = source_span;
+            ctx.src.error(r.strategy.span(), "`strategy = \"outbox\"` is not available in this version of ferry yet; use `cursor` or `diff`");
+            Detect::Outbox
+        }
+        None => Detect::Diff {
+            max_delete_ratio: ratio,
+        },
+    }
+}
+
+fn batch(ctx: &mut Ctx, b: Option<&S<raw::BatchRaw>>) -> Batch {
+    let d = Batch::default();
+    let Some(b) = b else { return d };
+    let r = b.get_ref();
+    let (initial, max) = match &r.backoff {
+        Some(bo) => {
+            let bo = bo.get_ref();
+            (
+                ctx.duration(&bo.initial, "backoff.initial", d.backoff_initial),
+                ctx.duration(&bo.max, "backoff.max", d.backoff_max),
+            )
+        }
+        None => (d.backoff_initial, d.backoff_max),
+    };
+    if initial > max {
+        if let Some(bo) = &r.backoff {
+            ctx.src
+                .error(bo.span(), "`backoff.initial` is longer than `backoff.max`");
+        }
+    }
+    Batch {
+        size: ctx.int(&r.size, "size", (1, 100_000), d.size as i64) as usize,
+        concurrency: ctx.int(
+            &r.concurrency,
+            "concurrency",
+            (1, 256),
+            d.concurrency as i64,
+        ) as usize,
+        max_attempts: ctx.int(
+            &r.max_attempts,
+            "max_attempts",
+            (1, 1000),
+            d.max_attempts as i64,
+        ) as u32,
+        backoff_initial: initial,
+        backoff_max: max,
+    }
+}
+
+fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig {
+    let span = t.span();
+    let r = t.get_ref();
+    let what = "[target]";
+    let Some(kind) = ctx.kind(&r.kind, TARGET_KINDS, reg.targets, "target") else {
+        return TargetConfig::default();
+    };
+    let mode = r
+        .mode
+        .as_ref()
+        .and_then(|m| {
+            ctx.choice(
+                m,
+                "mode",
+                &[
+                    ("upsert", Mode::Upsert),
+                    ("insert", Mode::Insert),
+                    ("update", Mode::Update),
+                    ("mirror", Mode::Mirror),
+                ],
+            )
+        })
+        .unwrap_or_default();
+    let mut out = TargetConfig {
+        mode,
+        updated_at: ctx.opt_text(&r.updated_at),
+        ..Default::default()
+    };
+    if SQL_KINDS.contains(&kind.as_str()) {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        out.key = ctx.columns(&r.key, span.clone(), what);
+        match &r.table {
+            Some(tb) => out.table = ctx.text(tb),
+            None => ctx.src.error(
+                span.clone(),
+                format!("{what} of type `{kind}` needs `table`"),
+            ),
+        }
+        ctx.unused(&r.path, "path", &kind, "target");
+        match &r.create_table {
+            Some(c) if kind != "sqlite" => ctx.src.error(
+                c.span(),
+                "`create_table` applies to a target of type `sqlite` only",
+            ),
+            Some(c) => out.create_table = *c.get_ref(),
+            None => {}
+        }
+    } else if kind == "file" {
+        out.path = ctx.path(&r.path, span.clone(), what);
+        out.format = ctx.format(&r.format, None, span.clone(), what);
+        if let Some(k) = &r.key {
+            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
+        }
+    }
+    for (key, present) in [
+        ("method", r.method.as_ref().map(|v| v.span())),
+        ("batch", r.batch.as_ref().map(|v| v.span())),
+        ("results", r.results.as_ref().map(|v| v.span())),
+        ("auth", r.auth.as_ref().map(|v| v.span())),
+        ("timeout", r.timeout.as_ref().map(|v| v.span())),
+        ("exchange", r.exchange.as_ref().map(|v| v.span())),
+        ("routing_key", r.routing_key.as_ref().map(|v| v.span())),
+        ("subject", r.subject.as_ref().map(|v| v.span())),
+        ("stream", r.stream.as_ref().map(|v| v.span())),
+    ] {
+        if let Some(span) = present {
+            ctx.src.error(
+                span,
+                format!("`{key}` does not apply to a target of type `{kind}`"),
+            );
+        }
+    }
+    out.kind = kind;
+    out
+}
+
+const OWNERS: &[(&str, Owner)] = &[
+    ("source", Owner::Source),
+    ("target", Owner::Target),
+    ("fill", Owner::Fill),
+    ("newest", Owner::Newest),
+];
+
+fn rules(
+    ctx: &mut Ctx,
+    r: Option<&S<raw::RulesRaw>>,
+    fields: Option<&BTreeMap<S<String>, S<raw::FieldRaw>>>,
+) -> Rules {
+    let every_field_owned =
+        fields.is_some_and(|f| !f.is_empty() && f.values().all(|v| v.get_ref().owner.is_some()));
+    let owner = r
+        .and_then(|r| r.get_ref().owner.as_ref())
+        .and_then(|o| ctx.choice(o, "owner", OWNERS));
+    let owner_given = r.is_some_and(|r| r.get_ref().owner.is_some());
+    if !owner_given && !every_field_owned {
+        let span = r.map_or(0..0, |r| r.span());
+        ctx.src.error(span, "no owner for the fields: add `[rules] owner = \"source\"` (or name an `owner` on every field) so it is explicit which system wins");
+    }
+    let deletes = r
+        .and_then(|r| r.get_ref().deletes.as_ref())
+        .and_then(|d| {
+            ctx.choice(
+                d,
+                "deletes",
+                &[
+                    ("propagate", Deletes::Propagate),
+                    ("soft", Deletes::Soft),
+                    ("ignore", Deletes::Ignore),
+                ],
+            )
+        })
+        .unwrap_or_default();
+    let soft_delete = r
+        .and_then(|r| r.get_ref().soft_delete.as_ref())
+        .and_then(|s| ctx.text(s));
+    if deletes == Deletes::Soft && soft_delete.is_none() {
+        let span = r
+            .and_then(|r| r.get_ref().deletes.as_ref())
+            .map_or(0..0, |d| d.span());
+        ctx.src.error(
+            span,
+            "`deletes = \"soft\"` needs `soft_delete`, the target column set to the deletion time",
+        );
+    }
+    Rules {
+        owner: owner.unwrap_or(Owner::Source),
+        deletes,
+        soft_delete,
+    }
+}
+
+fn fields(
+    ctx: &mut Ctx,
+    f: Option<&S<BTreeMap<S<String>, S<raw::FieldRaw>>>>,
+    target: &TargetConfig,
+    rules: &Rules,
+    refs: &mut Vec<JobReference>,
+) -> Vec<FieldMap> {
+    let Some(f) = f else { return Vec::new() };
+    let mut out = Vec::new();
+    for (name, spec) in f.get_ref() {
+        let raw = spec.get_ref();
+        let owner = match &raw.owner {
+            Some(o) => match OWNERS.iter().find(|(n, _)| n == o) {
+                Some((_, o)) => *o,
+                None => {
+                    ctx.src.error(spec.span(), format!("field `{}`: owner `{o}`; expected one of `source`, `target`, `fill`, `newest`", name.get_ref()));
+                    continue;
+                }
+            },
+            None => rules.owner,
+        };
+        if owner == Owner::Newest {
+            if target.updated_at.is_none() {
+                ctx.src.error(spec.span(), format!("field `{}`: `owner = \"newest\"` needs `[target] updated_at`, the target's own change time", name.get_ref()));
+            } else {
+                ctx.src.error(spec.span(), format!("field `{}`: `owner = \"newest\"` is not available in this version of ferry yet", name.get_ref()));
+            }
+        }
+        if let Some(l) = &raw.lookup {
+            refs.push(JobReference {
+                span: spec.span(),
+                name: l.clone(),
+                what: "`lookup`",
+            });
+            ctx.src.error(spec.span(), format!("field `{}`: `lookup` (key translation) is not available in this version of ferry yet", name.get_ref()));
+        }
+        out.push(FieldMap {
+            target: name.get_ref().clone(),
+            from: raw.from.clone(),
+            owner,
+            lookup: raw.lookup.clone(),
+        });
+    }
+    out
+}
+
+/// Upserts need the target key among the written fields, and deletes need
+/// every target key field to come from a source key column.
+fn check_keys_mapped(
+    ctx: &mut Ctx,
+    file: &raw::JobFile,
+    source: &SourceConfig,
+    target: &TargetConfig,
+    fields: &[FieldMap],
+    rules: &Rules,
+) {
+    if fields.is_empty() || source.kind.is_empty() || target.kind.is_empty() {
+        return;
+    }
+    let span = file
+        .fields
+        .as_ref()
+        .map_or(file.target.span(), |f| f.span());
+    let deletes_matter = rules.deletes != Deletes::Ignore || target.mode == Mode::Mirror;
+    for k in &target.key {
+        match fields.iter().find(|f| &f.target == k) {
+            None => ctx.src.error(span.clone(), format!("target key `{k}` is not among `[fields]`; map it from a source field")),
+            Some(f) if deletes_matter && !source.key.contains(&f.from) => ctx.src.error(
+                span.clone(),
+                format!("target key `{k}` comes from `{}`, which is not a source key column, so deletes could not find the target row (set `[rules] deletes = \"ignore\"` or map it from the source key)", f.from),
+            ),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,53 @@
+use std::fmt;
+
+/// What went wrong talking to an external system. `system` is redacted and
+/// names the connector and where it points; `object` the table, file or queue.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectorError {
+    /// The system could not be reached; nothing was written, retry later.
+    #[error("{system} could not be reached: {detail}")]
+    Unreachable { system: String, detail: String },
+    /// The system answered, but the object does not exist.
+    #[error("{system}: {object} does not exist: {detail}")]
+    MissingObject {
+        system: String,
+        object: String,
+        detail: String,
+    },
+    /// The system refused the data itself (type or constraint violation).
+    #[error("{system}: {object} rejected the data: {detail}")]
+    Rejected {
+        system: String,
+        object: String,
+        detail: String,
+    },
+    /// Any other failure of the system or its data.
+    #[error("{system}: {object}: {detail}")]
+    Failed {
+        system: String,
+        object: String,
+        detail: String,
+    },
+}
+
+impl ConnectorError {
+    pub fn unsupported(kind: &str) -> ConnectorError {
+        ConnectorError::Failed {
+            system: kind.to_string(),
+            object: "connector".to_string(),
+            detail: "not available in this build".to_string(),
+        }
+    }
+
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ConnectorError::Unreachable { .. })
+    }
+
+    pub fn failed(system: &str, object: &str, detail: impl fmt::Display) -> ConnectorError {
+        ConnectorError::Failed {
+            system: system.to_string(),
+            object: object.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Connectors to external systems: one folder each, implementing [`Source`]
+//! and/or [`Target`]. A connector is a leaf: it knows its system and the job's
+//! config, never the state store, detection or sync.
+//!
+//! Adding a system: a folder here and one line in each registry below.
+mod error;
+pub mod file;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::config::{Deletes, Job, Mode, Owner};
+use crate::model::{Record, SourceRow};
+
+pub use error::ConnectorError;
+
+/// What a detection strategy asks a source for.
+#[derive(Debug, Clone, Copy)]
+pub enum Scan<'a> {
+    /// Every object, in any order.
+    All,
+    /// Objects whose cursor column is `>= from - lag` (all non-NULL when
+    /// `from` is None), ordered by the cursor.
+    Since {
+        column: &'a str,
+        from: Option<&'a str>,
+        lag: Duration,
+    },
+    /// Objects whose cursor column is NULL; they never advance the watermark.
+    NullCursor { column: &'a str },
+}
+
+pub type RowStream = BoxStream<'static, Result<SourceRow, ConnectorError>>;
+
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The system and object, for messages: `postgres postgres://u:***@h/db table "customers"`.
+    fn describe(&self) -> String;
+    async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError>;
+}
+
+/// One bulk write: mapped target records (upserts) and target key records (deletes).
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub upserts: Vec<Record>,
+    pub deletes: Vec<Record>,
+}
+
+#[async_trait]
+pub trait Target: Send + Sync {
+    fn describe(&self) -> String;
+    /// Applies the whole batch, atomically where the system allows it.
+    async fn write(&self, batch: &WriteBatch) -> Result<(), ConnectorError>;
+}
+
+/// How a target applies writes: the job's mode, delete rule and field owners.
+#[derive(Debug, Clone)]
+pub struct WriteRules {
+    pub table: String,
+    pub key: Vec<String>,
+    pub mode: Mode,
+    pub deletes: Deletes,
+    pub soft_delete: Option<String>,
+    /// Owner of each target field; fields not listed use `default_owner`.
+    pub owners: HashMap<String, Owner>,
+    pub default_owner: Owner,
+}
+
+impl WriteRules {
+    pub fn from_job(job: &Job) -> WriteRules {
+        WriteRules {
+            table: job.target.table.clone().unwrap_or_default(),
+            key: job.target.key.clone(),
+            mode: job.target.mode,
+            deletes: if job.target.mode == Mode::Mirror {
+                Deletes::Propagate
+            } else {
+                job.rules.deletes
+            },
+            soft_delete: job.rules.soft_delete.clone(),
+            owners: job
+                .fields
+                .iter()
+                .map(|f| (f.target.clone(), f.owner))
+                .collect(),
+            default_owner: job.rules.owner,
+        }
+    }
+
+    pub fn owner(&self, field: &str) -> Owner {
+        self.owners
+            .get(field)
+            .copied()
+            .unwrap_or(self.default_owner)
+    }
+}
+
+/// Source types this build can run (the contract lists more; see DESIGN.md).
+pub const SOURCES: &[&str] = &["postgres", "sqlite", "file"];
+/// Target types this build can run.
+pub const TARGETS: &[&str] = &["postgres", "sqlite"];
+
+/// The registry: a job's source.
+pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
+    match job.source.kind.as_str() {
+        "postgres" => Ok(Box::new(postgres::PostgresSource::new(&job.source)?)),
+        "sqlite" => Ok(Box::new(sqlite::SqliteSource::new(&job.source)?)),
+        "file" => Ok(Box::new(file::FileSource::new(&job.source))),
+        other => Err(ConnectorError::unsupported(other)),
+    }
+}
+
+/// The registry: a job's target.
+pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
+    let rules = WriteRules::from_job(job);
+    match job.target.kind.as_str() {
+        "postgres" => Ok(Box::new(postgres::PostgresTarget::new(&job.target, rules)?)),
+        "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
+        other => Err(ConnectorError::unsupported(other)),
+    }
+}

@@ -1,0 +1,30 @@
+//! PostgreSQL as source (table or query, streamed) and target (one statement
+//! per batch through `json_populate_recordset`, typed by the target table).
+mod source;
+mod target;
+
+pub use source::PostgresSource;
+pub use target::PostgresTarget;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use super::ConnectorError;
+
+/// A lazily connecting pool, so that building a job never touches the network.
+fn pool(url: &str, system: &str, max: u32) -> Result<PgPool, ConnectorError> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| ConnectorError::failed(system, "url", e))?
+        .application_name("ferry");
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(opts))
+}
+
+fn system(url: &str) -> String {
+    format!("postgres {}", crate::redact::url(url))
+}

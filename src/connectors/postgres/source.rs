@@ -1,0 +1,128 @@
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use sqlx::{PgPool, Row};
+
+use crate::config::SourceConfig;
+use crate::connectors::sql::{classify, quote_ident, quote_qualified};
+use crate::connectors::{ConnectorError, RowStream, Scan, Source};
+use crate::model::{Record, SourceRow};
+
+pub struct PostgresSource {
+    pool: PgPool,
+    system: String,
+    object: String,
+    /// `SELECT …` producing the source's rows, before ferry's own filter.
+    relation: String,
+}
+
+impl PostgresSource {
+    pub fn new(cfg: &SourceConfig) -> Result<Self, ConnectorError> {
+        let url = cfg.url.as_deref().unwrap_or_default();
+        let system = super::system(url);
+        let pool = super::pool(url, &system, 2)?;
+        let (relation, object) = match (&cfg.table, &cfg.query) {
+            (Some(t), _) => {
+                let filter = cfg
+                    .filter
+                    .as_ref()
+                    .map(|w| format!(" WHERE {w}"))
+                    .unwrap_or_default();
+                (
+                    format!("SELECT * FROM {}{filter}", quote_qualified(t)),
+                    format!("table {t}"),
+                )
+            }
+            (None, Some(q)) => (
+                q.trim().trim_end_matches(';').to_string(),
+                "query".to_string(),
+            ),
+            (None, None) => unreachable!("config validation requires table or query"),
+        };
+        Ok(PostgresSource {
+            pool,
+            system,
+            object,
+            relation,
+        })
+    }
+
+    /// The cursor column's SQL type, read from the relation (None: no rows).
+    async fn cursor_type(&self, column: &str) -> Result<Option<String>, ConnectorError> {
+        let sql = format!(
+            "SELECT pg_typeof(s.{})::text FROM ({}) AS s LIMIT 1",
+            quote_ident(column),
+            self.relation
+        );
+        let row = sqlx::query(&sql)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    fn err(&self, e: sqlx::Error) -> ConnectorError {
+        classify(e, &self.system, &self.object)
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn describe(&self) -> String {
+        format!("{} {}", self.system, self.object)
+    }
+
+    async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
+        let (sql, binds) = match scan {
+            Scan::All => (
+                format!(
+                    "SELECT row_to_json(s)::text, NULL::text FROM ({}) AS s",
+                    self.relation
+                ),
+                vec![],
+            ),
+            Scan::NullCursor { column } => {
+                let c = quote_ident(column);
+                (format!("SELECT row_to_json(s)::text, NULL::text FROM ({}) AS s WHERE s.{c} IS NULL", self.relation), vec![])
+            }
+            Scan::Since { column, from, lag } => {
+                let c = quote_ident(column);
+                let Some(ty) = self.cursor_type(column).await? else {
+                    return Ok(Box::pin(futures::stream::empty()));
+                };
+                let base = format!("SELECT row_to_json(s)::text, s.{c}::text FROM ({}) AS s WHERE s.{c} IS NOT NULL", self.relation);
+                match from {
+                    None => (format!("{base} ORDER BY s.{c}"), vec![]),
+                    Some(from) => {
+                        let temporal = ty.starts_with("timestamp") || ty == "date";
+                        if temporal && !lag.is_zero() {
+                            let lag_text = format!("{} microseconds", lag.as_micros());
+                            let sql = format!("{base} AND s.{c} >= CAST($1 AS {ty}) - CAST($2 AS interval) ORDER BY s.{c}");
+                            (sql, vec![from.to_string(), lag_text])
+                        } else {
+                            (
+                                format!("{base} AND s.{c} >= CAST($1 AS {ty}) ORDER BY s.{c}"),
+                                vec![from.to_string()],
+                            )
+                        }
+                    }
+                }
+            }
+        };
+        let pool = self.pool.clone();
+        let system = self.system.clone();
+        let object = self.object.clone();
+        let stream = async_stream::try_stream! {
+            let mut q = sqlx::query(&sql);
+            for b in &binds {
+                q = q.bind(b);
+            }
+            let mut rows = q.fetch(&pool);
+            while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
+                let json: String = row.get(0);
+                let data: Record = serde_json::from_str(&json).map_err(|e| ConnectorError::failed(&system, &object, e))?;
+                yield SourceRow { data, cursor: row.get::<Option<String>, _>(1) };
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}

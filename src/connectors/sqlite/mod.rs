@@ -1,0 +1,42 @@
+//! SQLite as source (table or query) and target (one statement per batch
+//! through `json_each`, so a batch of any size is one bound parameter).
+mod source;
+mod target;
+
+pub use source::SqliteSource;
+pub use target::SqliteTarget;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::SqlitePool;
+
+use super::ConnectorError;
+
+fn pool(url: &str, system: &str, read_only: bool) -> Result<SqlitePool, ConnectorError> {
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| ConnectorError::failed(system, "url", e))?
+        .read_only(read_only)
+        .busy_timeout(Duration::from_secs(30));
+    let opts = if read_only {
+        opts
+    } else {
+        opts.journal_mode(SqliteJournalMode::Wal)
+    };
+    // One writer connection: SQLite serialises writers anyway, and one
+    // connection never waits on itself.
+    let max = if read_only { 2 } else { 1 };
+    Ok(SqlitePoolOptions::new()
+        .max_connections(max)
+        .connect_lazy_with(opts))
+}
+
+fn system(url: &str) -> String {
+    format!("sqlite {}", crate::redact::url(url))
+}
+
+/// A JSON path selecting one top-level field: `$."name"`.
+fn json_path(field: &str) -> String {
+    format!("'$.\"{}\"'", field.replace('\'', "''").replace('"', "\\\""))
+}

@@ -1,0 +1,194 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments, Column, Row, SqlitePool, TypeInfo, ValueRef};
+
+use crate::config::SourceConfig;
+use crate::connectors::sql::{classify, quote_ident, quote_qualified};
+use crate::connectors::{ConnectorError, RowStream, Scan, Source};
+use crate::model::{Record, SourceRow};
+
+pub struct SqliteSource {
+    pool: SqlitePool,
+    system: String,
+    object: String,
+    relation: String,
+}
+
+impl SqliteSource {
+    pub fn new(cfg: &SourceConfig) -> Result<Self, ConnectorError> {
+        let url = cfg.url.as_deref().unwrap_or_default();
+        let system = super::system(url);
+        let pool = super::pool(url, &system, true)?;
+        let (relation, object) = match (&cfg.table, &cfg.query) {
+            (Some(t), _) => {
+                let filter = cfg
+                    .filter
+                    .as_ref()
+                    .map(|w| format!(" WHERE {w}"))
+                    .unwrap_or_default();
+                (
+                    format!("SELECT * FROM {}{filter}", quote_qualified(t)),
+                    format!("table {t}"),
+                )
+            }
+            (None, Some(q)) => (
+                q.trim().trim_end_matches(';').to_string(),
+                "query".to_string(),
+            ),
+            (None, None) => unreachable!("config validation requires table or query"),
+        };
+        Ok(SqliteSource {
+            pool,
+            system,
+            object,
+            relation,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for SqliteSource {
+    fn describe(&self) -> String {
+        format!("{} {}", self.system, self.object)
+    }
+
+    async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
+        let mut args = SqliteArguments::default();
+        let mut cursor_column = None;
+        let sql = match scan {
+            Scan::All => format!("SELECT * FROM ({}) AS s", self.relation),
+            Scan::NullCursor { column } => format!(
+                "SELECT * FROM ({}) AS s WHERE s.{} IS NULL",
+                self.relation,
+                quote_ident(column)
+            ),
+            Scan::Since { column, from, lag } => {
+                cursor_column = Some(column.to_string());
+                let c = quote_ident(column);
+                match from {
+                    None => format!(
+                        "SELECT * FROM ({}) AS s WHERE s.{c} IS NOT NULL ORDER BY s.{c}",
+                        self.relation
+                    ),
+                    Some(from) => {
+                        bind_cursor(&mut args, from, lag)
+                            .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))?;
+                        format!(
+                            "SELECT * FROM ({}) AS s WHERE s.{c} >= $1 ORDER BY s.{c}",
+                            self.relation
+                        )
+                    }
+                }
+            }
+        };
+        let pool = self.pool.clone();
+        let system = self.system.clone();
+        let object = self.object.clone();
+        let stream = async_stream::try_stream! {
+            let mut rows = sqlx::query_with(&sql, args).fetch(&pool);
+            while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
+                let data = record_of(&row);
+                let cursor = cursor_column.as_ref().and_then(|c| data.get(c)).map(|v| v.to_string());
+                yield SourceRow { data, cursor };
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}
+
+/// Binds a stored cursor (the JSON text of the value) with its SQLite type,
+/// moved back by `lag` when it is a timestamp in text form.
+fn bind_cursor(args: &mut SqliteArguments<'_>, stored: &str, lag: Duration) -> Result<(), String> {
+    let value: Value = serde_json::from_str(stored)
+        .map_err(|e| format!("stored cursor `{stored}` is unreadable: {e}"))?;
+    let r = match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => args.add(i),
+            None => args.add(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => args.add(shift_timestamp(&s, lag).unwrap_or(s)),
+        other => args.add(other.to_string()),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// `text` minus `lag` in the same layout, when `text` is a timestamp.
+fn shift_timestamp(text: &str, lag: Duration) -> Option<String> {
+    if lag.is_zero() {
+        return None;
+    }
+    let lag = chrono::Duration::from_std(lag).ok()?;
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some((t - lag).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, text.ends_with('Z')));
+    }
+    for layout in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, layout) {
+            return Some((t - lag).format(layout).to_string());
+        }
+    }
+    None
+}
+
+/// A row as JSON, each value by its storage class.
+fn record_of(row: &SqliteRow) -> Record {
+    let mut rec = Record::new();
+    for (i, col) in row.columns().iter().enumerate() {
+        let v = match row.try_get_raw(i) {
+            Ok(raw) if raw.is_null() => Value::Null,
+            Ok(raw) => match raw.type_info().name() {
+                "INTEGER" => row
+                    .try_get::<i64, _>(i)
+                    .map(Value::from)
+                    .unwrap_or(Value::Null),
+                "REAL" => row
+                    .try_get::<f64, _>(i)
+                    .ok()
+                    .and_then(|f| serde_json::Number::from_f64(f))
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null),
+                "BLOB" => row
+                    .try_get::<Vec<u8>, _>(i)
+                    .map(|b| Value::String(hex(&b)))
+                    .unwrap_or(Value::Null),
+                _ => row
+                    .try_get::<String, _>(i)
+                    .map(Value::String)
+                    .unwrap_or(Value::Null),
+            },
+            Err(_) => Value::Null,
+        };
+        rec.insert(col.name().to_string(), v);
+    }
+    rec
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifts_text_timestamps_in_their_own_layout() {
+        let five = Duration::from_secs(5);
+        assert_eq!(
+            shift_timestamp("2026-01-01 00:00:02", five).unwrap(),
+            "2025-12-31 23:59:57"
+        );
+        assert_eq!(
+            shift_timestamp("2026-01-01T10:00:05.250", five).unwrap(),
+            "2026-01-01T10:00:00.250"
+        );
+        assert_eq!(
+            shift_timestamp("2026-01-01T10:00:05+01:00", five).unwrap(),
+            "2026-01-01T10:00:00+01:00"
+        );
+        assert_eq!(shift_timestamp("v42", five), None);
+    }
+}

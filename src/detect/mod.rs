@@ -1,0 +1,224 @@
+//! Change detection: reads a [`Source`], compares each object's content hash
+//! with the ledger, and commits the changes (one queue task per chunk) together
+//! with the watermark advance in one state-store transaction. Streams in
+//! chunks of `[batch] size`: a table is never held in memory.
+mod cursor;
+mod diff;
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+
+use crate::config::{Detect, Job};
+use crate::connectors::{ConnectorError, RowStream, Source};
+use crate::model::{content_hash, hash_hex, key_of, key_text, Item, Op, SourceRow};
+use crate::state::{DetectedBatch, LedgerEntry, SeenKey, StateError, Store};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DetectOptions {
+    /// Resend every object: ignore the watermark and the ledger (repair).
+    pub full: bool,
+    /// Let a diff run delete more than `max_delete_ratio`, or from an empty source.
+    pub allow_mass_delete: bool,
+    /// Count what would change; write nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DetectReport {
+    pub scanned: u64,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub unchanged: u64,
+    /// Objects without a value in a key column; skipped and counted as failed.
+    pub invalid: u64,
+    pub first_invalid: Option<String>,
+    /// Cursor strategy: objects whose cursor is NULL (compared by hash each run).
+    pub null_cursor: u64,
+    pub tasks: u64,
+}
+
+impl DetectReport {
+    pub fn changed(&self) -> u64 {
+        self.inserts + self.updates + self.deletes
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Source(#[from] ConnectorError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("refusing to delete {deletes} of {present} objects ({percent:.1}% > max_delete_ratio {ratio}); rerun with --allow-mass-delete if this is intended")]
+    MassDelete {
+        deletes: u64,
+        present: u64,
+        percent: f64,
+        ratio: f64,
+    },
+    #[error("the source returned no objects, which would delete all {present} in the target; rerun with --allow-mass-delete if this is intended")]
+    EmptySource { present: u64 },
+}
+
+pub async fn detect(
+    job: &Job,
+    source: &dyn Source,
+    store: &Store,
+    run_id: i64,
+    opts: DetectOptions,
+) -> Result<DetectReport, DetectError> {
+    match &job.detect {
+        Detect::Cursor { column, lag } => {
+            cursor::detect(job, source, store, run_id, opts, column, *lag).await
+        }
+        Detect::Diff { max_delete_ratio } => {
+            diff::detect(job, source, store, run_id, opts, *max_delete_ratio).await
+        }
+        // Config validation rejects the outbox strategy until it exists.
+        Detect::Outbox => unreachable!("outbox is rejected by config validation"),
+    }
+}
+
+/// Accumulates scanned rows into chunks and commits each one.
+struct Chunker<'a> {
+    job: &'a Job,
+    store: &'a Store,
+    run_id: i64,
+    opts: DetectOptions,
+    /// Diff scans mark unchanged keys as seen, to find deletes afterwards.
+    mark_seen: bool,
+    rows: Vec<SourceRow>,
+    report: DetectReport,
+    /// Keys found live in the ledger (diff: present objects that still exist).
+    matched_live: u64,
+}
+
+impl<'a> Chunker<'a> {
+    fn new(
+        job: &'a Job,
+        store: &'a Store,
+        run_id: i64,
+        opts: DetectOptions,
+        mark_seen: bool,
+    ) -> Self {
+        Chunker {
+            job,
+            store,
+            run_id,
+            opts,
+            mark_seen,
+            rows: Vec::with_capacity(job.batch.size),
+            report: DetectReport::default(),
+            matched_live: 0,
+        }
+    }
+
+    /// Reads the whole stream, committing a chunk every `[batch] size` rows.
+    /// With `advance`, each commit moves the watermark to its last row's cursor.
+    async fn consume(&mut self, mut rows: RowStream, advance: bool) -> Result<(), DetectError> {
+        while let Some(row) = rows.try_next().await? {
+            self.report.scanned += 1;
+            self.rows.push(row);
+            if self.rows.len() >= self.job.batch.size {
+                self.flush(advance).await?;
+            }
+        }
+        self.flush(advance).await
+    }
+
+    async fn flush(&mut self, advance: bool) -> Result<(), DetectError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let watermark = if advance {
+            rows.last().and_then(|r| r.cursor.clone())
+        } else {
+            None
+        };
+        // Later rows with the same key win: one item per key per task.
+        let mut by_key: HashMap<String, (Vec<serde_json::Value>, SourceRow)> =
+            HashMap::with_capacity(rows.len());
+        let mut order = Vec::with_capacity(rows.len());
+        for row in rows {
+            match key_of(&row.data, &self.job.source.key) {
+                Ok(key) => {
+                    let text = key_text(&key);
+                    if by_key.insert(text.clone(), (key, row)).is_none() {
+                        order.push(text);
+                    }
+                }
+                Err(column) => {
+                    self.report.invalid += 1;
+                    if self.report.first_invalid.is_none() {
+                        self.report.first_invalid = Some(format!(
+                            "an object has no value in key column `{column}`: {}",
+                            crate::model::preview(&row.data)
+                        ));
+                    }
+                }
+            }
+        }
+        let ledger = if self.opts.full {
+            HashMap::new()
+        } else {
+            self.store.ledger(&self.job.name, &order).await?
+        };
+        let mut batch = DetectedBatch {
+            watermark,
+            ..Default::default()
+        };
+        for text in order {
+            // Every key in `order` was inserted into `by_key` just above.
+            let (key, row) = by_key.remove(&text).expect("key collected above");
+            let hash = content_hash(&row.data);
+            let entry: Option<&LedgerEntry> = ledger.get(&text);
+            if entry.is_some_and(|e| !e.deleted) {
+                self.matched_live += 1;
+            }
+            match entry {
+                Some(e) if !e.deleted && e.detected_hash == hash => {
+                    self.report.unchanged += 1;
+                    if self.mark_seen {
+                        batch.seen.push(SeenKey(text));
+                    }
+                }
+                _ => {
+                    if entry.is_some_and(|e| !e.deleted && e.synced_version.is_some()) {
+                        self.report.updates += 1;
+                    } else {
+                        self.report.inserts += 1;
+                    }
+                    batch.items.push(Item {
+                        key,
+                        op: Op::Upsert,
+                        version: 0,
+                        hash: hash_hex(hash),
+                        data: row.data,
+                    });
+                    batch.keys.push(text);
+                }
+            }
+        }
+        self.commit(batch).await
+    }
+
+    async fn commit(&mut self, mut batch: DetectedBatch) -> Result<(), DetectError> {
+        if self.opts.dry_run
+            || (batch.items.is_empty() && batch.seen.is_empty() && batch.watermark.is_none())
+        {
+            return Ok(());
+        }
+        if self
+            .store
+            .commit_detected(&self.job.name, self.run_id, &mut batch)
+            .await?
+            .is_some()
+        {
+            self.report.tasks += 1;
+        }
+        Ok(())
+    }
+}

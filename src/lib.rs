@@ -1,0 +1,15 @@
+//! ferry: a scheduled batch-sync engine.
+//!
+//! Data flows one way: a [`connectors`] source is read by [`detect`], which
+//! writes changes into the durable queue in [`state`]; [`sync`] claims queued
+//! tasks and writes them through a [`connectors`] target. [`runner`] drives one
+//! run of a job; [`config`] shapes everything; [`cli`] is the thin edge.
+pub mod cli;
+pub mod config;
+pub mod connectors;
+pub mod detect;
+pub mod model;
+pub mod redact;
+pub mod runner;
+pub mod state;
+pub mod sync;

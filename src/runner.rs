@@ -1,0 +1,233 @@
+//! One run of one job: take the job's lease, detect, drain the queue, record
+//! the run. Used by `run --once` (and later the daemon) and by `plan`.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Job;
+use crate::connectors::{self, ConnectorError};
+use crate::detect::{self, DetectError, DetectOptions, DetectReport};
+use crate::state::{RunCounts, StateError, Store};
+use crate::sync::{self, SyncReport};
+
+/// A job lease outlives a crashed holder by at most this; renewed at a third.
+pub const JOB_LEASE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    Signal,
+    Manual,
+    Once,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Signal => "signal",
+            Trigger::Manual => "manual",
+            Trigger::Once => "once",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything detected was synced.
+    Success,
+    /// The run finished, but items failed (dead or awaiting retry).
+    Partial,
+    /// The run could not finish.
+    Failed,
+    /// Another runner holds the job's lease; this one did nothing.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Partial => "partial",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("source {0}")]
+    Detect(#[from] DetectError),
+    #[error("target {0}")]
+    Target(ConnectorError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl RunError {
+    /// A system could not be reached: nothing was lost, retry later.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            RunError::Detect(DetectError::Source(e)) | RunError::Target(e) => e.is_unreachable(),
+            RunError::Detect(DetectError::State(e)) | RunError::State(e) => e.is_unreachable(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct JobRun {
+    pub job: String,
+    pub outcome: Outcome,
+    pub detect: DetectReport,
+    pub sync: SyncReport,
+    pub elapsed: Duration,
+    pub error: Option<RunError>,
+}
+
+impl JobRun {
+    /// Items that did not reach the target in this run.
+    pub fn failed(&self) -> u64 {
+        self.sync.retrying + self.sync.dead + self.detect.invalid
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub trigger: Trigger,
+    pub detect: DetectOptions,
+}
+
+/// Process-wide identity of this runner: a random id, never a host or pod
+/// name (a restarted pod keeps its name and would look alive).
+pub fn instance_id() -> String {
+    format!("ferry-{}", uuid::Uuid::new_v4())
+}
+
+pub async fn run_job(job: &Job, store: &Store, owner: &str, opts: RunOptions) -> JobRun {
+    let started = Instant::now();
+    let mut run = JobRun {
+        job: job.name.clone(),
+        outcome: Outcome::Failed,
+        detect: DetectReport::default(),
+        sync: SyncReport::default(),
+        elapsed: Duration::ZERO,
+        error: None,
+    };
+    if let Err(e) = run_leased(job, store, owner, opts, &mut run).await {
+        run.outcome = Outcome::Failed;
+        run.error = Some(e);
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+async fn run_leased(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    opts: RunOptions,
+    run: &mut JobRun,
+) -> Result<(), RunError> {
+    if opts.detect.dry_run {
+        let source = connectors::source(job).map_err(DetectError::Source)?;
+        run.detect = detect::detect(job, source.as_ref(), store, 0, opts.detect).await?;
+        run.outcome = Outcome::Success;
+        return Ok(());
+    }
+    store.ensure_job(&job.name).await?;
+    let lease_name = format!("job:{}", job.name);
+    let Some(token) = store.try_lease(&lease_name, owner, JOB_LEASE).await? else {
+        tracing::info!(job = %job.name, "another runner holds this job's lease; skipping");
+        run.outcome = Outcome::Skipped;
+        return Ok(());
+    };
+    let heartbeat = {
+        let (store, name) = (store.clone(), lease_name.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(JOB_LEASE / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match store.renew_lease(&name, token, JOB_LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(lease = %name, "job lease lost; another runner may start this job")
+                    }
+                    Err(e) => tracing::warn!(lease = %name, "could not renew the job lease: {e}"),
+                }
+            }
+        })
+    };
+    let result = run_body(job, store, owner, opts, run).await;
+    heartbeat.abort();
+    if let Err(e) = store.release_lease(&lease_name, token).await {
+        tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself): {e}");
+    }
+    result
+}
+
+async fn run_body(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    opts: RunOptions,
+    run: &mut JobRun,
+) -> Result<(), RunError> {
+    let run_id = store.start_run(&job.name, opts.trigger.as_str()).await?;
+    let result = detect_and_sync(job, store, owner, run_id, opts, run).await;
+    let counts = RunCounts {
+        scanned: run.detect.scanned as i64,
+        changed: run.detect.changed() as i64,
+        synced: run.sync.synced as i64,
+        failed: run.failed() as i64,
+    };
+    run.outcome = match &result {
+        Err(_) => Outcome::Failed,
+        Ok(()) if run.failed() > 0 => Outcome::Partial,
+        Ok(()) => Outcome::Success,
+    };
+    let message = result
+        .as_ref()
+        .err()
+        .map(|e| e.to_string())
+        .or_else(|| run.sync.first_error.as_ref().map(|e| e.to_string()));
+    store
+        .finish_run(run_id, run.outcome.as_str(), &counts, message.as_deref())
+        .await?;
+    result
+}
+
+async fn detect_and_sync(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    run_id: i64,
+    opts: RunOptions,
+    run: &mut JobRun,
+) -> Result<(), RunError> {
+    let _ = store.purge_done(Duration::from_secs(7 * 24 * 3600)).await;
+    let source = connectors::source(job).map_err(DetectError::Source)?;
+    run.detect = detect::detect(job, source.as_ref(), store, run_id, opts.detect).await?;
+    drop(source);
+    fault_point("after-enqueue");
+
+    let target: Arc<dyn connectors::Target> =
+        Arc::from(connectors::target(job).map_err(RunError::Target)?);
+    run.sync = sync::drain(job, target, store, owner).await?;
+    if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.is_unreachable()) {
+        return Err(RunError::Target(first.clone()));
+    }
+    Ok(())
+}
+
+/// Test hook: `FERRY_FAULT=pause-<point>` stops the process at that point
+/// (the crash-safety tests SIGKILL it there).
+fn fault_point(point: &str) {
+    if std::env::var("FERRY_FAULT").ok().as_deref() == Some(&format!("pause-{point}")) {
+        eprintln!("ferry: fault point {point} reached; pausing");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}

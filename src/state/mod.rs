@@ -1,0 +1,208 @@
+//! The state store: runs, the durable task queue, the per-key ledger,
+//! watermarks and leases. SQLite (embedded, default) or PostgreSQL (shared by
+//! many replicas), chosen by URL. The only module that writes SQL for ferry's
+//! own tables; it never talks to external systems.
+mod lease;
+mod ledger;
+mod queue;
+mod runs;
+
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
+
+pub use ledger::{DetectedBatch, LedgerEntry, SeenKey};
+pub use queue::{ClaimedTask, QueueCounts, TaskInfo, TaskState};
+pub use runs::{RunCounts, RunInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {url} could not be reached: {source}")]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error("state store {url}: {source}")]
+    Query { url: String, source: sqlx::Error },
+    #[error("state store {url}: schema migration failed: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("state store url `{0}` must start with `sqlite:` or `postgres://`")]
+    BadUrl(String),
+    #[error("state store {url}: {detail}")]
+    Corrupt { url: String, detail: String },
+}
+
+impl StateError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StateError::Unreachable { .. })
+    }
+}
+
+/// A handle on the state store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// Redacted, for messages.
+    url: String,
+}
+
+static DRIVERS: Once = Once::new();
+
+impl Store {
+    /// Connects (creating an SQLite file if needed). Call [`Store::migrate`] before use.
+    pub async fn open(url: &str) -> Result<Store, StateError> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let redacted = crate::redact::url(url);
+        let (backend, connect_url) = if url.starts_with("sqlite:") {
+            (Backend::Sqlite, sqlite_url(url))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StateError::BadUrl(redacted));
+        };
+        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        opts = match backend {
+            Backend::Sqlite => opts.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; FULL keeps the
+                    // last commits of a queue of record through a power loss.
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA busy_timeout = 30000",
+                    ] {
+                        conn.execute(pragma).await?;
+                    }
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => opts.max_connections(10),
+        };
+        if backend == Backend::Sqlite {
+            if let Some(parent) = sqlite_path(url)
+                .and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()))
+            {
+                if !parent.as_os_str().is_empty() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+            }
+        }
+        let pool = opts
+            .connect(&connect_url)
+            .await
+            .map_err(|source| StateError::Unreachable {
+                url: redacted.clone(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            backend,
+            url: redacted,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> Result<(), StateError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| StateError::Migrate {
+                url: self.url.clone(),
+                source,
+            })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A write transaction: `BEGIN IMMEDIATE` on SQLite, so that it never has
+    /// to upgrade a read lock (which fails with SQLITE_BUSY whatever the timeout).
+    async fn write_tx(&self) -> Result<Transaction<'static, Any>, StateError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(|e| self.err(e))
+    }
+
+    fn err(&self, source: sqlx::Error) -> StateError {
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => StateError::Unreachable {
+                url: self.url.clone(),
+                source,
+            },
+            source => StateError::Query {
+                url: self.url.clone(),
+                source,
+            },
+        }
+    }
+}
+
+/// sqlx wants `sqlite://path?mode=rwc` to create a missing file.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.to_string())
+}
+
+/// `$start, $start+1, …` for `n` values.
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Arguments for the Any driver; adding an owned String or i64 cannot fail.
+fn args() -> AnyArguments<'static> {
+    AnyArguments::default()
+}
+
+trait Bind {
+    fn push<T>(&mut self, v: T)
+    where
+        T: 'static + Send + sqlx::Encode<'static, Any> + sqlx::Type<Any>;
+}
+
+impl Bind for AnyArguments<'static> {
+    fn push<T>(&mut self, v: T)
+    where
+        T: 'static + Send + sqlx::Encode<'static, Any> + sqlx::Type<Any>,
+    {
+        // Encoding strings, integers and their Options into Any arguments never fails.
+        self.add(v).expect("bind value");
+    }
+}

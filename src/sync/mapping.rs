@@ -1,0 +1,59 @@
+//! `[fields]`: target field ← source field, for upserts and for delete keys.
+use serde_json::Value;
+
+use crate::config::Job;
+use crate::model::Record;
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// (target field, source field); empty: every source field under its own name.
+    fields: Vec<(String, String)>,
+    /// For each target key field, its position in the source key.
+    delete_key: Vec<(String, Option<usize>)>,
+}
+
+impl Mapping {
+    pub fn new(job: &Job) -> Mapping {
+        let fields: Vec<(String, String)> = job
+            .fields
+            .iter()
+            .map(|f| (f.target.clone(), f.from.clone()))
+            .collect();
+        let delete_key = job
+            .target
+            .key
+            .iter()
+            .map(|k| {
+                let from = fields
+                    .iter()
+                    .find(|(t, _)| t == k)
+                    .map_or(k.as_str(), |(_, s)| s.as_str());
+                (k.clone(), job.source.key.iter().position(|s| s == from))
+            })
+            .collect();
+        Mapping { fields, delete_key }
+    }
+
+    pub fn upsert(&self, data: &Record) -> Record {
+        if self.fields.is_empty() {
+            return data.clone();
+        }
+        self.fields
+            .iter()
+            .map(|(t, s)| (t.clone(), data.get(s).cloned().unwrap_or(Value::Null)))
+            .collect()
+    }
+
+    /// The target key of a deleted object, from its source key values.
+    pub fn delete(&self, key: &[Value]) -> Record {
+        self.delete_key
+            .iter()
+            .map(|(t, pos)| {
+                (
+                    t.clone(),
+                    pos.and_then(|p| key.get(p)).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    }
+}
