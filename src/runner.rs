@@ -10,7 +10,7 @@ use crate::state::{RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
 
 /// A job lease outlives a crashed holder by at most this; renewed at a third.
-pub const JOB_LEASE: Duration = Duration::from_secs(30);
+pub const JOB_LEASE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -137,8 +137,8 @@ async fn run_leased(
     }
     store.ensure_job(&job.name).await?;
     let lease_name = format!("job:{}", job.name);
-    let Some(token) = store.try_lease(&lease_name, owner, JOB_LEASE).await? else {
-        tracing::info!(job = %job.name, "another runner holds this job's lease; skipping");
+    let Some(token) = acquire_job_lease(store, &lease_name, owner).await? else {
+        tracing::info!(job = %job.name, "another runner kept this job's lease; skipping");
         run.outcome = Outcome::Skipped;
         return Ok(());
     };
@@ -165,6 +165,31 @@ async fn run_leased(
         tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself): {e}");
     }
     result
+}
+
+/// Waits for a held lease for up to two lease periods: long enough for a
+/// crashed holder's lease to expire, short enough not to pile up behind a
+/// live run (which this run would otherwise only repeat).
+async fn acquire_job_lease(
+    store: &Store,
+    name: &str,
+    owner: &str,
+) -> Result<Option<i64>, StateError> {
+    let deadline = Instant::now() + JOB_LEASE * 2;
+    let mut announced = false;
+    loop {
+        if let Some(token) = store.try_lease(name, owner, JOB_LEASE).await? {
+            return Ok(Some(token));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        if !announced {
+            tracing::info!(lease = %name, "another runner holds this job's lease; waiting for it");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn run_body(
