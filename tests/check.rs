@@ -1,0 +1,116 @@
+//! `ferry check` on malformed configurations: a located message for each
+//! error, all of them at once, exit 78, never a panic.
+mod common;
+
+use common::*;
+
+const VALID: &str = r#"
+[source]
+type = "postgres"
+url = "postgres://app:secret@127.0.0.1/shop"
+table = "customers"
+key = ["id"]
+
+[detect]
+strategy = "cursor"
+cursor = "updated_at"
+
+[target]
+type = "sqlite"
+url = "sqlite://crm.db"
+table = "contacts"
+key = ["id"]
+
+[rules]
+owner = "source"
+"#;
+
+fn check(cfg: &ConfigDir) -> (i32, String) {
+    let out = cfg.command(None, &["check"]).env_remove("FERRY_TEST_UNSET").output().expect("run ferry");
+    (code(&out), stderr(&out))
+}
+
+/// (case, job file, expected `line:col: ` and part of the message)
+const CASES: &[(&str, &str, &str, &str)] = &[
+    ("unknown key", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\ncolour = \"red\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "6:1", "unknown field `colour`"),
+    ("wrong type", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[batch]\nsize = \"big\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "6:8", "invalid type"),
+    ("missing env var", "[source]\ntype = \"postgres\"\nurl = \"${FERRY_TEST_UNSET}\"\ntable = \"t\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "3:7", "environment variable `FERRY_TEST_UNSET` is not set"),
+    ("mirror without diff", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[detect]\nstrategy = \"cursor\"\ncursor = \"u\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\nmode = \"mirror\"\n[rules]\nowner = \"source\"\n", "14:8", "`mode = \"mirror\"` needs `[detect] strategy = \"diff\"`"),
+    ("duplicate key column", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\", \"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "5:14", "names column `id` twice"),
+    ("bad url scheme", "[source]\ntype = \"postgres\"\nurl = \"mysql://u:pw@h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "3:7", "must start with `postgres:` or `postgresql:`"),
+    ("unknown source type", "[source]\ntype = \"oracle\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "2:8", "unknown source type `oracle`"),
+    ("no owner", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n", "1:1", "no owner for the fields"),
+    ("newest without updated_at", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[fields]\nid = \"id\"\ntier = { from = \"tier\", owner = \"newest\" }\n[rules]\nowner = \"source\"\n", "12:8", "needs `[target] updated_at`"),
+    ("lookup to missing job", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[fields]\nid = \"id\"\nacc = { from = \"a\", lookup = \"accounts\" }\n[rules]\nowner = \"source\"\n", "12:7", "names job `accounts`, which does not exist"),
+    ("cursor without column", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[detect]\nstrategy = \"cursor\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "6:1", "needs `cursor`"),
+    ("bad duration", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[detect]\nstrategy = \"cursor\"\ncursor = \"u\"\nlag = \"soon\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "9:7", "is not a duration"),
+    ("ratio out of range", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[detect]\nstrategy = \"diff\"\nmax_delete_ratio = 1.5\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "7:20", "must be between 0 and 1"),
+    ("table and query", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nquery = \"select 1\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "5:9", "`table` or `query`, not both"),
+    ("soft delete without column", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\ndeletes = \"soft\"\n", "12:11", "needs `soft_delete`"),
+    ("TOML syntax error", "[source\ntype = \"file\"\n", "1:8", "expected"),
+];
+
+#[test]
+fn each_malformed_job_gets_a_located_message_and_exit_78() {
+    for (case, toml, location, message) in CASES {
+        let cfg = ConfigDir::new();
+        cfg.job("broken", toml);
+        let (code, err) = check(&cfg);
+        assert_eq!(code, 78, "{case}: exit code; stderr:\n{err}");
+        assert!(!err.contains("panicked"), "{case}: panicked:\n{err}");
+        let expected = format!("broken.toml:{location}: ");
+        assert!(
+            err.lines().any(|l| l.contains(&expected) && l.contains(message)),
+            "{case}: no line with `{expected}` and `{message}` in:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn schedules_errors_are_located_too() {
+    let cfg = ConfigDir::new();
+    cfg.job("customers", VALID);
+    cfg.schedules("[engine]\ntimezone = \"Mars/Olympus\"\n[schedules]\ncustomers = \"61 * * * *\"\nnobody = \"* * * * *\"\n");
+    let (code, err) = check(&cfg);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("schedules.toml:2:12: unknown time zone `Mars/Olympus`"), "{err}");
+    assert!(err.contains("schedules.toml:4:13: schedule `customers`: invalid cron expression"), "{err}");
+    assert!(err.contains("schedules.toml:5:1: schedule for job `nobody`, which does not exist"), "{err}");
+}
+
+#[test]
+fn every_error_is_reported_not_only_the_first_and_secrets_stay_hidden() {
+    let cfg = ConfigDir::new();
+    cfg.job("a", &VALID.replace("postgres://app:secret@", "mysql://app:secret@"));
+    cfg.job("b", &VALID.replace("owner = \"source\"", "owner = \"everyone\""));
+    cfg.job("Bad-Name", VALID);
+    let (code, err) = check(&cfg);
+    assert_eq!(code, 78);
+    assert!(err.contains("a.toml:4:7:"), "{err}");
+    assert!(err.contains("b.toml:19:9: `owner` is `everyone`"), "{err}");
+    assert!(err.contains("Bad-Name.toml:1:1: job name `Bad-Name`"), "{err}");
+    assert!(!err.contains("secret"), "a password leaked: {err}");
+    assert!(err.contains("3 configuration error(s)"), "{err}");
+}
+
+#[test]
+fn a_valid_config_passes_and_jobs_lists_next_fire_times() {
+    let cfg = ConfigDir::new();
+    cfg.job("customers", VALID);
+    cfg.schedules("[schedules]\ncustomers = { cron = \"0 30 9 * * 1-5\", timezone = \"Europe/Prague\", missed = \"skip\" }\n");
+    let (code, err) = check(&cfg);
+    assert_eq!(code, 0, "{err}");
+    let out = cfg.ferry(None, &["jobs"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("postgres:customers → sqlite:contacts"), "{stdout}");
+    assert_eq!(stdout.matches("09:30:00 CE").count(), 3, "three next fire times in the job's zone: {stdout}");
+}
+
+#[test]
+fn unknown_job_on_the_command_line_is_a_usage_error() {
+    let cfg = ConfigDir::new();
+    cfg.job("customers", VALID);
+    let out = cfg.ferry(None, &["plan", "nosuchjob"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("unknown job(s): nosuchjob; jobs: customers"));
+}
