@@ -26,7 +26,11 @@ owner = "source"
 "#;
 
 fn check(cfg: &ConfigDir) -> (i32, String) {
-    let out = cfg.command(None, &["check"]).env_remove("FERRY_TEST_UNSET").output().expect("run ferry");
+    let out = cfg
+        .command(None, &["check"])
+        .env_remove("FERRY_TEST_UNSET")
+        .output()
+        .expect("run ferry");
     (code(&out), stderr(&out))
 }
 
@@ -60,7 +64,8 @@ fn each_malformed_job_gets_a_located_message_and_exit_78() {
         assert!(!err.contains("panicked"), "{case}: panicked:\n{err}");
         let expected = format!("broken.toml:{location}: ");
         assert!(
-            err.lines().any(|l| l.contains(&expected) && l.contains(message)),
+            err.lines()
+                .any(|l| l.contains(&expected) && l.contains(message)),
             "{case}: no line with `{expected}` and `{message}` in:\n{err}"
         );
     }
@@ -73,22 +78,40 @@ fn schedules_errors_are_located_too() {
     cfg.schedules("[engine]\ntimezone = \"Mars/Olympus\"\n[schedules]\ncustomers = \"61 * * * *\"\nnobody = \"* * * * *\"\n");
     let (code, err) = check(&cfg);
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("schedules.toml:2:12: unknown time zone `Mars/Olympus`"), "{err}");
-    assert!(err.contains("schedules.toml:4:13: schedule `customers`: invalid cron expression"), "{err}");
-    assert!(err.contains("schedules.toml:5:1: schedule for job `nobody`, which does not exist"), "{err}");
+    assert!(
+        err.contains("schedules.toml:2:12: unknown time zone `Mars/Olympus`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("schedules.toml:4:13: schedule `customers`: invalid cron expression"),
+        "{err}"
+    );
+    assert!(
+        err.contains("schedules.toml:5:1: schedule for job `nobody`, which does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
 fn every_error_is_reported_not_only_the_first_and_secrets_stay_hidden() {
     let cfg = ConfigDir::new();
-    cfg.job("a", &VALID.replace("postgres://app:secret@", "mysql://app:secret@"));
-    cfg.job("b", &VALID.replace("owner = \"source\"", "owner = \"everyone\""));
+    cfg.job(
+        "a",
+        &VALID.replace("postgres://app:secret@", "mysql://app:secret@"),
+    );
+    cfg.job(
+        "b",
+        &VALID.replace("owner = \"source\"", "owner = \"everyone\""),
+    );
     cfg.job("Bad-Name", VALID);
     let (code, err) = check(&cfg);
     assert_eq!(code, 78);
     assert!(err.contains("a.toml:4:7:"), "{err}");
     assert!(err.contains("b.toml:19:9: `owner` is `everyone`"), "{err}");
-    assert!(err.contains("Bad-Name.toml:1:1: job name `Bad-Name`"), "{err}");
+    assert!(
+        err.contains("Bad-Name.toml:1:1: job name `Bad-Name`"),
+        "{err}"
+    );
     assert!(!err.contains("secret"), "a password leaked: {err}");
     assert!(err.contains("3 configuration error(s)"), "{err}");
 }
@@ -102,8 +125,15 @@ fn a_valid_config_passes_and_jobs_lists_next_fire_times() {
     assert_eq!(code, 0, "{err}");
     let out = cfg.ferry(None, &["jobs"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("postgres:customers → sqlite:contacts"), "{stdout}");
-    assert_eq!(stdout.matches("09:30:00 CE").count(), 3, "three next fire times in the job's zone: {stdout}");
+    assert!(
+        stdout.contains("postgres:customers → sqlite:contacts"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("09:30:00 CE").count(),
+        3,
+        "three next fire times in the job's zone: {stdout}"
+    );
 }
 
 #[test]

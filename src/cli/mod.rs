@@ -24,7 +24,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "FERRY_CONFIG", default_value = ".")]
     pub config: PathBuf,
     /// State store URL (sqlite://… or postgres://…); default from [engine] state.
-    #[arg(long, global = true, env = "FERRY_STATE_URL")]
+    /// Give it before the command: `ferry tasks --state` filters by task state.
+    #[arg(long, env = "FERRY_STATE_URL")]
     pub state: Option<String>,
     #[arg(
         long,
@@ -74,7 +75,8 @@ pub enum Command {
     Tasks {
         #[arg(long)]
         job: Option<String>,
-        #[arg(long)]
+        /// pending, running, failed, dead or done.
+        #[arg(long = "state", id = "task_state")]
         state: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,

@@ -120,7 +120,12 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
 
 /// The toml crate's message without its own rendering of the location.
 fn toml_message(e: &toml::de::Error) -> String {
-    e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join(": ")
+    e.message()
+        .trim()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn check_after_cycles(jobs: &BTreeMap<String, Job>, errors: &mut Vec<Diagnostic>, dir: &Path) {

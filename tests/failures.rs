@@ -1,0 +1,217 @@
+//! Failures lose nothing: clear one-line errors naming job, system and object,
+//! the exit codes of DESIGN.md, and a rerun that succeeds once fixed.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::*;
+
+fn job(source_url: &str, target_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[source]
+type = "postgres"
+url = "{source_url}"
+table = "shop_customers"
+key = ["id"]
+
+[detect]
+strategy = "cursor"
+cursor = "updated_at"
+
+[batch]
+size = 100
+backoff = {{ initial = "50ms", max = "100ms" }}
+{extra}
+
+[target]
+type = "postgres"
+url = "{target_url}"
+table = "crm_contacts"
+key = ["id"]
+
+[rules]
+owner = "source"
+"#
+    )
+}
+
+const SOURCE_TABLE: &str = "CREATE TABLE shop_customers (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL);
+     INSERT INTO shop_customers SELECT g, 'n' || g, now() FROM generate_series(1, 1000) g;";
+
+async fn target_matches(db: &TestDb) -> bool {
+    db.difference(
+        "SELECT id, name FROM shop_customers",
+        "SELECT id, name FROM crm_contacts",
+    )
+    .await
+        == 0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_source_table_names_job_system_and_table_then_recovers() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE crm_contacts (id bigint PRIMARY KEY, name text, updated_at timestamptz)")
+        .await;
+    let cfg = ConfigDir::new();
+    cfg.job("customers", &job(&db.url, &db.url, ""));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: job customers:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("source postgres postgres://")
+            && line.contains("table shop_customers does not exist"),
+        "{line}"
+    );
+
+    db.exec(SOURCE_TABLE).await;
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(target_matches(&db).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_connection_exits_75_without_leaking_the_password() {
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "customers",
+        &job("postgres://app:hunter2@127.0.0.1:1/shop", &db.url, ""),
+    );
+    let out = cfg.ferry(
+        Some(&state_url(StateKind::Sqlite, &cfg, &db)),
+        &["run", "--once"],
+    );
+    assert_eq!(code(&out), 75);
+    let err = stderr(&out);
+    assert!(err.contains("error: job customers: source postgres postgres://app:***@127.0.0.1:1/shop could not be reached"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let out = cfg.ferry(
+        Some("postgres://app:hunter2@127.0.0.1:1/state"),
+        &["status"],
+    );
+    assert_eq!(code(&out), 75, "an unreachable state store is exit 75 too");
+    assert!(!stderr(&out).contains("hunter2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_type_mismatch_fails_items_keeps_them_and_resends_after_the_fix() {
+    let db = TestDb::new().await;
+    db.exec(SOURCE_TABLE).await;
+    db.exec(
+        "CREATE TABLE crm_contacts (id bigint PRIMARY KEY, name integer, updated_at timestamptz)",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("customers", &job(&db.url, &db.url, ""));
+    let state = state_url(StateKind::Postgres, &cfg, &db);
+
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: job customers: target postgres")
+                && l.contains("table crm_contacts rejected the data")
+                && l.contains("integer")),
+        "{err}"
+    );
+    let tasks = cfg.ferry(
+        Some(&state),
+        &["tasks", "--job", "customers", "--state", "failed"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tasks.stdout).lines().count(),
+        11,
+        "10 failed tasks kept, plus the header"
+    );
+
+    db.exec("ALTER TABLE crm_contacts ALTER COLUMN name TYPE text")
+        .await;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(synced(&out, "customers"), 1000);
+    assert!(target_matches(&db).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_target_exits_75_and_keeps_the_queue() {
+    let db = TestDb::new().await;
+    db.exec(SOURCE_TABLE).await;
+    db.exec("CREATE TABLE crm_contacts (id bigint PRIMARY KEY, name text, updated_at timestamptz)")
+        .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "customers",
+        &job(&db.url, "postgres://ferry@127.0.0.1:1/crm", ""),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 75);
+    assert!(stderr(&out).contains("error: job customers: target postgres postgres://ferry@127.0.0.1:1/crm could not be reached"));
+
+    cfg.job("customers", &job(&db.url, &db.url, ""));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        synced(&out, "customers"),
+        1000,
+        "every queued item was kept"
+    );
+    assert!(target_matches(&db).await);
+}
+
+/// A run SIGKILLed after enqueue and before sync loses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_after_enqueue_loses_nothing() {
+    for kind in [StateKind::Sqlite, StateKind::Postgres] {
+        let db = TestDb::new().await;
+        db.exec(SOURCE_TABLE).await;
+        db.exec(
+            "CREATE TABLE crm_contacts (id bigint PRIMARY KEY, name text, updated_at timestamptz)",
+        )
+        .await;
+        let cfg = ConfigDir::new();
+        cfg.job("customers", &job(&db.url, &db.url, ""));
+        let state = state_url(kind, &cfg, &db);
+
+        let mut child = cfg
+            .command(Some(&state), &["run", "--once"])
+            .env("FERRY_FAULT", "pause-after-enqueue")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ferry");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let reached = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("fault point after-enqueue reached"));
+        assert!(reached, "{kind:?}: the run never reached the fault point");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        assert_eq!(
+            db.count("SELECT count(*) FROM crm_contacts").await,
+            0,
+            "killed before any sync"
+        );
+
+        // The watermark moved with the enqueue, so this run detects nothing
+        // new and must deliver what the killed run queued.
+        let out = cfg.ferry(Some(&state), &["run", "--once"]);
+        assert_eq!(code(&out), 0, "{kind:?}: {}", common::stderr(&out));
+        assert_eq!(changed(&out, "customers"), 0);
+        assert_eq!(synced(&out, "customers"), 1000);
+        assert!(target_matches(&db).await, "{kind:?}");
+    }
+}
