@@ -83,7 +83,7 @@ mod tests {
         let days: Vec<u32> = s
             .upcoming(from, 3)
             .iter()
-            .map(|t| chrono::Datelike::day(t))
+            .map(chrono::Datelike::day)
             .collect();
         assert_eq!(days, vec![6, 13, 20]);
     }

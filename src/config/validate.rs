@@ -325,7 +325,7 @@ pub fn job(
     let fields = fields(ctx, file.fields.as_ref(), &target, &rules, refs);
     check_keys_mapped(ctx, file, &source, &target, &fields, &rules);
 
-    for (child_name, _) in &file.children {
+    for child_name in file.children.keys() {
         ctx.src.error(child_name.span(), format!("`[children.{}]`: snapshots with children are not available in this version of ferry yet", child_name.get_ref()));
     }
 

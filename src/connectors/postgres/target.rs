@@ -38,8 +38,6 @@ impl PostgresTarget {
             .join(" AND ")
     }
 
-    /// `SET` assignments for an existing row, by each field's owner.
-
     fn upsert_sql(&self, cols: &[String]) -> String {
         let t = &self.table;
         let list = cols

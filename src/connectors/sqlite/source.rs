@@ -147,7 +147,7 @@ fn record_of(row: &SqliteRow) -> Record {
                 "REAL" => row
                     .try_get::<f64, _>(i)
                     .ok()
-                    .and_then(|f| serde_json::Number::from_f64(f))
+                    .and_then(serde_json::Number::from_f64)
                     .map(Value::Number)
                     .unwrap_or(Value::Null),
                 "BLOB" => row
