@@ -4,6 +4,8 @@
 /// only up to its scheme, since it may hold a secret in a form we cannot parse.
 pub fn url(raw: &str) -> String {
     match url::Url::parse(raw) {
+        // An opaque URL with an `@` may be `scheme:user:password@…` misparsed.
+        Ok(u) if u.cannot_be_a_base() && raw.contains('@') => format!("{}:***", u.scheme()),
         Ok(mut u) => {
             if u.password().is_some() {
                 // set_password only fails for URLs that cannot have one, and this one has one.

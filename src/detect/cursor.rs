@@ -23,7 +23,9 @@ pub async fn detect(
     } else {
         store.watermark(&job.name).await?
     };
-    let mut chunker = Chunker::new(job, store, run_id, opts, false);
+    let mut chunker = Chunker::new(job, store, run_id, opts, false)
+        .start()
+        .await?;
     let rows = source
         .scan(Scan::Since {
             column,

@@ -20,7 +20,7 @@ pub async fn detect(
     } else {
         store.live_count(&job.name).await? as u64
     };
-    let mut chunker = Chunker::new(job, store, run_id, opts, true);
+    let mut chunker = Chunker::new(job, store, run_id, opts, true).start().await?;
     let rows = source.scan(Scan::All).await?;
     chunker.consume(rows, false).await?;
     let mut report = chunker.report;

@@ -93,6 +93,9 @@ struct Chunker<'a> {
     report: DetectReport,
     /// Keys found live in the ledger (diff: present objects that still exist).
     matched_live: u64,
+    /// The ledger knows no key of this job (first run, or `--full`): every
+    /// object is new, and looking each one up would find nothing.
+    skip_lookups: bool,
 }
 
 impl<'a> Chunker<'a> {
@@ -112,7 +115,15 @@ impl<'a> Chunker<'a> {
             rows: Vec::with_capacity(job.batch.size),
             report: DetectReport::default(),
             matched_live: 0,
+            skip_lookups: opts.full,
         }
+    }
+
+    async fn start(mut self) -> Result<Self, DetectError> {
+        if !self.skip_lookups {
+            self.skip_lookups = self.store.ledger_is_empty(&self.job.name).await?;
+        }
+        Ok(self)
     }
 
     /// Reads the whole stream, committing a chunk every `[batch] size` rows.

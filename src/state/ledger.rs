@@ -4,11 +4,8 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{args, placeholders, Bind, StateError, Store};
-use crate::model::{now_millis, Item};
-
-/// Rows per multi-row statement: well inside both backends' parameter limits.
-const CHUNK: usize = 500;
+use super::{args, json_param, Bind, Kind, StateError, Store};
+use crate::model::{now_millis, parse_hash, Item, Op};
 
 /// What the ledger knows about one key.
 #[derive(Debug, Clone, Copy)]
@@ -67,33 +64,47 @@ impl Store {
         keys: &[String],
     ) -> Result<HashMap<String, LedgerEntry>, StateError> {
         let mut out = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger WHERE job = $1 AND key IN ({})",
-                placeholders(2, chunk.len())
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let sql = format!(
+            "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger \
+             WHERE job = $1 AND key IN {}",
+            self.json_strings(2)
+        );
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(json_param(&keys));
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        for r in rows {
+            out.insert(
+                r.get::<String, _>(0),
+                LedgerEntry {
+                    detected_hash: r.get(1),
+                    detected_version: r.get(2),
+                    synced_version: r.get(3),
+                    deleted: r.get::<i64, _>(4) != 0,
+                },
             );
-            let mut a = args();
-            a.push(job.to_string());
-            for k in chunk {
-                a.push(k.clone());
-            }
-            let rows = sqlx::query_with(&sql, a)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
-            for r in rows {
-                out.insert(
-                    r.get::<String, _>(0),
-                    LedgerEntry {
-                        detected_hash: r.get(1),
-                        detected_version: r.get(2),
-                        synced_version: r.get(3),
-                        deleted: r.get::<i64, _>(4) != 0,
-                    },
-                );
-            }
         }
         Ok(out)
+    }
+
+    /// Whether the ledger knows any key of `job` (a first run needs no lookups).
+    pub async fn ledger_is_empty(&self, job: &str) -> Result<bool, StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        let row = sqlx::query_with(
+            "SELECT count(*) FROM (SELECT 1 FROM ferry_ledger WHERE job = $1 LIMIT 1) AS any_key",
+            a,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.get::<i64, _>(0) == 0)
     }
 
     /// Keys the ledger holds as present.
@@ -175,45 +186,45 @@ impl Store {
             .map_err(|e| self.err(e))?;
             task_id = Some(row.get::<i64, _>(0));
 
-            for (items, keys) in batch.items.chunks(CHUNK).zip(batch.keys.chunks(CHUNK)) {
-                let values = (0..items.len())
-                    .map(|i| {
-                        let b = 3 + i * 4;
-                        format!("($1, ${b}, ${}, ${}, $2, ${})", b + 1, b + 2, b + 3)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, seen_run, deleted) VALUES {values} \
-                     ON CONFLICT (job, key) DO UPDATE SET detected_hash = excluded.detected_hash, \
-                     detected_version = excluded.detected_version, seen_run = excluded.seen_run, deleted = excluded.deleted"
-                );
-                let mut a = args();
-                a.push(job.to_string());
-                a.push(run_id);
-                for (item, key) in items.iter().zip(keys) {
-                    a.push(key.clone());
-                    a.push(crate::model::parse_hash(&item.hash));
-                    a.push(item.version);
-                    a.push(i64::from(item.op == crate::model::Op::Delete));
-                }
-                sqlx::query_with(&sql, a)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-        }
-        for chunk in batch.seen.chunks(CHUNK) {
+            let rows: Vec<(&String, i64, i64, i64)> = batch
+                .items
+                .iter()
+                .zip(&batch.keys)
+                .map(|(item, key)| {
+                    (
+                        key,
+                        parse_hash(&item.hash),
+                        item.version,
+                        i64::from(item.op == Op::Delete),
+                    )
+                })
+                .collect();
             let sql = format!(
-                "UPDATE ferry_ledger SET seen_run = $1 WHERE job = $2 AND key IN ({})",
-                placeholders(3, chunk.len())
+                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, seen_run, deleted) \
+                 SELECT $1, key, hash, version, $2, deleted FROM {} AS x WHERE true \
+                 ON CONFLICT (job, key) DO UPDATE SET detected_hash = excluded.detected_hash, \
+                 detected_version = excluded.detected_version, seen_run = excluded.seen_run, deleted = excluded.deleted",
+                self.json_rows(3, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int), ("deleted", Kind::Int)])
             );
+            let mut a = args();
+            a.push(job.to_string());
+            a.push(run_id);
+            a.push(json_param(&rows));
+            sqlx::query_with(&sql, a)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        if !batch.seen.is_empty() {
+            let sql = format!(
+                "UPDATE ferry_ledger SET seen_run = $1 WHERE job = $2 AND key IN {}",
+                self.json_strings(3)
+            );
+            let keys: Vec<&String> = batch.seen.iter().map(|k| &k.0).collect();
             let mut a = args();
             a.push(run_id);
             a.push(job.to_string());
-            for k in chunk {
-                a.push(k.0.clone());
-            }
+            a.push(json_param(&keys));
             sqlx::query_with(&sql, a)
                 .execute(&mut *tx)
                 .await

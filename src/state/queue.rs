@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::{args, Backend, Bind, StateError, Store};
+use super::{args, json_param, Backend, Bind, Kind, StateError, Store};
 use crate::model::{now_millis, Item};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,26 +174,17 @@ impl Store {
             tx.rollback().await.map_err(|e| self.err(e))?;
             return Ok(false);
         }
-        for chunk in synced.chunks(500) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let b = 2 + i * 3;
-                    format!("($1, ${b}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 1, b + 2)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+        if !synced.is_empty() {
             let sql = format!(
-                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) VALUES {values} \
+                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) \
+                 SELECT $1, key, hash, version, hash, version FROM {} AS x WHERE true \
                  ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version \
-                 WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version"
+                 WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version",
+                self.json_rows(2, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int)])
             );
             let mut a = args();
             a.push(task.job.clone());
-            for (key, hash, version) in chunk {
-                a.push(key.clone());
-                a.push(*hash);
-                a.push(*version);
-            }
+            a.push(json_param(&synced));
             sqlx::query_with(&sql, a)
                 .execute(&mut *tx)
                 .await
