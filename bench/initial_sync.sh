@@ -33,7 +33,7 @@ SCHEMA="CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name
     country text NOT NULL, balance numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)"
 psql_q "$SRC" -c "$SCHEMA" -c "INSERT INTO customers
     SELECT g, 'customer' || g || '@example.com', 'Customer Name ' || g, (ARRAY['CZ','DE','FR','US','GB'])[1 + g % 5],
-           (g * 7919 % 10000000) / 100.0, timestamptz '2026-01-01' + g * interval '1 second'
+           (g::bigint * 7919 % 10000000) / 100.0, timestamptz '2026-01-01' + g * interval '1 second'
     FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE customers"
 psql_q "$DST" -c "$SCHEMA"
 PAYLOAD=$(psql -X -At "$SRC" -c "SELECT pg_size_pretty(pg_total_relation_size('customers'))")
