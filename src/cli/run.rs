@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use std::io::IsTerminal;
 
 use super::{load_config, open_store, select_jobs, state_url, Cli, ExitCode};
-use crate::config::{Config, Job};
+use crate::config::Config;
 use crate::detect::DetectOptions;
 use crate::runner::{self, JobRun, Outcome, RunOptions, Trigger};
 use crate::state::Store;
@@ -22,12 +22,8 @@ pub async fn migrate(cli: &Cli) -> ExitCode {
 }
 
 pub async fn once(cli: &Cli, names: &[String], full: bool, allow_mass_delete: bool) -> ExitCode {
-    let config = match load_config(cli) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let jobs = match select_jobs(&config, names) {
-        Ok(j) => dependency_order(&config, j),
+    let (config, order) = match selected(cli, names) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let store = match open_store(&state_url(cli, Some(&config))).await {
@@ -44,8 +40,8 @@ pub async fn once(cli: &Cli, names: &[String], full: bool, allow_mass_delete: bo
         },
     };
     let mut runs = Vec::new();
-    for job in jobs {
-        let run = runner::run_job(job, &store, &owner, opts).await;
+    for name in &order {
+        let run = runner::run_job(&config.jobs[name], &store, &owner, opts).await;
         report_errors(&run);
         runs.push(run);
     }
@@ -55,12 +51,8 @@ pub async fn once(cli: &Cli, names: &[String], full: bool, allow_mass_delete: bo
 }
 
 pub async fn plan(cli: &Cli, names: &[String]) -> ExitCode {
-    let config = match load_config(cli) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let jobs = match select_jobs(&config, names) {
-        Ok(j) => dependency_order(&config, j),
+    let (config, order) = match selected(cli, names) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let store = match open_for_reading(&state_url(cli, Some(&config))).await {
@@ -79,8 +71,8 @@ pub async fn plan(cli: &Cli, names: &[String]) -> ExitCode {
         "JOB", "SCANNED", "INSERT", "UPDATE", "DELETE", "UNCHANGED"
     );
     let mut runs = Vec::new();
-    for job in jobs {
-        let run = runner::run_job(job, &store, "plan", opts).await;
+    for name in &order {
+        let run = runner::run_job(&config.jobs[name], &store, "plan", opts).await;
         let d = &run.detect;
         println!(
             "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -110,25 +102,27 @@ async fn open_for_reading(url: &str) -> Result<Store, ExitCode> {
     })
 }
 
-/// Jobs named in another's `after` run first.
-fn dependency_order<'c>(config: &'c Config, jobs: Vec<&'c Job>) -> Vec<&'c Job> {
-    let selected: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-    let mut done: BTreeSet<&str> = BTreeSet::new();
-    let mut out = Vec::with_capacity(jobs.len());
-    // Config validation rejects cycles, so every pass places at least one job.
-    while out.len() < jobs.len() {
+/// The configuration, and the names of the selected jobs (all when none) in
+/// run order: jobs named in another's `after` run first.
+fn selected(cli: &Cli, names: &[String]) -> Result<(Config, Vec<String>), ExitCode> {
+    let config = load_config(cli)?;
+    let jobs = select_jobs(&config, names)?;
+    let wanted: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    let mut order: Vec<String> = Vec::with_capacity(jobs.len());
+    // Config validation rejects `after` cycles, so every pass places a job.
+    while order.len() < jobs.len() {
         for job in &jobs {
+            let placed = |n: &str| order.iter().any(|o| o == n);
             let ready = job
                 .after
                 .iter()
-                .all(|a| done.contains(a.as_str()) || !selected.contains(a.as_str()));
-            if !done.contains(job.name.as_str()) && ready {
-                done.insert(job.name.as_str());
-                out.push(config.jobs.get(&job.name).unwrap_or(job));
+                .all(|a| placed(a) || !wanted.contains(a.as_str()));
+            if ready && !placed(&job.name) {
+                order.push(job.name.clone());
             }
         }
     }
-    out
+    Ok((config, order))
 }
 
 fn report_errors(run: &JobRun) {

@@ -1,6 +1,6 @@
 //! Helpers shared by the SQL connectors: identifier quoting and error classification.
-use super::{ConnectorError, WriteRules};
-use crate::config::{Deletes, Owner};
+use super::{ConnectorError, WriteBatch, WriteRules};
+use crate::config::{Deletes, Mode, Owner};
 use crate::model::Record;
 
 /// `"a"."b"` from `a.b`: every identifier from config is quoted, never spliced raw.
@@ -13,6 +13,29 @@ pub fn quote_qualified(name: &str) -> String {
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The `SELECT` that yields a SQL source's rows, and its name for messages.
+pub fn relation(cfg: &crate::config::SourceConfig) -> (String, String) {
+    match (&cfg.table, &cfg.query) {
+        (Some(t), _) => {
+            let filter = cfg
+                .filter
+                .as_ref()
+                .map(|w| format!(" WHERE {w}"))
+                .unwrap_or_default();
+            (
+                format!("SELECT * FROM {}{filter}", quote_qualified(t)),
+                format!("table {t}"),
+            )
+        }
+        (None, Some(q)) => (
+            q.trim().trim_end_matches(';').to_string(),
+            "query".to_string(),
+        ),
+        // Config validation requires `table` or `query` on SQL sources.
+        (None, None) => (String::new(), "query".to_string()),
+    }
 }
 
 /// Maps a sqlx error to what the engine needs to decide: retry later (unreachable),
@@ -124,6 +147,172 @@ pub fn assignments(
 pub fn to_json(records: &[Record]) -> String {
     // A slice of JSON maps always serialises.
     serde_json::to_string(records).expect("records serialise")
+}
+
+/// The SQL targets' dialects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// Builds a SQL target's statements under the job's write rules. Every
+/// statement takes a whole batch as one JSON array parameter (`$1`), so a
+/// task of any size is one round trip per statement.
+#[derive(Debug, Clone)]
+pub struct WriteSql {
+    /// Quoted, possibly schema-qualified.
+    table: String,
+    rules: WriteRules,
+    dialect: Dialect,
+}
+
+impl WriteSql {
+    pub fn new(rules: WriteRules, dialect: Dialect) -> WriteSql {
+        WriteSql {
+            table: quote_qualified(&rules.table),
+            rules,
+            dialect,
+        }
+    }
+
+    pub fn rules(&self) -> &WriteRules {
+        &self.rules
+    }
+
+    /// The statements for one batch, each with the records it binds.
+    pub fn statements<'b>(&self, batch: &'b WriteBatch) -> Vec<(String, &'b [Record])> {
+        let mut out = Vec::with_capacity(2);
+        if !batch.upserts.is_empty() {
+            let mut cols = columns_of(&batch.upserts);
+            if self.rules.deletes == Deletes::Soft {
+                cols.retain(|c| Some(c) != self.rules.soft_delete.as_ref());
+            }
+            if let Some(sql) = self.upsert(&cols) {
+                out.push((sql, batch.upserts.as_slice()));
+            }
+        }
+        if !batch.deletes.is_empty() {
+            if let Some(sql) = self.delete() {
+                out.push((sql, batch.deletes.as_slice()));
+            }
+        }
+        out
+    }
+
+    /// The batch's rows as a subquery with columns `cols`, typed by the target.
+    fn rows(&self, cols: &[String]) -> String {
+        let list = cols
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.dialect {
+            Dialect::Postgres => format!(
+                "(SELECT {list} FROM json_populate_recordset(NULL::{}, $1::json))",
+                self.table
+            ),
+            Dialect::Sqlite => {
+                let exprs = cols
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "json_extract(value, '$.\"{}\"') AS {}",
+                            c.replace('\'', "''").replace('"', "\\\""),
+                            quote_ident(c)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("(SELECT {exprs} FROM json_each($1))")
+            }
+        }
+    }
+
+    fn now(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => "now()",
+            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        }
+    }
+
+    fn key_list(&self) -> String {
+        self.rules
+            .key
+            .iter()
+            .map(|k| quote_ident(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Insert, update or upsert by `mode`; None when there is nothing to write.
+    fn upsert(&self, cols: &[String]) -> Option<String> {
+        let t = &self.table;
+        let list = cols
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = self.rows(cols);
+        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join clause.
+        Some(match self.rules.mode {
+            Mode::Update => {
+                let sets = assignments(&self.rules, cols, "ferry_t", "x");
+                if sets.is_empty() {
+                    return None;
+                }
+                let on = self.rules.key.iter().map(|k| format!("ferry_t.{q} = x.{q}", q = quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+                format!("UPDATE {t} AS ferry_t SET {} FROM {rows} AS x WHERE {on}", sets.join(", "))
+            }
+            Mode::Insert => format!("INSERT INTO {t} ({list}) SELECT {list} FROM {rows} AS x WHERE true ON CONFLICT DO NOTHING"),
+            Mode::Upsert | Mode::Mirror => {
+                let sets = assignments(&self.rules, cols, "ferry_t", "excluded");
+                let action = if sets.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", sets.join(", ")) };
+                format!("INSERT INTO {t} AS ferry_t ({list}) SELECT {list} FROM {rows} AS x WHERE true ON CONFLICT ({}) DO {action}", self.key_list())
+            }
+        })
+    }
+
+    fn delete(&self) -> Option<String> {
+        let t = &self.table;
+        let keys = self.key_list();
+        let matching = format!(
+            "({keys}) IN (SELECT {keys} FROM {} AS x)",
+            self.rows(&self.rules.key)
+        );
+        match self.rules.deletes {
+            Deletes::Ignore => None,
+            Deletes::Propagate => Some(format!("DELETE FROM {t} WHERE {matching}")),
+            Deletes::Soft => {
+                let sd = quote_ident(self.rules.soft_delete.as_deref().unwrap_or("deleted_at"));
+                Some(format!(
+                    "UPDATE {t} SET {sd} = {} WHERE {matching} AND {sd} IS NULL",
+                    self.now()
+                ))
+            }
+        }
+    }
+}
+
+/// Runs a batch's statements on one connection (the caller's transaction).
+pub async fn execute_batch<DB>(
+    conn: &mut DB::Connection,
+    sql: &WriteSql,
+    batch: &WriteBatch,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    for (statement, records) in sql.statements(batch) {
+        sqlx::query::<DB>(&statement)
+            .bind(to_json(records))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

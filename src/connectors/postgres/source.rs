@@ -3,7 +3,7 @@ use futures::TryStreamExt;
 use sqlx::{PgPool, Row};
 
 use crate::config::SourceConfig;
-use crate::connectors::sql::{classify, quote_ident, quote_qualified};
+use crate::connectors::sql::{classify, quote_ident, relation};
 use crate::connectors::{ConnectorError, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
 
@@ -20,24 +20,7 @@ impl PostgresSource {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
         let pool = super::pool(url, &system, 2)?;
-        let (relation, object) = match (&cfg.table, &cfg.query) {
-            (Some(t), _) => {
-                let filter = cfg
-                    .filter
-                    .as_ref()
-                    .map(|w| format!(" WHERE {w}"))
-                    .unwrap_or_default();
-                (
-                    format!("SELECT * FROM {}{filter}", quote_qualified(t)),
-                    format!("table {t}"),
-                )
-            }
-            (None, Some(q)) => (
-                q.trim().trim_end_matches(';').to_string(),
-                "query".to_string(),
-            ),
-            (None, None) => unreachable!("config validation requires table or query"),
-        };
+        let (relation, object) = relation(cfg);
         Ok(PostgresSource {
             pool,
             system,

@@ -35,8 +35,3 @@ fn pool(url: &str, system: &str, read_only: bool) -> Result<SqlitePool, Connecto
 fn system(url: &str) -> String {
     format!("sqlite {}", crate::redact::url(url))
 }
-
-/// A JSON path selecting one top-level field: `$."name"`.
-fn json_path(field: &str) -> String {
-    format!("'$.\"{}\"'", field.replace('\'', "''").replace('"', "\\\""))
-}

@@ -1,10 +1,9 @@
 use async_trait::async_trait;
 use sqlx::SqlitePool;
 
-use super::json_path;
-use crate::config::{Deletes, Mode, TargetConfig};
+use crate::config::TargetConfig;
 use crate::connectors::sql::{
-    assignments, classify, columns_of, quote_ident, quote_qualified, to_json,
+    classify, columns_of, execute_batch, quote_ident, quote_qualified, Dialect, WriteSql,
 };
 use crate::connectors::{ConnectorError, Target, WriteBatch, WriteRules};
 
@@ -12,8 +11,7 @@ pub struct SqliteTarget {
     pool: SqlitePool,
     system: String,
     object: String,
-    table: String,
-    rules: WriteRules,
+    sql: WriteSql,
     create_table: bool,
     created: tokio::sync::OnceCell<()>,
 }
@@ -27,105 +25,31 @@ impl SqliteTarget {
             pool,
             system,
             object: format!("table {}", rules.table),
-            table: quote_qualified(&rules.table),
-            rules,
+            sql: WriteSql::new(rules, Dialect::Sqlite),
             create_table: cfg.create_table,
             created: tokio::sync::OnceCell::new(),
         })
     }
 
-    /// `SELECT json_extract(value, '$."a"') AS "a", … FROM json_each($1)`.
-    fn rows(cols: &[String]) -> String {
-        let exprs = cols
-            .iter()
-            .map(|c| {
-                format!(
-                    "json_extract(value, {}) AS {}",
-                    json_path(c),
-                    quote_ident(c)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("SELECT {exprs} FROM json_each($1)")
-    }
-
-    fn keys_in(&self, rows: &str) -> String {
-        let keys = self
-            .rules
-            .key
-            .iter()
-            .map(|k| quote_ident(k))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("({keys}) IN (SELECT {keys} FROM ({rows}))")
-    }
-
-    fn upsert_sql(&self, cols: &[String]) -> String {
-        let t = &self.table;
-        let list = cols
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = Self::rows(cols);
-        match self.rules.mode {
-            Mode::Update => {
-                let sets = assignments(&self.rules, cols, t, "x");
-                if sets.is_empty() {
-                    return "SELECT $1".to_string();
-                }
-                let on = self.rules.key.iter().map(|k| format!("{t}.{q} = x.{q}", q = quote_ident(k))).collect::<Vec<_>>().join(" AND ");
-                format!("UPDATE {t} SET {} FROM ({rows}) AS x WHERE {on}", sets.join(", "))
-            }
-            // `WHERE true` keeps SQLite from reading ON CONFLICT as a join clause.
-            Mode::Insert => format!("INSERT INTO {t} ({list}) SELECT {list} FROM ({rows}) WHERE true ON CONFLICT DO NOTHING"),
-            Mode::Upsert | Mode::Mirror => {
-                let keys = self.rules.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
-                let sets = assignments(&self.rules, cols, t, "excluded");
-                let action = if sets.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", sets.join(", ")) };
-                format!("INSERT INTO {t} ({list}) SELECT {list} FROM ({rows}) WHERE true ON CONFLICT ({keys}) DO {action}")
-            }
-        }
-    }
-
-    fn delete_sql(&self) -> Option<String> {
-        let t = &self.table;
-        let rows = Self::rows(&self.rules.key);
-        match self.rules.deletes {
-            Deletes::Ignore => None,
-            Deletes::Propagate => Some(format!("DELETE FROM {t} WHERE {}", self.keys_in(&rows))),
-            Deletes::Soft => {
-                let sd = quote_ident(self.rules.soft_delete.as_deref().unwrap_or("deleted_at"));
-                Some(format!(
-                    "UPDATE {t} SET {sd} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE {} AND {sd} IS NULL",
-                    self.keys_in(&rows)
-                ))
-            }
-        }
-    }
-
     /// `create_table = true`: the table with untyped columns (SQLite keeps
     /// each value as given) and the key as primary key, if it is missing.
     async fn ensure_table(&self, batch: &WriteBatch) -> Result<(), ConnectorError> {
-        let mut cols = self.rules.key.clone();
-        for c in columns_of(&batch.upserts) {
+        let rules = self.sql.rules();
+        let mut cols = rules.key.clone();
+        let extra = columns_of(&batch.upserts)
+            .into_iter()
+            .chain(rules.soft_delete.clone());
+        for c in extra {
             if !cols.contains(&c) {
                 cols.push(c);
             }
         }
-        if let Some(sd) = &self.rules.soft_delete {
-            if !cols.contains(sd) {
-                cols.push(sd.clone());
-            }
-        }
         let list = cols
             .iter()
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
-        let keys = self
-            .rules
+        let keys = rules
             .key
             .iter()
             .map(|k| quote_ident(k))
@@ -133,7 +57,7 @@ impl SqliteTarget {
             .join(", ");
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} ({list}, PRIMARY KEY ({keys}))",
-            self.table
+            quote_qualified(&rules.table)
         );
         sqlx::query(&sql)
             .execute(&self.pool)
@@ -159,31 +83,15 @@ impl Target for SqliteTarget {
                 .get_or_try_init(|| self.ensure_table(batch))
                 .await?;
         }
+        // IMMEDIATE: take the write lock up front instead of failing to upgrade.
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| self.err(e))?;
-        if !batch.upserts.is_empty() {
-            let mut cols = columns_of(&batch.upserts);
-            if self.rules.deletes == Deletes::Soft {
-                cols.retain(|c| Some(c) != self.rules.soft_delete.as_ref());
-            }
-            sqlx::query(&self.upsert_sql(&cols))
-                .bind(to_json(&batch.upserts))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        if !batch.deletes.is_empty() {
-            if let Some(sql) = self.delete_sql() {
-                sqlx::query(&sql)
-                    .bind(to_json(&batch.deletes))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-        }
+        execute_batch::<sqlx::Sqlite>(&mut tx, &self.sql, batch)
+            .await
+            .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))
     }
 }
