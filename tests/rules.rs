@@ -1,0 +1,230 @@
+//! Write rules on both SQL targets: modes, delete rules and field owners.
+mod common;
+
+use common::*;
+use sqlx::sqlite::SqlitePoolOptions;
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Postgres,
+    Sqlite,
+}
+
+/// A target table `contacts(id, email, phone, notes, deleted_at)` with two
+/// rows that ferry did not write, and a way to read it back.
+struct Fixture {
+    cfg: ConfigDir,
+    db: TestDb,
+    target: Target,
+    url: String,
+}
+
+impl Fixture {
+    async fn new(target: Target) -> Fixture {
+        let cfg = ConfigDir::new();
+        let db = TestDb::new().await;
+        let ddl = "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, phone text, notes text, deleted_at text);
+                   INSERT INTO contacts (id, email, phone, notes) VALUES (1, 'old@x', 'keep', NULL), (2, 'old2@x', 'keep2', 'mine');";
+        let url = match target {
+            Target::Postgres => {
+                db.exec(ddl).await;
+                db.url.clone()
+            }
+            Target::Sqlite => {
+                let url = format!("sqlite://{}?mode=rwc", cfg.path().join("crm.db").display());
+                let pool = SqlitePoolOptions::new()
+                    .connect(&url)
+                    .await
+                    .expect("sqlite target");
+                sqlx::raw_sql(ddl).execute(&pool).await.expect("ddl");
+                pool.close().await;
+                url
+            }
+        };
+        Fixture {
+            cfg,
+            db,
+            target,
+            url,
+        }
+    }
+
+    fn job(&self, target_extra: &str, rules: &str) -> &Self {
+        let kind = match self.target {
+            Target::Postgres => "postgres",
+            Target::Sqlite => "sqlite",
+        };
+        self.cfg.job(
+            "contacts",
+            &format!(
+                r#"
+[source]
+type = "file"
+path = "people.csv"
+key = ["id"]
+
+[target]
+type = "{kind}"
+url = "{url}"
+table = "contacts"
+key = ["id"]
+{target_extra}
+
+[fields]
+id = "id"
+email = "email"
+phone = {{ from = "phone", owner = "target" }}
+notes = {{ from = "notes", owner = "fill" }}
+
+[rules]
+owner = "source"
+{rules}
+"#,
+                url = self.url
+            ),
+        );
+        self
+    }
+
+    fn source(&self, rows: &[&str]) -> &Self {
+        self.cfg.file(
+            "people.csv",
+            &format!("id,email,phone,notes\n{}\n", rows.join("\n")),
+        );
+        self
+    }
+
+    fn run(&self, expect_code: i32) {
+        let out = self.cfg.ferry(
+            Some(&format!(
+                "sqlite://{}",
+                self.cfg.path().join("state.db").display()
+            )),
+            &["run", "--once"],
+        );
+        assert_eq!(
+            code(&out),
+            expect_code,
+            "{:?}: {}",
+            self.target,
+            stderr(&out)
+        );
+    }
+
+    /// `id|email|phone|notes|deleted?` per row, by id.
+    async fn rows(&self) -> Vec<String> {
+        let sql = "SELECT CAST(id AS TEXT) || '|' || COALESCE(email, '') || '|' || COALESCE(phone, '') || '|' || COALESCE(notes, '') || '|' ||
+                          CASE WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END FROM contacts ORDER BY id";
+        match self.target {
+            Target::Postgres => sqlx::query_scalar(sql)
+                .fetch_all(&self.db.pool)
+                .await
+                .expect("read"),
+            Target::Sqlite => {
+                let pool = SqlitePoolOptions::new()
+                    .connect(&self.url)
+                    .await
+                    .expect("sqlite");
+                let rows = sqlx::query_scalar(sql)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("read");
+                pool.close().await;
+                rows
+            }
+        }
+    }
+}
+
+const BOTH: [Target; 2] = [Target::Postgres, Target::Sqlite];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upsert_honours_owners_and_soft_deletes_come_back() {
+    for target in BOTH {
+        let f = Fixture::new(target).await;
+        f.job(
+            "mode = \"upsert\"",
+            "deletes = \"soft\"\nsoft_delete = \"deleted_at\"",
+        );
+        f.source(&["1,a@x,111,n1", "2,b@x,222,n2", "3,c@x,333,n3"])
+            .run(0);
+        assert_eq!(
+            f.rows().await,
+            [
+                "1|a@x|keep|n1|live",
+                "2|b@x|keep2|mine|live",
+                "3|c@x|333|n3|live"
+            ],
+            "{target:?}: target-owned phone kept, fill only where empty, insert writes everything"
+        );
+
+        f.source(&["1,a@x,111,n1", "2,b@x,222,n2"]).run(0);
+        assert_eq!(
+            f.rows().await[2],
+            "3|c@x|333|n3|deleted",
+            "{target:?}: soft delete"
+        );
+
+        f.source(&["1,a@x,111,n1", "2,b@x,222,n2", "3,c2@x,333,n3"])
+            .run(0);
+        assert_eq!(
+            f.rows().await[2],
+            "3|c2@x|333|n3|live",
+            "{target:?}: un-deleted when it comes back"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insert_mode_never_updates_and_update_mode_never_inserts() {
+    for target in BOTH {
+        let f = Fixture::new(target).await;
+        f.job("mode = \"insert\"", "deletes = \"ignore\"");
+        f.source(&["1,a@x,111,n1", "3,c@x,333,n3"]).run(0);
+        assert_eq!(
+            f.rows().await,
+            [
+                "1|old@x|keep||live",
+                "2|old2@x|keep2|mine|live",
+                "3|c@x|333|n3|live"
+            ],
+            "{target:?}: insert"
+        );
+
+        let f = Fixture::new(target).await;
+        f.job("mode = \"update\"", "deletes = \"ignore\"");
+        f.source(&["1,a@x,111,n1", "3,c@x,333,n3"]).run(0);
+        assert_eq!(
+            f.rows().await,
+            ["1|a@x|keep|n1|live", "2|old2@x|keep2|mine|live"],
+            "{target:?}: update"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignore_keeps_deleted_objects_and_mirror_removes_them() {
+    for target in BOTH {
+        let f = Fixture::new(target).await;
+        f.job("mode = \"upsert\"", "deletes = \"ignore\"");
+        f.source(&["1,a@x,111,n1", "3,c@x,333,n3"]).run(0);
+        f.source(&["1,a@x,111,n1"]).run(0);
+        assert_eq!(f.rows().await.len(), 3, "{target:?}: ignore keeps row 3");
+
+        let f = Fixture::new(target).await;
+        f.job("mode = \"mirror\"", "");
+        f.cfg.job(
+            "contacts",
+            &std::fs::read_to_string(f.cfg.path().join("jobs/contacts.toml"))
+                .unwrap()
+                .replace("[target]", "[detect]\nstrategy = \"diff\"\n\n[target]"),
+        );
+        f.source(&["1,a@x,111,n1", "3,c@x,333,n3"]).run(0);
+        f.source(&["1,a@x,111,n1"]).run(0);
+        assert_eq!(
+            f.rows().await,
+            ["1|a@x|keep|n1|live", "2|old2@x|keep2|mine|live"],
+            "{target:?}: mirror deletes what ferry saw disappear"
+        );
+    }
+}
