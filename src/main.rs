@@ -1,8 +1,9 @@
 use clap::Parser;
 
+use ferry::cli::{self, ExitCode};
+use ferry::schedule::Signals;
+
 fn main() {
-    let cli = ferry::cli::Cli::parse();
-    ferry::cli::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -10,9 +11,19 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");
-            std::process::exit(ferry::cli::ExitCode::Unavailable.code());
+            std::process::exit(ExitCode::Unavailable.code());
         }
     };
-    let code = runtime.block_on(ferry::cli::main(cli));
+    // Signal handlers first: until they exist SIGUSR1/SIGHUP would kill us.
+    let signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry: cannot install signal handlers: {e}");
+            std::process::exit(ExitCode::Unavailable.code());
+        }
+    };
+    let args = cli::Cli::parse();
+    cli::init_logging(args.log_format);
+    let code = runtime.block_on(cli::main(args, signals));
     std::process::exit(code.code());
 }

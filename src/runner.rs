@@ -3,9 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Job;
 use crate::connectors::{self, ConnectorError};
 use crate::detect::{self, DetectError, DetectOptions, DetectReport};
+use crate::exit::ExitCode;
 use crate::state::{RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
 
@@ -78,6 +81,8 @@ impl RunError {
 #[derive(Debug)]
 pub struct JobRun {
     pub job: String,
+    /// The run's row in the state store (none for a dry run or a skipped one).
+    pub run_id: Option<i64>,
     pub outcome: Outcome,
     pub detect: DetectReport,
     pub sync: SyncReport,
@@ -90,12 +95,42 @@ impl JobRun {
     pub fn failed(&self) -> u64 {
         self.sync.retrying + self.sync.dead + self.detect.invalid
     }
+
+    /// 75 when a system was unreachable (retry later), 1 when the run failed
+    /// or left items failed, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.error.as_ref().is_some_and(|e| e.is_unreachable()) {
+            ExitCode::Unavailable
+        } else if matches!(self.outcome, Outcome::Failed | Outcome::Partial) {
+            ExitCode::Failed
+        } else {
+            ExitCode::Ok
+        }
+    }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     pub trigger: Trigger,
     pub detect: DetectOptions,
+    /// The schedule tick this run is for, recorded with the run.
+    pub scheduled_for: Option<i64>,
+    /// Wait for another runner's lease (one-shot runs) or skip at once (the daemon).
+    pub wait_for_lease: bool,
+    /// Cancelled on SIGTERM/SIGINT: stop claiming tasks, finish the ones in flight.
+    pub shutdown: CancellationToken,
+}
+
+impl RunOptions {
+    pub fn new(trigger: Trigger, detect: DetectOptions, shutdown: CancellationToken) -> RunOptions {
+        RunOptions {
+            trigger,
+            detect,
+            scheduled_for: None,
+            wait_for_lease: trigger == Trigger::Once,
+            shutdown,
+        }
+    }
 }
 
 /// Process-wide identity of this runner: a random id, never a host or pod
@@ -108,17 +143,32 @@ pub async fn run_job(job: &Job, store: &Store, owner: &str, opts: RunOptions) ->
     let started = Instant::now();
     let mut run = JobRun {
         job: job.name.clone(),
+        run_id: None,
         outcome: Outcome::Failed,
         detect: DetectReport::default(),
         sync: SyncReport::default(),
         elapsed: Duration::ZERO,
         error: None,
     };
-    if let Err(e) = run_leased(job, store, owner, opts, &mut run).await {
+    if !opts.detect.dry_run {
+        crate::metrics::job_running(&job.name, true);
+    }
+    if let Err(e) = run_leased(job, store, owner, &opts, &mut run).await {
         run.outcome = Outcome::Failed;
         run.error = Some(e);
     }
     run.elapsed = started.elapsed();
+    if !opts.detect.dry_run {
+        crate::metrics::job_running(&job.name, false);
+        if run.outcome != Outcome::Skipped {
+            crate::metrics::run_finished(
+                &job.name,
+                opts.trigger.as_str(),
+                run.outcome.as_str(),
+                run.elapsed.as_secs_f64(),
+            );
+        }
+    }
     run
 }
 
@@ -126,7 +176,7 @@ async fn run_leased(
     job: &Job,
     store: &Store,
     owner: &str,
-    opts: RunOptions,
+    opts: &RunOptions,
     run: &mut JobRun,
 ) -> Result<(), RunError> {
     if opts.detect.dry_run {
@@ -137,7 +187,12 @@ async fn run_leased(
     }
     store.ensure_job(&job.name).await?;
     let lease_name = format!("job:{}", job.name);
-    let Some(token) = acquire_job_lease(store, &lease_name, owner).await? else {
+    let wait = if opts.wait_for_lease {
+        JOB_LEASE * 2
+    } else {
+        Duration::ZERO
+    };
+    let Some(token) = acquire_job_lease(store, &lease_name, owner, wait).await? else {
         tracing::info!(job = %job.name, "another runner kept this job's lease; skipping");
         run.outcome = Outcome::Skipped;
         return Ok(());
@@ -167,15 +222,16 @@ async fn run_leased(
     result
 }
 
-/// Waits for a held lease for up to two lease periods: long enough for a
-/// crashed holder's lease to expire, short enough not to pile up behind a
-/// live run (which this run would otherwise only repeat).
+/// Waits up to `wait` for a held lease. One-shot runs wait two lease periods:
+/// long enough for a crashed holder's lease to expire, short enough not to
+/// pile up behind a live run (which this run would otherwise only repeat).
 async fn acquire_job_lease(
     store: &Store,
     name: &str,
     owner: &str,
+    wait: Duration,
 ) -> Result<Option<i64>, StateError> {
-    let deadline = Instant::now() + JOB_LEASE * 2;
+    let deadline = Instant::now() + wait;
     let mut announced = false;
     loop {
         if let Some(token) = store.try_lease(name, owner, JOB_LEASE).await? {
@@ -196,10 +252,13 @@ async fn run_body(
     job: &Job,
     store: &Store,
     owner: &str,
-    opts: RunOptions,
+    opts: &RunOptions,
     run: &mut JobRun,
 ) -> Result<(), RunError> {
-    let run_id = store.start_run(&job.name, opts.trigger.as_str()).await?;
+    let run_id = store
+        .start_run(&job.name, opts.trigger.as_str(), opts.scheduled_for)
+        .await?;
+    run.run_id = Some(run_id);
     let result = detect_and_sync(job, store, owner, run_id, opts, run).await;
     let counts = RunCounts {
         scanned: run.detect.scanned as i64,
@@ -228,7 +287,7 @@ async fn detect_and_sync(
     store: &Store,
     owner: &str,
     run_id: i64,
-    opts: RunOptions,
+    opts: &RunOptions,
     run: &mut JobRun,
 ) -> Result<(), RunError> {
     let _ = store.purge_done(Duration::from_secs(7 * 24 * 3600)).await;
@@ -239,7 +298,7 @@ async fn detect_and_sync(
 
     let target: Arc<dyn connectors::Target> =
         Arc::from(connectors::target(job).map_err(RunError::Target)?);
-    run.sync = sync::drain(job, target, store, owner).await?;
+    run.sync = sync::drain(job, target, store, owner, &opts.shutdown).await?;
     if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.is_unreachable()) {
         return Err(RunError::Target(first.clone()));
     }

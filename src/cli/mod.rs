@@ -1,6 +1,5 @@
 //! The command line: argument parsing, loading config and state, exit codes,
 //! and what each command prints. Nothing below this module knows about it.
-mod exit;
 mod inspect;
 mod run;
 
@@ -8,9 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use exit::ExitCode;
+pub use crate::exit::ExitCode;
 
 use crate::config::{self, Config};
+use crate::schedule::Signals;
 use crate::state::Store;
 
 #[derive(Parser, Debug)]
@@ -56,17 +56,27 @@ pub enum Command {
         /// Jobs to plan (all when none).
         jobs: Vec<String>,
     },
-    /// Run jobs: detect, enqueue, and drain the queue.
+    /// Run the daemon (cron schedules, signals, /metrics), or with --once run jobs and exit.
     Run {
         /// Run the named jobs (all when none) once, then exit.
         #[arg(long)]
         once: bool,
+        /// Daemon: how long SIGTERM waits for runs in flight before exiting.
+        #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
         /// Resend every object, ignoring the watermark and ledger (repair).
         #[arg(long)]
         full: bool,
         /// Allow a diff run to delete more than max_delete_ratio, or from an empty source.
         #[arg(long)]
         allow_mass_delete: bool,
+        jobs: Vec<String>,
+    },
+    /// Ask the daemon(s) on the same state store to run jobs now.
+    Trigger {
+        /// Wait for the runs and exit with their outcome.
+        #[arg(long)]
+        wait: bool,
         jobs: Vec<String>,
     },
     /// Per job: last run and outcome, watermark, queue depth by state.
@@ -94,8 +104,9 @@ pub enum TasksAction {
 }
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,tokio_cron_scheduler=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -105,23 +116,32 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-pub async fn main(cli: Cli) -> ExitCode {
+pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
     match &cli.command {
         Command::Check => inspect::check(&cli),
         Command::Jobs => inspect::jobs(&cli),
         Command::Plan { jobs } => run::plan(&cli, jobs).await,
         Command::Run {
-            once,
+            once: true,
             full,
             allow_mass_delete,
             jobs,
+            ..
+        } => run::once(&cli, signals, jobs, *full, *allow_mass_delete).await,
+        Command::Run {
+            once: false,
+            grace,
+            jobs,
+            full,
+            allow_mass_delete,
         } => {
-            if !*once {
-                eprintln!("ferry: the scheduler daemon is not available in this version yet; use `ferry run --once`");
+            if !jobs.is_empty() || *full || *allow_mass_delete {
+                eprintln!("ferry: job names, --full and --allow-mass-delete go with `run --once`; the daemon runs every job on its schedule");
                 return ExitCode::Usage;
             }
-            run::once(&cli, jobs, *full, *allow_mass_delete).await
+            run::daemon(&cli, signals, *grace).await
         }
+        Command::Trigger { wait, jobs } => run::trigger(&cli, jobs, *wait).await,
         Command::Status { job } => inspect::status(&cli, job.as_deref()).await,
         Command::Tasks {
             job,

@@ -5,7 +5,13 @@ use std::io::IsTerminal;
 use super::{load_config, open_store, select_jobs, state_url, Cli, ExitCode};
 use crate::config::Config;
 use crate::detect::DetectOptions;
-use crate::runner::{self, JobRun, Outcome, RunOptions, Trigger};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::runner::{self, JobRun, RunOptions, Trigger};
+use crate::schedule::{Daemon, Signals};
+use crate::state::StateError;
 use crate::state::Store;
 
 pub async fn migrate(cli: &Cli) -> ExitCode {
@@ -21,7 +27,13 @@ pub async fn migrate(cli: &Cli) -> ExitCode {
     }
 }
 
-pub async fn once(cli: &Cli, names: &[String], full: bool, allow_mass_delete: bool) -> ExitCode {
+pub async fn once(
+    cli: &Cli,
+    signals: Signals,
+    names: &[String],
+    full: bool,
+    allow_mass_delete: bool,
+) -> ExitCode {
     let (config, order) = match selected(cli, names) {
         Ok(x) => x,
         Err(code) => return code,
@@ -31,23 +43,107 @@ pub async fn once(cli: &Cli, names: &[String], full: bool, allow_mass_delete: bo
         Err(code) => return code,
     };
     let owner = runner::instance_id();
-    let opts = RunOptions {
-        trigger: Trigger::Once,
-        detect: DetectOptions {
-            full,
-            allow_mass_delete,
-            dry_run: false,
-        },
+    let shutdown = CancellationToken::new();
+    let stop_signal = signals.drain_on_stop(shutdown.clone());
+    let detect = DetectOptions {
+        full,
+        allow_mass_delete,
+        dry_run: false,
     };
+    let opts = RunOptions::new(Trigger::Once, detect, shutdown.clone());
     let mut runs = Vec::new();
     for name in &order {
-        let run = runner::run_job(&config.jobs[name], &store, &owner, opts).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let run = runner::run_job(&config.jobs[name], &store, &owner, opts.clone()).await;
         report_errors(&run);
         runs.push(run);
     }
     store.close().await;
     print_summary(&runs);
-    exit_code(&runs)
+    match stop_signal.get() {
+        Some(signal) => signal.exit_code(),
+        None => exit_code(&runs),
+    }
+}
+
+/// `ferry run`: the daemon.
+pub async fn daemon(cli: &Cli, signals: Signals, grace: Duration) -> ExitCode {
+    let config = match load_config(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match open_store(&state_url(cli, Some(&config))).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let metrics = crate::metrics::install();
+    Daemon::new(config, store, metrics)
+        .run(signals, grace)
+        .await
+}
+
+/// `ferry trigger JOB...`: ask the daemons on this state store to run jobs now.
+pub async fn trigger(cli: &Cli, names: &[String], wait: bool) -> ExitCode {
+    let config = match load_config(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if names.is_empty() {
+        let jobs: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
+        eprintln!(
+            "ferry: name the job(s) to trigger; jobs: {}",
+            jobs.join(", ")
+        );
+        return ExitCode::Usage;
+    }
+    if let Err(code) = select_jobs(&config, names) {
+        return code;
+    }
+    let store = match open_store(&state_url(cli, Some(&config))).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let code = request_and_wait(&store, names, wait)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("ferry: {e}");
+            ExitCode::Unavailable
+        });
+    store.close().await;
+    code
+}
+
+async fn request_and_wait(
+    store: &Store,
+    names: &[String],
+    wait: bool,
+) -> Result<ExitCode, StateError> {
+    let mut requests = Vec::new();
+    for name in names {
+        let id = store.request_trigger(name).await?;
+        println!("requested a run of {name} (request {id})");
+        requests.push(id);
+    }
+    let mut codes = Vec::new();
+    for id in requests.into_iter().filter(|_| wait) {
+        loop {
+            match store.trigger_status(id).await? {
+                Some(s) if s.state == "done" => {
+                    println!("{}: {}", s.job, s.outcome.as_deref().unwrap_or("done"));
+                    codes.push(match s.exit_code {
+                        Some(0) => ExitCode::Ok,
+                        Some(75) => ExitCode::Unavailable,
+                        _ => ExitCode::Failed,
+                    });
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(ExitCode::worst(codes))
 }
 
 pub async fn plan(cli: &Cli, names: &[String]) -> ExitCode {
@@ -59,20 +155,18 @@ pub async fn plan(cli: &Cli, names: &[String]) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let opts = RunOptions {
-        trigger: Trigger::Manual,
-        detect: DetectOptions {
-            dry_run: true,
-            ..Default::default()
-        },
+    let detect = DetectOptions {
+        dry_run: true,
+        ..Default::default()
     };
+    let opts = RunOptions::new(Trigger::Manual, detect, CancellationToken::new());
     println!(
         "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "JOB", "SCANNED", "INSERT", "UPDATE", "DELETE", "UNCHANGED"
     );
     let mut runs = Vec::new();
     for name in &order {
-        let run = runner::run_job(&config.jobs[name], &store, "plan", opts).await;
+        let run = runner::run_job(&config.jobs[name], &store, "plan", opts.clone()).await;
         let d = &run.detect;
         println!(
             "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -162,20 +256,6 @@ fn print_summary(runs: &[JobRun]) {
     }
 }
 
-/// 75 when a system was unreachable (retry later), 1 when items or runs
-/// failed, 0 when everything synced.
 fn exit_code(runs: &[JobRun]) -> ExitCode {
-    if runs
-        .iter()
-        .any(|r| r.error.as_ref().is_some_and(|e| e.is_unreachable()))
-    {
-        ExitCode::Unavailable
-    } else if runs
-        .iter()
-        .any(|r| matches!(r.outcome, Outcome::Failed | Outcome::Partial))
-    {
-        ExitCode::Failed
-    } else {
-        ExitCode::Ok
-    }
+    ExitCode::worst(runs.iter().map(JobRun::exit_code))
 }

@@ -6,6 +6,7 @@ mod lease;
 mod ledger;
 mod queue;
 mod runs;
+mod schedule;
 
 use std::sync::Once;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 pub use ledger::{DetectedBatch, LedgerEntry, SeenKey};
 pub use queue::{ClaimedTask, QueueCounts, TaskInfo, TaskState};
 pub use runs::{RunCounts, RunInfo};
+pub use schedule::{TriggerRequest, TriggerStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -252,5 +254,16 @@ impl Bind for AnyArguments<'static> {
     {
         // Encoding strings, integers and their Options into Any arguments never fails.
         self.add(v).expect("bind value");
+    }
+}
+
+impl Store {
+    /// A round trip to the state store, for readiness.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }

@@ -25,13 +25,19 @@ pub struct RunInfo {
 }
 
 impl Store {
-    pub async fn start_run(&self, job: &str, trigger: &str) -> Result<i64, StateError> {
+    pub async fn start_run(
+        &self,
+        job: &str,
+        trigger: &str,
+        scheduled_for_ms: Option<i64>,
+    ) -> Result<i64, StateError> {
         let mut a = args();
         a.push(job.to_string());
         a.push(trigger.to_string());
         a.push(now_millis());
+        a.push(scheduled_for_ms);
         let row = sqlx::query_with(
-            "INSERT INTO ferry_runs (job, trigger, started_at) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO ferry_runs (job, trigger, started_at, scheduled_for) VALUES ($1, $2, $3, $4) RETURNING id",
             a,
         )
         .fetch_one(&self.pool)

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use mapping::Mapping;
@@ -47,11 +48,13 @@ struct Shared {
 
 /// Claims and syncs this job's due tasks with `[batch] concurrency` workers
 /// until none is claimable (or the target is unreachable).
+/// Stops claiming when `shutdown` is cancelled; tasks in flight finish.
 pub async fn drain(
     job: &Job,
     target: Arc<dyn Target>,
     store: &Store,
     owner: &str,
+    shutdown: &CancellationToken,
 ) -> Result<SyncReport, StateError> {
     let shared = Arc::new(Shared::default());
     let mapping = Arc::new(Mapping::new(job));
@@ -65,8 +68,9 @@ pub async fn drain(
             shared.clone(),
             mapping.clone(),
         );
+        let shutdown = shutdown.clone();
         workers.spawn(async move {
-            while !shared.stop.load(Ordering::Relaxed) {
+            while !shared.stop.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
                 let Some(task) = store.claim(&job.name, &owner, TASK_LEASE).await? else { break };
                 let span = tracing::info_span!("task", job = %job.name, task = task.id, attempt = task.attempts);
                 sync_task(&job, target.as_ref(), &store, &mapping, task, &shared).instrument(span).await?;

@@ -19,4 +19,22 @@ impl ExitCode {
     pub fn code(self) -> i32 {
         self as i32
     }
+
+    /// How bad an outcome is, to pick the exit code of several runs:
+    /// unreachable beats failed beats ok.
+    fn severity(self) -> u8 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::Failed => 1,
+            _ => 2,
+        }
+    }
+
+    /// The exit code of a command that did several things.
+    pub fn worst(codes: impl IntoIterator<Item = ExitCode>) -> ExitCode {
+        codes
+            .into_iter()
+            .max_by_key(|c| c.severity())
+            .unwrap_or(ExitCode::Ok)
+    }
 }

@@ -1,0 +1,414 @@
+//! The daemon (`ferry run`): cron schedules, signals, trigger requests and the
+//! HTTP port. tokio-cron-scheduler only wakes it once a second; each due tick
+//! `(job, scheduled_for)` is claimed in the state store, so with any number of
+//! replicas every tick runs once, and a job never overlaps itself.
+mod http;
+mod signals;
+pub mod ticks;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use signals::{Received, Signals};
+
+use crate::config::{self, Config};
+use crate::detect::DetectOptions;
+use crate::exit::ExitCode;
+use crate::runner::{self, JobRun, RunOptions, Trigger};
+use crate::state::Store;
+
+pub struct Daemon {
+    config: RwLock<Arc<Config>>,
+    config_dir: PathBuf,
+    store: Store,
+    owner: String,
+    metrics: PrometheusHandle,
+    trigger_token: Option<String>,
+    shutdown: CancellationToken,
+    /// Jobs running in this process: a job never overlaps itself.
+    running: Mutex<HashSet<String>>,
+    /// Per scheduled job, the time up to which its ticks were handled.
+    handled_until: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Runs requested (signal, trigger) while the job was running: one more
+    /// run after it, answering every request collected meanwhile.
+    pending: Mutex<HashMap<String, (Trigger, Vec<i64>)>>,
+}
+
+/// Signals within this window are one request (several SIGUSR1 may arrive as one, or as many).
+const SIGNAL_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// What finished: a run, and the trigger requests it answered.
+struct Finished {
+    run: JobRun,
+    requests: Vec<i64>,
+    trigger: Trigger,
+}
+
+impl Daemon {
+    pub fn new(config: Config, store: Store, metrics: PrometheusHandle) -> Arc<Daemon> {
+        for job in config.jobs.keys() {
+            crate::metrics::register_job(job);
+        }
+        crate::metrics::register_config();
+        Arc::new(Daemon {
+            config_dir: config.dir.clone(),
+            config: RwLock::new(Arc::new(config)),
+            store,
+            owner: runner::instance_id(),
+            metrics,
+            trigger_token: std::env::var("FERRY_TRIGGER_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            shutdown: CancellationToken::new(),
+            running: Mutex::new(HashSet::new()),
+            handled_until: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        // A poisoned lock means a panic while swapping an Arc; the Arc inside is still whole.
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs until SIGTERM/SIGINT; then stops claiming, lets runs in flight
+    /// finish within `grace`, and returns 143/130. A second signal exits at once.
+    pub async fn run(self: Arc<Self>, mut signals: Signals, grace: Duration) -> ExitCode {
+        let addr = self.config().engine.metrics.clone();
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot listen on {addr} for /metrics, /healthz, /readyz: {e}");
+                return ExitCode::Unavailable;
+            }
+        };
+        tracing::info!(address = %addr, instance = %self.owner, jobs = self.config().jobs.len(), "ferry daemon started");
+        let server = {
+            let router = http::router(self.clone());
+            let stop = self.shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        };
+
+        let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut scheduler = match wake_up_source(wake_tx).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot start the scheduler: {e}");
+                return ExitCode::Unavailable;
+            }
+        };
+        self.init_handled_until().await;
+
+        let mut runs: JoinSet<Finished> = JoinSet::new();
+        let mut run_all_at: Option<tokio::time::Instant> = None;
+        let stopped_by = loop {
+            let debounce = async move {
+                match run_all_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(()) = wake_rx.recv() => self.on_wake(&mut runs).await,
+                Some(done) = runs.join_next(), if !runs.is_empty() => self.on_finished(&mut runs, done).await,
+                () = debounce => {
+                    run_all_at = None;
+                    tracing::info!("SIGUSR1: running every job now");
+                    for job in self.config().jobs.keys() {
+                        self.request(&mut runs, job, Trigger::Signal, None);
+                    }
+                }
+                signal = signals.next() => match signal {
+                    Received::RunAll => {
+                        run_all_at.get_or_insert_with(|| tokio::time::Instant::now() + SIGNAL_DEBOUNCE);
+                    }
+                    Received::Reload => self.reload(),
+                    stop @ (Received::Terminate | Received::Interrupt) => break stop,
+                },
+            }
+        };
+
+        tracing::info!(
+            runs_in_flight = runs.len(),
+            grace_seconds = grace.as_secs(),
+            "{stopped_by:?}: draining"
+        );
+        self.shutdown.cancel();
+        let _ = scheduler.shutdown().await;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(done) = runs.join_next().await {
+                self.on_finished(&mut runs, done).await;
+            }
+        });
+        tokio::select! {
+            r = drained => if r.is_err() {
+                tracing::warn!("grace period over with runs in flight; their tasks' leases expire and another runner takes them");
+            },
+            _ = signals.next() => tracing::warn!("second signal: stopping at once"),
+        }
+        let _ = server.await;
+        self.store.close().await;
+        stopped_by.exit_code()
+    }
+
+    /// A run asked for by a signal or a trigger request: now, or right after
+    /// the job's current run if it is running.
+    fn request(
+        &self,
+        runs: &mut JoinSet<Finished>,
+        job: &str,
+        trigger: Trigger,
+        request: Option<i64>,
+    ) {
+        let requests: Vec<i64> = request.into_iter().collect();
+        if self.is_running(job) {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending
+                .entry(job.to_string())
+                .or_insert((trigger, Vec::new()))
+                .1
+                .extend(requests);
+        } else {
+            self.start(runs, job, trigger, None, requests);
+        }
+    }
+
+    fn is_running(&self, job: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(job)
+    }
+
+    /// Starts a run of `job` unless this process is already running it.
+    fn start(
+        &self,
+        runs: &mut JoinSet<Finished>,
+        job: &str,
+        trigger: Trigger,
+        scheduled_for: Option<i64>,
+        requests: Vec<i64>,
+    ) -> bool {
+        let Some(job_cfg) = self.config().jobs.get(job).cloned() else {
+            return false;
+        };
+        if !self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.to_string())
+        {
+            return false;
+        }
+        let store = self.store.clone();
+        let owner = self.owner.clone();
+        let mut opts = RunOptions::new(trigger, DetectOptions::default(), self.shutdown.clone());
+        opts.scheduled_for = scheduled_for;
+        runs.spawn(async move {
+            let run = runner::run_job(&job_cfg, &store, &owner, opts).await;
+            Finished {
+                run,
+                requests,
+                trigger,
+            }
+        });
+        true
+    }
+
+    async fn on_finished(
+        &self,
+        runs: &mut JoinSet<Finished>,
+        done: Result<Finished, tokio::task::JoinError>,
+    ) {
+        let finished = match done {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("a run panicked: {e}");
+                return;
+            }
+        };
+        let run = &finished.run;
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run.job);
+        match &run.error {
+            Some(e) => {
+                tracing::error!(job = %run.job, trigger = finished.trigger.as_str(), "run failed: {e}")
+            }
+            None => tracing::info!(
+                job = %run.job,
+                trigger = finished.trigger.as_str(),
+                outcome = run.outcome.as_str(),
+                scanned = run.detect.scanned,
+                changed = run.detect.changed(),
+                synced = run.sync.synced,
+                failed = run.failed(),
+                seconds = run.elapsed.as_secs_f64(),
+                "run finished"
+            ),
+        }
+        for &id in &finished.requests {
+            let code = run.exit_code();
+            if let Err(e) = self
+                .store
+                .finish_trigger(id, run.run_id, run.outcome.as_str(), code.code())
+                .await
+            {
+                tracing::warn!(request = id, "could not record the trigger's outcome: {e}");
+            }
+        }
+        let next = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run.job);
+        if let Some((trigger, requests)) = next {
+            if !self.shutdown.is_cancelled() {
+                self.start(runs, &run.job, trigger, None, requests);
+            }
+        }
+    }
+
+    /// Where each scheduled job's ticks start: its latest claimed tick (so a
+    /// restarted daemon sees what it missed), else now.
+    async fn init_handled_until(&self) {
+        let now = Utc::now();
+        for job in self.config().schedules.keys() {
+            let since = match self.store.last_tick(job).await {
+                Ok(Some(ms)) => Utc.timestamp_millis_opt(ms).single().unwrap_or(now),
+                Ok(None) => now,
+                Err(e) => {
+                    tracing::warn!(job = %job, "cannot read the last tick: {e}");
+                    now
+                }
+            };
+            self.handled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.clone(), since);
+        }
+    }
+
+    /// Once a second: claim due ticks, pick up trigger requests.
+    async fn on_wake(&self, runs: &mut JoinSet<Finished>) {
+        let now = Utc::now();
+        let config = self.config();
+        for (job, schedule) in &config.schedules {
+            let since = *self
+                .handled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(job.clone())
+                .or_insert(now);
+            let due = ticks::due(schedule, since, now);
+            self.handled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.clone(), now);
+            let Some(tick) = due else { continue };
+            if self.is_running(job) {
+                tracing::info!(job = %job, tick = %tick, "still running; tick skipped");
+                continue;
+            }
+            match self
+                .store
+                .claim_tick(job, tick.timestamp_millis(), &self.owner)
+                .await
+            {
+                Ok(true) => {
+                    self.start(
+                        runs,
+                        job,
+                        Trigger::Schedule,
+                        Some(tick.timestamp_millis()),
+                        Vec::new(),
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = %job, "cannot claim tick {tick}: {e}"),
+            }
+        }
+        match self.store.claim_triggers(&self.owner, 16).await {
+            Ok(requests) => {
+                for r in requests {
+                    if config.jobs.contains_key(&r.job) {
+                        self.request(runs, &r.job, Trigger::Manual, Some(r.id));
+                    } else {
+                        tracing::warn!(job = %r.job, request = r.id, "trigger request for a job this configuration does not have");
+                        let _ = self
+                            .store
+                            .finish_trigger(r.id, None, "failed", ExitCode::Usage.code())
+                            .await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read trigger requests: {e}"),
+        }
+        if now.timestamp() % 3600 == 0 {
+            let _ = self.store.purge_ticks(Duration::from_secs(24 * 3600)).await;
+        }
+    }
+
+    /// SIGHUP: validate the new configuration first; keep the old one on error.
+    fn reload(&self) {
+        let env = |name: &str| std::env::var(name).ok();
+        match config::load(
+            &self.config_dir,
+            &env,
+            crate::connectors::SOURCES,
+            crate::connectors::TARGETS,
+        ) {
+            Ok(new) => {
+                for job in new.jobs.keys() {
+                    crate::metrics::register_job(job);
+                }
+                let jobs: Vec<String> = new.jobs.keys().cloned().collect();
+                *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                crate::metrics::config_reload(true);
+                tracing::info!(jobs = ?jobs, "SIGHUP: configuration reloaded");
+            }
+            Err(errors) => {
+                crate::metrics::config_reload(false);
+                for d in &errors.0 {
+                    tracing::error!("{d}");
+                }
+                tracing::error!(
+                    errors = errors.0.len(),
+                    "SIGHUP: configuration rejected; the previous one keeps running"
+                );
+            }
+        }
+    }
+}
+
+/// The daemon's only use of tokio-cron-scheduler: a wake-up every second.
+async fn wake_up_source(
+    wake: tokio::sync::mpsc::Sender<()>,
+) -> Result<tokio_cron_scheduler::JobScheduler, tokio_cron_scheduler::JobSchedulerError> {
+    let scheduler = tokio_cron_scheduler::JobScheduler::new().await?;
+    let job = tokio_cron_scheduler::Job::new_async("* * * * * *", move |_, _| {
+        let wake = wake.clone();
+        Box::pin(async move {
+            // A full channel means a wake-up is already pending: wake-ups collapse.
+            let _ = wake.try_send(());
+        })
+    })?;
+    scheduler.add(job).await?;
+    scheduler.start().await?;
+    Ok(scheduler)
+}
