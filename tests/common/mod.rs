@@ -194,3 +194,110 @@ pub fn state_url(kind: StateKind, cfg: &ConfigDir, db: &TestDb) -> String {
         StateKind::Postgres => db.url.clone(),
     }
 }
+
+/// A free TCP port on loopback for a daemon's HTTP listener.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A `ferry run` daemon started as a process; killed if the test ends first.
+pub struct DaemonProc {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ConfigDir {
+    /// Writes schedules.toml (`[engine] metrics` on a free port, then
+    /// `schedules`) and starts the daemon; returns once /healthz answers.
+    pub async fn daemon(&self, state: &str, schedules: &str, env: &[(&str, &str)]) -> DaemonProc {
+        let port = free_port();
+        self.schedules(&format!(
+            "[engine]\nmetrics = \"127.0.0.1:{port}\"\n\n[schedules]\n{schedules}\n"
+        ));
+        self.start_daemon(state, port, env).await
+    }
+
+    pub async fn start_daemon(&self, state: &str, port: u16, env: &[(&str, &str)]) -> DaemonProc {
+        let log = self
+            .path()
+            .join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = self.command(Some(state), &["run", "--grace", "10s"]);
+        cmd.env("FERRY_LOG", "info")
+            .stderr(file)
+            .stdout(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn daemon");
+        let d = DaemonProc { child, port, log };
+        for _ in 0..100 {
+            if d.get("/healthz").await.is_some() {
+                return d;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("daemon did not come up:\n{}", d.log_text());
+    }
+}
+
+impl DaemonProc {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn get(&self, path: &str) -> Option<String> {
+        let resp = reqwest::get(self.url(path)).await.ok()?;
+        resp.text().await.ok()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code and how long the exit took.
+    pub fn terminate(&mut self) -> (i32, std::time::Duration) {
+        let started = std::time::Instant::now();
+        self.signal("TERM");
+        let status = self.child.wait().expect("wait daemon");
+        (status.code().unwrap_or(-1), started.elapsed())
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}

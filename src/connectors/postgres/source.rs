@@ -13,6 +13,8 @@ pub struct PostgresSource {
     object: String,
     /// `SELECT …` producing the source's rows, before ferry's own filter.
     relation: String,
+    /// The table, quoted, when the source is a table (not a query).
+    table: Option<String>,
 }
 
 impl PostgresSource {
@@ -21,11 +23,16 @@ impl PostgresSource {
         let system = super::system(url);
         let pool = super::pool(url, &system, 2)?;
         let (relation, object) = relation(cfg);
+        let table = cfg
+            .table
+            .as_deref()
+            .map(crate::connectors::sql::quote_qualified);
         Ok(PostgresSource {
             pool,
             system,
             object,
             relation,
+            table,
         })
     }
 
@@ -41,6 +48,23 @@ impl PostgresSource {
             .await
             .map_err(|e| self.err(e))?;
         Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Whether a table's column is declared NOT NULL: then the NULL-cursor
+    /// pass is skipped instead of scanning the table for nothing.
+    async fn column_is_not_null(&self, column: &str) -> Result<bool, ConnectorError> {
+        let Some(table) = &self.table else {
+            return Ok(false);
+        };
+        let row = sqlx::query(
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2",
+        )
+        .bind(table)
+        .bind(column)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.is_some_and(|r| r.get::<bool, _>(0)))
     }
 
     fn err(&self, e: sqlx::Error) -> ConnectorError {
@@ -64,6 +88,9 @@ impl Source for PostgresSource {
                 vec![],
             ),
             Scan::NullCursor { column } => {
+                if self.column_is_not_null(column).await? {
+                    return Ok(Box::pin(futures::stream::empty()));
+                }
                 let c = quote_ident(column);
                 (format!("SELECT row_to_json(s)::text, NULL::text FROM ({}) AS s WHERE s.{c} IS NULL", self.relation), vec![])
             }
