@@ -367,3 +367,53 @@ async fn http_trigger_needs_the_bearer_token() {
         "disabled without FERRY_TRIGGER_TOKEN"
     );
 }
+
+/// After downtime, `missed = "run_once"` runs the latest missed tick once at
+/// start; `missed = "skip"` waits for the next tick.
+#[tokio::test(flavor = "multi_thread")]
+async fn missed_ticks_run_once_or_are_skipped_after_downtime() {
+    for (policy, expected) in [("run_once", 1), ("skip", 0)] {
+        let db = TestDb::new().await;
+        tables(&db).await;
+        let cfg = ConfigDir::new();
+        cfg.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
+        assert_eq!(code(&cfg.ferry(Some(&db.url), &["migrate"])), 0);
+        // The last tick any daemon handled was an hour ago: since then ticks were missed.
+        let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+        db.exec(&format!("INSERT INTO ferry_ticks VALUES ('fast', {hour_ago}, 'gone', {hour_ago})")).await;
+        let schedule = format!("fast = {{ cron = \"*/10 * * * *\", missed = \"{policy}\" }}");
+        let mut d = cfg.daemon(&db.url, &schedule, &[]).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let ran = runs(&db, "trigger = 'schedule'").await.len();
+        d.terminate();
+        // A */10 tick could fall inside these 3 s; then both policies run it.
+        let on_time_tick = chrono::Utc::now().timestamp() % 600 < 5;
+        if !on_time_tick {
+            assert_eq!(ran, expected, "missed = {policy}");
+        }
+    }
+}
+
+/// `run --once` drains on SIGTERM too: stop claiming, exit 143, lose nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_drains_on_sigterm() {
+    let db = TestDb::new().await;
+    tables(&db).await;
+    db.exec(
+        "INSERT INTO items (id, name) SELECT g, 'item ' || g FROM generate_series(201, 1000) g;
+         CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+         CREATE TRIGGER slow_writes AFTER INSERT ON items_copy FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
+    let mut child = cfg.command(Some(&db.url), &["run", "--once"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+    assert!(eventually(10, || async { db.count("SELECT count(*) FROM items_copy").await > 0 }).await);
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(143));
+    assert!(db.count("SELECT count(*) FROM items_copy").await < 1000);
+    let out = cfg.ferry(Some(&db.url), &["run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(db.difference("SELECT * FROM items", "SELECT * FROM items_copy").await, 0);
+}
