@@ -42,8 +42,6 @@ pub enum Outcome {
     Partial,
     /// The run could not finish.
     Failed,
-    /// Another runner holds the job's lease; this one did nothing.
-    Skipped,
 }
 
 impl Outcome {
@@ -52,7 +50,6 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Partial => "partial",
             Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
         }
     }
 }
@@ -88,6 +85,8 @@ pub struct JobRun {
     pub sync: SyncReport,
     pub elapsed: Duration,
     pub error: Option<RunError>,
+    /// Another runner was detecting this job's changes; this run only drained.
+    pub detect_skipped: bool,
 }
 
 impl JobRun {
@@ -115,8 +114,6 @@ pub struct RunOptions {
     pub detect: DetectOptions,
     /// The schedule tick this run is for, recorded with the run.
     pub scheduled_for: Option<i64>,
-    /// Wait for another runner's lease (one-shot runs) or skip at once (the daemon).
-    pub wait_for_lease: bool,
     /// Cancelled on SIGTERM/SIGINT: stop claiming tasks, finish the ones in flight.
     pub shutdown: CancellationToken,
 }
@@ -127,7 +124,6 @@ impl RunOptions {
             trigger,
             detect,
             scheduled_for: None,
-            wait_for_lease: trigger == Trigger::Once,
             shutdown,
         }
     }
@@ -149,6 +145,7 @@ pub async fn run_job(job: &Job, store: &Store, owner: &str, opts: RunOptions) ->
         sync: SyncReport::default(),
         elapsed: Duration::ZERO,
         error: None,
+        detect_skipped: false,
     };
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, true);
@@ -160,14 +157,12 @@ pub async fn run_job(job: &Job, store: &Store, owner: &str, opts: RunOptions) ->
     run.elapsed = started.elapsed();
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, false);
-        if run.outcome != Outcome::Skipped {
-            crate::metrics::run_finished(
-                &job.name,
-                opts.trigger.as_str(),
-                run.outcome.as_str(),
-                run.elapsed.as_secs_f64(),
-            );
-        }
+        crate::metrics::run_finished(
+            &job.name,
+            opts.trigger.as_str(),
+            run.outcome.as_str(),
+            run.elapsed.as_secs_f64(),
+        );
     }
     run
 }
@@ -186,75 +181,6 @@ async fn run_leased(
         return Ok(());
     }
     store.ensure_job(&job.name).await?;
-    let lease_name = format!("job:{}", job.name);
-    let wait = if opts.wait_for_lease {
-        JOB_LEASE * 2
-    } else {
-        Duration::ZERO
-    };
-    let Some(token) = acquire_job_lease(store, &lease_name, owner, wait).await? else {
-        tracing::info!(job = %job.name, "another runner kept this job's lease; skipping");
-        run.outcome = Outcome::Skipped;
-        return Ok(());
-    };
-    let heartbeat = {
-        let (store, name) = (store.clone(), lease_name.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(JOB_LEASE / 3);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match store.renew_lease(&name, token, JOB_LEASE).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(lease = %name, "job lease lost; another runner may start this job")
-                    }
-                    Err(e) => tracing::warn!(lease = %name, "could not renew the job lease: {e}"),
-                }
-            }
-        })
-    };
-    let result = run_body(job, store, owner, opts, run).await;
-    heartbeat.abort();
-    if let Err(e) = store.release_lease(&lease_name, token).await {
-        tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself): {e}");
-    }
-    result
-}
-
-/// Waits up to `wait` for a held lease. One-shot runs wait two lease periods:
-/// long enough for a crashed holder's lease to expire, short enough not to
-/// pile up behind a live run (which this run would otherwise only repeat).
-async fn acquire_job_lease(
-    store: &Store,
-    name: &str,
-    owner: &str,
-    wait: Duration,
-) -> Result<Option<i64>, StateError> {
-    let deadline = Instant::now() + wait;
-    let mut announced = false;
-    loop {
-        if let Some(token) = store.try_lease(name, owner, JOB_LEASE).await? {
-            return Ok(Some(token));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        if !announced {
-            tracing::info!(lease = %name, "another runner holds this job's lease; waiting for it");
-            announced = true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn run_body(
-    job: &Job,
-    store: &Store,
-    owner: &str,
-    opts: &RunOptions,
-    run: &mut JobRun,
-) -> Result<(), RunError> {
     let run_id = store
         .start_run(&job.name, opts.trigger.as_str(), opts.scheduled_for)
         .await?;
@@ -282,6 +208,54 @@ async fn run_body(
     result
 }
 
+/// Detection is one runner's at a time (the job lease): two detections could
+/// advance the watermark past each other's uncommitted reads. Draining is
+/// everyone's: tasks are claimed one by one under fenced leases, so a run
+/// that finds the lease taken skips detection and helps drain.
+async fn detect_exclusively(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    run_id: i64,
+    opts: &RunOptions,
+    run: &mut JobRun,
+) -> Result<(), RunError> {
+    let lease_name = format!("job:{}", job.name);
+    let Some(token) = store.try_lease(&lease_name, owner, JOB_LEASE).await? else {
+        tracing::info!(job = %job.name, "another runner is detecting changes of this job; this run only drains the queue");
+        run.detect_skipped = true;
+        return Ok(());
+    };
+    let heartbeat = {
+        let (store, name) = (store.clone(), lease_name.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(JOB_LEASE / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match store.renew_lease(&name, token, JOB_LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(lease = %name, "job lease lost; another runner may detect this job")
+                    }
+                    Err(e) => tracing::warn!(lease = %name, "could not renew the job lease: {e}"),
+                }
+            }
+        })
+    };
+    let result = async {
+        let source = connectors::source(job).map_err(DetectError::Source)?;
+        run.detect = detect::detect(job, source.as_ref(), store, run_id, opts.detect).await?;
+        Ok::<(), RunError>(())
+    }
+    .await;
+    heartbeat.abort();
+    if let Err(e) = store.release_lease(&lease_name, token).await {
+        tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself): {e}");
+    }
+    result
+}
+
 async fn detect_and_sync(
     job: &Job,
     store: &Store,
@@ -291,9 +265,7 @@ async fn detect_and_sync(
     run: &mut JobRun,
 ) -> Result<(), RunError> {
     let _ = store.purge_done(Duration::from_secs(7 * 24 * 3600)).await;
-    let source = connectors::source(job).map_err(DetectError::Source)?;
-    run.detect = detect::detect(job, source.as_ref(), store, run_id, opts.detect).await?;
-    drop(source);
+    detect_exclusively(job, store, owner, run_id, opts, run).await?;
     fault_point("after-enqueue");
 
     let target: Arc<dyn connectors::Target> =

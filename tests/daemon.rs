@@ -380,7 +380,10 @@ async fn missed_ticks_run_once_or_are_skipped_after_downtime() {
         assert_eq!(code(&cfg.ferry(Some(&db.url), &["migrate"])), 0);
         // The last tick any daemon handled was an hour ago: since then ticks were missed.
         let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
-        db.exec(&format!("INSERT INTO ferry_ticks VALUES ('fast', {hour_ago}, 'gone', {hour_ago})")).await;
+        db.exec(&format!(
+            "INSERT INTO ferry_ticks VALUES ('fast', {hour_ago}, 'gone', {hour_ago})"
+        ))
+        .await;
         let schedule = format!("fast = {{ cron = \"*/10 * * * *\", missed = \"{policy}\" }}");
         let mut d = cfg.daemon(&db.url, &schedule, &[]).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -407,13 +410,31 @@ async fn run_once_drains_on_sigterm() {
     .await;
     let cfg = ConfigDir::new();
     cfg.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
-    let mut child = cfg.command(Some(&db.url), &["run", "--once"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
-    assert!(eventually(10, || async { db.count("SELECT count(*) FROM items_copy").await > 0 }).await);
-    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    let mut child = cfg
+        .command(Some(&db.url), &["run", "--once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        eventually(10, || async {
+            db.count("SELECT count(*) FROM items_copy").await > 0
+        })
+        .await
+    );
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(143));
     assert!(db.count("SELECT count(*) FROM items_copy").await < 1000);
     let out = cfg.ferry(Some(&db.url), &["run", "--once"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(db.difference("SELECT * FROM items", "SELECT * FROM items_copy").await, 0);
+    assert_eq!(
+        db.difference("SELECT * FROM items", "SELECT * FROM items_copy")
+            .await,
+        0
+    );
 }
