@@ -71,3 +71,32 @@ pub fn register_config() {
     metrics::gauge!("ferry_config_last_reload_success_timestamp_seconds")
         .set(chrono::Utc::now().timestamp() as f64);
 }
+
+pub fn job_paused(job: &str, paused: bool) {
+    metrics::gauge!("ferry_job_paused", "sync_job" => job.to_string()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+pub fn batch_duration(job: &str, stage: &'static str, elapsed: std::time::Duration) {
+    metrics::histogram!("ferry_batch_duration_seconds", "sync_job" => job.to_string(), "stage" => stage).record(elapsed.as_secs_f64());
+}
+
+pub fn items_synced(job: &str, upserts: u64, deletes: u64) {
+    metrics::counter!("ferry_items_synced_total", "sync_job" => job.to_string(), "op" => "upsert")
+        .increment(upserts);
+    metrics::counter!("ferry_items_synced_total", "sync_job" => job.to_string(), "op" => "delete")
+        .increment(deletes);
+}
+
+pub fn items_failed(job: &str, retry: u64, reject: u64, dead: u64) {
+    for (result, n) in [("retry", retry), ("reject", reject), ("dead", dead)] {
+        metrics::counter!("ferry_items_failed_total", "sync_job" => job.to_string(), "result" => result).increment(n);
+    }
+}
+
+pub fn items_superseded(job: &str, n: u64) {
+    metrics::counter!("ferry_items_superseded_total", "sync_job" => job.to_string()).increment(n);
+}

@@ -44,6 +44,9 @@ pub struct Item {
     /// The object's fields (for a delete: empty).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub data: Record,
+    /// Why the last attempt to write it failed (failed and dead items).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The key values of `record` for the key columns, or the name of the first

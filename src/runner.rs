@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Job;
+use crate::config::{Job, Retention};
 use crate::connectors::{self, ConnectorError};
 use crate::detect::{self, DetectError, DetectOptions, DetectReport};
 use crate::exit::ExitCode;
@@ -116,6 +116,7 @@ pub struct RunOptions {
     pub scheduled_for: Option<i64>,
     /// Cancelled on SIGTERM/SIGINT: stop claiming tasks, finish the ones in flight.
     pub shutdown: CancellationToken,
+    pub retention: Retention,
 }
 
 impl RunOptions {
@@ -125,6 +126,7 @@ impl RunOptions {
             detect,
             scheduled_for: None,
             shutdown,
+            retention: Retention::default(),
         }
     }
 }
@@ -264,7 +266,9 @@ async fn detect_and_sync(
     opts: &RunOptions,
     run: &mut JobRun,
 ) -> Result<(), RunError> {
-    let _ = store.purge_done(Duration::from_secs(7 * 24 * 3600)).await;
+    if let Err(e) = store.purge(opts.retention.tasks, opts.retention.runs).await {
+        tracing::warn!("could not prune old tasks and runs: {e}");
+    }
     detect_exclusively(job, store, owner, run_id, opts, run).await?;
     fault_point("after-enqueue");
 

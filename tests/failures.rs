@@ -103,7 +103,7 @@ async fn a_refused_connection_exits_75_without_leaking_the_password() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_target_type_mismatch_fails_items_keeps_them_and_resends_after_the_fix() {
+async fn a_target_type_mismatch_kills_items_with_the_error_and_retry_resends_them() {
     let db = TestDb::new().await;
     db.exec(SOURCE_TABLE).await;
     db.exec(
@@ -126,17 +126,48 @@ async fn a_target_type_mismatch_fails_items_keeps_them_and_resends_after_the_fix
     );
     let tasks = cfg.ferry(
         Some(&state),
-        &["tasks", "--job", "customers", "--state", "failed"],
+        &["tasks", "--job", "customers", "--state", "dead"],
     );
     assert_eq!(
         String::from_utf8_lossy(&tasks.stdout).lines().count(),
         11,
-        "10 failed tasks kept, plus the header"
+        "10 dead tasks kept, plus the header"
+    );
+    let dead_items = db
+        .count("SELECT sum(item_count)::bigint FROM ferry_tasks WHERE state = 'dead'")
+        .await;
+    assert_eq!(
+        dead_items, 1000,
+        "a type error is the data's fault: rejected, dead at once, payload kept"
+    );
+    let id = db
+        .count("SELECT min(id) FROM ferry_tasks WHERE state = 'dead'")
+        .await
+        .to_string();
+    let shown = cfg.ferry(Some(&state), &["tasks", "show", &id]);
+    let shown: serde_json::Value =
+        serde_json::from_slice(&shown.stdout).expect("tasks show prints JSON");
+    assert!(
+        shown["items"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("invalid input syntax for type integer"),
+        "{shown}"
     );
 
     db.exec("ALTER TABLE crm_contacts ALTER COLUMN name TYPE text")
         .await;
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(
+        synced(&out, "customers"),
+        0,
+        "dead items wait for the operator"
+    );
+    let out = cfg.ferry(
+        Some(&state),
+        &["tasks", "retry", "--dead", "--job", "customers"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10 task(s) queued again"));
     let out = cfg.ferry(Some(&state), &["run", "--once"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(synced(&out, "customers"), 1000);

@@ -111,17 +111,33 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
             let queue = store.queue_counts(&job.name).await?;
             let watermark = store.watermark(&job.name).await?;
             let present = store.live_count(&job.name).await?;
-            Ok::<_, crate::state::StateError>((last, last_success, queue, watermark, present))
+            let paused = store.is_paused(&job.name).await?;
+            Ok::<_, crate::state::StateError>((
+                last,
+                last_success,
+                queue,
+                watermark,
+                present,
+                paused,
+            ))
         }
         .await;
-        let (last, last_success, q, watermark, present) = match result {
+        let (last, last_success, q, watermark, present, paused) = match result {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("ferry: {e}");
                 return ExitCode::Unavailable;
             }
         };
-        println!("{}", job.name);
+        println!(
+            "{}{}",
+            job.name,
+            if paused {
+                " (paused: nothing is sent)"
+            } else {
+                ""
+            }
+        );
         match last {
             Some(r) => {
                 println!(
@@ -182,6 +198,40 @@ pub async fn tasks(
         Err(code) => return code,
     };
     let code = match action {
+        Some(TasksAction::Retry { ids, dead, job }) => {
+            if ids.is_empty() && !dead {
+                eprintln!("ferry: name task ids, or --dead for every dead task");
+                ExitCode::Usage
+            } else {
+                match store.retry_tasks(ids, job.as_deref()).await {
+                    Ok(n) => {
+                        println!("{n} task(s) queued again");
+                        ExitCode::Ok
+                    }
+                    Err(e) => {
+                        eprintln!("ferry: {e}");
+                        ExitCode::Unavailable
+                    }
+                }
+            }
+        }
+        Some(TasksAction::Discard { ids, yes }) => {
+            if !yes {
+                eprintln!("ferry: discarding loses the tasks' items; add --yes to confirm");
+                ExitCode::Usage
+            } else {
+                match store.discard_tasks(ids).await {
+                    Ok(n) => {
+                        println!("{n} task(s) discarded");
+                        ExitCode::Ok
+                    }
+                    Err(e) => {
+                        eprintln!("ferry: {e}");
+                        ExitCode::Unavailable
+                    }
+                }
+            }
+        }
         Some(TasksAction::Show { id }) => match store.task(*id).await {
             Ok(Some(t)) => {
                 let items: serde_json::Value =
@@ -236,6 +286,36 @@ pub async fn tasks(
                 ExitCode::Unavailable
             }
         },
+    };
+    store.close().await;
+    code
+}
+
+pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {
+    let config = match load_config(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(code) = super::select_jobs(&config, &[job.to_string()]) {
+        return code;
+    }
+    let store = match open_store(&state_url(cli, Some(&config))).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let code = match store.set_paused(job, paused).await {
+        Ok(()) => {
+            if paused {
+                println!("{job} paused: changes are still detected and queued, nothing is sent");
+            } else {
+                println!("{job} resumed");
+            }
+            ExitCode::Ok
+        }
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::Unavailable
+        }
     };
     store.close().await;
     code

@@ -93,14 +93,35 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<TasksAction>,
     },
+    /// Stop sending for a job; changes are still detected and queued.
+    Pause { job: String },
+    /// Start sending again for a paused job.
+    Resume { job: String },
     /// Create or upgrade the state-store schema.
     Migrate,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TasksAction {
-    /// Print a task and its items as JSON.
+    /// Print a task and its items (with their last errors) as JSON.
     Show { id: i64 },
+    /// Queue failed or dead tasks again, due now, attempts reset.
+    Retry {
+        ids: Vec<i64>,
+        /// Every dead task (of --job, if given).
+        #[arg(long, conflicts_with = "ids")]
+        dead: bool,
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Delete tasks and their items for good (what they held is not sent).
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Confirm: the items are lost.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -158,6 +179,8 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             )
             .await
         }
+        Command::Pause { job } => inspect::pause(&cli, job, true).await,
+        Command::Resume { job } => inspect::pause(&cli, job, false).await,
         Command::Migrate => run::migrate(&cli).await,
     }
 }

@@ -50,7 +50,8 @@ pub async fn once(
         allow_mass_delete,
         dry_run: false,
     };
-    let opts = RunOptions::new(Trigger::Once, detect, shutdown.clone());
+    let mut opts = RunOptions::new(Trigger::Once, detect, shutdown.clone());
+    opts.retention = config.engine.retention;
     let mut runs = Vec::new();
     for name in &order {
         if shutdown.is_cancelled() {

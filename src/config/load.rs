@@ -168,6 +168,7 @@ fn schedules_file(
         metrics: "0.0.0.0:9464".to_string(),
         pushgateway: None,
         timezone: chrono_tz::UTC,
+        retention: Retention::default(),
     };
     let mut schedules = BTreeMap::new();
     let text = match std::fs::read_to_string(&path) {
@@ -224,6 +225,9 @@ fn schedules_file(
         if let Some(p) = &e.pushgateway {
             engine.pushgateway = ctx.text(p).filter(|s| !s.is_empty());
         }
+        engine.retention.tasks =
+            ctx.duration(&e.retain_tasks, "retain_tasks", engine.retention.tasks);
+        engine.retention.runs = ctx.duration(&e.retain_runs, "retain_runs", engine.retention.runs);
         if let Some(tz) = &e.timezone {
             if let Some(tz) = timezone(&mut ctx, tz) {
                 engine.timezone = tz;

@@ -33,6 +33,25 @@ pub struct Engine {
     pub metrics: String,
     pub pushgateway: Option<String>,
     pub timezone: chrono_tz::Tz,
+    pub retention: Retention,
+}
+
+/// How long finished work is kept in the state store.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Finished tasks (`[engine] retain_tasks`, default 7 days).
+    pub tasks: Duration,
+    /// Run history (`[engine] retain_runs`, default 90 days).
+    pub runs: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            tasks: Duration::from_secs(7 * 86_400),
+            runs: Duration::from_secs(90 * 86_400),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

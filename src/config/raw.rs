@@ -24,6 +24,8 @@ pub struct EngineRaw {
     pub metrics: Option<S<String>>,
     pub pushgateway: Option<S<String>>,
     pub timezone: Option<S<String>>,
+    pub retain_tasks: Option<S<String>>,
+    pub retain_runs: Option<S<String>>,
 }
 
 /// `name = "cron"` or `name = { cron, timezone, missed }`.

@@ -63,7 +63,7 @@ impl Ctx<'_, '_> {
         }
     }
 
-    fn duration(&mut self, v: &Option<S<String>>, key: &str, default: Duration) -> Duration {
+    pub fn duration(&mut self, v: &Option<S<String>>, key: &str, default: Duration) -> Duration {
         let Some(v) = v else { return default };
         let Some(s) = self.text(v) else {
             return default;

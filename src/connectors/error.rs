@@ -21,6 +21,14 @@ pub enum ConnectorError {
         object: String,
         detail: String,
     },
+    /// A failure that goes away by itself: deadlock, serialization conflict,
+    /// lock or statement timeout, 5xx, 429. The items are tried again later.
+    #[error("{system}: {object}: {detail} (transient)")]
+    Transient {
+        system: String,
+        object: String,
+        detail: String,
+    },
     /// Any other failure of the system or its data.
     #[error("{system}: {object}: {detail}")]
     Failed {
@@ -41,6 +49,12 @@ impl ConnectorError {
 
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ConnectorError::Unreachable { .. })
+    }
+
+    /// The target refused these items themselves: retrying them as they are
+    /// cannot succeed, and a smaller batch may isolate the culprit.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, ConnectorError::Rejected { .. })
     }
 
     pub fn failed(system: &str, object: &str, detail: impl fmt::Display) -> ConnectorError {

@@ -38,62 +38,66 @@ pub fn relation(cfg: &crate::config::SourceConfig) -> (String, String) {
     }
 }
 
-/// Maps a sqlx error to what the engine needs to decide: retry later (unreachable),
-/// a missing object, data the target refused, or another failure.
+/// Maps a sqlx error to what the engine needs to decide: retry later (unreachable,
+/// transient), a missing object, data the target refused, or another failure.
 pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError {
-    let system_s = system.to_string();
-    let object_s = object.to_string();
-    match &err {
+    let (system, object) = (system.to_string(), object.to_string());
+    let db = match &err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => ConnectorError::Unreachable {
-            system: system_s,
-            detail: first_line(&err.to_string()),
-        },
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            let detail = first_line(db.message());
-            let sqlite_code = code.parse::<i32>().ok();
-            if code.starts_with("08")
-                || code.starts_with("57P")
-                || code == "53300"
-                || sqlite_code.is_some_and(|c| c & 0xff == 14)
-            {
-                ConnectorError::Unreachable {
-                    system: system_s,
-                    detail,
-                }
-            } else if code == "42P01" || code == "3F000" || detail.starts_with("no such table") {
-                ConnectorError::MissingObject {
-                    system: system_s,
-                    object: object_s,
-                    detail,
-                }
-            } else if code.starts_with("22")
-                || code.starts_with("23")
-                || code == "42804"
-                || sqlite_code.is_some_and(|c| c & 0xff == 19 || c & 0xff == 20)
-            {
-                ConnectorError::Rejected {
-                    system: system_s,
-                    object: object_s,
-                    detail,
-                }
-            } else {
-                ConnectorError::Failed {
-                    system: system_s,
-                    object: object_s,
-                    detail,
-                }
+        | sqlx::Error::WorkerCrashed => {
+            return ConnectorError::Unreachable {
+                system,
+                detail: first_line(&err.to_string()),
+            };
+        }
+        sqlx::Error::Database(db) => db,
+        _ => {
+            return ConnectorError::Failed {
+                system,
+                object,
+                detail: first_line(&err.to_string()),
             }
         }
-        _ => ConnectorError::Failed {
-            system: system_s,
-            object: object_s,
-            detail: first_line(&err.to_string()),
-        },
+    };
+    let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+    let detail = first_line(db.message());
+    // SQLite's extended result codes keep the primary code in the low byte.
+    let sqlite = code.parse::<i32>().ok().map(|c| c & 0xff);
+    if code.starts_with("08") || code.starts_with("57P") || code == "53300" || sqlite == Some(14) {
+        ConnectorError::Unreachable { system, detail }
+    } else if matches!(code.as_str(), "40001" | "40P01" | "55P03" | "57014")
+        || matches!(sqlite, Some(5 | 6))
+    {
+        ConnectorError::Transient {
+            system,
+            object,
+            detail,
+        }
+    } else if code == "42P01" || code == "3F000" || detail.starts_with("no such table") {
+        ConnectorError::MissingObject {
+            system,
+            object,
+            detail,
+        }
+    } else if code.starts_with("22")
+        || code.starts_with("23")
+        || code == "42804"
+        || matches!(sqlite, Some(19 | 20))
+    {
+        ConnectorError::Rejected {
+            system,
+            object,
+            detail,
+        }
+    } else {
+        ConnectorError::Failed {
+            system,
+            object,
+            detail,
+        }
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn detect(
                 version: 0,
                 hash: crate::model::hash_hex(0),
                 data: Default::default(),
+                error: None,
             });
             batch.keys.push(text);
         }

@@ -208,6 +208,7 @@ impl<'a> Chunker<'a> {
                         version: 0,
                         hash: hash_hex(hash),
                         data: row.data,
+                        error: None,
                     });
                     batch.keys.push(text);
                 }

@@ -218,6 +218,7 @@ impl Daemon {
         let owner = self.owner.clone();
         let mut opts = RunOptions::new(trigger, DetectOptions::default(), self.shutdown.clone());
         opts.scheduled_for = scheduled_for;
+        opts.retention = self.config().engine.retention;
         runs.spawn(async move {
             let run = runner::run_job(&job_cfg, &store, &owner, opts).await;
             Finished {

@@ -15,7 +15,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
 pub use ledger::{DetectedBatch, LedgerEntry, SeenKey};
-pub use queue::{ClaimedTask, QueueCounts, TaskInfo, TaskState};
+pub use queue::{ClaimedTask, QueueCounts, Settlement, TaskInfo, TaskState};
 pub use runs::{RunCounts, RunInfo};
 pub use schedule::{TriggerRequest, TriggerStatus};
 
@@ -223,6 +223,14 @@ fn sqlite_path(url: &str) -> Option<String> {
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then(|| path.to_string())
+}
+
+/// `$start, $start+1, …` for `n` values.
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, Copy)]

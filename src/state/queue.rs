@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::{args, json_param, Backend, Bind, Kind, StateError, Store};
+use super::{args, json_param, placeholders, Backend, Bind, Kind, StateError, Store};
 use crate::model::{now_millis, Item};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +43,28 @@ impl TaskState {
 #[derive(Debug)]
 pub struct ClaimedTask {
     pub id: i64,
+    pub run_id: i64,
     pub job: String,
     pub token: i64,
     pub attempts: i64,
     pub items: Vec<Item>,
+}
+
+/// The fate of one task's items after a sync attempt (see [`Store::settle`]).
+#[derive(Debug, Default)]
+pub struct Settlement {
+    /// (ledger key, hash, version) of each item the target now holds.
+    pub synced: Vec<(String, i64, i64)>,
+    /// Items that go dead, each with its `error`.
+    pub dead: Vec<Item>,
+    /// Items to try again at `retry_at_ms`.
+    pub retry: Vec<Item>,
+    pub retry_at_ms: i64,
+    pub retry_error: Option<String>,
+}
+
+fn first_error(items: &[Item]) -> Option<String> {
+    items.iter().find_map(|i| i.error.clone())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -101,7 +119,7 @@ impl Store {
              WHERE id IN (SELECT id FROM ferry_tasks WHERE job = $3 AND \
                ((state IN ('pending', 'failed') AND run_after <= $4) OR (state = 'running' AND lease_expires_at < $4)) \
                ORDER BY id LIMIT 1{lock}) \
-             RETURNING id, lease_token, attempts, items"
+             RETURNING id, lease_token, attempts, items, run_id"
         );
         let mut a = args();
         a.push(owner.to_string());
@@ -125,6 +143,7 @@ impl Store {
         })?;
         Ok(Some(ClaimedTask {
             id,
+            run_id: row.get(4),
             job: job.to_string(),
             token: row.get(1),
             attempts: row.get(2),
@@ -149,22 +168,46 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Marks the task done and records in the ledger what was written, in one
-    /// transaction. `synced` is (ledger key, hash, version) of each item the
-    /// target now holds. False, and nothing written, when the lease was lost.
-    pub async fn complete(
-        &self,
-        task: &ClaimedTask,
-        synced: &[(String, i64, i64)],
-    ) -> Result<bool, StateError> {
+    /// Records what became of a held task's items, in one transaction: the
+    /// ledger learns what the target now holds; items to retry stay in this
+    /// task (`failed`, due at `retry_at_ms`); dead items keep their payload
+    /// and error (in this task when nothing else remains, else in a new dead
+    /// task). False, and nothing written, when the lease was lost.
+    pub async fn settle(&self, task: &ClaimedTask, s: &Settlement) -> Result<bool, StateError> {
+        let now = now_millis();
+        let (state, items, count, error, run_after) = if !s.retry.is_empty() {
+            (
+                "failed",
+                Some(json_param(&s.retry)),
+                s.retry.len(),
+                s.retry_error.clone(),
+                s.retry_at_ms,
+            )
+        } else if !s.dead.is_empty() && s.synced.is_empty() {
+            (
+                "dead",
+                Some(json_param(&s.dead)),
+                s.dead.len(),
+                first_error(&s.dead),
+                now,
+            )
+        } else {
+            ("done", None, s.synced.len(), None, now)
+        };
         let mut tx = self.write_tx().await?;
         let mut a = args();
-        a.push(now_millis());
+        a.push(state.to_string());
+        a.push(items);
+        a.push(count as i64);
+        a.push(error);
+        a.push(run_after);
+        a.push(now);
         a.push(task.id);
         a.push(task.token);
         let r = sqlx::query_with(
-            "UPDATE ferry_tasks SET state = 'done', items = NULL, finished_at = $1, lease_owner = NULL, last_error = NULL \
-             WHERE id = $2 AND lease_token = $3 AND state = 'running'",
+            "UPDATE ferry_tasks SET state = $1, items = $2, item_count = $3, last_error = $4, run_after = $5, \
+             finished_at = CASE WHEN $1 = 'done' THEN $6 ELSE NULL END, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $7 AND lease_token = $8 AND state = 'running'",
             a,
         )
         .execute(&mut *tx)
@@ -174,7 +217,25 @@ impl Store {
             tx.rollback().await.map_err(|e| self.err(e))?;
             return Ok(false);
         }
-        if !synced.is_empty() {
+        if !s.dead.is_empty() && state != "dead" {
+            let mut a = args();
+            a.push(task.job.clone());
+            a.push(task.run_id);
+            a.push(s.dead.len() as i64);
+            a.push(json_param(&s.dead));
+            a.push(task.attempts);
+            a.push(now);
+            a.push(first_error(&s.dead));
+            sqlx::query_with(
+                "INSERT INTO ferry_tasks (job, run_id, state, item_count, items, attempts, created_at, run_after, last_error) \
+                 VALUES ($1, $2, 'dead', $3, $4, $5, $6, $6, $7)",
+                a,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        if !s.synced.is_empty() {
             let sql = format!(
                 "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) \
                  SELECT $1, key, hash, version, hash, version FROM {} AS x WHERE true \
@@ -184,7 +245,7 @@ impl Store {
             );
             let mut a = args();
             a.push(task.job.clone());
-            a.push(json_param(&synced));
+            a.push(json_param(&s.synced));
             sqlx::query_with(&sql, a)
                 .execute(&mut *tx)
                 .await
@@ -192,36 +253,6 @@ impl Store {
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(true)
-    }
-
-    /// Puts a held task back: `failed` to retry at `retry_at_ms`, or `dead`.
-    /// False when the lease was lost (another worker owns the task now).
-    pub async fn fail(
-        &self,
-        task: &ClaimedTask,
-        error: &str,
-        retry_at_ms: Option<i64>,
-    ) -> Result<bool, StateError> {
-        let state = if retry_at_ms.is_some() {
-            "failed"
-        } else {
-            "dead"
-        };
-        let mut a = args();
-        a.push(state.to_string());
-        a.push(retry_at_ms.unwrap_or_else(now_millis));
-        a.push(error.to_string());
-        a.push(task.id);
-        a.push(task.token);
-        let r = sqlx::query_with(
-            "UPDATE ferry_tasks SET state = $1, run_after = $2, last_error = $3, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $4 AND lease_token = $5 AND state = 'running'",
-            a,
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(r.rows_affected() == 1)
     }
 
     /// Gives a held task back untouched, without counting the attempt (used
@@ -324,18 +355,119 @@ impl Store {
         Ok(row.as_ref().map(task_info))
     }
 
-    /// Forgets finished tasks older than `age` (their items were already cleared).
-    pub async fn purge_done(&self, age: Duration) -> Result<u64, StateError> {
+    /// Puts failed or dead tasks back in the queue, due now, with their
+    /// attempts reset. `ids` empty: every dead task (of `job`, if given).
+    pub async fn retry_tasks(&self, ids: &[i64], job: Option<&str>) -> Result<u64, StateError> {
         let mut a = args();
-        a.push(now_millis() - age.as_millis() as i64);
-        let r = sqlx::query_with(
-            "DELETE FROM ferry_tasks WHERE state = 'done' AND finished_at < $1",
-            a,
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
+        a.push(now_millis());
+        let filter = if ids.is_empty() {
+            match job {
+                Some(j) => {
+                    a.push(j.to_string());
+                    "state = 'dead' AND job = $2".to_string()
+                }
+                None => "state = 'dead'".to_string(),
+            }
+        } else {
+            for id in ids {
+                a.push(*id);
+            }
+            format!(
+                "state IN ('dead', 'failed') AND id IN ({})",
+                placeholders(2, ids.len())
+            )
+        };
+        let sql = format!("UPDATE ferry_tasks SET state = 'pending', attempts = 0, run_after = $1, last_error = NULL WHERE {filter}");
+        let r = sqlx::query_with(&sql, a)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(r.rows_affected())
+    }
+
+    /// Deletes tasks that are not running, items and all.
+    pub async fn discard_tasks(&self, ids: &[i64]) -> Result<u64, StateError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut a = args();
+        for id in ids {
+            a.push(*id);
+        }
+        let sql = format!(
+            "DELETE FROM ferry_tasks WHERE state <> 'running' AND id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let r = sqlx::query_with(&sql, a)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.rows_affected())
+    }
+
+    /// Forgets finished tasks older than `age` (their items were already
+    /// cleared), finished runs older than `runs_age`, and ledger rows of
+    /// deletes already synced — in batches of 1000, so it never holds a lock long.
+    pub async fn purge(&self, age: Duration, runs_age: Duration) -> Result<u64, StateError> {
+        let tasks_before = now_millis() - age.as_millis() as i64;
+        let runs_before = now_millis() - runs_age.as_millis() as i64;
+        let statements = [
+            ("DELETE FROM ferry_tasks WHERE id IN (SELECT id FROM ferry_tasks WHERE state = 'done' AND finished_at < $1 LIMIT 1000)", tasks_before),
+            ("DELETE FROM ferry_runs WHERE id IN (SELECT id FROM ferry_runs WHERE finished_at < $1 LIMIT 1000)", runs_before),
+        ];
+        let mut total = 0;
+        for (sql, before) in statements {
+            for _ in 0..100 {
+                let mut a = args();
+                a.push(before);
+                let n = sqlx::query_with(sql, a)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .rows_affected();
+                total += n;
+                if n < 1000 {
+                    break;
+                }
+            }
+        }
+        for _ in 0..100 {
+            let n = sqlx::query(
+                "DELETE FROM ferry_ledger WHERE (job, key) IN (SELECT job, key FROM ferry_ledger \
+                 WHERE deleted = 1 AND synced_version = detected_version LIMIT 1000)",
+            )
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?
+            .rows_affected();
+            total += n;
+            if n < 1000 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    pub async fn set_paused(&self, job: &str, paused: bool) -> Result<(), StateError> {
+        self.ensure_job(job).await?;
+        let mut a = args();
+        a.push(i64::from(paused));
+        a.push(job.to_string());
+        sqlx::query_with("UPDATE ferry_jobs SET paused = $1 WHERE job = $2", a)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn is_paused(&self, job: &str) -> Result<bool, StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        let row = sqlx::query_with("SELECT paused FROM ferry_jobs WHERE job = $1", a)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.is_some_and(|r| r.get::<i64, _>(0) != 0))
     }
 }
 

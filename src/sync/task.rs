@@ -1,0 +1,218 @@
+//! One claimed task: superseded items dropped, the rest written in bulk, a
+//! refused batch split in halves until each refused item stands alone.
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{backoff, Mapping, Shared};
+use crate::config::Job;
+use crate::connectors::{ConnectorError, Target, WriteBatch};
+use crate::model::{key_text, now_millis, parse_hash, Item, Op, Record};
+use crate::state::{ClaimedTask, Settlement, StateError, Store};
+
+enum Fate {
+    Written,
+    Rejected(String),
+    Retry,
+}
+
+pub(super) async fn sync_task(
+    job: &Job,
+    target: &dyn Target,
+    store: &Store,
+    mapping: &Mapping,
+    task: ClaimedTask,
+    shared: &Shared,
+    lease: Duration,
+) -> Result<(), StateError> {
+    let keys: Vec<String> = task.items.iter().map(|i| key_text(&i.key)).collect();
+    let ledger = store.ledger(&job.name, &keys).await?;
+    let mut live: Vec<(usize, Op, Record)> = Vec::with_capacity(task.items.len());
+    let mut superseded = 0u64;
+    for (i, (item, key)) in task.items.iter().zip(&keys).enumerate() {
+        // A newer change of this key was detected after this one: it carries
+        // the newer data, so writing this one would be a stale overwrite.
+        if ledger
+            .get(key)
+            .is_some_and(|e| e.detected_version > item.version)
+        {
+            superseded += 1;
+            continue;
+        }
+        let record = match item.op {
+            Op::Upsert => mapping.upsert(&item.data),
+            Op::Delete => mapping.delete(&item.key),
+        };
+        live.push((i, item.op, record));
+    }
+
+    // A worker paused past its lease must not write over what the worker
+    // that reclaimed the task wrote since.
+    if !store.renew_task(&task, lease).await? {
+        tracing::warn!(job = %job.name, task = task.id, "lease lost before writing; the task belongs to another worker now");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let (fates, error, wrote_any) =
+        write_isolating(target, store, &task, &live, shared, lease).await;
+    crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
+
+    let mut settlement = Settlement::default();
+    let exhausted = task.attempts >= i64::from(job.batch.max_attempts);
+    let (mut written_by_op, mut rejected, mut retried) = ([0u64; 2], 0u64, 0u64);
+    for ((i, op, _), fate) in live.iter().zip(&fates) {
+        let item = &task.items[*i];
+        match fate {
+            Fate::Written => {
+                settlement
+                    .synced
+                    .push((keys[*i].clone(), parse_hash(&item.hash), item.version));
+                written_by_op[usize::from(*op == Op::Delete)] += 1;
+            }
+            Fate::Rejected(message) => {
+                rejected += 1;
+                settlement.dead.push(Item {
+                    error: Some(message.clone()),
+                    ..item.clone()
+                });
+            }
+            Fate::Retry if exhausted => {
+                let message = error
+                    .as_ref()
+                    .map(|e| format!("{e} (gave up after {} attempts)", task.attempts));
+                settlement.dead.push(Item {
+                    error: message,
+                    ..item.clone()
+                });
+            }
+            Fate::Retry => {
+                retried += 1;
+                settlement.retry.push(Item {
+                    error: error.as_ref().map(|e| e.to_string()),
+                    ..item.clone()
+                });
+            }
+        }
+    }
+    let unreachable = error.as_ref().is_some_and(|e| e.is_unreachable());
+    if !settlement.retry.is_empty() {
+        settlement.retry_at_ms = now_millis() + backoff(job, task.attempts).as_millis() as i64;
+        settlement.retry_error = error.as_ref().map(|e| e.to_string());
+    }
+    if unreachable && !wrote_any {
+        // The target was never reached: the attempt does not count.
+        store
+            .release(
+                &task,
+                settlement.retry_at_ms,
+                settlement.retry_error.as_deref().unwrap_or_default(),
+            )
+            .await?;
+    } else if !store.settle(&task, &settlement).await? {
+        tracing::warn!(job = %job.name, task = task.id, "task was taken over by another worker after its lease expired; its result is discarded");
+        return Ok(());
+    }
+
+    let dead = settlement.dead.len() as u64;
+    shared
+        .synced
+        .fetch_add(settlement.synced.len() as u64, Ordering::Relaxed);
+    shared.superseded.fetch_add(superseded, Ordering::Relaxed);
+    shared.retrying.fetch_add(retried, Ordering::Relaxed);
+    shared.dead.fetch_add(dead, Ordering::Relaxed);
+    crate::metrics::items_synced(&job.name, written_by_op[0], written_by_op[1]);
+    crate::metrics::items_failed(&job.name, retried, rejected, dead);
+    crate::metrics::items_superseded(&job.name, superseded);
+    if let Some(e) = &error {
+        shared.note_error(e);
+        tracing::warn!(job = %job.name, task = task.id, attempt = task.attempts, retrying = retried, dead, "sync failed: {e}");
+        if unreachable {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `live` in one call; when the target refuses the batch, writes each
+/// half again, down to single items, so exactly the refused items are
+/// rejected. Any other failure leaves the items of that call to retry (all
+/// that are left, when the target is unreachable). Returns each item's fate,
+/// the first non-refusal error, and whether anything was written.
+async fn write_isolating(
+    target: &dyn Target,
+    store: &Store,
+    task: &ClaimedTask,
+    live: &[(usize, Op, Record)],
+    shared: &Shared,
+    lease: Duration,
+) -> (Vec<Fate>, Option<ConnectorError>, bool) {
+    let mut fates: Vec<Fate> = live.iter().map(|_| Fate::Retry).collect();
+    let mut error: Option<ConnectorError> = None;
+    let mut wrote_any = false;
+    // Ranges of `live` still to write; split in halves when refused.
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    if !live.is_empty() {
+        pending.push(0..live.len());
+    }
+    while let Some(range) = pending.pop() {
+        let mut batch = WriteBatch::default();
+        for (_, op, record) in &live[range.clone()] {
+            match op {
+                Op::Upsert => batch.upserts.push(record.clone()),
+                Op::Delete => batch.deletes.push(record.clone()),
+            }
+        }
+        shared.writes.fetch_add(1, Ordering::Relaxed);
+        match with_heartbeat(store, task, lease, target.write(&batch)).await {
+            Ok(()) => {
+                wrote_any = true;
+                for i in range {
+                    fates[i] = Fate::Written;
+                }
+            }
+            Err(e) if e.is_rejection() && range.len() > 1 => {
+                let mid = range.start + range.len() / 2;
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
+            }
+            Err(e) if e.is_rejection() => {
+                fates[range.start] = Fate::Rejected(e.to_string());
+                shared.note_error(&e);
+            }
+            Err(e) => {
+                let stop = e.is_unreachable();
+                error.get_or_insert(e);
+                if stop {
+                    break;
+                }
+            }
+        }
+    }
+    (fates, error, wrote_any)
+}
+
+/// Runs `write` while renewing the task's lease, so a long write is not
+/// mistaken for a crashed worker.
+async fn with_heartbeat<F>(
+    store: &Store,
+    task: &ClaimedTask,
+    lease: Duration,
+    write: F,
+) -> Result<(), ConnectorError>
+where
+    F: std::future::Future<Output = Result<(), ConnectorError>>,
+{
+    tokio::pin!(write);
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = &mut write => return r,
+            _ = tick.tick() => {
+                if let Err(e) = store.renew_task(task, lease).await {
+                    tracing::warn!(task = task.id, "could not renew the task lease: {e}");
+                }
+            }
+        }
+    }
+}
