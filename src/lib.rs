@@ -9,6 +9,7 @@ pub mod config;
 pub mod connectors;
 pub mod detect;
 pub mod exit;
+pub mod fault;
 pub mod metrics;
 pub mod model;
 pub mod redact;

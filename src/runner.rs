@@ -12,8 +12,11 @@ use crate::exit::ExitCode;
 use crate::state::{RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
 
-/// A job lease outlives a crashed holder by at most this; renewed at a third.
-pub const JOB_LEASE: Duration = Duration::from_secs(15);
+/// A job lease outlives a crashed holder by at most this (15 s; the tests
+/// shorten it with `FERRY_JOB_LEASE`); renewed at a third.
+pub fn job_lease() -> Duration {
+    crate::fault::lease("FERRY_JOB_LEASE", Duration::from_secs(15))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -223,7 +226,7 @@ async fn detect_exclusively(
     run: &mut JobRun,
 ) -> Result<(), RunError> {
     let lease_name = format!("job:{}", job.name);
-    let Some(token) = store.try_lease(&lease_name, owner, JOB_LEASE).await? else {
+    let Some(token) = store.try_lease(&lease_name, owner, job_lease()).await? else {
         tracing::info!(job = %job.name, "another runner is detecting changes of this job; this run only drains the queue");
         run.detect_skipped = true;
         return Ok(());
@@ -231,11 +234,11 @@ async fn detect_exclusively(
     let heartbeat = {
         let (store, name) = (store.clone(), lease_name.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(JOB_LEASE / 3);
+            let mut tick = tokio::time::interval(job_lease() / 3);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match store.renew_lease(&name, token, JOB_LEASE).await {
+                match store.renew_lease(&name, token, job_lease()).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::error!(lease = %name, "job lease lost; another runner may detect this job")
@@ -270,7 +273,7 @@ async fn detect_and_sync(
         tracing::warn!("could not prune old tasks and runs: {e}");
     }
     detect_exclusively(job, store, owner, run_id, opts, run).await?;
-    fault_point("after-enqueue");
+    crate::fault::point("after-enqueue");
 
     let target: Arc<dyn connectors::Target> =
         Arc::from(connectors::target(job).map_err(RunError::Target)?);
@@ -279,15 +282,4 @@ async fn detect_and_sync(
         return Err(RunError::Target(first.clone()));
     }
     Ok(())
-}
-
-/// Test hook: `FERRY_FAULT=pause-<point>` stops the process at that point
-/// (the crash-safety tests SIGKILL it there).
-fn fault_point(point: &str) {
-    if std::env::var("FERRY_FAULT").ok().as_deref() == Some(&format!("pause-{point}")) {
-        eprintln!("ferry: fault point {point} reached; pausing");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
 }

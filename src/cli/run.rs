@@ -240,19 +240,21 @@ fn print_summary(runs: &[JobRun]) {
         println!();
     }
     println!(
-        "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "JOB", "OUTCOME", "SCANNED", "CHANGED", "SYNCED", "FAILED", "TIME"
+        "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
+        "JOB", "OUTCOME", "SCANNED", "CHANGED", "SYNCED", "FAILED", "TIME", "SUPERSEDED", "WRITES"
     );
     for r in runs {
         println!(
-            "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>8.2}s",
+            "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>8.2}s {:>10} {:>8}",
             r.job,
             r.outcome.as_str(),
             r.detect.scanned,
             r.detect.changed(),
             r.sync.synced,
             r.failed(),
-            r.elapsed.as_secs_f64()
+            r.elapsed.as_secs_f64(),
+            r.sync.superseded,
+            r.sync.writes
         );
     }
 }

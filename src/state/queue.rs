@@ -416,6 +416,7 @@ impl Store {
             ("DELETE FROM ferry_runs WHERE id IN (SELECT id FROM ferry_runs WHERE finished_at < $1 LIMIT 1000)", runs_before),
         ];
         let mut total = 0;
+        let mut tasks_purged = 0;
         for (sql, before) in statements {
             for _ in 0..100 {
                 let mut a = args();
@@ -426,10 +427,21 @@ impl Store {
                     .map_err(|e| self.err(e))?
                     .rows_affected();
                 total += n;
+                if sql.contains("ferry_tasks") {
+                    tasks_purged += n;
+                }
                 if n < 1000 {
                     break;
                 }
             }
+        }
+        // A finished task's payload leaves a dead row version behind; under
+        // churn the table would grow until autovacuum's next visit.
+        if tasks_purged > 0 && self.backend == Backend::Postgres {
+            sqlx::raw_sql("VACUUM ferry_tasks")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
         }
         for _ in 0..100 {
             let n = sqlx::query(

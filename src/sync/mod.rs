@@ -19,14 +19,11 @@ use crate::config::Job;
 use crate::connectors::{ConnectorError, Target};
 use crate::state::{StateError, Store};
 
-/// How long a claimed task is ours without a heartbeat; a crashed worker's
-/// task is reclaimed after this. The heartbeat renews at a third of it.
-/// `FERRY_TASK_LEASE` (a duration) overrides it, for fault-injection tests.
+/// How long a claimed task is ours without a heartbeat (30 s; the tests
+/// shorten it with `FERRY_TASK_LEASE`): a crashed worker's task is reclaimed
+/// after this. The heartbeat renews at a third of it.
 pub fn task_lease() -> Duration {
-    std::env::var("FERRY_TASK_LEASE")
-        .ok()
-        .and_then(|v| humantime::parse_duration(&v).ok())
-        .unwrap_or(Duration::from_secs(30))
+    crate::fault::lease("FERRY_TASK_LEASE", Duration::from_secs(30))
 }
 
 #[derive(Debug, Default)]

@@ -46,6 +46,7 @@ pub(super) async fn sync_task(
         live.push((i, item.op, record));
     }
 
+    crate::fault::point("before-write");
     // A worker paused past its lease must not write over what the worker
     // that reclaimed the task wrote since.
     if !store.renew_task(&task, lease).await? {

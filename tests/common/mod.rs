@@ -169,6 +169,19 @@ pub fn changed(out: &Output, job: &str) -> u64 {
     summary_column(out, job, 3)
 }
 
+pub fn failed(out: &Output, job: &str) -> u64 {
+    summary_column(out, job, 5)
+}
+
+pub fn superseded(out: &Output, job: &str) -> u64 {
+    summary_column(out, job, 7)
+}
+
+/// Write calls to the target: more than tasks when refused batches were split.
+pub fn writes(out: &Output, job: &str) -> u64 {
+    summary_column(out, job, 8)
+}
+
 fn summary_column(out: &Output, job: &str, column: usize) -> u64 {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
