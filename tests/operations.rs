@@ -1,0 +1,95 @@
+//! Operator commands on the queue: pause/resume, discard, status.
+mod common;
+
+use common::*;
+
+fn job(db: &TestDb) -> String {
+    format!(
+        r#"
+[source]
+type = "postgres"
+url = "{url}"
+table = "src"
+key = ["id"]
+
+[detect]
+strategy = "cursor"
+cursor = "updated_at"
+
+[batch]
+size = 100
+
+[target]
+type = "postgres"
+url = "{url}"
+table = "dst"
+key = ["id"]
+
+[rules]
+owner = "source"
+"#,
+        url = db.url
+    )
+}
+
+async fn setup() -> (TestDb, ConfigDir) {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE dst (LIKE src INCLUDING ALL);
+         INSERT INTO src (id, name) SELECT g, 'n' || g FROM generate_series(1, 500) g;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("sync", &job(&db));
+    (db, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_job_queues_changes_and_sends_them_on_resume() {
+    for state_kind in [StateKind::Postgres, StateKind::Sqlite] {
+        let (db, cfg) = setup().await;
+        let state = state_url(state_kind, &cfg, &db);
+        let out = cfg.ferry(Some(&state), &["pause", "sync"]);
+        assert_eq!(code(&out), 0);
+        let out = cfg.ferry(Some(&state), &["run", "--once"]);
+        assert_eq!(
+            (code(&out), changed(&out, "sync"), synced(&out, "sync")),
+            (0, 500, 0),
+            "{state_kind:?}"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM dst").await, 0);
+        let status = String::from_utf8_lossy(&cfg.ferry(Some(&state), &["status", "sync"]).stdout)
+            .to_string();
+        assert!(
+            status.contains("sync (paused: nothing is sent)") && status.contains("pending 5"),
+            "{status}"
+        );
+
+        assert_eq!(code(&cfg.ferry(Some(&state), &["resume", "sync"])), 0);
+        let out = cfg.ferry(Some(&state), &["run", "--once"]);
+        assert_eq!(synced(&out, "sync"), 500);
+        assert_eq!(
+            db.difference("SELECT * FROM src", "SELECT * FROM dst")
+                .await,
+            0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discard_needs_confirmation_and_removes_only_what_it_names() {
+    let (db, cfg) = setup().await;
+    assert_eq!(code(&cfg.ferry(Some(&db.url), &["pause", "sync"])), 0);
+    cfg.ferry(Some(&db.url), &["run", "--once"]);
+    let first = db
+        .count("SELECT min(id) FROM ferry_tasks")
+        .await
+        .to_string();
+    let out = cfg.ferry(Some(&db.url), &["tasks", "discard", &first]);
+    assert_eq!(code(&out), 2, "--yes is required");
+    let out = cfg.ferry(Some(&db.url), &["tasks", "discard", &first, "--yes"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 task(s) discarded"));
+    assert_eq!(db.count("SELECT count(*) FROM ferry_tasks").await, 4);
+    assert_eq!(code(&cfg.ferry(Some(&db.url), &["pause", "nosuch"])), 2);
+}
