@@ -70,10 +70,10 @@ async fn schedules_run_every_second_and_a_slow_job_never_overlaps() {
         .await;
     let cfg = ConfigDir::new();
     cfg.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
-    // Diff reads the source once per run: each run of `slow` takes over 2 s.
+    // Diff reads the source once per run: each run of `slow` takes over 3 s.
     let slow = job(
         &db,
-        "query = \"SELECT i.* FROM items i CROSS JOIN (SELECT pg_sleep(2)) AS z\"",
+        "query = \"SELECT i.* FROM items i CROSS JOIN (SELECT pg_sleep(3)) AS z\"",
         "slow_copy",
         "",
     )
@@ -89,20 +89,20 @@ async fn schedules_run_every_second_and_a_slow_job_never_overlaps() {
             &[],
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let (code, _) = d.terminate();
     assert_eq!(code, 143, "{}", d.log_text());
 
     let fast = runs(&db, "job = 'fast' AND trigger = 'schedule'").await;
     assert!(
-        (5..=10).contains(&fast.len()),
-        "fast job: {} runs in 8 s",
+        (7..=12).contains(&fast.len()),
+        "fast job: {} runs in 10 s",
         fast.len()
     );
     let slow = runs(&db, "job = 'slow' AND trigger = 'schedule'").await;
     assert!(
-        (2..=4).contains(&slow.len()),
-        "slow job: {} runs of 2+ s in 8 s",
+        (2..=3).contains(&slow.len()),
+        "slow job: {} runs of 3+ s in 10 s",
         slow.len()
     );
     assert!(no_overlap(&slow), "slow runs overlap: {slow:?}");
