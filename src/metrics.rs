@@ -1,12 +1,30 @@
 //! Prometheus metrics through the `metrics` facade. Names are the contract in
 //! DESIGN.md; the per-job label is `sync_job` (Prometheus owns `job`). Every
-//! series a job has is registered at 0 when the job is loaded.
+//! series a job has is registered at 0 when the job is loaded, so dashboards
+//! and alerts see it before the first event. Label values are only job names
+//! and fixed enums, never keys, errors or URLs.
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Run durations: 10 ms … 1 h.
 const RUN_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
+/// One batch (detect a chunk, or write a task): 1 ms … 5 min.
+const BATCH_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+const TRIGGERS: [&str; 4] = ["schedule", "signal", "manual", "once"];
+const OUTCOMES: [&str; 3] = ["success", "partial", "failed"];
+const OPS: [&str; 2] = ["upsert", "delete"];
+const FAILURES: [&str; 3] = ["retry", "reject", "dead"];
+const STAGES: [&str; 2] = ["detect", "sync"];
+pub const QUEUE_STATES: [&str; 4] = ["pending", "running", "failed", "dead"];
 
 /// Installs the global recorder once per process and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -15,88 +33,243 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Suffix("_duration_seconds".to_string()),
+                    Matcher::Full("ferry_run_duration_seconds".to_string()),
                     RUN_BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("ferry_batch_duration_seconds".to_string()),
+                        BATCH_BUCKETS,
+                    )
+                })
                 // Static, well-formed buckets: building cannot fail.
                 .expect("valid buckets")
                 .build_recorder();
             let handle = recorder.handle();
             // Only this function installs a recorder, and only once.
             let _ = metrics::set_global_recorder(recorder);
-            metrics::gauge!("ferry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            describe();
+            gauge!("ferry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
 }
 
-/// Registers a job's series at 0, so dashboards see them before any event.
+fn describe() {
+    describe_counter!(
+        "ferry_runs_total",
+        "Runs of a job, by what started them and how they ended."
+    );
+    describe_histogram!(
+        "ferry_run_duration_seconds",
+        Unit::Seconds,
+        "Wall time of a run: detect and drain."
+    );
+    describe_counter!(
+        "ferry_objects_scanned_total",
+        "Objects read from the source by detection."
+    );
+    describe_counter!(
+        "ferry_changes_detected_total",
+        "Changes detected and queued, by operation."
+    );
+    describe_counter!(
+        "ferry_tasks_enqueued_total",
+        "Queue tasks created by detection."
+    );
+    describe_counter!(
+        "ferry_items_synced_total",
+        "Items written to the target, by operation."
+    );
+    describe_counter!(
+        "ferry_items_failed_total",
+        "Items that failed: retry (transient), reject (refused by the target), dead (given up)."
+    );
+    describe_counter!(
+        "ferry_items_superseded_total",
+        "Items dropped because a newer version of their key was detected."
+    );
+    describe_counter!(
+        "ferry_conflicts_total",
+        "Fields both sides changed since ferry's last write; the owner rule decided."
+    );
+    describe_histogram!(
+        "ferry_batch_duration_seconds",
+        Unit::Seconds,
+        "Time to detect one chunk or to write one task."
+    );
+    describe_gauge!("ferry_queue_tasks", "Queue tasks by state.");
+    describe_gauge!(
+        "ferry_queue_oldest_pending_timestamp_seconds",
+        "Creation time of the oldest pending task (0: none)."
+    );
+    describe_gauge!(
+        "ferry_last_success_timestamp_seconds",
+        "End of the job's last successful run."
+    );
+    describe_gauge!("ferry_job_paused", "1 while the job is paused.");
+    describe_gauge!(
+        "ferry_job_running",
+        "1 while a run of the job is in progress in this process."
+    );
+    describe_counter!(
+        "ferry_config_reloads_total",
+        "SIGHUP configuration reloads, by result."
+    );
+    describe_gauge!(
+        "ferry_config_last_reload_successful",
+        "1 if the last reload was accepted."
+    );
+    describe_gauge!(
+        "ferry_config_last_reload_success_timestamp_seconds",
+        "Time of the last accepted (re)load."
+    );
+    describe_gauge!(
+        "ferry_build_info",
+        "Always 1; the version label tells the build."
+    );
+}
+
+/// Registers every series of a job at 0.
 pub fn register_job(job: &str) {
-    let job = job.to_string();
-    metrics::gauge!("ferry_job_running", "sync_job" => job.clone()).set(0.0);
-    metrics::gauge!("ferry_job_paused", "sync_job" => job).set(0.0);
+    let j = || job.to_string();
+    for trigger in TRIGGERS {
+        for outcome in OUTCOMES {
+            counter!("ferry_runs_total", "sync_job" => j(), "trigger" => trigger, "outcome" => outcome).absolute(0);
+        }
+    }
+    let _ = histogram!("ferry_run_duration_seconds", "sync_job" => j());
+    counter!("ferry_objects_scanned_total", "sync_job" => j()).absolute(0);
+    counter!("ferry_tasks_enqueued_total", "sync_job" => j()).absolute(0);
+    counter!("ferry_items_superseded_total", "sync_job" => j()).absolute(0);
+    counter!("ferry_conflicts_total", "sync_job" => j()).absolute(0);
+    for op in OPS {
+        counter!("ferry_changes_detected_total", "sync_job" => j(), "op" => op).absolute(0);
+        counter!("ferry_items_synced_total", "sync_job" => j(), "op" => op).absolute(0);
+    }
+    for result in FAILURES {
+        counter!("ferry_items_failed_total", "sync_job" => j(), "result" => result).absolute(0);
+    }
+    for stage in STAGES {
+        let _ = histogram!("ferry_batch_duration_seconds", "sync_job" => j(), "stage" => stage);
+    }
+    for state in QUEUE_STATES {
+        gauge!("ferry_queue_tasks", "sync_job" => j(), "state" => state).set(0.0);
+    }
+    gauge!("ferry_queue_oldest_pending_timestamp_seconds", "sync_job" => j()).set(0.0);
+    gauge!("ferry_last_success_timestamp_seconds", "sync_job" => j()).set(0.0);
+    gauge!("ferry_job_paused", "sync_job" => j()).set(0.0);
+    gauge!("ferry_job_running", "sync_job" => j()).set(0.0);
+}
+
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 pub fn job_running(job: &str, running: bool) {
-    metrics::gauge!("ferry_job_running", "sync_job" => job.to_string()).set(if running {
-        1.0
-    } else {
-        0.0
-    });
-}
-
-pub fn run_finished(job: &str, trigger: &str, outcome: &str, seconds: f64) {
-    metrics::counter!("ferry_runs_total", "sync_job" => job.to_string(), "trigger" => trigger.to_string(), "outcome" => outcome.to_string()).increment(1);
-    metrics::histogram!("ferry_run_duration_seconds", "sync_job" => job.to_string())
-        .record(seconds);
-}
-
-/// A SIGHUP reload: accepted or rejected.
-pub fn config_reload(ok: bool) {
-    metrics::counter!("ferry_config_reloads_total", "result" => if ok { "ok" } else { "rejected" })
-        .increment(1);
-    metrics::gauge!("ferry_config_last_reload_successful").set(if ok { 1.0 } else { 0.0 });
-    if ok {
-        metrics::gauge!("ferry_config_last_reload_success_timestamp_seconds")
-            .set(chrono::Utc::now().timestamp() as f64);
-    }
-}
-
-/// The reload series at their start values, for a daemon that just loaded its config.
-pub fn register_config() {
-    for result in ["ok", "rejected"] {
-        metrics::counter!("ferry_config_reloads_total", "result" => result).absolute(0);
-    }
-    metrics::gauge!("ferry_config_last_reload_successful").set(1.0);
-    metrics::gauge!("ferry_config_last_reload_success_timestamp_seconds")
-        .set(chrono::Utc::now().timestamp() as f64);
+    gauge!("ferry_job_running", "sync_job" => job.to_string()).set(flag(running));
 }
 
 pub fn job_paused(job: &str, paused: bool) {
-    metrics::gauge!("ferry_job_paused", "sync_job" => job.to_string()).set(if paused {
-        1.0
-    } else {
-        0.0
-    });
+    gauge!("ferry_job_paused", "sync_job" => job.to_string()).set(flag(paused));
 }
 
-pub fn batch_duration(job: &str, stage: &'static str, elapsed: std::time::Duration) {
-    metrics::histogram!("ferry_batch_duration_seconds", "sync_job" => job.to_string(), "stage" => stage).record(elapsed.as_secs_f64());
+pub fn run_finished(job: &str, trigger: &str, outcome: &str, seconds: f64) {
+    counter!("ferry_runs_total", "sync_job" => job.to_string(), "trigger" => trigger.to_string(), "outcome" => outcome.to_string()).increment(1);
+    histogram!("ferry_run_duration_seconds", "sync_job" => job.to_string()).record(seconds);
+    if outcome == "success" {
+        gauge!("ferry_last_success_timestamp_seconds", "sync_job" => job.to_string())
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+/// The end of the job's last successful run, as the state store remembers
+/// it (a restarted daemon does not start from "never").
+pub fn last_success(job: &str, finished_ms: i64) {
+    gauge!("ferry_last_success_timestamp_seconds", "sync_job" => job.to_string())
+        .set(finished_ms as f64 / 1000.0);
+}
+
+/// One detection chunk committed.
+pub fn chunk_detected(
+    job: &str,
+    scanned: u64,
+    upserts: u64,
+    deletes: u64,
+    task: bool,
+    elapsed: Duration,
+) {
+    counter!("ferry_objects_scanned_total", "sync_job" => job.to_string()).increment(scanned);
+    counter!("ferry_changes_detected_total", "sync_job" => job.to_string(), "op" => "upsert")
+        .increment(upserts);
+    counter!("ferry_changes_detected_total", "sync_job" => job.to_string(), "op" => "delete")
+        .increment(deletes);
+    counter!("ferry_tasks_enqueued_total", "sync_job" => job.to_string())
+        .increment(u64::from(task));
+    batch_duration(job, "detect", elapsed);
+}
+
+pub fn batch_duration(job: &str, stage: &'static str, elapsed: Duration) {
+    histogram!("ferry_batch_duration_seconds", "sync_job" => job.to_string(), "stage" => stage)
+        .record(elapsed.as_secs_f64());
 }
 
 pub fn items_synced(job: &str, upserts: u64, deletes: u64) {
-    metrics::counter!("ferry_items_synced_total", "sync_job" => job.to_string(), "op" => "upsert")
+    counter!("ferry_items_synced_total", "sync_job" => job.to_string(), "op" => "upsert")
         .increment(upserts);
-    metrics::counter!("ferry_items_synced_total", "sync_job" => job.to_string(), "op" => "delete")
+    counter!("ferry_items_synced_total", "sync_job" => job.to_string(), "op" => "delete")
         .increment(deletes);
 }
 
 pub fn items_failed(job: &str, retry: u64, reject: u64, dead: u64) {
     for (result, n) in [("retry", retry), ("reject", reject), ("dead", dead)] {
-        metrics::counter!("ferry_items_failed_total", "sync_job" => job.to_string(), "result" => result).increment(n);
+        counter!("ferry_items_failed_total", "sync_job" => job.to_string(), "result" => result)
+            .increment(n);
     }
 }
 
 pub fn items_superseded(job: &str, n: u64) {
-    metrics::counter!("ferry_items_superseded_total", "sync_job" => job.to_string()).increment(n);
+    counter!("ferry_items_superseded_total", "sync_job" => job.to_string()).increment(n);
+}
+
+/// The queue of a job as the state store has it now.
+pub fn queue(job: &str, counts: &crate::state::QueueCounts) {
+    for (state, n) in [
+        ("pending", counts.pending),
+        ("running", counts.running),
+        ("failed", counts.failed),
+        ("dead", counts.dead),
+    ] {
+        gauge!("ferry_queue_tasks", "sync_job" => job.to_string(), "state" => state).set(n as f64);
+    }
+    let oldest = counts
+        .oldest_pending_ms
+        .map_or(0.0, |ms| ms as f64 / 1000.0);
+    gauge!("ferry_queue_oldest_pending_timestamp_seconds", "sync_job" => job.to_string())
+        .set(oldest);
+}
+
+/// A SIGHUP reload: accepted or rejected.
+pub fn config_reload(ok: bool) {
+    counter!("ferry_config_reloads_total", "result" => if ok { "ok" } else { "rejected" })
+        .increment(1);
+    gauge!("ferry_config_last_reload_successful").set(flag(ok));
+    if ok {
+        gauge!("ferry_config_last_reload_success_timestamp_seconds")
+            .set(chrono::Utc::now().timestamp() as f64);
+    }
+}
+
+/// The reload series at their start values, for a process that just loaded its config.
+pub fn register_config() {
+    for result in ["ok", "rejected"] {
+        counter!("ferry_config_reloads_total", "result" => result).absolute(0);
+    }
+    gauge!("ferry_config_last_reload_successful").set(1.0);
+    gauge!("ferry_config_last_reload_success_timestamp_seconds")
+        .set(chrono::Utc::now().timestamp() as f64);
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Job, Retention};
 use crate::connectors::{self, ConnectorError};
@@ -140,7 +141,16 @@ pub fn instance_id() -> String {
     format!("ferry-{}", uuid::Uuid::new_v4())
 }
 
+/// One run, inside a `run` span carrying the job, the trigger and (once
+/// known) the run id, so every log line of the run can be found together.
 pub async fn run_job(job: &Job, store: &Store, owner: &str, opts: RunOptions) -> JobRun {
+    let span = tracing::info_span!("run", job = %job.name, trigger = opts.trigger.as_str(), run_id = tracing::field::Empty);
+    run_job_in_span(job, store, owner, opts)
+        .instrument(span)
+        .await
+}
+
+async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions) -> JobRun {
     let started = Instant::now();
     let mut run = JobRun {
         job: job.name.clone(),
@@ -162,6 +172,10 @@ pub async fn run_job(job: &Job, store: &Store, owner: &str, opts: RunOptions) ->
     run.elapsed = started.elapsed();
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, false);
+        match store.queue_counts(&job.name).await {
+            Ok(counts) => crate::metrics::queue(&job.name, &counts),
+            Err(e) => tracing::warn!(job = %job.name, "cannot read the queue for metrics: {e}"),
+        }
         crate::metrics::run_finished(
             &job.name,
             opts.trigger.as_str(),
@@ -190,6 +204,7 @@ async fn run_leased(
         .start_run(&job.name, opts.trigger.as_str(), opts.scheduled_for)
         .await?;
     run.run_id = Some(run_id);
+    tracing::Span::current().record("run_id", run_id);
     let result = detect_and_sync(job, store, owner, run_id, opts, run).await;
     let counts = RunCounts {
         scanned: run.detect.scanned as i64,

@@ -61,6 +61,10 @@ pub enum Command {
         /// Run the named jobs (all when none) once, then exit.
         #[arg(long)]
         once: bool,
+        /// With --once: PUT the metrics to this Pushgateway before exiting
+        /// (default: [engine] pushgateway).
+        #[arg(long)]
+        pushgateway: Option<String>,
         /// Daemon: how long SIGTERM waits for runs in flight before exiting.
         #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
@@ -147,17 +151,29 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             full,
             allow_mass_delete,
             jobs,
+            pushgateway,
             ..
-        } => run::once(&cli, signals, jobs, *full, *allow_mass_delete).await,
+        } => {
+            run::once(
+                &cli,
+                signals,
+                jobs,
+                *full,
+                *allow_mass_delete,
+                pushgateway.as_deref(),
+            )
+            .await
+        }
         Command::Run {
             once: false,
             grace,
             jobs,
             full,
             allow_mass_delete,
+            pushgateway,
         } => {
-            if !jobs.is_empty() || *full || *allow_mass_delete {
-                eprintln!("ferry: job names, --full and --allow-mass-delete go with `run --once`; the daemon runs every job on its schedule");
+            if !jobs.is_empty() || *full || *allow_mass_delete || pushgateway.is_some() {
+                eprintln!("ferry: job names, --full, --allow-mass-delete and --pushgateway go with `run --once`; the daemon runs every job on its schedule");
                 return ExitCode::Usage;
             }
             run::daemon(&cli, signals, *grace).await

@@ -33,14 +33,27 @@ pub async fn once(
     names: &[String],
     full: bool,
     allow_mass_delete: bool,
+    pushgateway: Option<&str>,
 ) -> ExitCode {
     let (config, order) = match selected(cli, names) {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let metrics = crate::metrics::install();
+    for name in &order {
+        crate::metrics::register_job(name);
+    }
+    let gateway = pushgateway
+        .map(str::to_string)
+        .or_else(|| config.engine.pushgateway.clone());
     let store = match open_store(&state_url(cli, Some(&config))).await {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(code) => {
+            if let Some(g) = &gateway {
+                crate::push::push(g, &crate::push::group(&order), &metrics).await;
+            }
+            return code;
+        }
     };
     let owner = runner::instance_id();
     let shutdown = CancellationToken::new();
@@ -63,6 +76,9 @@ pub async fn once(
     }
     store.close().await;
     print_summary(&runs);
+    if let Some(g) = &gateway {
+        crate::push::push(g, &crate::push::group(&order), &metrics).await;
+    }
     match stop_signal.get() {
         Some(signal) => signal.exit_code(),
         None => exit_code(&runs),

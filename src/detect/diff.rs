@@ -72,8 +72,11 @@ pub async fn detect(
             });
             batch.keys.push(text);
         }
-        report.deletes += batch.items.len() as u64;
+        let started = std::time::Instant::now();
+        let n = batch.items.len() as u64;
+        report.deletes += n;
         store.commit_detected(&job.name, run_id, &mut batch).await?;
+        crate::metrics::chunk_detected(&job.name, 0, 0, n, true, started.elapsed());
         report.tasks += 1;
     }
     Ok(report)

@@ -6,6 +6,7 @@ mod cursor;
 mod diff;
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use futures::TryStreamExt;
 
@@ -143,7 +144,9 @@ impl<'a> Chunker<'a> {
         if self.rows.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let rows = std::mem::take(&mut self.rows);
+        let scanned = rows.len() as u64;
         let watermark = if advance {
             rows.last().and_then(|r| r.cursor.clone())
         } else {
@@ -214,23 +217,36 @@ impl<'a> Chunker<'a> {
                 }
             }
         }
-        self.commit(batch).await
+        self.commit(batch, scanned, started).await
     }
 
-    async fn commit(&mut self, mut batch: DetectedBatch) -> Result<(), DetectError> {
+    async fn commit(
+        &mut self,
+        mut batch: DetectedBatch,
+        scanned: u64,
+        started: Instant,
+    ) -> Result<(), DetectError> {
         if self.opts.dry_run
             || (batch.items.is_empty() && batch.seen.is_empty() && batch.watermark.is_none())
         {
             return Ok(());
         }
-        if self
+        let task = self
             .store
             .commit_detected(&self.job.name, self.run_id, &mut batch)
             .await?
-            .is_some()
-        {
+            .is_some();
+        if task {
             self.report.tasks += 1;
         }
+        crate::metrics::chunk_detected(
+            &self.job.name,
+            scanned,
+            batch.items.len() as u64,
+            0,
+            task,
+            started.elapsed(),
+        );
         Ok(())
     }
 }

@@ -112,6 +112,7 @@ impl Daemon {
             }
         };
         self.init_handled_until().await;
+        self.init_job_metrics().await;
 
         let mut runs: JoinSet<Finished> = JoinSet::new();
         let mut run_all_at: Option<tokio::time::Instant> = None;
@@ -302,6 +303,19 @@ impl Daemon {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(job.clone(), since);
+        }
+    }
+
+    /// Series that come from the state store rather than from this process:
+    /// the last success and the queue, as other runners left them.
+    async fn init_job_metrics(&self) {
+        for job in self.config().jobs.keys() {
+            if let Ok((_, Some(ms))) = self.store.last_run(job).await {
+                crate::metrics::last_success(job, ms);
+            }
+            if let Ok(counts) = self.store.queue_counts(job).await {
+                crate::metrics::queue(job, &counts);
+            }
         }
     }
 
