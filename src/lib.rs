@@ -12,6 +12,7 @@ pub mod exit;
 pub mod fault;
 pub mod metrics;
 pub mod model;
+pub mod progress;
 pub mod push;
 pub mod redact;
 pub mod runner;

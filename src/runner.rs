@@ -8,8 +8,9 @@ use tracing::Instrument;
 
 use crate::config::{Job, Retention};
 use crate::connectors::{self, ConnectorError};
-use crate::detect::{self, DetectError, DetectOptions, DetectReport};
+use crate::detect::{self, DetectError, DetectOptions, DetectReport, Detection};
 use crate::exit::ExitCode;
+use crate::progress::Progress;
 use crate::state::{RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
 
@@ -121,6 +122,8 @@ pub struct RunOptions {
     /// Cancelled on SIGTERM/SIGINT: stop claiming tasks, finish the ones in flight.
     pub shutdown: CancellationToken,
     pub retention: Retention,
+    /// Counters for a progress bar, when someone watches.
+    pub progress: Arc<Progress>,
 }
 
 impl RunOptions {
@@ -131,6 +134,7 @@ impl RunOptions {
             scheduled_for: None,
             shutdown,
             retention: Retention::default(),
+            progress: Arc::new(Progress::default()),
         }
     }
 }
@@ -195,7 +199,15 @@ async fn run_leased(
 ) -> Result<(), RunError> {
     if opts.detect.dry_run {
         let source = connectors::source(job).map_err(DetectError::Source)?;
-        run.detect = detect::detect(job, source.as_ref(), store, 0, opts.detect).await?;
+        run.detect = detect::detect(Detection {
+            job,
+            source: source.as_ref(),
+            store,
+            run_id: 0,
+            opts: opts.detect,
+            progress: &opts.progress,
+        })
+        .await?;
         run.outcome = Outcome::Success;
         return Ok(());
     }
@@ -265,7 +277,15 @@ async fn detect_exclusively(
     };
     let result = async {
         let source = connectors::source(job).map_err(DetectError::Source)?;
-        run.detect = detect::detect(job, source.as_ref(), store, run_id, opts.detect).await?;
+        run.detect = detect::detect(Detection {
+            job,
+            source: source.as_ref(),
+            store,
+            run_id,
+            opts: opts.detect,
+            progress: &opts.progress,
+        })
+        .await?;
         Ok::<(), RunError>(())
     }
     .await;
@@ -292,7 +312,7 @@ async fn detect_and_sync(
 
     let target: Arc<dyn connectors::Target> =
         Arc::from(connectors::target(job).map_err(RunError::Target)?);
-    run.sync = sync::drain(job, target, store, owner, &opts.shutdown).await?;
+    run.sync = sync::drain(job, target, store, owner, &opts.shutdown, &opts.progress).await?;
     if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.is_unreachable()) {
         return Err(RunError::Target(first.clone()));
     }

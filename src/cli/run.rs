@@ -5,10 +5,14 @@ use std::io::IsTerminal;
 use super::{load_config, open_store, select_jobs, state_url, Cli, ExitCode};
 use crate::config::Config;
 use crate::detect::DetectOptions;
+use std::sync::Arc;
 use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::progress::Progress;
 use crate::runner::{self, JobRun, RunOptions, Trigger};
 use crate::schedule::{Daemon, Signals};
 use crate::state::StateError;
@@ -70,7 +74,14 @@ pub async fn once(
         if shutdown.is_cancelled() {
             break;
         }
-        let run = runner::run_job(&config.jobs[name], &store, &owner, opts.clone()).await;
+        let mut job_opts = opts.clone();
+        job_opts.progress = Default::default();
+        let bar = progress_bar(name, &job_opts.progress);
+        let run = runner::run_job(&config.jobs[name], &store, &owner, job_opts).await;
+        if let Some((bar, ticker)) = bar {
+            ticker.abort();
+            bar.finish_and_clear();
+        }
         report_errors(&run);
         runs.push(run);
     }
@@ -83,6 +94,36 @@ pub async fn once(
         Some(signal) => signal.exit_code(),
         None => exit_code(&runs),
     }
+}
+
+/// A spinner with the run's counters, when stderr is a terminal; plain
+/// output (the summary) otherwise.
+fn progress_bar(
+    job: &str,
+    progress: &Arc<Progress>,
+) -> Option<(ProgressBar, tokio::task::JoinHandle<()>)> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    // A constant, valid template: parsing cannot fail.
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} [{elapsed}]")
+            .expect("valid template"),
+    );
+    bar.set_prefix(job.to_string());
+    let (shown, progress) = (bar.clone(), progress.clone());
+    let ticker = tokio::spawn(async move {
+        loop {
+            let (scanned, changed, synced) = progress.get();
+            shown.set_message(format!(
+                "{scanned} scanned, {changed} changed, {synced} synced"
+            ));
+            shown.tick();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Some((bar, ticker))
 }
 
 /// `ferry run`: the daemon.

@@ -4,28 +4,21 @@
 //! sent exactly once. Rows with a NULL cursor are compared by hash every run.
 use std::time::Duration;
 
-use super::{Chunker, DetectError, DetectOptions, DetectReport};
-use crate::config::Job;
-use crate::connectors::{Scan, Source};
-use crate::state::Store;
+use super::{Chunker, DetectError, DetectReport, Detection};
+use crate::connectors::Scan;
 
 pub async fn detect(
-    job: &Job,
-    source: &dyn Source,
-    store: &Store,
-    run_id: i64,
-    opts: DetectOptions,
+    d: Detection<'_>,
     column: &str,
     lag: Duration,
 ) -> Result<DetectReport, DetectError> {
+    let (job, source, store, opts) = (d.job, d.source, d.store, d.opts);
     let from = if opts.full {
         None
     } else {
         store.watermark(&job.name).await?
     };
-    let mut chunker = Chunker::new(job, store, run_id, opts, false)
-        .start()
-        .await?;
+    let mut chunker = Chunker::new(d, false).start().await?;
     let rows = source
         .scan(Scan::Since {
             column,

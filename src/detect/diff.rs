@@ -1,26 +1,19 @@
 //! The diff strategy: hash every object and compare with the ledger; keys the
 //! ledger holds that the scan did not see are deletes, guarded by
 //! `max_delete_ratio` and the empty-source check.
-use super::{Chunker, DetectError, DetectOptions, DetectReport};
-use crate::config::Job;
-use crate::connectors::{Scan, Source};
+use super::{Chunker, DetectError, DetectReport, Detection};
+use crate::connectors::Scan;
 use crate::model::{Item, Op};
-use crate::state::{DetectedBatch, Store};
+use crate::state::DetectedBatch;
 
-pub async fn detect(
-    job: &Job,
-    source: &dyn Source,
-    store: &Store,
-    run_id: i64,
-    opts: DetectOptions,
-    max_delete_ratio: f64,
-) -> Result<DetectReport, DetectError> {
+pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
+    let (job, source, store, run_id, opts) = (d.job, d.source, d.store, d.run_id, d.opts);
     let present = if opts.full {
         0
     } else {
         store.live_count(&job.name).await? as u64
     };
-    let mut chunker = Chunker::new(job, store, run_id, opts, true).start().await?;
+    let mut chunker = Chunker::new(d, true).start().await?;
     let rows = source.scan(Scan::All).await?;
     chunker.consume(rows, false).await?;
     let mut report = chunker.report;

@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, RowStream, Source};
 use crate::model::{content_hash, hash_hex, key_of, key_text, Item, Op, SourceRow};
+use crate::progress::Progress;
 use crate::state::{DetectedBatch, LedgerEntry, SeenKey, StateError, Store};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -63,20 +64,21 @@ pub enum DetectError {
     EmptySource { present: u64 },
 }
 
-pub async fn detect(
-    job: &Job,
-    source: &dyn Source,
-    store: &Store,
-    run_id: i64,
-    opts: DetectOptions,
-) -> Result<DetectReport, DetectError> {
-    match &job.detect {
-        Detect::Cursor { column, lag } => {
-            cursor::detect(job, source, store, run_id, opts, column, *lag).await
-        }
-        Detect::Diff { max_delete_ratio } => {
-            diff::detect(job, source, store, run_id, opts, *max_delete_ratio).await
-        }
+/// One detection: what it reads, where it writes, and for which run.
+#[derive(Clone, Copy)]
+pub struct Detection<'a> {
+    pub job: &'a Job,
+    pub source: &'a dyn Source,
+    pub store: &'a Store,
+    pub run_id: i64,
+    pub opts: DetectOptions,
+    pub progress: &'a Progress,
+}
+
+pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
+    match &d.job.detect {
+        Detect::Cursor { column, lag } => cursor::detect(d, column, *lag).await,
+        Detect::Diff { max_delete_ratio } => diff::detect(d, *max_delete_ratio).await,
         // Config validation rejects the outbox strategy until it exists.
         Detect::Outbox => unreachable!("outbox is rejected by config validation"),
     }
@@ -84,9 +86,9 @@ pub async fn detect(
 
 /// Accumulates scanned rows into chunks and commits each one.
 struct Chunker<'a> {
+    d: Detection<'a>,
     job: &'a Job,
     store: &'a Store,
-    run_id: i64,
     opts: DetectOptions,
     /// Diff scans mark unchanged keys as seen, to find deletes afterwards.
     mark_seen: bool,
@@ -100,23 +102,17 @@ struct Chunker<'a> {
 }
 
 impl<'a> Chunker<'a> {
-    fn new(
-        job: &'a Job,
-        store: &'a Store,
-        run_id: i64,
-        opts: DetectOptions,
-        mark_seen: bool,
-    ) -> Self {
+    fn new(d: Detection<'a>, mark_seen: bool) -> Self {
         Chunker {
-            job,
-            store,
-            run_id,
-            opts,
+            d,
+            job: d.job,
+            store: d.store,
+            opts: d.opts,
             mark_seen,
-            rows: Vec::with_capacity(job.batch.size),
+            rows: Vec::with_capacity(d.job.batch.size),
             report: DetectReport::default(),
             matched_live: 0,
-            skip_lookups: opts.full,
+            skip_lookups: d.opts.full,
         }
     }
 
@@ -233,12 +229,13 @@ impl<'a> Chunker<'a> {
         }
         let task = self
             .store
-            .commit_detected(&self.job.name, self.run_id, &mut batch)
+            .commit_detected(&self.job.name, self.d.run_id, &mut batch)
             .await?
             .is_some();
         if task {
             self.report.tasks += 1;
         }
+        self.d.progress.scanned(scanned, batch.items.len() as u64);
         crate::metrics::chunk_detected(
             &self.job.name,
             scanned,

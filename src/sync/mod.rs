@@ -17,6 +17,7 @@ pub use mapping::Mapping;
 
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target};
+use crate::progress::Progress;
 use crate::state::{StateError, Store};
 
 /// How long a claimed task is ours without a heartbeat (30 s; the tests
@@ -53,6 +54,7 @@ struct Shared {
     writes: AtomicU64,
     stop: AtomicBool,
     first_error: Mutex<Option<ConnectorError>>,
+    progress: Arc<Progress>,
 }
 
 impl Shared {
@@ -72,6 +74,7 @@ pub async fn drain(
     store: &Store,
     owner: &str,
     shutdown: &CancellationToken,
+    progress: &Arc<Progress>,
 ) -> Result<SyncReport, StateError> {
     let paused = store.is_paused(&job.name).await?;
     crate::metrics::job_paused(&job.name, paused);
@@ -82,7 +85,10 @@ pub async fn drain(
             ..Default::default()
         });
     }
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        progress: progress.clone(),
+        ..Default::default()
+    });
     let mapping = Arc::new(Mapping::new(job));
     let lease = task_lease();
     let mut workers = tokio::task::JoinSet::new();

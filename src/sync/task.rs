@@ -118,6 +118,7 @@ pub(super) async fn sync_task(
     shared
         .synced
         .fetch_add(settlement.synced.len() as u64, Ordering::Relaxed);
+    shared.progress.synced(settlement.synced.len() as u64);
     shared.superseded.fetch_add(superseded, Ordering::Relaxed);
     shared.retrying.fetch_add(retried, Ordering::Relaxed);
     shared.dead.fetch_add(dead, Ordering::Relaxed);
