@@ -32,3 +32,9 @@ pub fn lease(var: &str, default: Duration) -> Duration {
         .and_then(|v| humantime::parse_duration(&v).ok())
         .unwrap_or(default)
 }
+
+/// Whether detection and sync may overlap. Fault injection at a stage
+/// boundary needs them one after the other.
+pub fn pipelined() -> bool {
+    std::env::var_os("FERRY_FAULT").is_none()
+}

@@ -11,7 +11,7 @@ use crate::connectors::{self, ConnectorError};
 use crate::detect::{self, DetectError, DetectOptions, DetectReport, Detection};
 use crate::exit::ExitCode;
 use crate::progress::Progress;
-use crate::state::{RunCounts, StateError, Store};
+use crate::state::{QueueCounts, RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
 
 /// A job lease outlives a crashed holder by at most this (15 s; the tests
@@ -92,6 +92,8 @@ pub struct JobRun {
     pub error: Option<RunError>,
     /// Another runner was detecting this job's changes; this run only drained.
     pub detect_skipped: bool,
+    /// The job's queue when the run ended.
+    pub left: QueueCounts,
 }
 
 impl JobRun {
@@ -165,6 +167,7 @@ async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions
         elapsed: Duration::ZERO,
         error: None,
         detect_skipped: false,
+        left: QueueCounts::default(),
     };
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, true);
@@ -176,9 +179,8 @@ async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions
     run.elapsed = started.elapsed();
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, false);
-        match store.queue_counts(&job.name).await {
-            Ok(counts) => crate::metrics::queue(&job.name, &counts),
-            Err(e) => tracing::warn!(job = %job.name, "cannot read the queue for metrics: {e}"),
+        if run.run_id.is_some() {
+            crate::metrics::queue(&job.name, &run.left);
         }
         crate::metrics::run_finished(
             &job.name,
@@ -224,9 +226,15 @@ async fn run_leased(
         synced: run.sync.synced as i64,
         failed: run.failed() as i64,
     };
+    // What is left decides too: items of earlier runs still awaiting a retry,
+    // or dead, mean this job is not in sync.
+    match store.queue_counts(&job.name).await {
+        Ok(left) => run.left = left,
+        Err(e) => tracing::warn!(job = %job.name, "cannot read what is left in the queue: {e}"),
+    }
     run.outcome = match &result {
         Err(_) => Outcome::Failed,
-        Ok(()) if run.failed() > 0 => Outcome::Partial,
+        Ok(()) if run.failed() > 0 || run.left.failed + run.left.dead > 0 => Outcome::Partial,
         Ok(()) => Outcome::Success,
     };
     let message = result
@@ -250,13 +258,11 @@ async fn detect_exclusively(
     owner: &str,
     run_id: i64,
     opts: &RunOptions,
-    run: &mut JobRun,
-) -> Result<(), RunError> {
+) -> Result<Option<DetectReport>, RunError> {
     let lease_name = format!("job:{}", job.name);
     let Some(token) = store.try_lease(&lease_name, owner, job_lease()).await? else {
         tracing::info!(job = %job.name, "another runner is detecting changes of this job; this run only drains the queue");
-        run.detect_skipped = true;
-        return Ok(());
+        return Ok(None);
     };
     let heartbeat = {
         let (store, name) = (store.clone(), lease_name.clone());
@@ -277,7 +283,7 @@ async fn detect_exclusively(
     };
     let result = async {
         let source = connectors::source(job).map_err(DetectError::Source)?;
-        run.detect = detect::detect(Detection {
+        let report = detect::detect(Detection {
             job,
             source: source.as_ref(),
             store,
@@ -286,7 +292,7 @@ async fn detect_exclusively(
             progress: &opts.progress,
         })
         .await?;
-        Ok::<(), RunError>(())
+        Ok::<_, RunError>(Some(report))
     }
     .await;
     heartbeat.abort();
@@ -307,12 +313,43 @@ async fn detect_and_sync(
     if let Err(e) = store.purge(opts.retention.tasks, opts.retention.runs).await {
         tracing::warn!("could not prune old tasks and runs: {e}");
     }
-    detect_exclusively(job, store, owner, run_id, opts, run).await?;
-    crate::fault::point("after-enqueue");
-
-    let target: Arc<dyn connectors::Target> =
-        Arc::from(connectors::target(job).map_err(RunError::Target)?);
-    run.sync = sync::drain(job, target, store, owner, &opts.shutdown, &opts.progress).await?;
+    // Detection and sync overlap: workers claim each task as soon as its
+    // chunk is committed, and stop once detection is over and the queue is
+    // empty. (Fault injection at the boundary runs them one after the other.)
+    let detected = CancellationToken::new();
+    let detect = async {
+        let report = detect_exclusively(job, store, owner, run_id, opts).await;
+        if report.is_ok() {
+            crate::fault::point("after-enqueue");
+        }
+        detected.cancel();
+        report
+    };
+    let drain = async {
+        if !crate::fault::pipelined() {
+            detected.cancelled().await;
+        }
+        let target: Arc<dyn connectors::Target> =
+            Arc::from(connectors::target(job).map_err(RunError::Target)?);
+        Ok::<_, RunError>(
+            sync::drain(
+                job,
+                target,
+                store,
+                owner,
+                &opts.shutdown,
+                &opts.progress,
+                &detected,
+            )
+            .await?,
+        )
+    };
+    let (detected_report, synced) = tokio::join!(detect, drain);
+    match detected_report? {
+        Some(report) => run.detect = report,
+        None => run.detect_skipped = true,
+    }
+    run.sync = synced?;
     if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.is_unreachable()) {
         return Err(RunError::Target(first.clone()));
     }

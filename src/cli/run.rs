@@ -283,6 +283,12 @@ fn report_errors(run: &JobRun) {
     } else if let Some(e) = &run.sync.first_error {
         eprintln!("error: job {}: target {e}", run.job);
     }
+    if run.left.failed + run.left.dead > 0 {
+        eprintln!(
+            "error: job {}: {} task(s) awaiting a retry and {} dead in the queue (ferry tasks --job {})",
+            run.job, run.left.failed, run.left.dead, run.job
+        );
+    }
     if let Some(msg) = &run.detect.first_invalid {
         eprintln!(
             "error: job {}: {} objects skipped; {msg}",

@@ -66,7 +66,14 @@ pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError 
     let detail = first_line(db.message());
     // SQLite's extended result codes keep the primary code in the low byte.
     let sqlite = code.parse::<i32>().ok().map(|c| c & 0xff);
-    if code.starts_with("08") || code.starts_with("57P") || code == "53300" || sqlite == Some(14) {
+    // Connection failures, shutdowns, too many connections, and refused
+    // credentials (28xxx): the system cannot be used now; nothing was written.
+    if code.starts_with("08")
+        || code.starts_with("57P")
+        || code.starts_with("28")
+        || code == "53300"
+        || sqlite == Some(14)
+    {
         ConnectorError::Unreachable { system, detail }
     } else if matches!(code.as_str(), "40001" | "40P01" | "55P03" | "57014")
         || matches!(sqlite, Some(5 | 6))

@@ -66,8 +66,9 @@ impl Shared {
 }
 
 /// Claims and syncs this job's due tasks with `[batch] concurrency` workers
-/// until none is claimable, the target is unreachable, or `shutdown` is
-/// cancelled (tasks in flight finish). A paused job sends nothing.
+/// until `detected` is cancelled (detection is over) and none is claimable,
+/// the target is unreachable, or `shutdown` is cancelled (tasks in flight
+/// finish). A paused job sends nothing.
 pub async fn drain(
     job: &Job,
     target: Arc<dyn Target>,
@@ -75,6 +76,7 @@ pub async fn drain(
     owner: &str,
     shutdown: &CancellationToken,
     progress: &Arc<Progress>,
+    detected: &CancellationToken,
 ) -> Result<SyncReport, StateError> {
     let paused = store.is_paused(&job.name).await?;
     crate::metrics::job_paused(&job.name, paused);
@@ -102,9 +104,22 @@ pub async fn drain(
             mapping.clone(),
             shutdown.clone(),
         );
+        let detected = detected.clone();
         workers.spawn(async move {
             while !shared.stop.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
-                let Some(claimed) = store.claim(&job.name, &owner, lease).await? else { break };
+                // Read before claiming: once detection is over, an empty
+                // claim means the queue is drained for good.
+                let detection_over = detected.is_cancelled();
+                let Some(claimed) = store.claim(&job.name, &owner, lease).await? else {
+                    if detection_over {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = detected.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                    continue;
+                };
                 let span = tracing::info_span!("task", job = %job.name, task = claimed.id, attempt = claimed.attempts);
                 task::sync_task(&job, target.as_ref(), &store, &mapping, claimed, &shared, lease).instrument(span).await?;
             }
