@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Initial sync benchmark: `ferry run --once` (cursor strategy, through the
-# durable queue) against a binary `COPY … TO STDOUT | COPY … FROM STDIN` pipe
-# of the same table, measured in the same invocation, with the target
-# verified equal to the source (checksum over every column).
+# Sync benchmarks, each against a reference measured in the same invocation,
+# each verified (checksum over every column of source and target):
+#   S1 initial sync (cursor, through the durable queue) vs a binary
+#      `COPY … TO STDOUT | COPY … FROM STDIN` pipe of the same table
+#   S4 nothing changed (cursor): whole-process wall time
+#   S2 1% of the rows changed (cursor): whole-process wall time
+#   S3 diff strategy, 1% updated and 0.1% deleted, vs `COPY … TO STDOUT`
+#      of the source alone
+# for the SQLite and the PostgreSQL state store.
 #
-#   bench/initial_sync.sh            # 1,000,000 rows
-#   ROWS=100000 bench/initial_sync.sh
+#   bench/sync.sh                    # 1,000,000 rows
+#   ROWS=100000 bench/sync.sh
 #
 # Needs a local PostgreSQL (PG, default postgres://postgres@127.0.0.1:5432)
 # and writes bench/RESULTS.md.
@@ -18,7 +23,7 @@ SRC="$PG/ferry_bench_src"
 DST="$PG/ferry_bench_dst"
 STATE_PG="$PG/ferry_bench_state"
 WORK=bench/out
-mkdir -p "$WORK/jobs"
+mkdir -p "$WORK"
 
 cargo build --release --quiet
 FERRY=$PWD/target/release/ferry
@@ -41,7 +46,6 @@ PAYLOAD=$(psql -X -At "$SRC" -c "SELECT pg_size_pretty(pg_total_relation_size('c
 checksum() {
     psql -X -At "$1" -c "SELECT count(*) || ':' || md5(string_agg(md5(c::text), '' ORDER BY id)) FROM customers c"
 }
-EXPECTED=$(checksum "$SRC")
 
 # wall seconds and peak RSS (KiB) of a command, via /usr/bin/time -v
 measure() {
@@ -54,7 +58,8 @@ measure() {
 }
 
 verify() {
-    local got
+    local got EXPECTED
+    EXPECTED=$(checksum "$SRC")
     got=$(checksum "$DST")
     if [ "$got" != "$EXPECTED" ]; then
         echo "MISMATCH after $1: target $got, source $EXPECTED" >&2
@@ -67,7 +72,9 @@ psql_q "$DST" -c "TRUNCATE customers"
 read -r COPY_WALL COPY_RSS < <(measure bash -c "psql -X -q '$SRC' -c 'COPY customers TO STDOUT (FORMAT binary)' | psql -X -q '$DST' -c 'COPY customers FROM STDIN (FORMAT binary)'")
 verify "COPY pipe"
 
-cat >"$WORK/jobs/customers.toml" <<TOML
+write_job() { # folder strategy-lines
+    mkdir -p "$1/jobs"
+    cat >"$1/jobs/customers.toml" <<TOML
 [source]
 type = "postgres"
 url = "$SRC"
@@ -75,8 +82,7 @@ table = "customers"
 key = ["id"]
 
 [detect]
-strategy = "cursor"
-cursor = "updated_at"
+$2
 
 [batch]
 size = ${BATCH:-5000}
@@ -90,44 +96,63 @@ key = ["id"]
 
 [rules]
 owner = "source"
+deletes = "propagate"
 TOML
+}
+write_job "$WORK/cursor" $'strategy = "cursor"\ncursor = "updated_at"'
+write_job "$WORK/diff" $'strategy = "diff"\nmax_delete_ratio = 0.05'
 
-run_ferry() {
-    local state=$1
+fresh() { # state-url: empty target, empty state store
     psql_q "$DST" -c "TRUNCATE customers"
     rm -f "$WORK"/state.db*
     psql_q "$STATE_PG" -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public"
-    measure "$FERRY" --config "$WORK" --state "$state" run --once
 }
 
-echo "== ferry run --once, SQLite state store"
-read -r SQLITE_WALL SQLITE_RSS < <(run_ferry "sqlite://$PWD/$WORK/state.db")
-verify "ferry (SQLite state)"
-echo "== ferry run --once, PostgreSQL state store"
-read -r PG_WALL PG_RSS < <(run_ferry "$STATE_PG")
-verify "ferry (PostgreSQL state)"
+ferry_run() { # config-folder state-url
+    measure "$FERRY" --config "$1" --state "$2" run --once
+}
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+ROWS_TABLE=""
+row() { ROWS_TABLE+="| $1 | $2 | $3 | $4 | $5 |"$'\n'; }
+row "S1 reference: COPY binary pipe" "$COPY_WALL" "1.00" "$(mib "$COPY_RSS")" "—"
 
-TABLE=$(cat <<MD
-| scenario (S1 initial sync, $ROWS rows, $PAYLOAD) | wall s | × COPY pipe | peak RSS MiB |
-|---|---:|---:|---:|
-| reference: COPY binary pipe | $COPY_WALL | 1.00 | $(mib "$COPY_RSS") |
-| ferry run --once, SQLite state | $SQLITE_WALL | $(ratio "$SQLITE_WALL" "$COPY_WALL") | $(mib "$SQLITE_RSS") |
-| ferry run --once, PostgreSQL state | $PG_WALL | $(ratio "$PG_WALL" "$COPY_WALL") | $(mib "$PG_RSS") |
-MD
-)
+for store in sqlite postgres; do
+    if [ "$store" = sqlite ]; then state="sqlite://$PWD/$WORK/state.db"; else state="$STATE_PG"; fi
+    echo "== $store state store"
+    fresh
+    read -r wall rss < <(ferry_run "$WORK/cursor" "$state"); verify "S1 ($store)"
+    row "S1 initial sync, $store state" "$wall" "$(ratio "$wall" "$COPY_WALL") × COPY pipe" "$(mib "$rss")" "≤ 2.0 ×, ≤ 64 MiB"
+    read -r wall rss < <(ferry_run "$WORK/cursor" "$state"); verify "S4 ($store)"
+    row "S4 nothing changed (cursor), $store state" "$wall" "—" "$(mib "$rss")" "≤ 0.1 s"
+    psql_q "$SRC" -c "UPDATE customers SET name = name || '*', updated_at = now() WHERE id % 100 = 7"
+    read -r wall rss < <(ferry_run "$WORK/cursor" "$state"); verify "S2 ($store)"
+    row "S2 1% changed (cursor), $store state" "$wall" "—" "$(mib "$rss")" "≤ 0.5 s"
+
+    fresh
+    ferry_run "$WORK/diff" "$state" >/dev/null; verify "S3 setup ($store)"
+    psql_q "$SRC" -c "UPDATE customers SET balance = balance + 1 WHERE id % 100 = 11" -c "DELETE FROM customers WHERE id % 1000 = 13"
+    read -r ref_wall ref_rss < <(measure bash -c "psql -X -q '$SRC' -c 'COPY customers TO STDOUT' > /dev/null")
+    read -r wall rss < <(ferry_run "$WORK/diff" "$state"); verify "S3 ($store)"
+    row "S3 reference: COPY customers TO STDOUT" "$ref_wall" "1.00" "$(mib "$ref_rss")" "—"
+    row "S3 diff, 1% updated + 0.1% deleted, $store state" "$wall" "$(ratio "$wall" "$ref_wall") × COPY TO" "$(mib "$rss")" "≤ 2.5 ×, ≤ 64 MiB"
+done
+
+TABLE="| scenario ($ROWS rows, $PAYLOAD) | wall s | ratio | peak RSS MiB | target |
+|---|---:|---:|---:|---|
+$ROWS_TABLE"
 echo
 echo "$TABLE"
 
 cat >bench/RESULTS.md <<MD
 # Benchmark results
 
-Produced by \`bench/initial_sync.sh\` (ROWS=$ROWS, batch size ${BATCH:-5000}, concurrency ${CONCURRENCY:-2}) on $(date -u +%Y-%m-%d),
+Produced by \`ROWS=$ROWS bench/sync.sh\` (batch size ${BATCH:-5000}, concurrency ${CONCURRENCY:-2}) on $(date -u +%Y-%m-%d),
 $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql -X -At "$PG/postgres" -c 'SHOW server_version') local PostgreSQL.
 Every run was verified: the target's checksum over every column equals the source's.
-Ratios are against the COPY pipe measured in the same invocation.
+Ratios are against the reference measured in the same invocation; wall times
+are whole \`ferry run --once\` processes. Targets are the performance issue's.
 
 $TABLE
 MD
