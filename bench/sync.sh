@@ -36,7 +36,7 @@ for db in ferry_bench_src ferry_bench_dst ferry_bench_state; do
 done
 SCHEMA="CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL,
     country text NOT NULL, balance numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)"
-psql_q "$SRC" -c "$SCHEMA" -c "INSERT INTO customers
+psql_q "$SRC" -c "$SCHEMA" -c "CREATE INDEX customers_updated_at ON customers (updated_at)" -c "INSERT INTO customers
     SELECT g, 'customer' || g || '@example.com', 'Customer Name ' || g, (ARRAY['CZ','DE','FR','US','GB'])[1 + g % 5],
            (g::bigint * 7919 % 10000000) / 100.0, timestamptz '2026-01-01' + g * interval '1 second'
     FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE customers"
