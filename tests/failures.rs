@@ -8,32 +8,14 @@ use std::process::Stdio;
 use common::*;
 
 fn job(source_url: &str, target_url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[source]
-type = "postgres"
-url = "{source_url}"
-table = "shop_customers"
-key = ["id"]
-
-[detect]
-strategy = "cursor"
-cursor = "updated_at"
-
-[batch]
-size = 100
-backoff = {{ initial = "50ms", max = "100ms" }}
-{extra}
-
-[target]
-type = "postgres"
-url = "{target_url}"
-table = "crm_contacts"
-key = ["id"]
-
-[rules]
-owner = "source"
-"#
+    let batch = format!("size = 100\nbackoff = {{ initial = \"50ms\", max = \"100ms\" }}\n{extra}");
+    pg_job(
+        source_url,
+        "shop_customers",
+        CURSOR,
+        &batch,
+        target_url,
+        "crm_contacts",
     )
 }
 

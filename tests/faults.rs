@@ -11,36 +11,10 @@ use common::*;
 use rand::{Rng, SeedableRng};
 
 fn job(db: &TestDb, detect: &str, batch: &str, target_url: &str) -> String {
-    format!(
-        r#"
-[source]
-type = "postgres"
-url = "{url}"
-table = "src"
-key = ["id"]
-
-[detect]
-{detect}
-
-[batch]
-{batch}
-
-[target]
-type = "postgres"
-url = "{target_url}"
-table = "dst"
-key = ["id"]
-
-[rules]
-owner = "source"
-deletes = "propagate"
-"#,
-        url = db.url
-    )
+    pg_job(&db.url, "src", detect, batch, target_url, "dst")
 }
 
 const DIFF: &str = "strategy = \"diff\"\nmax_delete_ratio = 1.0";
-const CURSOR: &str = "strategy = \"cursor\"\ncursor = \"updated_at\"";
 
 async fn tables(db: &TestDb, rows: i64) {
     db.exec(&format!(

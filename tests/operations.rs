@@ -4,32 +4,7 @@ mod common;
 use common::*;
 
 fn job(db: &TestDb) -> String {
-    format!(
-        r#"
-[source]
-type = "postgres"
-url = "{url}"
-table = "src"
-key = ["id"]
-
-[detect]
-strategy = "cursor"
-cursor = "updated_at"
-
-[batch]
-size = 100
-
-[target]
-type = "postgres"
-url = "{url}"
-table = "dst"
-key = ["id"]
-
-[rules]
-owner = "source"
-"#,
-        url = db.url
-    )
+    pg_job(&db.url, "src", CURSOR, "size = 100", &db.url, "dst")
 }
 
 async fn setup() -> (TestDb, ConfigDir) {

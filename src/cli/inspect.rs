@@ -203,16 +203,9 @@ pub async fn tasks(
                 eprintln!("ferry: name task ids, or --dead for every dead task");
                 ExitCode::Usage
             } else {
-                match store.retry_tasks(ids, job.as_deref()).await {
-                    Ok(n) => {
-                        println!("{n} task(s) queued again");
-                        ExitCode::Ok
-                    }
-                    Err(e) => {
-                        eprintln!("ferry: {e}");
-                        ExitCode::Unavailable
-                    }
-                }
+                done(store.retry_tasks(ids, job.as_deref()).await, |n| {
+                    println!("{n} task(s) queued again")
+                })
             }
         }
         Some(TasksAction::Discard { ids, yes }) => {
@@ -220,16 +213,9 @@ pub async fn tasks(
                 eprintln!("ferry: discarding loses the tasks' items; add --yes to confirm");
                 ExitCode::Usage
             } else {
-                match store.discard_tasks(ids).await {
-                    Ok(n) => {
-                        println!("{n} task(s) discarded");
-                        ExitCode::Ok
-                    }
-                    Err(e) => {
-                        eprintln!("ferry: {e}");
-                        ExitCode::Unavailable
-                    }
-                }
+                done(store.discard_tasks(ids).await, |n| {
+                    println!("{n} task(s) discarded")
+                })
             }
         }
         Some(TasksAction::Show { id }) => match store.task(*id).await {
@@ -303,20 +289,27 @@ pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let code = match store.set_paused(job, paused).await {
-        Ok(()) => {
-            if paused {
-                println!("{job} paused: changes are still detected and queued, nothing is sent");
-            } else {
-                println!("{job} resumed");
-            }
+    let code = done(store.set_paused(job, paused).await, |()| {
+        if paused {
+            println!("{job} paused: changes are still detected and queued, nothing is sent");
+        } else {
+            println!("{job} resumed");
+        }
+    });
+    store.close().await;
+    code
+}
+
+/// Prints what a state-store call returned, or its error: exit 0 or 75.
+fn done<T>(result: Result<T, crate::state::StateError>, print: impl FnOnce(T)) -> ExitCode {
+    match result {
+        Ok(value) => {
+            print(value);
             ExitCode::Ok
         }
         Err(e) => {
             eprintln!("ferry: {e}");
             ExitCode::Unavailable
         }
-    };
-    store.close().await;
-    code
+    }
 }

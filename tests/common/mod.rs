@@ -314,3 +314,25 @@ where
     }
     false
 }
+
+/// The cursor strategy on `updated_at`, as most tests use it.
+pub const CURSOR: &str = "strategy = \"cursor\"\ncursor = \"updated_at\"";
+
+/// A PostgreSQL → PostgreSQL job file: `src` table of `source_url` into
+/// `dst` table of `target_url`, keyed by `id`, the source owning every field.
+/// `detect` and `batch` are the bodies of those tables.
+pub fn pg_job(
+    source_url: &str,
+    src: &str,
+    detect: &str,
+    batch: &str,
+    target_url: &str,
+    dst: &str,
+) -> String {
+    format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{source_url}\"\ntable = \"{src}\"\nkey = [\"id\"]\n\n\
+         [detect]\n{detect}\n\n[batch]\n{batch}\n\n\
+         [target]\ntype = \"postgres\"\nurl = \"{target_url}\"\ntable = \"{dst}\"\nkey = [\"id\"]\n\n\
+         [rules]\nowner = \"source\"\ndeletes = \"propagate\"\n"
+    )
+}
