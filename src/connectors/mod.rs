@@ -47,16 +47,16 @@ pub trait Source: Send + Sync {
 
 /// One bulk write: mapped target records (upserts) and target key records (deletes).
 #[derive(Debug, Default)]
-pub struct WriteBatch {
-    pub upserts: Vec<Record>,
-    pub deletes: Vec<Record>,
+pub struct WriteBatch<'a> {
+    pub upserts: Vec<&'a Record>,
+    pub deletes: Vec<&'a Record>,
 }
 
 #[async_trait]
 pub trait Target: Send + Sync {
     fn describe(&self) -> String;
     /// Applies the whole batch, atomically where the system allows it.
-    async fn write(&self, batch: &WriteBatch) -> Result<(), ConnectorError>;
+    async fn write(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError>;
 }
 
 /// How a target applies writes: the job's mode, delete rule and field owners.

@@ -113,7 +113,7 @@ fn first_line(s: &str) -> String {
 }
 
 /// The target columns a batch writes: every field of every record, in first-seen order.
-pub fn columns_of(records: &[Record]) -> Vec<String> {
+pub fn columns_of(records: &[&Record]) -> Vec<String> {
     let mut cols: Vec<String> = Vec::new();
     for r in records {
         for k in r.keys() {
@@ -155,7 +155,7 @@ pub fn assignments(
 }
 
 /// A batch as one JSON array parameter.
-pub fn to_json(records: &[Record]) -> String {
+pub fn to_json(records: &[&Record]) -> String {
     // A slice of JSON maps always serialises.
     serde_json::to_string(records).expect("records serialise")
 }
@@ -192,7 +192,7 @@ impl WriteSql {
     }
 
     /// The statements for one batch, each with the records it binds.
-    pub fn statements<'b>(&self, batch: &'b WriteBatch) -> Vec<(String, &'b [Record])> {
+    pub fn statements<'b>(&self, batch: &'b WriteBatch<'_>) -> Vec<(String, &'b [&'b Record])> {
         let mut out = Vec::with_capacity(2);
         if !batch.upserts.is_empty() {
             let mut cols = columns_of(&batch.upserts);
@@ -309,7 +309,7 @@ impl WriteSql {
 pub async fn execute_batch<DB>(
     conn: &mut DB::Connection,
     sql: &WriteSql,
-    batch: &WriteBatch,
+    batch: &WriteBatch<'_>,
 ) -> Result<(), sqlx::Error>
 where
     DB: sqlx::Database,

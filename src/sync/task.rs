@@ -160,8 +160,8 @@ async fn write_isolating(
         let mut batch = WriteBatch::default();
         for (_, op, record) in &live[range.clone()] {
             match op {
-                Op::Upsert => batch.upserts.push(record.clone()),
-                Op::Delete => batch.deletes.push(record.clone()),
+                Op::Upsert => batch.upserts.push(record),
+                Op::Delete => batch.deletes.push(record),
             }
         }
         shared.writes.fetch_add(1, Ordering::Relaxed);

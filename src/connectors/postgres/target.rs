@@ -36,7 +36,7 @@ impl Target for PostgresTarget {
         format!("{} {}", self.system, self.object)
     }
 
-    async fn write(&self, batch: &WriteBatch) -> Result<(), ConnectorError> {
+    async fn write(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         execute_batch::<sqlx::Postgres>(&mut tx, &self.sql, batch)
             .await

@@ -33,7 +33,7 @@ impl SqliteTarget {
 
     /// `create_table = true`: the table with untyped columns (SQLite keeps
     /// each value as given) and the key as primary key, if it is missing.
-    async fn ensure_table(&self, batch: &WriteBatch) -> Result<(), ConnectorError> {
+    async fn ensure_table(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError> {
         let rules = self.sql.rules();
         let mut cols = rules.key.clone();
         let extra = columns_of(&batch.upserts)
@@ -77,7 +77,7 @@ impl Target for SqliteTarget {
         format!("{} {}", self.system, self.object)
     }
 
-    async fn write(&self, batch: &WriteBatch) -> Result<(), ConnectorError> {
+    async fn write(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError> {
         if self.create_table {
             self.created
                 .get_or_try_init(|| self.ensure_table(batch))
