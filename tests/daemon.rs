@@ -17,6 +17,23 @@ async fn tables(db: &TestDb) {
     .await;
 }
 
+/// 1000 items, and a target that takes 0.3 s per write statement: a drain
+/// long enough to interrupt.
+async fn slow_writes(db: &TestDb) {
+    db.exec(
+        "INSERT INTO items (id, name) SELECT g, 'item ' || g FROM generate_series(201, 1000) g;
+         CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+         CREATE TRIGGER slow_writes AFTER INSERT ON items_copy FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
+    )
+    .await;
+}
+
+/// After an interrupted run, the next `run --once` delivers everything.
+fn the_next_run_completes(cfg: &ConfigDir, db: &TestDb) {
+    let out = cfg.ferry(Some(&db.url), &["run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
 fn job(db: &TestDb, source: &str, target_table: &str, extra: &str) -> String {
     format!(
         r#"
@@ -207,12 +224,7 @@ async fn sighup_keeps_the_old_config_when_the_new_one_is_broken() {
 async fn sigterm_during_a_long_run_drains_and_loses_nothing() {
     let db = TestDb::new().await;
     tables(&db).await;
-    db.exec(
-        "INSERT INTO items (id, name) SELECT g, 'item ' || g FROM generate_series(201, 1000) g;
-         CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
-         CREATE TRIGGER slow_writes AFTER INSERT ON items_copy FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
-    )
-    .await;
+    slow_writes(&db).await;
     let cfg = ConfigDir::new();
     cfg.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
     let mut d = cfg.daemon(&db.url, "", &[]).await;
@@ -242,8 +254,7 @@ async fn sigterm_during_a_long_run_drains_and_loses_nothing() {
         "in-flight tasks finished or released"
     );
 
-    let out = cfg.ferry(Some(&db.url), &["run", "--once"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    the_next_run_completes(&cfg, &db);
     assert_eq!(
         db.difference("SELECT * FROM items", "SELECT * FROM items_copy")
             .await,
@@ -402,12 +413,7 @@ async fn missed_ticks_run_once_or_are_skipped_after_downtime() {
 async fn run_once_drains_on_sigterm() {
     let db = TestDb::new().await;
     tables(&db).await;
-    db.exec(
-        "INSERT INTO items (id, name) SELECT g, 'item ' || g FROM generate_series(201, 1000) g;
-         CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
-         CREATE TRIGGER slow_writes AFTER INSERT ON items_copy FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
-    )
-    .await;
+    slow_writes(&db).await;
     let cfg = ConfigDir::new();
     cfg.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
     let mut child = cfg
@@ -430,8 +436,7 @@ async fn run_once_drains_on_sigterm() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(143));
     assert!(db.count("SELECT count(*) FROM items_copy").await < 1000);
-    let out = cfg.ferry(Some(&db.url), &["run", "--once"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    the_next_run_completes(&cfg, &db);
     assert_eq!(
         db.difference("SELECT * FROM items", "SELECT * FROM items_copy")
             .await,

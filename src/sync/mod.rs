@@ -39,8 +39,6 @@ pub struct SyncReport {
     pub writes: u64,
     /// The first target error, for the run summary.
     pub first_error: Option<ConnectorError>,
-    /// Set when the target could not be reached; draining stopped.
-    pub unreachable: bool,
     /// The job is paused: changes stay queued, nothing was sent.
     pub paused: bool,
 }
@@ -149,7 +147,6 @@ pub async fn drain(
         retrying: shared.retrying.load(Ordering::Relaxed),
         dead: shared.dead.load(Ordering::Relaxed),
         writes: shared.writes.load(Ordering::Relaxed),
-        unreachable: first_error.as_ref().is_some_and(|e| e.is_unreachable()),
         first_error,
         paused: false,
     })
