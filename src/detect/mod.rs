@@ -171,13 +171,14 @@ impl<'a> Chunker<'a> {
                 }
             }
         }
-        let ledger = if self.opts.full {
+        let ledger = if self.skip_lookups {
             HashMap::new()
         } else {
             self.store.ledger(&self.job.name, &order).await?
         };
         let mut batch = DetectedBatch {
             watermark,
+            supersedes: (!self.skip_lookups).then_some(false),
             ..Default::default()
         };
         for text in order {
@@ -196,6 +197,9 @@ impl<'a> Chunker<'a> {
                     }
                 }
                 _ => {
+                    if entry.is_some_and(|e| e.synced_version < Some(e.detected_version)) {
+                        batch.supersedes = Some(true);
+                    }
                     if entry.is_some_and(|e| !e.deleted && e.synced_version.is_some()) {
                         self.report.updates += 1;
                     } else {

@@ -31,6 +31,11 @@ pub struct DetectedBatch {
     /// Unchanged keys a diff scan saw (marked with the run id).
     pub seen: Vec<SeenKey>,
     pub watermark: Option<String>,
+    /// Whether an item replaces a version of its key that is still queued:
+    /// `Some` when detection read the ledger, `None` when the commit must
+    /// find out. Older open tasks of the job are then marked to be checked
+    /// for superseded items before they write.
+    pub supersedes: Option<bool>,
 }
 
 impl Store {
@@ -178,13 +183,14 @@ impl Store {
             a.push(payload);
             a.push(now);
             let row = sqlx::query_with(
-                "INSERT INTO ferry_tasks (job, run_id, state, item_count, items, created_at, run_after) VALUES ($1, $2, 'pending', $3, $4, $5, $5) RETURNING id",
+                "INSERT INTO ferry_tasks (job, run_id, state, item_count, items, created_at, run_after, stale_check) VALUES ($1, $2, 'pending', $3, $4, $5, $5, 0) RETURNING id",
                 a,
             )
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-            task_id = Some(row.get::<i64, _>(0));
+            let new_task: i64 = row.get(0);
+            task_id = Some(new_task);
 
             let rows: Vec<(&String, i64, i64, i64)> = batch
                 .items
@@ -199,21 +205,53 @@ impl Store {
                     )
                 })
                 .collect();
-            let sql = format!(
+            let select = format!(
                 "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, seen_run, deleted) \
-                 SELECT $1, key, hash, version, $2, deleted FROM {} AS x WHERE true \
-                 ON CONFLICT (job, key) DO UPDATE SET detected_hash = excluded.detected_hash, \
-                 detected_version = excluded.detected_version, seen_run = excluded.seen_run, deleted = excluded.deleted",
+                 SELECT $1, key, hash, version, $2, deleted FROM {} AS x WHERE true ON CONFLICT (job, key) ",
                 self.json_rows(3, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int), ("deleted", Kind::Int)])
             );
-            let mut a = args();
-            a.push(job.to_string());
-            a.push(run_id);
-            a.push(json_param(&rows));
-            sqlx::query_with(&sql, a)
+            let rows = json_param(&rows);
+            let ledger_args = || {
+                let mut a = args();
+                a.push(job.to_string());
+                a.push(run_id);
+                a.push(rows.clone());
+                a
+            };
+            // Without a lookup, a plain insert tells whether any key was known.
+            let mut known_keys = true;
+            if batch.supersedes.is_none() {
+                let insert_new = format!("{select}DO NOTHING");
+                let inserted = sqlx::query_with(&insert_new, ledger_args())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .rows_affected();
+                known_keys = inserted < batch.items.len() as u64;
+                batch.supersedes = Some(known_keys);
+            }
+            if known_keys {
+                let upsert = format!(
+                    "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
+                     detected_version = excluded.detected_version, seen_run = excluded.seen_run, deleted = excluded.deleted"
+                );
+                sqlx::query_with(&upsert, ledger_args())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            if batch.supersedes == Some(true) {
+                let mut a = args();
+                a.push(job.to_string());
+                a.push(new_task);
+                sqlx::query_with(
+                    "UPDATE ferry_tasks SET stale_check = 1 WHERE job = $1 AND id < $2 AND state IN ('pending', 'running', 'failed')",
+                    a,
+                )
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
+            }
         }
         if !batch.seen.is_empty() {
             let sql = format!(

@@ -151,21 +151,22 @@ impl Store {
         }))
     }
 
-    /// Extends a held task's lease; false when the task was taken over.
+    /// Extends a held task's lease. `None` when the task was taken over, else
+    /// whether a later detection may have superseded some of its items.
     pub async fn renew_task(
         &self,
         task: &ClaimedTask,
         lease: Duration,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<bool>, StateError> {
         let mut a = args();
         a.push(now_millis() + lease.as_millis() as i64);
         a.push(task.id);
         a.push(task.token);
-        let r = sqlx::query_with("UPDATE ferry_tasks SET lease_expires_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'running'", a)
-            .execute(&self.pool)
+        let row = sqlx::query_with("UPDATE ferry_tasks SET lease_expires_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'running' RETURNING stale_check", a)
+            .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(r.rows_affected() == 1)
+        Ok(row.map(|r| r.get::<i64, _>(0) != 0))
     }
 
     /// Records what became of a held task's items, in one transaction: the
@@ -377,7 +378,7 @@ impl Store {
                 placeholders(2, ids.len())
             )
         };
-        let sql = format!("UPDATE ferry_tasks SET state = 'pending', attempts = 0, run_after = $1, last_error = NULL WHERE {filter}");
+        let sql = format!("UPDATE ferry_tasks SET state = 'pending', attempts = 0, run_after = $1, last_error = NULL, stale_check = 1 WHERE {filter}");
         let r = sqlx::query_with(&sql, a)
             .execute(&self.pool)
             .await

@@ -1,4 +1,6 @@
 //! `[fields]`: target field ← source field, for upserts and for delete keys.
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::config::Job;
@@ -34,26 +36,32 @@ impl Mapping {
         Mapping { fields, delete_key }
     }
 
-    pub fn upsert(&self, data: &Record) -> Record {
+    /// The target fields of an upserted object; without `[fields]` the
+    /// object itself (borrowed: a task's rows are not copied to be written).
+    pub fn upsert<'a>(&self, data: &'a Record) -> Cow<'a, Record> {
         if self.fields.is_empty() {
-            return data.clone();
+            return Cow::Borrowed(data);
         }
-        self.fields
-            .iter()
-            .map(|(t, s)| (t.clone(), data.get(s).cloned().unwrap_or(Value::Null)))
-            .collect()
+        Cow::Owned(
+            self.fields
+                .iter()
+                .map(|(t, s)| (t.clone(), data.get(s).cloned().unwrap_or(Value::Null)))
+                .collect(),
+        )
     }
 
     /// The target key of a deleted object, from its source key values.
-    pub fn delete(&self, key: &[Value]) -> Record {
-        self.delete_key
-            .iter()
-            .map(|(t, pos)| {
-                (
-                    t.clone(),
-                    pos.and_then(|p| key.get(p)).cloned().unwrap_or(Value::Null),
-                )
-            })
-            .collect()
+    pub fn delete(&self, key: &[Value]) -> Cow<'static, Record> {
+        Cow::Owned(
+            self.delete_key
+                .iter()
+                .map(|(t, pos)| {
+                    (
+                        t.clone(),
+                        pos.and_then(|p| key.get(p)).cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! One claimed task: superseded items dropped, the rest written in bulk, a
 //! refused batch split in halves until each refused item stands alone.
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,9 +26,22 @@ pub(super) async fn sync_task(
     shared: &Shared,
     lease: Duration,
 ) -> Result<(), StateError> {
+    crate::fault::point("before-write");
+    // A worker paused past its lease must not write over what the worker
+    // that reclaimed the task wrote since.
+    let Some(stale_check) = store.renew_task(&task, lease).await? else {
+        tracing::warn!(job = %job.name, task = task.id, "lease lost before writing; the task belongs to another worker now");
+        return Ok(());
+    };
     let keys: Vec<String> = task.items.iter().map(|i| key_text(&i.key)).collect();
-    let ledger = store.ledger(&job.name, &keys).await?;
-    let mut live: Vec<(usize, Op, Record)> = Vec::with_capacity(task.items.len());
+    // Only a task that a later detection marked can hold superseded items;
+    // the others skip looking up every key.
+    let ledger = if stale_check {
+        store.ledger(&job.name, &keys).await?
+    } else {
+        Default::default()
+    };
+    let mut live: Vec<(usize, Op, Cow<'_, Record>)> = Vec::with_capacity(task.items.len());
     let mut superseded = 0u64;
     for (i, (item, key)) in task.items.iter().zip(&keys).enumerate() {
         // A newer change of this key was detected after this one: it carries
@@ -46,13 +60,6 @@ pub(super) async fn sync_task(
         live.push((i, item.op, record));
     }
 
-    crate::fault::point("before-write");
-    // A worker paused past its lease must not write over what the worker
-    // that reclaimed the task wrote since.
-    if !store.renew_task(&task, lease).await? {
-        tracing::warn!(job = %job.name, task = task.id, "lease lost before writing; the task belongs to another worker now");
-        return Ok(());
-    }
     let started = std::time::Instant::now();
     let (fates, error, wrote_any) =
         write_isolating(target, store, &task, &live, shared, lease).await;
@@ -144,7 +151,7 @@ async fn write_isolating(
     target: &dyn Target,
     store: &Store,
     task: &ClaimedTask,
-    live: &[(usize, Op, Record)],
+    live: &[(usize, Op, Cow<'_, Record>)],
     shared: &Shared,
     lease: Duration,
 ) -> (Vec<Fate>, Option<ConnectorError>, bool) {
@@ -160,8 +167,8 @@ async fn write_isolating(
         let mut batch = WriteBatch::default();
         for (_, op, record) in &live[range.clone()] {
             match op {
-                Op::Upsert => batch.upserts.push(record),
-                Op::Delete => batch.deletes.push(record),
+                Op::Upsert => batch.upserts.push(record.as_ref()),
+                Op::Delete => batch.deletes.push(record.as_ref()),
             }
         }
         shared.writes.fetch_add(1, Ordering::Relaxed);
