@@ -11,6 +11,11 @@
 #
 #   bench/sync.sh                    # 1,000,000 rows
 #   ROWS=100000 bench/sync.sh
+#   ROWS=10000000 SKIP_MICRO=1 OUT=bench/RESULTS-10M.md bench/sync.sh
+#
+# then the queue throughput (benches/queue.rs) and the hot-path
+# micro-benchmarks (benches/hot_paths.rs) unless SKIP_MICRO is set.
+# KEEP=1 keeps the benchmark databases.
 #
 # Needs a local PostgreSQL (PG, default postgres://postgres@127.0.0.1:5432)
 # and writes bench/RESULTS.md.
@@ -145,19 +150,54 @@ $ROWS_TABLE"
 echo
 echo "$TABLE"
 
-cat >bench/RESULTS.md <<MD
+QUEUE_TABLE=""
+HOT_TABLE=""
+MICRO_MD=""
+if [ -z "${SKIP_MICRO:-}" ]; then
+    echo "== queue: claim + complete of empty tasks"
+    QUEUE_TABLE=$(PG="$PG" cargo bench --quiet --bench queue 2>/dev/null | grep '^|')
+    echo "$QUEUE_TABLE"
+    echo "== hot paths (Criterion)"
+    HOT_TABLE="| hot path, per 1000 rows | median µs | µs per row |
+|---|---:|---:|
+$(cargo bench --quiet --bench hot_paths -- --noplot 2>/dev/null | awk '
+        /^per 1000 rows\// { name = substr($0, 15) }
+        $1 == "time:" { v = $4; u = $5; if (u == "ms") v *= 1000; if (u == "ns") v /= 1000;
+                  printf "| %s | %.0f | %.3f |\n", name, v, v / 1000 }')"
+    echo "$HOT_TABLE"
+    MICRO_MD="## Queue throughput
+
+\`cargo bench --bench queue\`: claim + complete of tasks holding no items, through
+ferry's own \`Store\` API. One at a time is one claim and one settle transaction
+per task, each a durable commit; batches claim N tasks in one statement and
+complete them in one transaction.
+
+$QUEUE_TABLE
+
+## Hot paths
+
+\`cargo bench --bench hot_paths\` (Criterion), on 1,000 rows shaped like \`customers\`.
+
+$HOT_TABLE
+"
+fi
+
+OUT=${OUT:-bench/RESULTS.md}
+cat >"$OUT" <<MD
 # Benchmark results
 
-Produced by \`ROWS=$ROWS bench/sync.sh\` (batch size ${BATCH:-5000}, concurrency ${CONCURRENCY:-2}) on $(date -u +%Y-%m-%d),
+Produced by \`ROWS=$ROWS${SKIP_MICRO:+ SKIP_MICRO=1} bench/sync.sh\` (batch size ${BATCH:-5000}, concurrency ${CONCURRENCY:-2}) on $(date -u +%Y-%m-%d),
 $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql -X -At "$PG/postgres" -c 'SHOW server_version') local PostgreSQL.
 Every run was verified: the target's checksum over every column equals the source's.
 Ratios are against the reference measured in the same invocation; wall times
 are whole \`ferry run --once\` processes. Targets are the performance issue's.
 
 $TABLE
-MD
-echo "wrote bench/RESULTS.md"
 
-for db in ferry_bench_src ferry_bench_dst ferry_bench_state; do
+$MICRO_MD
+MD
+echo "wrote $OUT"
+
+[ -n "${KEEP:-}" ] || for db in ferry_bench_src ferry_bench_dst ferry_bench_state; do
     psql_q "$PG/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 done

@@ -248,11 +248,9 @@ async fn a_retried_old_version_never_overwrites_a_newer_one() {
         db.exec("UPDATE src SET name = 'v1', updated_at = clock_timestamp() WHERE id = 5")
             .await;
         let out = cfg.ferry(Some(&state_url), &["run", "--once"]);
-        assert_eq!(
-            (code(&out), failed(&out, "sync")),
-            (1, 1),
-            "{state:?}: v1 waits for a retry"
-        );
+        // Full jitter may make the retry due within this run: it fails again.
+        assert_eq!(code(&out), 1, "{state:?}: v1 waits for a retry");
+        assert!(failed(&out, "sync") >= 1, "{state:?}: v1 failed");
 
         db.exec("UPDATE src SET name = 'v2', updated_at = clock_timestamp() WHERE id = 5")
             .await;

@@ -6,7 +6,7 @@
 mod error;
 pub mod file;
 pub mod postgres;
-mod sql;
+pub mod sql;
 pub mod sqlite;
 
 use std::collections::HashMap;

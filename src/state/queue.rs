@@ -108,6 +108,18 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<ClaimedTask>, StateError> {
+        Ok(self.claim_batch(job, owner, lease, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` tasks of `job` in one statement, oldest first (as
+    /// [`Store::claim`]); for workers whose tasks are small.
+    pub async fn claim_batch(
+        &self,
+        job: &str,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedTask>, StateError> {
         let now = now_millis();
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -116,9 +128,9 @@ impl Store {
         let sql = format!(
             "UPDATE ferry_tasks SET state = 'running', lease_owner = $1, lease_token = lease_token + 1, \
              lease_expires_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM ferry_tasks WHERE job = $3 AND \
-               ((state IN ('pending', 'failed') AND run_after <= $4) OR (state = 'running' AND lease_expires_at < $4)) \
-               ORDER BY id LIMIT 1{lock}) \
+             WHERE id IN (SELECT id FROM ferry_tasks WHERE job = $3 AND state IN ('pending', 'failed', 'running') AND \
+               ((state <> 'running' AND run_after <= $4) OR (state = 'running' AND lease_expires_at < $4)) \
+               ORDER BY id LIMIT $5{lock}) \
              RETURNING id, lease_token, attempts, items, run_id"
         );
         let mut a = args();
@@ -126,29 +138,35 @@ impl Store {
         a.push(now + lease.as_millis() as i64);
         a.push(job.to_string());
         a.push(now);
+        a.push(limit as i64);
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query_with(&sql, a)
-            .fetch_optional(&mut *tx)
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        let Some(row) = row else { return Ok(None) };
-        let id: i64 = row.get(0);
-        let payload: Option<String> = row.get(3);
-        let items = serde_json::from_str(payload.as_deref().unwrap_or("[]")).map_err(|e| {
-            StateError::Corrupt {
-                url: self.url.clone(),
-                detail: format!("task {id} holds unreadable items: {e}"),
-            }
-        })?;
-        Ok(Some(ClaimedTask {
-            id,
-            run_id: row.get(4),
-            job: job.to_string(),
-            token: row.get(1),
-            attempts: row.get(2),
-            items,
-        }))
+        let mut tasks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.get(0);
+            let payload: Option<String> = row.get(3);
+            let items = serde_json::from_str(payload.as_deref().unwrap_or("[]")).map_err(|e| {
+                StateError::Corrupt {
+                    url: self.url.clone(),
+                    detail: format!("task {id} holds unreadable items: {e}"),
+                }
+            })?;
+            tasks.push(ClaimedTask {
+                id,
+                run_id: row.get(4),
+                job: job.to_string(),
+                token: row.get(1),
+                attempts: row.get(2),
+                items,
+            });
+        }
+        // RETURNING gives no order; claims are handed out oldest first.
+        tasks.sort_by_key(|t| t.id);
+        Ok(tasks)
     }
 
     /// Extends a held task's lease. `None` when the task was taken over, else
@@ -236,24 +254,66 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
         }
-        if !s.synced.is_empty() {
-            let sql = format!(
-                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) \
-                 SELECT $1, key, hash, version, hash, version FROM {} AS x WHERE true \
-                 ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version \
-                 WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version",
-                self.json_rows(2, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int)])
-            );
-            let mut a = args();
-            a.push(task.job.clone());
-            a.push(json_param(&s.synced));
-            sqlx::query_with(&sql, a)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
+        self.record_synced(&mut tx, &task.job, &s.synced).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(true)
+    }
+
+    /// Completes held tasks whose every item the target now holds, in one
+    /// transaction (`synced`: their items, as in [`Settlement::synced`]).
+    /// Returns the ids completed; a task taken over meanwhile is left alone.
+    pub async fn complete_batch(
+        &self,
+        job: &str,
+        tasks: &[ClaimedTask],
+        synced: &[(String, i64, i64)],
+    ) -> Result<Vec<i64>, StateError> {
+        let now = now_millis();
+        let fences: Vec<(i64, i64)> = tasks.iter().map(|t| (t.id, t.token)).collect();
+        let sql = format!(
+            "UPDATE ferry_tasks SET state = 'done', items = NULL, item_count = 0, last_error = NULL, \
+             run_after = $1, finished_at = $1, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE state = 'running' AND (id, lease_token) IN (SELECT id, token FROM {} AS f) RETURNING id",
+            self.json_rows(2, &[("id", Kind::Int), ("token", Kind::Int)])
+        );
+        let mut tx = self.write_tx().await?;
+        let mut a = args();
+        a.push(now);
+        a.push(json_param(&fences));
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.record_synced(&mut tx, job, synced).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().map(|r| r.get::<i64, _>(0)).collect())
+    }
+
+    /// The ledger learns what the target holds; a version never moves back.
+    async fn record_synced(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        job: &str,
+        synced: &[(String, i64, i64)],
+    ) -> Result<(), StateError> {
+        if synced.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) \
+             SELECT $1, key, hash, version, hash, version FROM {} AS x WHERE true \
+             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version \
+             WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version",
+            self.json_rows(2, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int)])
+        );
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(json_param(&synced));
+        sqlx::query_with(&sql, a)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Gives a held task back untouched, without counting the attempt (used
