@@ -161,8 +161,8 @@ if [ -z "${SKIP_MICRO:-}" ]; then
     HOT_TABLE="| hot path, per 1000 rows | median µs | µs per row |
 |---|---:|---:|
 $(cargo bench --quiet --bench hot_paths -- --noplot 2>/dev/null | awk '
-        /^per 1000 rows\// { name = substr($0, 15) }
-        $1 == "time:" { v = $4; u = $5; if (u == "ms") v *= 1000; if (u == "ns") v /= 1000;
+        /^per 1000 rows\// { name = substr($0, 15); seen = 0 }
+        $1 == "time:" && !seen { seen = 1; v = $4; u = $5; if (u == "ms") v *= 1000; if (u == "ns") v /= 1000;
                   printf "| %s | %.0f | %.3f |\n", name, v, v / 1000 }')"
     echo "$HOT_TABLE"
     MICRO_MD="## Queue throughput
