@@ -194,6 +194,10 @@ pub fn last_success(job: &str, finished_ms: i64) {
         .set(finished_ms as f64 / 1000.0);
 }
 
+pub fn objects_scanned(job: &str, n: u64) {
+    counter!("ferry_objects_scanned_total", "sync_job" => job.to_string()).increment(n);
+}
+
 /// One detection chunk committed.
 pub fn chunk_detected(
     job: &str,
@@ -203,7 +207,7 @@ pub fn chunk_detected(
     task: bool,
     elapsed: Duration,
 ) {
-    counter!("ferry_objects_scanned_total", "sync_job" => job.to_string()).increment(scanned);
+    objects_scanned(job, scanned);
     counter!("ferry_changes_detected_total", "sync_job" => job.to_string(), "op" => "upsert")
         .increment(upserts);
     counter!("ferry_changes_detected_total", "sync_job" => job.to_string(), "op" => "delete")

@@ -69,10 +69,16 @@ pub fn key_text(key: &[Value]) -> String {
 
 /// Content hash of an object: xxh3 over its compact JSON.
 pub fn content_hash(record: &Record) -> i64 {
-    let mut buf = Vec::with_capacity(256);
+    record_json_hash(record, &mut Vec::with_capacity(256))
+}
+
+/// Writes an object's compact JSON into `buf` (cleared first) and returns its
+/// content hash, for callers that keep the JSON too.
+pub fn record_json_hash(record: &Record, buf: &mut Vec<u8>) -> i64 {
+    buf.clear();
     // Writing JSON into a Vec cannot fail.
-    serde_json::to_writer(&mut buf, record).expect("record serialises");
-    xxhash_rust::xxh3::xxh3_64(&buf) as i64
+    serde_json::to_writer(&mut *buf, record).expect("record serialises");
+    xxhash_rust::xxh3::xxh3_64(buf) as i64
 }
 
 pub fn hash_hex(hash: i64) -> String {

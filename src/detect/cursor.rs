@@ -18,7 +18,7 @@ pub async fn detect(
     } else {
         store.watermark(&job.name).await?
     };
-    let mut chunker = Chunker::new(d, false).start().await?;
+    let mut chunker = Chunker::new(d).start().await?;
     let rows = source
         .scan(Scan::Since {
             column,

@@ -1,76 +1,271 @@
-//! The diff strategy: hash every object and compare with the ledger; keys the
-//! ledger holds that the scan did not see are deletes, guarded by
-//! `max_delete_ratio` and the empty-source check.
+//! The diff strategy: hash every object and compare with the ledger. The scan
+//! is sorted by key in bounded memory ([`super::sort`]) and merged with the
+//! ledger read in the same order, page by page: an unchanged object costs no
+//! write, and a live ledger key the scan lacks is a delete. Deletes are held
+//! in a temporary file until the scan is complete, then guarded by
+//! `max_delete_ratio` and the empty-source check before any is enqueued.
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::time::Instant;
+
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+
+use super::sort::{Entry, Merged, Sorter, SORT_MEMORY};
 use super::{Chunker, DetectError, DetectReport, Detection};
-use crate::connectors::Scan;
-use crate::model::{Item, Op};
-use crate::state::DetectedBatch;
+use crate::connectors::{RowStream, Scan};
+use crate::model::{hash_hex, record_json_hash, Item, Op};
+use crate::state::{DetectedBatch, LedgerEntry, StateError, Store};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
-    let (job, source, store, run_id, opts) = (d.job, d.source, d.store, d.run_id, d.opts);
-    let present = if opts.full {
-        0
-    } else {
-        store.live_count(&job.name).await? as u64
-    };
-    let mut chunker = Chunker::new(d, true).start().await?;
-    let rows = source.scan(Scan::All).await?;
-    chunker.consume(rows, false).await?;
-    let mut report = chunker.report;
-    if opts.full {
-        return Ok(report);
+    let mut chunker = Chunker::new(d).start().await?;
+    let rows = d.source.scan(Scan::All).await?;
+    if chunker.skip_lookups {
+        // First run, or --full: every object is new, and nothing is deleted.
+        chunker.consume(rows, false).await?;
+        return Ok(chunker.report);
     }
+    let scan = sort_scan(&mut chunker, rows).await?;
+    let deletes = merge(&mut chunker, scan).await?;
 
-    let deletes = present.saturating_sub(chunker.matched_live);
-    if deletes > 0 && !opts.allow_mass_delete {
-        if report.scanned == 0 {
+    let present = chunker.matched_live + deletes.count;
+    if deletes.count > 0 && !d.opts.allow_mass_delete {
+        if chunker.report.scanned == 0 {
             return Err(DetectError::EmptySource { present });
         }
-        let ratio = deletes as f64 / present as f64;
+        let ratio = deletes.count as f64 / present as f64;
         if ratio > max_delete_ratio {
             return Err(DetectError::MassDelete {
-                deletes,
+                deletes: deletes.count,
                 present,
                 percent: ratio * 100.0,
                 ratio: max_delete_ratio,
             });
         }
     }
-    if opts.dry_run {
-        report.deletes = deletes;
-        return Ok(report);
+    if d.opts.dry_run {
+        chunker.report.deletes = deletes.count;
+        return Ok(chunker.report);
     }
+    enqueue_deletes(&mut chunker, deletes).await?;
+    Ok(chunker.report)
+}
 
-    let mut after = String::new();
+/// Reads the whole source into the external sorter: key text, content hash
+/// and compact JSON of each object.
+async fn sort_scan(chunker: &mut Chunker<'_>, mut rows: RowStream) -> Result<Merged, DetectError> {
+    let mut sorter = Sorter::new(SORT_MEMORY);
+    let mut json = Vec::with_capacity(256);
+    let mut unreported = 0u64;
+    let report_every = chunker.job.batch.size as u64;
+    while let Some(row) = rows.try_next().await? {
+        chunker.report.scanned += 1;
+        unreported += 1;
+        if let Some((_, key)) = chunker.keyed(&row) {
+            let hash = record_json_hash(&row.data, &mut json);
+            sorter.push(Entry {
+                key,
+                hash,
+                json: json.clone(),
+            })?;
+        }
+        if unreported == report_every {
+            chunker.scanned(unreported);
+            unreported = 0;
+        }
+    }
+    chunker.scanned(unreported);
+    tracing::debug!(job = %chunker.job.name, runs = sorter.spilled_runs(), "diff scan sorted");
+    Ok(sorter.finish()?)
+}
+
+/// Walks the sorted scan and the ledger side by side: commits the upserts,
+/// chunk by chunk, and returns the deletes.
+async fn merge(chunker: &mut Chunker<'_>, mut scan: Merged) -> Result<DeleteSpill, DetectError> {
+    let size = chunker.job.batch.size;
+    let mut ledger = LedgerCursor::new(chunker.store, &chunker.job.name, size);
+    let mut deletes = DeleteSpill::new()?;
+    let mut batch = upsert_batch();
+    let mut started = Instant::now();
+    let mut object = scan.next_entry()?;
+    let mut known = ledger.next().await?;
     loop {
-        let keys = store
-            .unseen_keys(&job.name, run_id, &after, job.batch.size)
-            .await?;
-        let Some(last) = keys.last() else { break };
-        after = last.clone();
-        let mut batch = DetectedBatch::default();
-        for text in keys {
-            let key =
-                serde_json::from_str(&text).map_err(|e| crate::state::StateError::Corrupt {
-                    url: "ledger".to_string(),
-                    detail: format!("job {}: key `{text}` is unreadable: {e}", job.name),
-                })?;
+        match (object.take(), known.take()) {
+            (None, None) => break,
+            (Some(o), None) => {
+                change(chunker, &mut batch, o, None)?;
+                object = scan.next_entry()?;
+            }
+            (None, Some((key, entry))) => {
+                deletes.push(&key, &entry)?;
+                known = ledger.next().await?;
+            }
+            (Some(o), Some((key, entry))) => match o.key.as_str().cmp(key.as_str()) {
+                std::cmp::Ordering::Less => {
+                    change(chunker, &mut batch, o, None)?;
+                    object = scan.next_entry()?;
+                    known = Some((key, entry));
+                }
+                std::cmp::Ordering::Equal => {
+                    change(chunker, &mut batch, o, Some(&entry))?;
+                    object = scan.next_entry()?;
+                    known = ledger.next().await?;
+                }
+                std::cmp::Ordering::Greater => {
+                    deletes.push(&key, &entry)?;
+                    object = Some(o);
+                    known = ledger.next().await?;
+                }
+            },
+        }
+        if batch.items.len() >= size {
+            let full = std::mem::replace(&mut batch, upsert_batch());
+            chunker.commit(full, 0, started).await?;
+            started = Instant::now();
+        }
+    }
+    chunker.commit(batch, 0, started).await?;
+    Ok(deletes)
+}
+
+fn upsert_batch() -> DetectedBatch {
+    DetectedBatch {
+        supersedes: Some(false),
+        ..Default::default()
+    }
+}
+
+/// Adds the scanned object to `batch` when it differs from its ledger entry.
+fn change(
+    chunker: &mut Chunker<'_>,
+    batch: &mut DetectedBatch,
+    object: Entry,
+    entry: Option<&LedgerEntry>,
+) -> Result<(), DetectError> {
+    if !chunker.changed(entry, object.hash, &mut batch.supersedes) {
+        return Ok(());
+    }
+    // Both were written by `sort_scan` from valid JSON values.
+    let key = serde_json::from_str(&object.key).map_err(io::Error::from)?;
+    let data = serde_json::from_slice(&object.json).map_err(io::Error::from)?;
+    batch.items.push(Item {
+        key,
+        op: Op::Upsert,
+        version: 0,
+        hash: hash_hex(object.hash),
+        data,
+        error: None,
+    });
+    batch.keys.push(object.key);
+    Ok(())
+}
+
+/// Enqueues the deletes the merge found, a chunk at a time.
+async fn enqueue_deletes(
+    chunker: &mut Chunker<'_>,
+    deletes: DeleteSpill,
+) -> Result<(), DetectError> {
+    let size = chunker.job.batch.size;
+    let mut lines = deletes.into_lines()?;
+    loop {
+        let started = Instant::now();
+        let mut batch = upsert_batch();
+        for line in lines.by_ref().take(size) {
+            let line = line?;
+            // `DeleteSpill::push` writes a one-byte flag before the key.
+            let (flag, text) = line.split_at(1);
+            if flag == "1" {
+                batch.supersedes = Some(true);
+            }
+            let key = serde_json::from_str(text).map_err(|e| StateError::Corrupt {
+                url: "ledger".to_string(),
+                detail: format!("job {}: key `{text}` is unreadable: {e}", chunker.job.name),
+            })?;
             batch.items.push(Item {
                 key,
                 op: Op::Delete,
                 version: 0,
-                hash: crate::model::hash_hex(0),
+                hash: hash_hex(0),
                 data: Default::default(),
                 error: None,
             });
-            batch.keys.push(text);
+            batch.keys.push(text.to_string());
         }
-        let started = std::time::Instant::now();
-        let n = batch.items.len() as u64;
-        report.deletes += n;
-        store.commit_detected(&job.name, run_id, &mut batch).await?;
-        crate::metrics::chunk_detected(&job.name, 0, 0, n, true, started.elapsed());
-        report.tasks += 1;
+        if batch.items.is_empty() {
+            return Ok(());
+        }
+        chunker.report.deletes += batch.items.len() as u64;
+        chunker.commit(batch, 0, started).await?;
     }
-    Ok(report)
+}
+
+/// Live ledger keys the scan did not see, one per line in a temporary file,
+/// each after a flag telling whether a version of it is still queued. (A key
+/// text is compact JSON: it never holds a raw line break.)
+struct DeleteSpill {
+    out: BufWriter<File>,
+    count: u64,
+}
+
+impl DeleteSpill {
+    fn new() -> io::Result<Self> {
+        Ok(DeleteSpill {
+            out: BufWriter::new(tempfile::tempfile()?),
+            count: 0,
+        })
+    }
+
+    fn push(&mut self, key: &str, entry: &LedgerEntry) -> io::Result<()> {
+        if entry.deleted {
+            return Ok(());
+        }
+        let queued = entry.synced_version < Some(entry.detected_version);
+        self.out.write_all(if queued { b"1" } else { b"0" })?;
+        self.out.write_all(key.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn into_lines(self) -> io::Result<io::Lines<BufReader<File>>> {
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(BufReader::new(file).lines())
+    }
+}
+
+/// The job's ledger in key order, checked to be in the order the scan was
+/// sorted in: a ledger in another collation would turn unchanged objects
+/// into deletes.
+struct LedgerCursor<'a> {
+    job: &'a str,
+    entries: BoxStream<'a, Result<(String, LedgerEntry), StateError>>,
+    previous: String,
+}
+
+impl<'a> LedgerCursor<'a> {
+    fn new(store: &'a Store, job: &'a str, page_size: usize) -> Self {
+        LedgerCursor {
+            job,
+            entries: store.ledger_in_key_order(job, page_size),
+            previous: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<(String, LedgerEntry)>, StateError> {
+        let Some((key, entry)) = self.entries.try_next().await? else {
+            return Ok(None);
+        };
+        if key <= self.previous {
+            return Err(StateError::Corrupt {
+                url: "ledger".to_string(),
+                detail: format!(
+                    "job {}: ledger keys are not in bytewise order (`{}` before `{key}`); is migration 0006 applied?",
+                    self.job, self.previous
+                ),
+            });
+        }
+        self.previous.clone_from(&key);
+        Ok(Some((key, entry)))
+    }
 }

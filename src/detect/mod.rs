@@ -4,6 +4,7 @@
 //! chunks of `[batch] size`: a table is never held in memory.
 mod cursor;
 mod diff;
+mod sort;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, RowStream, Source};
 use crate::model::{content_hash, hash_hex, key_of, key_text, Item, Op, SourceRow};
 use crate::progress::Progress;
-use crate::state::{DetectedBatch, LedgerEntry, SeenKey, StateError, Store};
+use crate::state::{DetectedBatch, LedgerEntry, StateError, Store};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DetectOptions {
@@ -62,6 +63,12 @@ pub enum DetectError {
     },
     #[error("the source returned no objects, which would delete all {present} in the target; rerun with --allow-mass-delete if this is intended")]
     EmptySource { present: u64 },
+    /// The diff strategy sorts its scan in temporary files (`TMPDIR`).
+    #[error("diff scan: temporary sort file in {}: {source}", std::env::temp_dir().display())]
+    Spill {
+        #[from]
+        source: std::io::Error,
+    },
 }
 
 /// One detection: what it reads, where it writes, and for which run.
@@ -90,8 +97,6 @@ struct Chunker<'a> {
     job: &'a Job,
     store: &'a Store,
     opts: DetectOptions,
-    /// Diff scans mark unchanged keys as seen, to find deletes afterwards.
-    mark_seen: bool,
     rows: Vec<SourceRow>,
     report: DetectReport,
     /// Keys found live in the ledger (diff: present objects that still exist).
@@ -102,13 +107,12 @@ struct Chunker<'a> {
 }
 
 impl<'a> Chunker<'a> {
-    fn new(d: Detection<'a>, mark_seen: bool) -> Self {
+    fn new(d: Detection<'a>) -> Self {
         Chunker {
             d,
             job: d.job,
             store: d.store,
             opts: d.opts,
-            mark_seen,
             rows: Vec::with_capacity(d.job.batch.size),
             report: DetectReport::default(),
             matched_live: 0,
@@ -153,21 +157,9 @@ impl<'a> Chunker<'a> {
             HashMap::with_capacity(rows.len());
         let mut order = Vec::with_capacity(rows.len());
         for row in rows {
-            match key_of(&row.data, &self.job.source.key) {
-                Ok(key) => {
-                    let text = key_text(&key);
-                    if by_key.insert(text.clone(), (key, row)).is_none() {
-                        order.push(text);
-                    }
-                }
-                Err(column) => {
-                    self.report.invalid += 1;
-                    if self.report.first_invalid.is_none() {
-                        self.report.first_invalid = Some(format!(
-                            "an object has no value in key column `{column}`: {}",
-                            crate::model::preview(&row.data)
-                        ));
-                    }
+            if let Some((key, text)) = self.keyed(&row) {
+                if by_key.insert(text.clone(), (key, row)).is_none() {
+                    order.push(text);
                 }
             }
         }
@@ -185,39 +177,78 @@ impl<'a> Chunker<'a> {
             // Every key in `order` was inserted into `by_key` just above.
             let (key, row) = by_key.remove(&text).expect("key collected above");
             let hash = content_hash(&row.data);
-            let entry: Option<&LedgerEntry> = ledger.get(&text);
-            if entry.is_some_and(|e| !e.deleted) {
-                self.matched_live += 1;
-            }
-            match entry {
-                Some(e) if !e.deleted && e.detected_hash == hash => {
-                    self.report.unchanged += 1;
-                    if self.mark_seen {
-                        batch.seen.push(SeenKey(text));
-                    }
-                }
-                _ => {
-                    if entry.is_some_and(|e| e.synced_version < Some(e.detected_version)) {
-                        batch.supersedes = Some(true);
-                    }
-                    if entry.is_some_and(|e| !e.deleted && e.synced_version.is_some()) {
-                        self.report.updates += 1;
-                    } else {
-                        self.report.inserts += 1;
-                    }
-                    batch.items.push(Item {
-                        key,
-                        op: Op::Upsert,
-                        version: 0,
-                        hash: hash_hex(hash),
-                        data: row.data,
-                        error: None,
-                    });
-                    batch.keys.push(text);
-                }
+            if self.changed(ledger.get(&text), hash, &mut batch.supersedes) {
+                batch.items.push(Item {
+                    key,
+                    op: Op::Upsert,
+                    version: 0,
+                    hash: hash_hex(hash),
+                    data: row.data,
+                    error: None,
+                });
+                batch.keys.push(text);
             }
         }
         self.commit(batch, scanned, started).await
+    }
+
+    /// Counts objects scanned outside a committed chunk.
+    fn scanned(&mut self, n: u64) {
+        self.d.progress.scanned(n, 0);
+        crate::metrics::objects_scanned(&self.job.name, n);
+    }
+
+    /// The object's key and its ledger text; None (counted as invalid) when
+    /// a key column has no value.
+    fn keyed(&mut self, row: &SourceRow) -> Option<(Vec<serde_json::Value>, String)> {
+        match key_of(&row.data, &self.job.source.key) {
+            Ok(key) => {
+                let text = key_text(&key);
+                Some((key, text))
+            }
+            Err(column) => {
+                self.report.invalid += 1;
+                if self.report.first_invalid.is_none() {
+                    self.report.first_invalid = Some(format!(
+                        "an object has no value in key column `{column}`: {}",
+                        crate::model::preview(&row.data)
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether an object with content `hash` is a change against its ledger
+    /// entry; counts it as unchanged, an insert or an update, and notes when
+    /// it replaces a version still queued.
+    fn changed(
+        &mut self,
+        entry: Option<&LedgerEntry>,
+        hash: i64,
+        supersedes: &mut Option<bool>,
+    ) -> bool {
+        let live = entry.is_some_and(|e| !e.deleted);
+        if live {
+            self.matched_live += 1;
+        }
+        match entry {
+            Some(e) if live && e.detected_hash == hash => {
+                self.report.unchanged += 1;
+                false
+            }
+            _ => {
+                if entry.is_some_and(|e| e.synced_version < Some(e.detected_version)) {
+                    *supersedes = Some(true);
+                }
+                if entry.is_some_and(|e| live && e.synced_version.is_some()) {
+                    self.report.updates += 1;
+                } else {
+                    self.report.inserts += 1;
+                }
+                true
+            }
+        }
     }
 
     async fn commit(
@@ -226,9 +257,7 @@ impl<'a> Chunker<'a> {
         scanned: u64,
         started: Instant,
     ) -> Result<(), DetectError> {
-        if self.opts.dry_run
-            || (batch.items.is_empty() && batch.seen.is_empty() && batch.watermark.is_none())
-        {
+        if self.opts.dry_run || (batch.items.is_empty() && batch.watermark.is_none()) {
             return Ok(());
         }
         let task = self
@@ -239,12 +268,14 @@ impl<'a> Chunker<'a> {
         if task {
             self.report.tasks += 1;
         }
-        self.d.progress.scanned(scanned, batch.items.len() as u64);
+        let deletes = batch.items.iter().filter(|i| i.op == Op::Delete).count() as u64;
+        let upserts = batch.items.len() as u64 - deletes;
+        self.d.progress.scanned(scanned, upserts + deletes);
         crate::metrics::chunk_detected(
             &self.job.name,
             scanned,
-            batch.items.len() as u64,
-            0,
+            upserts,
+            deletes,
             task,
             started.elapsed(),
         );

@@ -1,0 +1,252 @@
+//! External sort for the diff strategy. Scanned objects are sorted by their
+//! ledger key text in bounded memory: full buffers are sorted and spilled to
+//! anonymous temporary files (runs), and the runs are merged back lazily, so
+//! a diff can walk the source and the ledger side by side in key order
+//! without ever holding a table in memory.
+//!
+//! The order is bytewise, as Rust compares `str`: the same order as the
+//! ledger's `ORDER BY key` (SQLite's BINARY collation, PostgreSQL's "C").
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+
+/// Bytes of scanned objects held before a run is spilled.
+pub const SORT_MEMORY: usize = 8 << 20;
+/// Bookkeeping per buffered entry beyond its key and JSON (struct, heap headers).
+const ENTRY_OVERHEAD: usize = 64;
+const RUN_READ_BUFFER: usize = 8 << 10;
+
+/// One scanned object: its key, content hash and compact JSON.
+#[derive(Debug)]
+pub struct Entry {
+    pub key: String,
+    pub hash: i64,
+    pub json: Vec<u8>,
+}
+
+pub struct Sorter {
+    buffered: Vec<Entry>,
+    bytes: usize,
+    limit: usize,
+    runs: Vec<File>,
+}
+
+impl Sorter {
+    pub fn new(limit: usize) -> Self {
+        Sorter {
+            buffered: Vec::new(),
+            bytes: 0,
+            limit,
+            runs: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, entry: Entry) -> io::Result<()> {
+        self.bytes += entry.key.len() + entry.json.len() + ENTRY_OVERHEAD;
+        self.buffered.push(entry);
+        if self.bytes >= self.limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// How many runs went to disk so far.
+    pub fn spilled_runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        let mut entries = std::mem::take(&mut self.buffered);
+        self.bytes = 0;
+        // A stable sort keeps later duplicates of a key after earlier ones.
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut out = BufWriter::new(tempfile::tempfile()?);
+        for e in &entries {
+            write_entry(&mut out, e)?;
+        }
+        let mut file = out.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        self.runs.push(file);
+        Ok(())
+    }
+
+    /// Every pushed entry in key order; of several with one key, the last pushed.
+    pub fn finish(mut self) -> io::Result<Merged> {
+        let mut runs: Vec<Run> = Vec::with_capacity(self.runs.len() + 1);
+        for file in std::mem::take(&mut self.runs) {
+            runs.push(Run::File(BufReader::with_capacity(RUN_READ_BUFFER, file)));
+        }
+        let mut last = std::mem::take(&mut self.buffered);
+        last.sort_by(|a, b| a.key.cmp(&b.key));
+        runs.push(Run::Memory(last.into_iter()));
+        let mut heap = BinaryHeap::with_capacity(runs.len());
+        for (index, run) in runs.iter_mut().enumerate() {
+            if let Some(entry) = run.next()? {
+                heap.push(Head { entry, run: index });
+            }
+        }
+        Ok(Merged { runs, heap })
+    }
+}
+
+enum Run {
+    File(BufReader<File>),
+    Memory(std::vec::IntoIter<Entry>),
+}
+
+impl Run {
+    fn next(&mut self) -> io::Result<Option<Entry>> {
+        match self {
+            Run::Memory(entries) => Ok(entries.next()),
+            Run::File(file) => read_entry(file),
+        }
+    }
+}
+
+/// A run's smallest unread entry. The heap pops the smallest key first and,
+/// for equal keys, the earlier run first, so later entries replace earlier.
+struct Head {
+    entry: Entry,
+    run: usize,
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.entry.key.as_str(), other.run).cmp(&(self.entry.key.as_str(), self.run))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
+pub struct Merged {
+    runs: Vec<Run>,
+    heap: BinaryHeap<Head>,
+}
+
+impl Merged {
+    fn pop(&mut self) -> io::Result<Option<Entry>> {
+        let Some(Head { entry, run }) = self.heap.pop() else {
+            return Ok(None);
+        };
+        if let Some(next) = self.runs[run].next()? {
+            self.heap.push(Head { entry: next, run });
+        }
+        Ok(Some(entry))
+    }
+
+    pub fn next_entry(&mut self) -> io::Result<Option<Entry>> {
+        let Some(mut current) = self.pop()? else {
+            return Ok(None);
+        };
+        while self.heap.peek().is_some_and(|h| h.entry.key == current.key) {
+            // The peeked head exists: `pop` returns it.
+            current = self.pop()?.expect("peeked entry");
+        }
+        Ok(Some(current))
+    }
+}
+
+fn write_entry(out: &mut impl Write, e: &Entry) -> io::Result<()> {
+    out.write_all(&(e.key.len() as u32).to_le_bytes())?;
+    out.write_all(e.key.as_bytes())?;
+    out.write_all(&e.hash.to_le_bytes())?;
+    out.write_all(&(e.json.len() as u32).to_le_bytes())?;
+    out.write_all(&e.json)
+}
+
+fn read_entry(input: &mut impl Read) -> io::Result<Option<Entry>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut key = vec![0u8; u32::from_le_bytes(len) as usize];
+    input.read_exact(&mut key)?;
+    let key = String::from_utf8(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut hash = [0u8; 8];
+    input.read_exact(&mut hash)?;
+    input.read_exact(&mut len)?;
+    let mut json = vec![0u8; u32::from_le_bytes(len) as usize];
+    input.read_exact(&mut json)?;
+    Ok(Some(Entry {
+        key,
+        hash: i64::from_le_bytes(hash),
+        json,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, hash: i64) -> Entry {
+        Entry {
+            key: key.to_string(),
+            hash,
+            json: format!("{{\"k\":{key:?}}}").into_bytes(),
+        }
+    }
+
+    fn drain(mut merged: Merged) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        while let Some(e) = merged.next_entry().unwrap() {
+            assert_eq!(e.json, format!("{{\"k\":{:?}}}", e.key).into_bytes());
+            out.push((e.key, e.hash));
+        }
+        out
+    }
+
+    #[test]
+    fn merges_spilled_runs_in_bytewise_key_order() {
+        // A limit this small spills a run every few entries.
+        let mut sorter = Sorter::new(200);
+        let keys: Vec<String> = (0..1000)
+            .map(|i| format!("[{}]", (i * 7919) % 1000))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            sorter.push(entry(k, i as i64)).unwrap();
+        }
+        assert!(sorter.spilled_runs() > 10);
+        let got = drain(sorter.finish().unwrap());
+        let mut want: Vec<String> = keys.clone();
+        want.sort();
+        assert_eq!(got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), want);
+        assert_eq!(got.first().unwrap().0, "[0]");
+        assert_eq!(got[1].0, "[100]", "bytewise, not numeric order");
+    }
+
+    #[test]
+    fn the_last_pushed_duplicate_wins_within_and_across_runs() {
+        let mut sorter = Sorter::new(150);
+        for round in 0..3 {
+            for k in ["[\"b\"]", "[\"a\"]", "[\"b\"]"] {
+                sorter.push(entry(k, round)).unwrap();
+            }
+        }
+        sorter.push(entry("[\"a\"]", 99)).unwrap();
+        assert!(sorter.spilled_runs() > 0);
+        assert_eq!(
+            drain(sorter.finish().unwrap()),
+            vec![("[\"a\"]".to_string(), 99), ("[\"b\"]".to_string(), 2)]
+        );
+    }
+
+    #[test]
+    fn an_empty_sorter_yields_nothing() {
+        assert!(drain(Sorter::new(SORT_MEMORY).finish().unwrap()).is_empty());
+    }
+}
