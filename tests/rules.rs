@@ -1,4 +1,5 @@
-//! Write rules on both SQL targets: modes, delete rules and field owners.
+//! Write rules on both SQL targets: modes, delete rules, field owners, and
+//! the operations a job carries (`[detect] ops`).
 mod common;
 
 use common::*;
@@ -225,6 +226,52 @@ async fn ignore_keeps_deleted_objects_and_mirror_removes_them() {
             f.rows().await,
             ["1|a@x|keep|n1|live", "2|old2@x|keep2|mine|live"],
             "{target:?}: mirror deletes what ferry saw disappear"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ops_drop_the_operations_a_job_does_not_carry() {
+    for target in BOTH {
+        let f = Fixture::new(target).await;
+        let with_ops = |ops: &str| {
+            f.job("mode = \"upsert\"", "deletes = \"propagate\"");
+            let job = f.cfg.path().join("jobs/contacts.toml");
+            let text = std::fs::read_to_string(&job).unwrap().replace(
+                "[target]",
+                &format!("[detect]\nstrategy = \"diff\"\nops = {ops}\n\n[target]"),
+            );
+            f.cfg.job("contacts", &text);
+        };
+
+        // Creates only: a feed of new objects; later edits and deletes stay out.
+        with_ops(r#"["create"]"#);
+        f.source(&["1,a@x,111,n1", "3,c@x,333,n3"]).run(0);
+        f.source(&["1,z@x,111,n1", "4,d@x,444,n4"]).run(0);
+        assert_eq!(
+            f.rows().await,
+            [
+                "1|a@x|keep|n1|live",
+                "2|old2@x|keep2|mine|live",
+                "3|c@x|333|n3|live",
+                "4|d@x|444|n4|live"
+            ],
+            "{target:?}: only the create of 4 was carried"
+        );
+
+        // Updates and deletes only: the edit of 1 and the delete of 3 (both
+        // still pending in the ledger's eyes) go through; 5 is not created.
+        with_ops(r#"["update", "delete"]"#);
+        f.source(&["1,z@x,111,n1", "4,d@x,444,n4", "5,e@x,555,n5"])
+            .run(0);
+        assert_eq!(
+            f.rows().await,
+            [
+                "1|z@x|keep|n1|live",
+                "2|old2@x|keep2|mine|live",
+                "4|d@x|444|n4|live"
+            ],
+            "{target:?}: update of 1 and delete of 3 carried, create of 5 not"
         );
     }
 }

@@ -61,6 +61,9 @@ pub struct Job {
     pub after: Vec<String>,
     pub source: SourceConfig,
     pub detect: Detect,
+    /// The operations the job carries (`[detect] ops`); others are dropped
+    /// before they are enqueued.
+    pub ops: Ops,
     pub batch: Batch,
     pub target: TargetConfig,
     /// Target field ← source field. Empty: every source field, under its own name.
@@ -115,6 +118,27 @@ impl Detect {
             Detect::Cursor { .. } => "cursor",
             Detect::Diff { .. } => "diff",
             Detect::Outbox => "outbox",
+        }
+    }
+}
+
+/// Which detected operations a job enqueues: a subscription's filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ops {
+    /// Objects the ledger does not know as present.
+    pub create: bool,
+    /// Present objects whose content changed.
+    pub update: bool,
+    /// Present objects the source no longer has (diff).
+    pub delete: bool,
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        Ops {
+            create: true,
+            update: true,
+            delete: true,
         }
     }
 }

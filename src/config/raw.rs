@@ -128,6 +128,7 @@ pub struct DetectRaw {
     pub cursor: Option<S<String>>,
     pub lag: Option<S<String>>,
     pub max_delete_ratio: Option<S<f64>>,
+    pub ops: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

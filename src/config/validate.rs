@@ -306,6 +306,7 @@ pub fn job(
 
     let source = source(ctx, &file.source, reg);
     let detect = detect(ctx, file.detect.as_ref(), &source, file.source.span());
+    let ops = ops(ctx, file.detect.as_ref(), &detect);
     let batch = batch(ctx, file.batch.as_ref());
     let target = target(ctx, &file.target, reg);
     if target.mode == Mode::Mirror && !matches!(detect, Detect::Diff { .. }) {
@@ -316,6 +317,13 @@ pub fn job(
             .as_ref()
             .map_or(file.target.span(), |m| m.span());
         ctx.src.error(span, "`mode = \"mirror\"` needs `[detect] strategy = \"diff\"`, which is what finds deleted objects");
+    } else if target.mode == Mode::Mirror && !ops.delete {
+        if let Some(o) = file.detect.as_ref().and_then(|d| d.get_ref().ops.as_ref()) {
+            ctx.src.error(
+                o.span(),
+                "`mode = \"mirror\"` needs deletes, and `ops` leaves out \"delete\"",
+            );
+        }
     }
     let rules = rules(
         ctx,
@@ -338,6 +346,7 @@ pub fn job(
         after: file.after.iter().map(|a| a.get_ref().clone()).collect(),
         source,
         detect,
+        ops,
         batch,
         target,
         fields,
@@ -493,6 +502,52 @@ fn detect(
             max_delete_ratio: ratio,
         },
     }
+}
+
+/// `[detect] ops`: a non-empty subset of create, update, delete (default all).
+fn ops(ctx: &mut Ctx, d: Option<&S<raw::DetectRaw>>, detect: &Detect) -> Ops {
+    let Some(list) = d.and_then(|d| d.get_ref().ops.as_ref()) else {
+        return Ops::default();
+    };
+    let mut ops = Ops {
+        create: false,
+        update: false,
+        delete: false,
+    };
+    #[derive(Clone, Copy)]
+    enum O {
+        Create,
+        Update,
+        Delete,
+    }
+    for op in list.get_ref() {
+        match ctx.choice(
+            op,
+            "ops",
+            &[
+                ("create", O::Create),
+                ("update", O::Update),
+                ("delete", O::Delete),
+            ],
+        ) {
+            Some(O::Create) => ops.create = true,
+            Some(O::Update) => ops.update = true,
+            Some(O::Delete) => ops.delete = true,
+            None => return Ops::default(),
+        }
+    }
+    if !(ops.create || ops.update || ops.delete) {
+        ctx.src.error(
+            list.span(),
+            "`ops` is empty; name at least one of `create`, `update`, `delete` (or leave it out: all)",
+        );
+    } else if !(ops.create || ops.update) && matches!(detect, Detect::Cursor { .. }) {
+        ctx.src.error(
+            list.span(),
+            "`ops` names only \"delete\", which a cursor never sees; use `strategy = \"diff\"`",
+        );
+    }
+    ops
 }
 
 fn batch(ctx: &mut Ctx, b: Option<&S<raw::BatchRaw>>) -> Batch {

@@ -29,6 +29,10 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
     let deletes = merge(&mut chunker, scan).await?;
 
     let present = chunker.matched_live + deletes.count;
+    if !d.job.ops.delete {
+        chunker.report.left_out += deletes.count;
+        return Ok(chunker.report);
+    }
     if deletes.count > 0 && !d.opts.allow_mass_delete {
         if chunker.report.scanned == 0 {
             return Err(DetectError::EmptySource { present });

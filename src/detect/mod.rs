@@ -39,6 +39,9 @@ pub struct DetectReport {
     pub first_invalid: Option<String>,
     /// Cursor strategy: objects whose cursor is NULL (compared by hash each run).
     pub null_cursor: u64,
+    /// Changes of an operation `[detect] ops` leaves out: not enqueued, not
+    /// recorded (a diff sees them again next run).
+    pub left_out: u64,
     pub tasks: u64,
 }
 
@@ -83,12 +86,20 @@ pub struct Detection<'a> {
 }
 
 pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
-    match &d.job.detect {
-        Detect::Cursor { column, lag } => cursor::detect(d, column, *lag).await,
-        Detect::Diff { max_delete_ratio } => diff::detect(d, *max_delete_ratio).await,
+    let report = match &d.job.detect {
+        Detect::Cursor { column, lag } => cursor::detect(d, column, *lag).await?,
+        Detect::Diff { max_delete_ratio } => diff::detect(d, *max_delete_ratio).await?,
         // Config validation rejects the outbox strategy until it exists.
         Detect::Outbox => unreachable!("outbox is rejected by config validation"),
+    };
+    if report.left_out > 0 {
+        tracing::info!(
+            job = %d.job.name,
+            left_out = report.left_out,
+            "changes of operations `[detect] ops` leaves out were not enqueued"
+        );
     }
+    Ok(report)
 }
 
 /// Accumulates scanned rows into chunks and commits each one.
@@ -238,10 +249,20 @@ impl<'a> Chunker<'a> {
                 false
             }
             _ => {
+                let update = entry.is_some_and(|e| live && e.synced_version.is_some());
+                let carried = if update {
+                    self.job.ops.update
+                } else {
+                    self.job.ops.create
+                };
+                if !carried {
+                    self.report.left_out += 1;
+                    return false;
+                }
                 if entry.is_some_and(|e| e.synced_version < Some(e.detected_version)) {
                     *supersedes = Some(true);
                 }
-                if entry.is_some_and(|e| live && e.synced_version.is_some()) {
+                if update {
                     self.report.updates += 1;
                 } else {
                     self.report.inserts += 1;
