@@ -2,6 +2,7 @@
 //! and what each command prints. Nothing below this module knows about it.
 mod inspect;
 mod run;
+mod test;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,12 @@ pub enum Command {
     Check,
     /// List jobs: source → target, strategy, schedule, next fire times.
     Jobs,
+    /// Run the `[[tests]]` blocks of job files offline: exit 0 when every
+    /// expected write is what the job's rules make, 1 otherwise.
+    Test {
+        /// Jobs to test (all when none).
+        jobs: Vec<String>,
+    },
     /// Dry run: detect changes and print what would be written; writes nothing.
     Plan {
         /// Jobs to plan (all when none).
@@ -145,6 +152,7 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
     match &cli.command {
         Command::Check => inspect::check(&cli),
         Command::Jobs => inspect::jobs(&cli),
+        Command::Test { jobs } => test::test(&cli, jobs),
         Command::Plan { jobs } => run::plan(&cli, jobs).await,
         Command::Run {
             once: true,

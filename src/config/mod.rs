@@ -70,6 +70,43 @@ pub struct Job {
     pub fields: Vec<FieldMap>,
     pub rules: Rules,
     pub children: BTreeMap<String, Child>,
+    /// `[[tests]]`: rule tests `ferry test` runs offline.
+    pub tests: Vec<RuleTest>,
+}
+
+/// A `[[tests]]` block: an object (or its deletion) against the target's
+/// current row, and the write the job's rules must make of it.
+#[derive(Debug, Clone)]
+pub struct RuleTest {
+    pub name: String,
+    /// `jobs/<job>.toml:<line>`, for reports.
+    pub location: String,
+    /// The source object; None: it was deleted at the source.
+    pub source: Option<crate::model::Record>,
+    /// The target's current row; None: the target has no row for the key.
+    pub target: Option<crate::model::Record>,
+    pub expect: WriteKind,
+    /// The exact fields an insert or update writes, when the test names them.
+    pub fields: Option<crate::model::Record>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Insert,
+    Update,
+    Delete,
+    Skip,
+}
+
+impl WriteKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteKind::Insert => "insert",
+            WriteKind::Update => "update",
+            WriteKind::Delete => "delete",
+            WriteKind::Skip => "skip",
+        }
+    }
 }
 
 /// A connector's settings; which keys apply depends on `kind` (see DESIGN.md).

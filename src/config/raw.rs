@@ -89,10 +89,20 @@ pub struct JobFile {
     pub rules: Option<S<RulesRaw>>,
     #[serde(default)]
     pub children: BTreeMap<S<String>, S<ChildRaw>>,
-    /// `[[tests]]` blocks, for `ferry test` (not run by this version yet).
+    /// `[[tests]]` blocks, for `ferry test`.
     #[serde(default)]
-    #[allow(dead_code)]
-    pub tests: Vec<S<toml::Table>>,
+    pub tests: Vec<S<TestRaw>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestRaw {
+    pub name: S<String>,
+    pub source: Option<S<toml::Table>>,
+    pub target: Option<S<toml::Table>>,
+    pub written: Option<S<toml::Table>>,
+    pub expect: S<String>,
+    pub fields: Option<S<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]

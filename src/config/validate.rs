@@ -333,6 +333,7 @@ pub fn job(
     let fields = fields(ctx, file.fields.as_ref(), &target, &rules, refs);
     check_keys_mapped(ctx, file, &source, &target, &fields, &rules);
 
+    let tests = tests(ctx, name, &file.tests);
     for child_name in file.children.keys() {
         ctx.src.error(child_name.span(), format!("`[children.{}]`: snapshots with children are not available in this version of ferry yet", child_name.get_ref()));
     }
@@ -352,7 +353,81 @@ pub fn job(
         fields,
         rules,
         children: BTreeMap::new(),
+        tests,
     })
+}
+
+/// `[[tests]]` blocks: each names itself, expects one of the write kinds,
+/// and gives a source object, a target row, or both.
+fn tests(ctx: &mut Ctx, name: &str, blocks: &[S<raw::TestRaw>]) -> Vec<RuleTest> {
+    let mut out = Vec::new();
+    for block in blocks {
+        let t = block.get_ref();
+        let test_name = ctx.text(&t.name).unwrap_or_default();
+        let expect = ctx.choice(
+            &t.expect,
+            "expect",
+            &[
+                ("insert", Some(WriteKind::Insert)),
+                ("update", Some(WriteKind::Update)),
+                ("delete", Some(WriteKind::Delete)),
+                ("skip", Some(WriteKind::Skip)),
+                ("conflict", None),
+            ],
+        );
+        if let Some(None) = expect {
+            ctx.src.error(t.expect.span(), format!("test `{test_name}`: `expect = \"conflict\"` needs conflict detection, which is not available in this version of ferry yet"));
+        }
+        if let Some(w) = &t.written {
+            ctx.src.error(w.span(), format!("test `{test_name}`: `written` (ferry's last write, for conflicts) is not available in this version of ferry yet"));
+        }
+        if t.source.is_none() && t.target.is_none() {
+            ctx.src.error(block.span(), format!("test `{test_name}` needs `source` (the object), `target` (the target's row), or both"));
+        }
+        if let (Some(f), Some(Some(kind))) = (&t.fields, expect) {
+            if !matches!(kind, WriteKind::Insert | WriteKind::Update) {
+                ctx.src.error(f.span(), format!("test `{test_name}`: `fields` applies to `expect = \"insert\"` or `\"update\"`"));
+            }
+        }
+        let (line, _) = super::diagnostic::line_col(ctx.src.text, block.span().start);
+        let record = |table: &Option<S<toml::Table>>| {
+            table.as_ref().map(|t| {
+                t.get_ref()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                    .collect()
+            })
+        };
+        if let Some(Some(expect)) = expect {
+            out.push(RuleTest {
+                name: test_name,
+                location: format!("jobs/{name}.toml:{line}"),
+                source: record(&t.source),
+                target: record(&t.target),
+                expect,
+                fields: record(&t.fields),
+            });
+        }
+    }
+    out
+}
+
+/// A TOML value as the JSON a source would give: datetimes as their text.
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig {

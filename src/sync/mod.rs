@@ -3,6 +3,7 @@
 //! until the refused items are isolated — and records every item's fate and
 //! the ledger in the state store. Meets detection only through the store.
 mod mapping;
+mod predict;
 mod task;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use mapping::Mapping;
+pub use predict::{predict, Predicted, DELETION_TIME};
 
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target};

@@ -1,0 +1,105 @@
+//! What a job's rules make of one object against the target's current row,
+//! without touching the target: `ferry test` holds it against the job's
+//! `[[tests]]`. It states, row by row, what the SQL targets apply in bulk
+//! (`connectors::sql::assignments`); `tests/rule_tests.rs` runs the same
+//! cases through real targets to keep the two in agreement.
+use serde_json::Value;
+
+use super::Mapping;
+use crate::config::{Deletes, Job, Mode, Owner, WriteKind};
+use crate::connectors::WriteRules;
+use crate::model::Record;
+
+/// The value a soft delete writes: the time of the write, unknown offline.
+pub const DELETION_TIME: &str = "now";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predicted {
+    pub kind: WriteKind,
+    /// For an insert every field written; for an update the fields whose
+    /// value changes.
+    pub fields: Record,
+}
+
+impl Predicted {
+    fn skip() -> Self {
+        Predicted {
+            kind: WriteKind::Skip,
+            fields: Record::new(),
+        }
+    }
+}
+
+/// `source`: the object (None: deleted at the source); `target`: the target's
+/// row for its key (None: no row).
+pub fn predict(job: &Job, source: Option<&Record>, target: Option<&Record>) -> Predicted {
+    let rules = WriteRules::from_job(job);
+    match (source, target) {
+        (Some(object), None) => {
+            if rules.mode == Mode::Update {
+                return Predicted::skip();
+            }
+            Predicted {
+                kind: WriteKind::Insert,
+                fields: Mapping::new(job).upsert(object).into_owned(),
+            }
+        }
+        (Some(object), Some(row)) => {
+            if rules.mode == Mode::Insert {
+                return Predicted::skip();
+            }
+            let mapped = Mapping::new(job).upsert(object).into_owned();
+            let mut fields = Record::new();
+            for (column, incoming) in mapped {
+                if rules.key.contains(&column) {
+                    continue;
+                }
+                let current = row.get(&column).unwrap_or(&Value::Null);
+                let written = match rules.owner(&column) {
+                    Owner::Source | Owner::Newest => incoming,
+                    Owner::Fill if current.is_null() => incoming,
+                    Owner::Fill | Owner::Target => continue,
+                };
+                if &written != current {
+                    fields.insert(column, written);
+                }
+            }
+            // A soft-deleted row whose object is back is un-deleted.
+            if let Some(column) = soft_deleted(&rules, row) {
+                fields.insert(column.to_string(), Value::Null);
+            }
+            update_or_skip(fields)
+        }
+        (None, Some(row)) => match rules.deletes {
+            Deletes::Propagate => Predicted {
+                kind: WriteKind::Delete,
+                fields: Record::new(),
+            },
+            Deletes::Soft => match (&rules.soft_delete, soft_deleted(&rules, row)) {
+                (Some(column), None) => update_or_skip(Record::from_iter([(
+                    column.clone(),
+                    Value::String(DELETION_TIME.to_string()),
+                )])),
+                _ => Predicted::skip(),
+            },
+            Deletes::Ignore => Predicted::skip(),
+        },
+        (None, None) => Predicted::skip(),
+    }
+}
+
+fn soft_deleted<'r>(rules: &'r WriteRules, row: &Record) -> Option<&'r str> {
+    let column = rules.soft_delete.as_deref()?;
+    (rules.deletes == Deletes::Soft && row.get(column).is_some_and(|v| !v.is_null()))
+        .then_some(column)
+}
+
+fn update_or_skip(fields: Record) -> Predicted {
+    if fields.is_empty() {
+        return Predicted::skip();
+    }
+    Predicted {
+        kind: WriteKind::Update,
+        fields,
+    }
+}
