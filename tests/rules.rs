@@ -275,3 +275,69 @@ async fn ops_drop_the_operations_a_job_does_not_carry() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn where_restricts_the_objects_and_one_that_leaves_it_is_deleted() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE items (id bigint PRIMARY KEY, name text, status text);
+         INSERT INTO items SELECT g, 'item ' || g, CASE WHEN g % 3 = 0 THEN 'archived' ELSE 'active' END
+           FROM generate_series(1, 30) g;
+         CREATE TABLE items_copy (id bigint PRIMARY KEY, name text, status text);",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "items",
+        &format!(
+            r#"
+[source]
+type = "postgres"
+url = "{u}"
+table = "items"
+where = "status = 'active'"
+key = ["id"]
+
+[detect]
+strategy = "diff"
+
+[target]
+type = "postgres"
+url = "{u}"
+table = "items_copy"
+key = ["id"]
+
+[rules]
+owner = "source"
+deletes = "propagate"
+"#,
+            u = db.url
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let run = || {
+        let out = cfg.ferry(Some(&state), &["run", "--once"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    };
+    let active_equal = || {
+        db.difference(
+            "SELECT * FROM items WHERE status = 'active'",
+            "SELECT * FROM items_copy",
+        )
+    };
+
+    run();
+    assert_eq!(db.count("SELECT count(*) FROM items_copy").await, 20);
+    assert_eq!(active_equal().await, 0, "only the active objects");
+
+    // Two objects leave the `where` set, one enters it.
+    db.exec("UPDATE items SET status = 'archived' WHERE id IN (1, 2); UPDATE items SET status = 'active' WHERE id = 3")
+        .await;
+    run();
+    assert_eq!(db.count("SELECT count(*) FROM items_copy").await, 19);
+    assert_eq!(
+        active_equal().await,
+        0,
+        "objects that left the set are deleted, the one that entered is inserted"
+    );
+}
