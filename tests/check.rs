@@ -55,6 +55,8 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("empty ops", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[detect]\nstrategy = \"diff\"\nops = []\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "7:7", "`ops` is empty"),
     ("cursor carrying only deletes", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[detect]\nstrategy = \"cursor\"\ncursor = \"u\"\nops = [\"delete\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "9:7", "which a cursor never sees"),
     ("mirror without deletes", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[detect]\nstrategy = \"diff\"\nops = [\"create\", \"update\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\nmode = \"mirror\"\n[rules]\nowner = \"source\"\n", "7:7", "`mode = \"mirror\"` needs deletes"),
+    ("newest without a cursor", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[detect]\nstrategy = \"diff\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\nupdated_at = \"m\"\n[rules]\nowner = \"newest\"\n", "6:12", "it needs `strategy = \"cursor\"`"),
+    ("newest without updated_at", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[detect]\nstrategy = \"cursor\"\ncursor = \"u\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"newest\"\n", "15:9", "needs `[target] updated_at`"),
     ("TOML syntax error", "[source\ntype = \"file\"\n", "1:8", "expected"),
 ];
 

@@ -175,3 +175,64 @@ fn malformed_tests_are_configuration_errors() {
         "{err}"
     );
 }
+
+/// The cases `tests/rules.rs` runs on real targets for `owner = "newest"`.
+#[test]
+fn newest_is_predicted_from_the_cursor_and_the_targets_change_time() {
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "contacts",
+        r#"
+[source]
+type = "postgres"
+url = "postgres://ferry@nowhere.invalid/shop"
+table = "people"
+key = ["id"]
+
+[detect]
+strategy = "cursor"
+cursor = "updated_at"
+
+[target]
+type = "sqlite"
+url = "sqlite:///nowhere/crm.db"
+table = "contacts"
+key = ["id"]
+updated_at = "modified_at"
+
+[fields]
+id = "id"
+email = "email"
+phone = { from = "phone", owner = "target" }
+tier = { from = "tier", owner = "newest" }
+
+[rules]
+owner = "source"
+
+[[tests]]
+name = "the source changed later: its tier and change time"
+source = { id = 1, email = "a@x", phone = "111", tier = "silver", updated_at = "2026-02-01T00:00:00+00:00" }
+target = { id = 1, email = "old1@x", phone = "keep1", tier = "gold", modified_at = "2026-01-01T00:00:00+00:00" }
+expect = "update"
+fields = { email = "a@x", tier = "silver", modified_at = "2026-02-01T00:00:00+00:00" }
+
+[[tests]]
+name = "the target changed later: it keeps its tier"
+source = { id = 2, email = "b@x", phone = "222", tier = "silver", updated_at = "2026-02-01T00:00:00+00:00" }
+target = { id = 2, email = "old2@x", phone = "keep2", tier = "platinum", modified_at = "2026-03-01T00:00:00+00:00" }
+expect = "update"
+fields = { email = "b@x" }
+
+[[tests]]
+name = "no change time at the target: the source wins"
+source = { id = 4, email = "d@x", phone = "444", tier = "silver", updated_at = "2026-02-01T00:00:00+00:00" }
+target = { id = 4, email = "d@x", phone = "keep4", tier = "gold" }
+expect = "update"
+fields = { tier = "silver", modified_at = "2026-02-01T00:00:00+00:00" }
+"#,
+    );
+    let out = cfg.ferry(None, &["test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(code(&out), 0, "{stdout}{}", stderr(&out));
+    assert!(stdout.ends_with("3 test(s), 0 failed\n"), "{stdout}");
+}

@@ -315,10 +315,7 @@ deletes = "propagate"
         ),
     );
     let state = state_url(StateKind::Sqlite, &cfg, &db);
-    let run = || {
-        let out = cfg.ferry(Some(&state), &["run", "--once"]);
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-    };
+    let run = || cfg.run_once_ok(&state);
     let active_equal = || {
         db.difference(
             "SELECT * FROM items WHERE status = 'active'",
@@ -340,4 +337,142 @@ deletes = "propagate"
         0,
         "objects that left the set are deleted, the one that entered is inserted"
     );
+}
+
+/// `owner = "newest"`: the later change wins, by the source's cursor against
+/// the target's `updated_at`, in one bulk batch beside source- and
+/// target-owned fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn newest_lets_the_later_change_win_field_by_field() {
+    for target in BOTH {
+        let db = TestDb::new().await;
+        let cfg = ConfigDir::new();
+        db.exec(
+            "CREATE TABLE people (id bigint PRIMARY KEY, email text, phone text, tier text, updated_at timestamptz NOT NULL);
+             INSERT INTO people VALUES
+               (1, 'a@x', '111', 'silver', '2026-02-01T00:00:00Z'),
+               (2, 'b@x', '222', 'silver', '2026-02-01T00:00:00Z'),
+               (3, 'c@x', '333', 'silver', '2026-02-01T00:00:00Z'),
+               (4, 'd@x', '444', 'silver', '2026-02-01T00:00:00Z');",
+        )
+        .await;
+        // The target's rows, not written by ferry: 1 changed before the
+        // source did, 2 after it, 4 has no change time; 3 is missing.
+        let (kind, url, time_type) = match target {
+            Target::Postgres => ("postgres", db.url.clone(), "timestamptz"),
+            Target::Sqlite => (
+                "sqlite",
+                format!("sqlite://{}?mode=rwc", cfg.path().join("crm.db").display()),
+                "text",
+            ),
+        };
+        let ddl = format!(
+            "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, phone text, tier text, modified_at {time_type});
+             INSERT INTO contacts VALUES
+               (1, 'old1@x', 'keep1', 'gold', '2026-01-01T00:00:00+00:00'),
+               (2, 'old2@x', 'keep2', 'platinum', '2026-03-01T00:00:00+00:00'),
+               (4, 'old4@x', 'keep4', 'gold', NULL);"
+        );
+        let target_db = TargetDb::open(target, &url, &db).await;
+        target_db.exec(&ddl).await;
+        cfg.job(
+            "contacts",
+            &format!(
+                r#"
+[source]
+type = "postgres"
+url = "{src}"
+table = "people"
+key = ["id"]
+
+[detect]
+strategy = "cursor"
+cursor = "updated_at"
+
+[target]
+type = "{kind}"
+url = "{url}"
+table = "contacts"
+key = ["id"]
+updated_at = "modified_at"
+
+[fields]
+id = "id"
+email = "email"
+phone = {{ from = "phone", owner = "target" }}
+tier = {{ from = "tier", owner = "newest" }}
+
+[rules]
+owner = "source"
+"#,
+                src = db.url
+            ),
+        );
+        let state = state_url(StateKind::Sqlite, &cfg, &db);
+        let run = || cfg.run_once_ok(&state);
+        let rows = "SELECT CAST(id AS TEXT) || '|' || email || '|' || phone || '|' || tier || '|' || substr(CAST(modified_at AS TEXT), 1, 10)
+                    FROM contacts ORDER BY id";
+
+        run();
+        assert_eq!(
+            target_db.strings(rows).await,
+            [
+                "1|a@x|keep1|silver|2026-02-01",
+                "2|b@x|keep2|platinum|2026-03-01",
+                "3|c@x|333|silver|2026-02-01",
+                "4|d@x|keep4|silver|2026-02-01",
+            ],
+            "{target:?}: the later change wins tier; email is the source's, phone the target's"
+        );
+
+        db.exec(
+            "UPDATE people SET tier = 'bronze', updated_at = '2026-04-01T00:00:00Z' WHERE id = 2",
+        )
+        .await;
+        run();
+        assert_eq!(
+            target_db.strings(rows).await[1],
+            "2|b@x|keep2|bronze|2026-04-01",
+            "{target:?}: now the source's change is the later one"
+        );
+    }
+}
+
+/// A target database of either kind, for tests that read it back.
+enum TargetDb<'a> {
+    Postgres(&'a TestDb),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl<'a> TargetDb<'a> {
+    async fn open(target: Target, url: &str, db: &'a TestDb) -> TargetDb<'a> {
+        match target {
+            Target::Postgres => TargetDb::Postgres(db),
+            Target::Sqlite => TargetDb::Sqlite(
+                SqlitePoolOptions::new()
+                    .connect(url)
+                    .await
+                    .expect("sqlite target"),
+            ),
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self {
+            TargetDb::Postgres(db) => db.exec(sql).await,
+            TargetDb::Sqlite(pool) => {
+                sqlx::raw_sql(sql).execute(pool).await.expect("sqlite ddl");
+            }
+        }
+    }
+
+    async fn strings(&self, sql: &str) -> Vec<String> {
+        match self {
+            TargetDb::Postgres(db) => sqlx::query_scalar(sql)
+                .fetch_all(&db.pool)
+                .await
+                .expect("read"),
+            TargetDb::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.expect("read"),
+        }
+    }
 }

@@ -74,6 +74,21 @@ pub struct Job {
     pub tests: Vec<RuleTest>,
 }
 
+impl Job {
+    /// For `owner = "newest"`: (the target's `updated_at` column, the source's
+    /// cursor column): the times the newest rule compares.
+    pub fn newest_clock(&self) -> Option<(&str, &str)> {
+        let uses_newest = self.fields.iter().any(|f| f.owner == Owner::Newest)
+            || (self.fields.is_empty() && self.rules.owner == Owner::Newest);
+        match (&self.detect, &self.target.updated_at) {
+            (Detect::Cursor { column, .. }, Some(updated_at)) if uses_newest => {
+                Some((updated_at.as_str(), column.as_str()))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A `[[tests]]` block: an object (or its deletion) against the target's
 /// current row, and the write the job's rules must make of it.
 #[derive(Debug, Clone)]

@@ -331,6 +331,7 @@ pub fn job(
         file.fields.as_ref().map(|f| f.get_ref()),
     );
     let fields = fields(ctx, file.fields.as_ref(), &target, &rules, refs);
+    check_newest(ctx, file, &detect, &target, &rules, &fields);
     check_keys_mapped(ctx, file, &source, &target, &fields, &rules);
 
     let tests = tests(ctx, name, &file.tests);
@@ -579,6 +580,41 @@ fn detect(
     }
 }
 
+/// `owner = "newest"` compares the source's change time (its cursor) with the
+/// target's `updated_at`: both must exist. (Fields that name `newest` are
+/// checked for `updated_at` where they are read.)
+fn check_newest(
+    ctx: &mut Ctx,
+    file: &raw::JobFile,
+    detect: &Detect,
+    target: &TargetConfig,
+    rules: &Rules,
+    fields: &[FieldMap],
+) {
+    let default_newest = rules.owner == Owner::Newest && fields.is_empty();
+    if !default_newest && !fields.iter().any(|f| f.owner == Owner::Newest) {
+        return;
+    }
+    let owner_span = file
+        .rules
+        .as_ref()
+        .and_then(|r| r.get_ref().owner.as_ref())
+        .map_or(0..0, |o| o.span());
+    if default_newest && target.updated_at.is_none() {
+        ctx.src.error(
+            owner_span.clone(),
+            "`owner = \"newest\"` needs `[target] updated_at`, the target's own change time",
+        );
+    }
+    if !matches!(detect, Detect::Cursor { .. }) {
+        let span = file
+            .detect
+            .as_ref()
+            .map_or(owner_span, |d| d.get_ref().strategy.span());
+        ctx.src.error(span, "`owner = \"newest\"` compares the source's change time, its cursor, with the target's `updated_at`: it needs `strategy = \"cursor\"`");
+    }
+}
+
 /// `[detect] ops`: a non-empty subset of create, update, delete (default all).
 fn ops(ctx: &mut Ctx, d: Option<&S<raw::DetectRaw>>, detect: &Detect) -> Ops {
     let Some(list) = d.and_then(|d| d.get_ref().ops.as_ref()) else {
@@ -816,12 +852,8 @@ fn fields(
             },
             None => rules.owner,
         };
-        if owner == Owner::Newest {
-            if target.updated_at.is_none() {
-                ctx.src.error(spec.span(), format!("field `{}`: `owner = \"newest\"` needs `[target] updated_at`, the target's own change time", name.get_ref()));
-            } else {
-                ctx.src.error(spec.span(), format!("field `{}`: `owner = \"newest\"` is not available in this version of ferry yet", name.get_ref()));
-            }
+        if owner == Owner::Newest && target.updated_at.is_none() {
+            ctx.src.error(spec.span(), format!("field `{}`: `owner = \"newest\"` needs `[target] updated_at`, the target's own change time", name.get_ref()));
         }
         if let Some(l) = &raw.lookup {
             refs.push(JobReference {

@@ -70,6 +70,9 @@ pub struct WriteRules {
     /// Owner of each target field; fields not listed use `default_owner`.
     pub owners: HashMap<String, Owner>,
     pub default_owner: Owner,
+    /// `owner = "newest"`: the target's change-time column, which the write
+    /// carries the source's change time in.
+    pub updated_at: Option<String>,
 }
 
 impl WriteRules {
@@ -90,6 +93,7 @@ impl WriteRules {
                 .map(|f| (f.target.clone(), f.owner))
                 .collect(),
             default_owner: job.rules.owner,
+            updated_at: job.newest_clock().map(|(u, _)| u.to_string()),
         }
     }
 

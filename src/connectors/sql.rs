@@ -127,22 +127,34 @@ pub fn columns_of(records: &[&Record]) -> Vec<String> {
 
 /// `SET` assignments for an existing row, by each field's owner: source-owned
 /// fields take the incoming value, `fill` only where the target's is NULL,
-/// target-owned fields are never overwritten. A soft-deleted row comes back.
+/// target-owned fields are never overwritten, `newest` fields only when the
+/// incoming change time is later than the row's `updated_at` (which then
+/// keeps the later of the two). A soft-deleted row comes back. Every
+/// expression reads the row as it was before the statement.
 pub fn assignments(
     rules: &WriteRules,
     cols: &[String],
     existing: &str,
     incoming: &str,
 ) -> Vec<String> {
+    let newer = rules.updated_at.as_deref().map(|u| {
+        let u = quote_ident(u);
+        format!("({existing}.{u} IS NULL OR {incoming}.{u} > {existing}.{u})")
+    });
     let mut sets: Vec<String> = cols
         .iter()
         .filter(|c| !rules.key.contains(c))
         .filter_map(|c| {
             let q = quote_ident(c);
-            match rules.owner(c) {
-                Owner::Source | Owner::Newest => Some(format!("{q} = {incoming}.{q}")),
-                Owner::Fill => Some(format!("{q} = COALESCE({existing}.{q}, {incoming}.{q})")),
-                Owner::Target => None,
+            let if_newer = |newer: &str| {
+                format!("{q} = CASE WHEN {newer} THEN {incoming}.{q} ELSE {existing}.{q} END")
+            };
+            match (rules.owner(c), &newer) {
+                (_, Some(newer)) if rules.updated_at.as_ref() == Some(c) => Some(if_newer(newer)),
+                (Owner::Newest, Some(newer)) => Some(if_newer(newer)),
+                (Owner::Source | Owner::Newest, _) => Some(format!("{q} = {incoming}.{q}")),
+                (Owner::Fill, _) => Some(format!("{q} = COALESCE({existing}.{q}, {incoming}.{q})")),
+                (Owner::Target, _) => None,
             }
         })
         .collect();

@@ -12,6 +12,10 @@ pub struct Mapping {
     fields: Vec<(String, String)>,
     /// For each target key field, its position in the source key.
     delete_key: Vec<(String, Option<usize>)>,
+    /// `owner = "newest"`: (target `updated_at`, source cursor). The write
+    /// carries the source's change time in the target's column, unless a
+    /// field already maps one there, so the target can compare the two.
+    clock: Option<(String, String)>,
 }
 
 impl Mapping {
@@ -33,21 +37,37 @@ impl Mapping {
                 (k.clone(), job.source.key.iter().position(|s| s == from))
             })
             .collect();
-        Mapping { fields, delete_key }
+        let clock = job
+            .newest_clock()
+            .filter(|(updated_at, _)| !fields.iter().any(|(t, _)| t == updated_at))
+            .map(|(t, s)| (t.to_string(), s.to_string()));
+        Mapping {
+            fields,
+            delete_key,
+            clock,
+        }
     }
 
     /// The target fields of an upserted object; without `[fields]` the
     /// object itself (borrowed: a task's rows are not copied to be written).
     pub fn upsert<'a>(&self, data: &'a Record) -> Cow<'a, Record> {
-        if self.fields.is_empty() {
-            return Cow::Borrowed(data);
+        let mut mapped = if self.fields.is_empty() {
+            Cow::Borrowed(data)
+        } else {
+            Cow::Owned(
+                self.fields
+                    .iter()
+                    .map(|(t, s)| (t.clone(), data.get(s).cloned().unwrap_or(Value::Null)))
+                    .collect(),
+            )
+        };
+        if let Some((updated_at, cursor)) = &self.clock {
+            if !mapped.contains_key(updated_at) {
+                let time = data.get(cursor).cloned().unwrap_or(Value::Null);
+                mapped.to_mut().insert(updated_at.clone(), time);
+            }
         }
-        Cow::Owned(
-            self.fields
-                .iter()
-                .map(|(t, s)| (t.clone(), data.get(s).cloned().unwrap_or(Value::Null)))
-                .collect(),
-        )
+        mapped
     }
 
     /// The target key of a deleted object, from its source key values.

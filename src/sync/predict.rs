@@ -49,13 +49,21 @@ pub fn predict(job: &Job, source: Option<&Record>, target: Option<&Record>) -> P
                 return Predicted::skip();
             }
             let mapped = Mapping::new(job).upsert(object).into_owned();
+            let newer = rules
+                .updated_at
+                .as_ref()
+                .is_none_or(|u| is_later(mapped.get(u), row.get(u)));
             let mut fields = Record::new();
             for (column, incoming) in mapped {
                 if rules.key.contains(&column) {
                     continue;
                 }
                 let current = row.get(&column).unwrap_or(&Value::Null);
+                let clock = rules.updated_at.as_ref() == Some(&column);
                 let written = match rules.owner(&column) {
+                    _ if clock && !newer => continue,
+                    _ if clock => incoming,
+                    Owner::Newest if !newer => continue,
                     Owner::Source | Owner::Newest => incoming,
                     Owner::Fill if current.is_null() => incoming,
                     Owner::Fill | Owner::Target => continue,
@@ -85,6 +93,20 @@ pub fn predict(job: &Job, source: Option<&Record>, target: Option<&Record>) -> P
             Deletes::Ignore => Predicted::skip(),
         },
         (None, None) => Predicted::skip(),
+    }
+}
+
+/// The SQL rule `existing IS NULL OR incoming > existing`, offline: change
+/// times compare as their text (ISO 8601 in one format sorts in time order).
+fn is_later(incoming: Option<&Value>, existing: Option<&Value>) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match (incoming, existing) {
+        (_, None | Some(Value::Null)) => true,
+        (None | Some(Value::Null), _) => false,
+        (Some(i), Some(e)) => text(i) > text(e),
     }
 }
 

@@ -138,6 +138,13 @@ impl ConfigDir {
         out
     }
 
+    /// `ferry run --once` on `state`, which must exit 0.
+    pub fn run_once_ok(&self, state: &str) -> Output {
+        let out = self.ferry(Some(state), &["run", "--once"]);
+        assert_eq!(code(&out), 0, "ferry run --once: {}", stderr(&out));
+        out
+    }
+
     pub fn command(&self, state: Option<&str>, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.arg("--config").arg(self.path());
