@@ -17,5 +17,6 @@ pub mod push;
 pub mod redact;
 pub mod runner;
 pub mod schedule;
+pub mod sort;
 pub mod state;
 pub mod sync;

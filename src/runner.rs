@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{Job, Retention};
+use crate::config::{Job, Mode, Retention};
 use crate::connectors::{self, ConnectorError};
 use crate::detect::{self, DetectError, DetectOptions, DetectReport, Detection};
 use crate::exit::ExitCode;
@@ -67,6 +67,8 @@ pub enum RunError {
     Target(ConnectorError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("target {0}")]
+    Mirror(#[from] sync::MirrorError),
 }
 
 impl RunError {
@@ -75,6 +77,7 @@ impl RunError {
         match self {
             RunError::Detect(DetectError::Source(e)) | RunError::Target(e) => e.is_unreachable(),
             RunError::Detect(DetectError::State(e)) | RunError::State(e) => e.is_unreachable(),
+            RunError::Mirror(e) => e.is_unreachable(),
             _ => false,
         }
     }
@@ -259,9 +262,36 @@ async fn detect_exclusively(
     run_id: i64,
     opts: &RunOptions,
 ) -> Result<Option<DetectReport>, RunError> {
+    let report = with_job_lease(job, store, owner, async {
+        let source = connectors::source(job).map_err(DetectError::Source)?;
+        let report = detect::detect(Detection {
+            job,
+            source: source.as_ref(),
+            store,
+            run_id,
+            opts: opts.detect,
+            progress: &opts.progress,
+        })
+        .await?;
+        Ok(report)
+    })
+    .await?;
+    if report.is_none() {
+        tracing::info!(job = %job.name, "another runner is detecting changes of this job; this run only drains the queue");
+    }
+    Ok(report)
+}
+
+/// Runs `work` holding the job's lease, renewed by a heartbeat; None (and
+/// `work` not run) when another runner holds it.
+async fn with_job_lease<T>(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    work: impl std::future::Future<Output = Result<T, RunError>>,
+) -> Result<Option<T>, RunError> {
     let lease_name = format!("job:{}", job.name);
     let Some(token) = store.try_lease(&lease_name, owner, job_lease()).await? else {
-        tracing::info!(job = %job.name, "another runner is detecting changes of this job; this run only drains the queue");
         return Ok(None);
     };
     let heartbeat = {
@@ -281,25 +311,12 @@ async fn detect_exclusively(
             }
         })
     };
-    let result = async {
-        let source = connectors::source(job).map_err(DetectError::Source)?;
-        let report = detect::detect(Detection {
-            job,
-            source: source.as_ref(),
-            store,
-            run_id,
-            opts: opts.detect,
-            progress: &opts.progress,
-        })
-        .await?;
-        Ok::<_, RunError>(Some(report))
-    }
-    .await;
+    let result = work.await;
     heartbeat.abort();
     if let Err(e) = store.release_lease(&lease_name, token).await {
         tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself): {e}");
     }
-    result
+    result.map(Some)
 }
 
 async fn detect_and_sync(
@@ -352,6 +369,18 @@ async fn detect_and_sync(
     run.sync = synced?;
     if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.is_unreachable()) {
         return Err(RunError::Target(first.clone()));
+    }
+    // A mirror removes what the source never had, once everything it did
+    // have (and every delete it reported) has reached the target.
+    let clean = run.sync.first_error.is_none() && run.sync.retrying + run.sync.dead == 0;
+    if job.target.mode == Mode::Mirror && !run.detect_skipped && !run.sync.paused && clean {
+        let target = connectors::target(job).map_err(RunError::Target)?;
+        let allow = opts.detect.allow_mass_delete;
+        let pruned = with_job_lease(job, store, owner, async {
+            Ok(sync::prune(job, store, target.as_ref(), allow).await?)
+        })
+        .await?;
+        run.sync.mirrored = pruned.unwrap_or(0);
     }
     Ok(())
 }

@@ -87,6 +87,17 @@ owner = "source"
         self
     }
 
+    /// Adds a `[detect]` section with `lines` to the job written by `job`.
+    fn detect(&self, lines: &str) -> &Self {
+        let path = self.cfg.path().join("jobs/contacts.toml");
+        let text = std::fs::read_to_string(path).expect("job file");
+        self.cfg.job(
+            "contacts",
+            &text.replace("[target]", &format!("[detect]\n{lines}\n\n[target]")),
+        );
+        self
+    }
+
     fn source(&self, rows: &[&str]) -> &Self {
         self.cfg.file(
             "people.csv",
@@ -213,20 +224,50 @@ async fn ignore_keeps_deleted_objects_and_mirror_removes_them() {
         assert_eq!(f.rows().await.len(), 3, "{target:?}: ignore keeps row 3");
 
         let f = Fixture::new(target).await;
-        f.job("mode = \"mirror\"", "");
-        f.cfg.job(
-            "contacts",
-            &std::fs::read_to_string(f.cfg.path().join("jobs/contacts.toml"))
-                .unwrap()
-                .replace("[target]", "[detect]\nstrategy = \"diff\"\n\n[target]"),
-        );
+        f.job("mode = \"mirror\"", "").detect("strategy = \"diff\"");
         f.source(&["1,a@x,111,n1", "3,c@x,333,n3"]).run(0);
+        assert_eq!(
+            f.rows().await,
+            ["1|a@x|keep|n1|live", "3|c@x|333|n3|live"],
+            "{target:?}: mirror removes row 2, which the source never had"
+        );
         f.source(&["1,a@x,111,n1"]).run(0);
         assert_eq!(
             f.rows().await,
-            ["1|a@x|keep|n1|live", "2|old2@x|keep2|mine|live"],
+            ["1|a@x|keep|n1|live"],
             "{target:?}: mirror deletes what ferry saw disappear"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_that_would_remove_too_much_is_refused_until_allowed() {
+    for target in BOTH {
+        let f = Fixture::new(target).await;
+        f.job("mode = \"mirror\"", "")
+            .detect("strategy = \"diff\"\nmax_delete_ratio = 0.2");
+        // Rows 1 and 2 were there before; the source has only 1.
+        f.source(&["1,a@x,111,n1"]).run(1);
+        assert_eq!(
+            f.rows().await.len(),
+            2,
+            "{target:?}: 1 of 2 rows is more than max_delete_ratio 0.2: nothing removed"
+        );
+        let out = f.cfg.ferry(
+            Some(&format!(
+                "sqlite://{}",
+                f.cfg.path().join("state.db").display()
+            )),
+            &["run", "--once", "--allow-mass-delete"],
+        );
+        assert_eq!(code(&out), 0, "{target:?}: {}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(
+                "contacts: mirror removed 1 target row(s) whose key the source does not have"
+            ),
+            "{target:?}"
+        );
+        assert_eq!(f.rows().await, ["1|a@x|keep|n1|live"], "{target:?}");
     }
 }
 
@@ -235,13 +276,8 @@ async fn ops_drop_the_operations_a_job_does_not_carry() {
     for target in BOTH {
         let f = Fixture::new(target).await;
         let with_ops = |ops: &str| {
-            f.job("mode = \"upsert\"", "deletes = \"propagate\"");
-            let job = f.cfg.path().join("jobs/contacts.toml");
-            let text = std::fs::read_to_string(&job).unwrap().replace(
-                "[target]",
-                &format!("[detect]\nstrategy = \"diff\"\nops = {ops}\n\n[target]"),
-            );
-            f.cfg.job("contacts", &text);
+            f.job("mode = \"upsert\"", "deletes = \"propagate\"")
+                .detect(&format!("strategy = \"diff\"\nops = {ops}"));
         };
 
         // Creates only: a feed of new objects; later edits and deletes stay out.

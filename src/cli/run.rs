@@ -320,6 +320,12 @@ fn print_summary(runs: &[JobRun]) {
             r.sync.writes
         );
     }
+    for r in runs.iter().filter(|r| r.sync.mirrored > 0) {
+        println!(
+            "{}: mirror removed {} target row(s) whose key the source does not have",
+            r.job, r.sync.mirrored
+        );
+    }
 }
 
 fn exit_code(runs: &[JobRun]) -> ExitCode {

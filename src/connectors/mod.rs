@@ -52,11 +52,19 @@ pub struct WriteBatch<'a> {
     pub deletes: Vec<&'a Record>,
 }
 
+/// The key of every row of a target, each in `[target] key` order.
+pub type KeyStream = BoxStream<'static, Result<Vec<serde_json::Value>, ConnectorError>>;
+
 #[async_trait]
 pub trait Target: Send + Sync {
     fn describe(&self) -> String;
     /// Applies the whole batch, atomically where the system allows it.
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError>;
+    /// Every row's key, for `mode = "mirror"`, which removes the rows whose
+    /// key the source does not have. None: the target cannot list its keys.
+    async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
+        Ok(None)
+    }
 }
 
 /// How a target applies writes: the job's mode, delete rule and field owners.

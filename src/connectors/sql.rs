@@ -268,6 +268,19 @@ impl WriteSql {
             .join(", ")
     }
 
+    /// Every row's key as one JSON array (text), for [`key_stream`].
+    pub fn keys(&self) -> String {
+        let array = match self.dialect {
+            Dialect::Postgres => "json_build_array",
+            Dialect::Sqlite => "json_array",
+        };
+        format!(
+            "SELECT CAST({array}({}) AS TEXT) FROM {}",
+            self.key_list(),
+            self.table
+        )
+    }
+
     /// Insert, update or upsert by `mode`; None when there is nothing to write.
     fn upsert(&self, cols: &[String]) -> Option<String> {
         let t = &self.table;
@@ -336,6 +349,33 @@ where
             .await?;
     }
     Ok(())
+}
+
+/// Streams the rows of [`WriteSql::keys`] from a pool of either SQL target.
+pub fn key_stream<DB>(
+    pool: sqlx::Pool<DB>,
+    sql: String,
+    system: String,
+    object: String,
+) -> crate::connectors::KeyStream
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    Box::pin(async_stream::try_stream! {
+        let mut rows = sqlx::query_scalar::<DB, String>(&sql).fetch(&pool);
+        while let Some(text) = futures::TryStreamExt::try_next(&mut rows)
+            .await
+            .map_err(|e| classify(e, &system, &object))?
+        {
+            let key: Vec<serde_json::Value> = serde_json::from_str(&text)
+                .map_err(|e| ConnectorError::failed(&system, &object, e))?;
+            yield key;
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The diff strategy: hash every object and compare with the ledger. The scan
-//! is sorted by key in bounded memory ([`super::sort`]) and merged with the
+//! is sorted by key in bounded memory ([`crate::sort`]) and merged with the
 //! ledger read in the same order, page by page: an unchanged object costs no
 //! write, and a live ledger key the scan lacks is a delete. Deletes are held
 //! in a temporary file until the scan is complete, then guarded by
@@ -8,14 +8,13 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
 use std::time::Instant;
 
-use futures::stream::BoxStream;
 use futures::TryStreamExt;
 
-use super::sort::{Entry, Merged, Sorter, SORT_MEMORY};
 use super::{Chunker, DetectError, DetectReport, Detection};
 use crate::connectors::{RowStream, Scan};
 use crate::model::{hash_hex, record_json_hash, Item, Op};
-use crate::state::{DetectedBatch, LedgerEntry, StateError, Store};
+use crate::sort::{Entry, Merged, Sorter, SORT_MEMORY};
+use crate::state::{DetectedBatch, LedgerEntry, StateError};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
     let mut chunker = Chunker::new(d).start().await?;
@@ -87,7 +86,7 @@ async fn sort_scan(chunker: &mut Chunker<'_>, mut rows: RowStream) -> Result<Mer
 /// chunk by chunk, and returns the deletes.
 async fn merge(chunker: &mut Chunker<'_>, mut scan: Merged) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
-    let mut ledger = LedgerCursor::new(chunker.store, &chunker.job.name, size);
+    let mut ledger = chunker.store.ledger_walk(&chunker.job.name, size);
     let mut deletes = DeleteSpill::new()?;
     let mut batch = upsert_batch();
     let mut started = Instant::now();
@@ -235,41 +234,5 @@ impl DeleteSpill {
         let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
         Ok(BufReader::new(file).lines())
-    }
-}
-
-/// The job's ledger in key order, checked to be in the order the scan was
-/// sorted in: a ledger in another collation would turn unchanged objects
-/// into deletes.
-struct LedgerCursor<'a> {
-    job: &'a str,
-    entries: BoxStream<'a, Result<(String, LedgerEntry), StateError>>,
-    previous: String,
-}
-
-impl<'a> LedgerCursor<'a> {
-    fn new(store: &'a Store, job: &'a str, page_size: usize) -> Self {
-        LedgerCursor {
-            job,
-            entries: store.ledger_in_key_order(job, page_size),
-            previous: String::new(),
-        }
-    }
-
-    async fn next(&mut self) -> Result<Option<(String, LedgerEntry)>, StateError> {
-        let Some((key, entry)) = self.entries.try_next().await? else {
-            return Ok(None);
-        };
-        if key <= self.previous {
-            return Err(StateError::Corrupt {
-                url: "ledger".to_string(),
-                detail: format!(
-                    "job {}: ledger keys are not in bytewise order (`{}` before `{key}`); is migration 0006 applied?",
-                    self.job, self.previous
-                ),
-            });
-        }
-        self.previous.clone_from(&key);
-        Ok(Some((key, entry)))
     }
 }

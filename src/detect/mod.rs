@@ -4,7 +4,6 @@
 //! chunks of `[batch] size`: a table is never held in memory.
 mod cursor;
 mod diff;
-mod sort;
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! and version), watermarks, and the one transaction that enqueues changes.
 use std::collections::HashMap;
 
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::Row;
 
 use super::{args, json_param, Backend, Bind, Kind, StateError, Store};
@@ -304,5 +304,43 @@ fn entry_of(r: &sqlx::any::AnyRow, first: usize) -> LedgerEntry {
         detected_version: r.get(first + 1),
         synced_version: r.get(first + 2),
         deleted: r.get::<i64, _>(first + 3) != 0,
+    }
+}
+
+/// A job's ledger in key order, checked to be in the order Rust sorts keys
+/// in ([`crate::sort`]): a ledger in another collation would make a merge
+/// turn unchanged objects into deletes.
+pub struct LedgerWalk<'a> {
+    job: &'a str,
+    entries: BoxStream<'a, Result<(String, LedgerEntry), StateError>>,
+    previous: String,
+}
+
+impl Store {
+    pub fn ledger_walk<'a>(&'a self, job: &'a str, page_size: usize) -> LedgerWalk<'a> {
+        LedgerWalk {
+            job,
+            entries: self.ledger_in_key_order(job, page_size),
+            previous: String::new(),
+        }
+    }
+}
+
+impl LedgerWalk<'_> {
+    pub async fn next(&mut self) -> Result<Option<(String, LedgerEntry)>, StateError> {
+        let Some((key, entry)) = self.entries.try_next().await? else {
+            return Ok(None);
+        };
+        if key <= self.previous {
+            return Err(StateError::Corrupt {
+                url: "ledger".to_string(),
+                detail: format!(
+                    "job {}: ledger keys are not in bytewise order (`{}` before `{key}`); is migration 0006 applied?",
+                    self.job, self.previous
+                ),
+            });
+        }
+        self.previous.clone_from(&key);
+        Ok(Some((key, entry)))
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
-pub use ledger::{DetectedBatch, LedgerEntry};
+pub use ledger::{DetectedBatch, LedgerEntry, LedgerWalk};
 pub use queue::{ClaimedTask, QueueCounts, Settlement, TaskInfo, TaskState};
 pub use runs::{RunCounts, RunInfo};
 pub use schedule::{TriggerRequest, TriggerStatus};

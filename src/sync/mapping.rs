@@ -12,6 +12,7 @@ pub struct Mapping {
     fields: Vec<(String, String)>,
     /// For each target key field, its position in the source key.
     delete_key: Vec<(String, Option<usize>)>,
+    source_key_len: usize,
     /// `owner = "newest"`: (target `updated_at`, source cursor). The write
     /// carries the source's change time in the target's column, unless a
     /// field already maps one there, so the target can compare the two.
@@ -44,6 +45,7 @@ impl Mapping {
         Mapping {
             fields,
             delete_key,
+            source_key_len: job.source.key.len(),
             clock,
         }
     }
@@ -83,5 +85,25 @@ impl Mapping {
                 })
                 .collect(),
         )
+    }
+
+    /// The source key of a target row, from its key values (in `[target]
+    /// key` order); None when a source key column has no target key field.
+    pub fn source_key(&self, target_key: &[Value]) -> Option<Vec<Value>> {
+        (0..self.source_key_len)
+            .map(|i| {
+                let j = self.delete_key.iter().position(|(_, p)| *p == Some(i))?;
+                target_key.get(j).cloned()
+            })
+            .collect()
+    }
+
+    /// A target row's key as the record a delete names it by.
+    pub fn target_key_record(&self, target_key: Vec<Value>) -> Record {
+        self.delete_key
+            .iter()
+            .map(|(t, _)| t.clone())
+            .zip(target_key)
+            .collect()
     }
 }

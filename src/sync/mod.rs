@@ -3,6 +3,7 @@
 //! until the refused items are isolated — and records every item's fate and
 //! the ledger in the state store. Meets detection only through the store.
 mod mapping;
+mod mirror;
 mod predict;
 mod task;
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use mapping::Mapping;
+pub use mirror::{prune, MirrorError};
 pub use predict::{predict, Predicted, DELETION_TIME};
 
 use crate::config::Job;
@@ -43,6 +45,9 @@ pub struct SyncReport {
     pub first_error: Option<ConnectorError>,
     /// The job is paused: changes stay queued, nothing was sent.
     pub paused: bool,
+    /// `mode = "mirror"`: target rows removed because the source never had
+    /// their key.
+    pub mirrored: u64,
 }
 
 #[derive(Default)]
@@ -151,6 +156,7 @@ pub async fn drain(
         writes: shared.writes.load(Ordering::Relaxed),
         first_error,
         paused: false,
+        mirrored: 0,
     })
 }
 

@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 
 use crate::config::TargetConfig;
-use crate::connectors::sql::{classify, execute_batch, Dialect, WriteSql};
-use crate::connectors::{ConnectorError, Target, WriteBatch, WriteRules};
+use crate::connectors::sql::{classify, execute_batch, key_stream, Dialect, WriteSql};
+use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules};
 
 pub struct PostgresTarget {
     pool: PgPool,
@@ -42,5 +42,14 @@ impl Target for PostgresTarget {
             .await
             .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
+        Ok(Some(key_stream(
+            self.pool.clone(),
+            self.sql.keys(),
+            self.system.clone(),
+            self.object.clone(),
+        )))
     }
 }

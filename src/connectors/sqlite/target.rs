@@ -3,9 +3,10 @@ use sqlx::SqlitePool;
 
 use crate::config::TargetConfig;
 use crate::connectors::sql::{
-    classify, columns_of, execute_batch, quote_ident, quote_qualified, Dialect, WriteSql,
+    classify, columns_of, execute_batch, key_stream, quote_ident, quote_qualified, Dialect,
+    WriteSql,
 };
-use crate::connectors::{ConnectorError, Target, WriteBatch, WriteRules};
+use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules};
 
 pub struct SqliteTarget {
     pool: SqlitePool,
@@ -93,5 +94,14 @@ impl Target for SqliteTarget {
             .await
             .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
+        Ok(Some(key_stream(
+            self.pool.clone(),
+            self.sql.keys(),
+            self.system.clone(),
+            self.object.clone(),
+        )))
     }
 }

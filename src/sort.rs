@@ -1,7 +1,7 @@
-//! External sort for the diff strategy. Scanned objects are sorted by their
-//! ledger key text in bounded memory: full buffers are sorted and spilled to
-//! anonymous temporary files (runs), and the runs are merged back lazily, so
-//! a diff can walk the source and the ledger side by side in key order
+//! External sort by ledger key text, in bounded memory: full buffers are
+//! sorted and spilled to anonymous temporary files (runs), and the runs are
+//! merged back lazily. The diff strategy walks a sorted source scan beside
+//! the ledger this way, and a mirror a sorted list of the target's keys,
 //! without ever holding a table in memory.
 //!
 //! The order is bytewise, as Rust compares `str`: the same order as the
@@ -17,7 +17,7 @@ pub const SORT_MEMORY: usize = 8 << 20;
 const ENTRY_OVERHEAD: usize = 64;
 const RUN_READ_BUFFER: usize = 8 << 10;
 
-/// One scanned object: its key, content hash and compact JSON.
+/// One object: its ledger key text, content hash and compact JSON.
 #[derive(Debug)]
 pub struct Entry {
     pub key: String,
