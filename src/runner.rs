@@ -372,7 +372,9 @@ async fn detect_and_sync(
     }
     // A mirror removes what the source never had, once everything it did
     // have (and every delete it reported) has reached the target.
-    let clean = run.sync.first_error.is_none() && run.sync.retrying + run.sync.dead == 0;
+    let clean = run.sync.first_error.is_none()
+        && run.sync.retrying + run.sync.dead == 0
+        && !opts.shutdown.is_cancelled();
     if job.target.mode == Mode::Mirror && !run.detect_skipped && !run.sync.paused && clean {
         let target = connectors::target(job).map_err(RunError::Target)?;
         let allow = opts.detect.allow_mass_delete;

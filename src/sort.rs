@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 
 /// Bytes of scanned objects held before a run is spilled.
 pub const SORT_MEMORY: usize = 8 << 20;
@@ -187,6 +187,42 @@ fn read_entry(input: &mut impl Read) -> io::Result<Option<Entry>> {
         hash: i64::from_le_bytes(hash),
         json,
     }))
+}
+
+/// Lines held in an anonymous temporary file until they are read back once:
+/// what a merge finds to delete, kept until the delete guard has seen it all.
+pub struct LineSpill {
+    out: BufWriter<File>,
+    count: u64,
+}
+
+impl LineSpill {
+    pub fn new() -> io::Result<Self> {
+        Ok(LineSpill {
+            out: BufWriter::new(tempfile::tempfile()?),
+            count: 0,
+        })
+    }
+
+    /// Appends one line made of `parts`, which must hold no line break.
+    pub fn push(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        for part in parts {
+            self.out.write_all(part)?;
+        }
+        self.out.write_all(b"\n")?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn into_lines(self) -> io::Result<io::Lines<BufReader<File>>> {
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(BufReader::new(file).lines())
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The diff strategy: hash every object and compare with the ledger. The scan
 //! is sorted by key in bounded memory ([`crate::sort`]) and merged with the
-//! ledger read in the same order, page by page: an unchanged object costs no
+//! ledger read in the same order: an unchanged object costs no
 //! write, and a live ledger key the scan lacks is a delete. Deletes are held
 //! in a temporary file until the scan is complete, then guarded by
 //! `max_delete_ratio` and the empty-source check before any is enqueued.
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::io::{self, BufReader};
 use std::time::Instant;
 
 use futures::TryStreamExt;
@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use super::{Chunker, DetectError, DetectReport, Detection};
 use crate::connectors::{RowStream, Scan};
 use crate::model::{hash_hex, record_json_hash, Item, Op};
-use crate::sort::{Entry, Merged, Sorter, SORT_MEMORY};
+use crate::sort::{Entry, LineSpill, Merged, Sorter, SORT_MEMORY};
 use crate::state::{DetectedBatch, LedgerEntry, StateError};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
@@ -27,19 +27,19 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
     let scan = sort_scan(&mut chunker, rows).await?;
     let deletes = merge(&mut chunker, scan).await?;
 
-    let present = chunker.matched_live + deletes.count;
+    let present = chunker.matched_live + deletes.count();
     if !d.job.ops.delete {
-        chunker.report.left_out += deletes.count;
+        chunker.report.left_out += deletes.count();
         return Ok(chunker.report);
     }
-    if deletes.count > 0 && !d.opts.allow_mass_delete {
+    if deletes.count() > 0 && !d.opts.allow_mass_delete {
         if chunker.report.scanned == 0 {
             return Err(DetectError::EmptySource { present });
         }
-        let ratio = deletes.count as f64 / present as f64;
+        let ratio = deletes.count() as f64 / present as f64;
         if ratio > max_delete_ratio {
             return Err(DetectError::MassDelete {
-                deletes: deletes.count,
+                deletes: deletes.count(),
                 present,
                 percent: ratio * 100.0,
                 ratio: max_delete_ratio,
@@ -47,7 +47,7 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
         }
     }
     if d.opts.dry_run {
-        chunker.report.deletes = deletes.count;
+        chunker.report.deletes = deletes.count();
         return Ok(chunker.report);
     }
     enqueue_deletes(&mut chunker, deletes).await?;
@@ -202,19 +202,17 @@ async fn enqueue_deletes(
     }
 }
 
-/// Live ledger keys the scan did not see, one per line in a temporary file,
-/// each after a flag telling whether a version of it is still queued. (A key
-/// text is compact JSON: it never holds a raw line break.)
+/// Live ledger keys the scan did not see, each after a one-byte flag telling
+/// whether a version of it is still queued. (A key text is compact JSON: it
+/// never holds a raw line break.)
 struct DeleteSpill {
-    out: BufWriter<File>,
-    count: u64,
+    lines: LineSpill,
 }
 
 impl DeleteSpill {
     fn new() -> io::Result<Self> {
         Ok(DeleteSpill {
-            out: BufWriter::new(tempfile::tempfile()?),
-            count: 0,
+            lines: LineSpill::new()?,
         })
     }
 
@@ -223,16 +221,15 @@ impl DeleteSpill {
             return Ok(());
         }
         let queued = entry.synced_version < Some(entry.detected_version);
-        self.out.write_all(if queued { b"1" } else { b"0" })?;
-        self.out.write_all(key.as_bytes())?;
-        self.out.write_all(b"\n")?;
-        self.count += 1;
-        Ok(())
+        let flag: &[u8] = if queued { b"1" } else { b"0" };
+        self.lines.push(&[flag, key.as_bytes()])
+    }
+
+    fn count(&self) -> u64 {
+        self.lines.count()
     }
 
     fn into_lines(self) -> io::Result<io::Lines<BufReader<File>>> {
-        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.rewind()?;
-        Ok(BufReader::new(file).lines())
+        self.lines.into_lines()
     }
 }

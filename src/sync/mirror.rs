@@ -5,8 +5,7 @@
 //! and the ledger's are sorted in bounded memory ([`crate::sort`]) and walked
 //! side by side; the rows to remove wait in a temporary file until the
 //! delete guard has seen them all.
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::io;
 
 use futures::TryStreamExt;
 use serde_json::Value;
@@ -15,7 +14,7 @@ use super::Mapping;
 use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, Target, WriteBatch};
 use crate::model::Record;
-use crate::sort::{Entry, Sorter, SORT_MEMORY};
+use crate::sort::{Entry, LineSpill, Sorter, SORT_MEMORY};
 use crate::state::{StateError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +92,7 @@ pub async fn prune(
     let mut sorted = in_target.finish()?;
     let mut ledger = in_ledger.finish()?;
     let mut known = ledger.next_entry()?;
-    let mut extra = BufWriter::new(tempfile::tempfile()?);
-    let mut count = 0u64;
+    let mut extra = LineSpill::new()?;
     while let Some(row) = sorted.next_entry()? {
         while known.as_ref().is_some_and(|k| k.key < row.key) {
             known = ledger.next_entry()?;
@@ -102,10 +100,10 @@ pub async fn prune(
         if known.as_ref().is_some_and(|k| k.key == row.key) {
             continue;
         }
-        extra.write_all(&row.json)?;
-        extra.write_all(b"\n")?;
-        count += 1;
+        // Compact JSON of the key values: no raw line break.
+        extra.push(&[&row.json])?;
     }
+    let count = extra.count();
     if count == 0 {
         return Ok(0);
     }
@@ -122,9 +120,7 @@ pub async fn prune(
             ratio,
         });
     }
-    let mut file: File = extra.into_inner().map_err(|e| e.into_error())?;
-    file.rewind()?;
-    let mut lines = BufReader::new(file).lines();
+    let mut lines = extra.into_lines()?;
     loop {
         let mut batch: Vec<Record> = Vec::with_capacity(job.batch.size);
         for line in lines.by_ref().take(job.batch.size) {
