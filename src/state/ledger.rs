@@ -230,15 +230,14 @@ impl Store {
                 })
                 .collect();
             let select = format!(
-                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, seen_run, deleted) \
-                 SELECT $1, key, hash, version, $2, deleted FROM {} AS x WHERE true ON CONFLICT (job, key) ",
-                self.json_rows(3, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int), ("deleted", Kind::Int)])
+                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, deleted) \
+                 SELECT $1, key, hash, version, deleted FROM {} AS x WHERE true ON CONFLICT (job, key) ",
+                self.json_rows(2, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int), ("deleted", Kind::Int)])
             );
             let rows = json_param(&rows);
             let ledger_args = || {
                 let mut a = args();
                 a.push(job.to_string());
-                a.push(run_id);
                 a.push(rows.clone());
                 a
             };
@@ -257,7 +256,7 @@ impl Store {
             if known_keys {
                 let upsert = format!(
                     "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
-                     detected_version = excluded.detected_version, seen_run = excluded.seen_run, deleted = excluded.deleted"
+                     detected_version = excluded.detected_version, deleted = excluded.deleted"
                 );
                 sqlx::query_with(&upsert, ledger_args())
                     .execute(&mut *tx)
