@@ -9,6 +9,14 @@ use common::*;
 /// The rules of `tests/rules.rs`: email from the source, phone the target's,
 /// notes filled where empty, soft deletes. The URLs point nowhere: `ferry
 /// test` must not contact them.
+/// `ferry test ARGS…`: its exit code and standard output.
+fn ferry_test(cfg: &ConfigDir, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["test"];
+    all.extend_from_slice(args);
+    let out = cfg.ferry(None, &all);
+    (code(&out), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 const JOB: &str = r#"
 [source]
 type = "postgres"
@@ -76,9 +84,9 @@ expect = "update"
 fn rule_tests_pass_offline_and_a_wrong_expectation_names_test_and_field() {
     let cfg = ConfigDir::new();
     cfg.job("contacts", JOB);
-    let out = cfg.ferry(None, &["test", "contacts"]);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(code(&out), 0, "{stdout}{}", stderr(&out));
+    // `ferry` prints the command's stderr into the test's output.
+    let (code, stdout) = ferry_test(&cfg, &["contacts"]);
+    assert_eq!(code, 0, "{stdout}");
     assert_eq!(
         stdout
             .lines()
@@ -102,9 +110,8 @@ fn rule_tests_pass_offline_and_a_wrong_expectation_names_test_and_field() {
             "deleted_at = \"2026-11-23T10:00:00Z\" }\nexpect = \"update\"\nfields = { email = \"c2@x\" }",
         ),
     );
-    let out = cfg.ferry(None, &["test"]);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(code(&out), 1, "{stdout}");
+    let (code, stdout) = ferry_test(&cfg, &[]);
+    assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains(
             "FAIL  contacts: the target keeps its phone and fills empty notes (jobs/contacts.toml:"
@@ -138,9 +145,8 @@ fn a_wrong_kind_of_write_is_reported_with_the_rules_result() {
             .to_string()
             + "[[tests]]\nname = \"deletes are ignored\"\ntarget = { id = 9 }\nexpect = \"delete\"\n"),
     );
-    let out = cfg.ferry(None, &["test"]);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(code(&out), 1, "{stdout}");
+    let (code, stdout) = ferry_test(&cfg, &[]);
+    assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains("expected delete, the rules make skip"),
         "{stdout}"
@@ -231,8 +237,8 @@ expect = "update"
 fields = { tier = "silver", modified_at = "2026-02-01T00:00:00+00:00" }
 "#,
     );
-    let out = cfg.ferry(None, &["test"]);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(code(&out), 0, "{stdout}{}", stderr(&out));
+    // `ferry` prints the command's stderr into the test's output.
+    let (code, stdout) = ferry_test(&cfg, &[]);
+    assert_eq!(code, 0, "{stdout}");
     assert!(stdout.ends_with("3 test(s), 0 failed\n"), "{stdout}");
 }

@@ -26,22 +26,8 @@ impl Fixture {
         let db = TestDb::new().await;
         let ddl = "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, phone text, notes text, deleted_at text);
                    INSERT INTO contacts (id, email, phone, notes) VALUES (1, 'old@x', 'keep', NULL), (2, 'old2@x', 'keep2', 'mine');";
-        let url = match target {
-            Target::Postgres => {
-                db.exec(ddl).await;
-                db.url.clone()
-            }
-            Target::Sqlite => {
-                let url = format!("sqlite://{}?mode=rwc", cfg.path().join("crm.db").display());
-                let pool = SqlitePoolOptions::new()
-                    .connect(&url)
-                    .await
-                    .expect("sqlite target");
-                sqlx::raw_sql(ddl).execute(&pool).await.expect("ddl");
-                pool.close().await;
-                url
-            }
-        };
+        let url = target_url(target, &cfg, &db);
+        TargetDb::open(target, &url, &db).await.exec(ddl).await;
         Fixture {
             cfg,
             db,
@@ -127,24 +113,10 @@ owner = "source"
     async fn rows(&self) -> Vec<String> {
         let sql = "SELECT CAST(id AS TEXT) || '|' || COALESCE(email, '') || '|' || COALESCE(phone, '') || '|' || COALESCE(notes, '') || '|' ||
                           CASE WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END FROM contacts ORDER BY id";
-        match self.target {
-            Target::Postgres => sqlx::query_scalar(sql)
-                .fetch_all(&self.db.pool)
-                .await
-                .expect("read"),
-            Target::Sqlite => {
-                let pool = SqlitePoolOptions::new()
-                    .connect(&self.url)
-                    .await
-                    .expect("sqlite");
-                let rows = sqlx::query_scalar(sql)
-                    .fetch_all(&pool)
-                    .await
-                    .expect("read");
-                pool.close().await;
-                rows
-            }
-        }
+        TargetDb::open(self.target, &self.url, &self.db)
+            .await
+            .strings(sql)
+            .await
     }
 }
 
@@ -394,13 +366,10 @@ async fn newest_lets_the_later_change_win_field_by_field() {
         .await;
         // The target's rows, not written by ferry: 1 changed before the
         // source did, 2 after it, 4 has no change time; 3 is missing.
-        let (kind, url, time_type) = match target {
-            Target::Postgres => ("postgres", db.url.clone(), "timestamptz"),
-            Target::Sqlite => (
-                "sqlite",
-                format!("sqlite://{}?mode=rwc", cfg.path().join("crm.db").display()),
-                "text",
-            ),
+        let url = target_url(target, &cfg, &db);
+        let (kind, time_type) = match target {
+            Target::Postgres => ("postgres", "timestamptz"),
+            Target::Sqlite => ("sqlite", "text"),
         };
         let ddl = format!(
             "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, phone text, tier text, modified_at {time_type});
@@ -474,7 +443,15 @@ owner = "source"
     }
 }
 
-/// A target database of either kind, for tests that read it back.
+/// The target's URL: the test database, or an SQLite file in the config folder.
+fn target_url(target: Target, cfg: &ConfigDir, db: &TestDb) -> String {
+    match target {
+        Target::Postgres => db.url.clone(),
+        Target::Sqlite => format!("sqlite://{}?mode=rwc", cfg.path().join("crm.db").display()),
+    }
+}
+
+/// A target database of either kind, for tests that set it up and read it back.
 enum TargetDb<'a> {
     Postgres(&'a TestDb),
     Sqlite(sqlx::SqlitePool),
