@@ -277,3 +277,7 @@ pub fn register_config() {
     gauge!("ferry_config_last_reload_success_timestamp_seconds")
         .set(chrono::Utc::now().timestamp() as f64);
 }
+
+pub fn conflicts(job: &str, n: u64) {
+    counter!("ferry_conflicts_total", "sync_job" => job.to_string()).increment(n);
+}

@@ -228,6 +228,7 @@ async fn run_leased(
         changed: run.detect.changed() as i64,
         synced: run.sync.synced as i64,
         failed: run.failed() as i64,
+        conflicts: run.sync.conflicts as i64,
     };
     // What is left decides too: items of earlier runs still awaiting a retry,
     // or dead, mean this job is not in sync.

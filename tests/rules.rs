@@ -3,13 +3,6 @@
 mod common;
 
 use common::*;
-use sqlx::sqlite::SqlitePoolOptions;
-
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    Postgres,
-    Sqlite,
-}
 
 /// A target table `contacts(id, email, phone, notes, deleted_at)` with two
 /// rows that ferry did not write, and a way to read it back.
@@ -119,8 +112,6 @@ owner = "source"
             .await
     }
 }
-
-const BOTH: [Target; 2] = [Target::Postgres, Target::Sqlite];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upsert_honours_owners_and_soft_deletes_come_back() {
@@ -440,52 +431,5 @@ owner = "source"
             "2|b@x|keep2|bronze|2026-04-01",
             "{target:?}: now the source's change is the later one"
         );
-    }
-}
-
-/// The target's URL: the test database, or an SQLite file in the config folder.
-fn target_url(target: Target, cfg: &ConfigDir, db: &TestDb) -> String {
-    match target {
-        Target::Postgres => db.url.clone(),
-        Target::Sqlite => format!("sqlite://{}?mode=rwc", cfg.path().join("crm.db").display()),
-    }
-}
-
-/// A target database of either kind, for tests that set it up and read it back.
-enum TargetDb<'a> {
-    Postgres(&'a TestDb),
-    Sqlite(sqlx::SqlitePool),
-}
-
-impl<'a> TargetDb<'a> {
-    async fn open(target: Target, url: &str, db: &'a TestDb) -> TargetDb<'a> {
-        match target {
-            Target::Postgres => TargetDb::Postgres(db),
-            Target::Sqlite => TargetDb::Sqlite(
-                SqlitePoolOptions::new()
-                    .connect(url)
-                    .await
-                    .expect("sqlite target"),
-            ),
-        }
-    }
-
-    async fn exec(&self, sql: &str) {
-        match self {
-            TargetDb::Postgres(db) => db.exec(sql).await,
-            TargetDb::Sqlite(pool) => {
-                sqlx::raw_sql(sql).execute(pool).await.expect("sqlite ddl");
-            }
-        }
-    }
-
-    async fn strings(&self, sql: &str) -> Vec<String> {
-        match self {
-            TargetDb::Postgres(db) => sqlx::query_scalar(sql)
-                .fetch_all(&db.pool)
-                .await
-                .expect("read"),
-            TargetDb::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.expect("read"),
-        }
     }
 }

@@ -107,13 +107,13 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
     };
     for job in jobs {
         let result = async {
-            let (last, last_success) = store.last_run(&job.name).await?;
+            let (last, last_success, conflicts) = store.last_run(&job.name).await?;
             let queue = store.queue_counts(&job.name).await?;
             let watermark = store.watermark(&job.name).await?;
             let present = store.live_count(&job.name).await?;
             let paused = store.is_paused(&job.name).await?;
             Ok::<_, crate::state::StateError>((
-                last,
+                (last, conflicts),
                 last_success,
                 queue,
                 watermark,
@@ -122,7 +122,7 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
             ))
         }
         .await;
-        let (last, last_success, q, watermark, present, paused) = match result {
+        let ((last, conflicts), last_success, q, watermark, present, paused) = match result {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("ferry: {e}");
@@ -141,7 +141,7 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
         match last {
             Some(r) => {
                 println!(
-                    "  last run     #{} ({}) started {}: {} — scanned {}, changed {}, synced {}, failed {}",
+                    "  last run     #{} ({}) started {}: {} — scanned {}, changed {}, synced {}, failed {}, conflicts {}",
                     r.id,
                     r.trigger,
                     time(Some(r.started_at)),
@@ -149,7 +149,8 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
                     r.counts.scanned,
                     r.counts.changed,
                     r.counts.synced,
-                    r.counts.failed
+                    r.counts.failed,
+                    r.counts.conflicts
                 );
                 if let Some(e) = r.error {
                     println!("  last error   {e}");
@@ -160,6 +161,7 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
         println!("  last success {}", time(last_success));
         println!("  watermark    {}", watermark.as_deref().unwrap_or("-"));
         println!("  objects      {present} in the ledger");
+        println!("  conflicts    {conflicts} in all runs (fields both sides changed; the owner rules decided)");
         println!(
             "  queue        pending {}, running {}, failed {}, dead {}",
             q.pending, q.running, q.failed, q.dead

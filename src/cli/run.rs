@@ -303,12 +303,21 @@ fn print_summary(runs: &[JobRun]) {
         println!();
     }
     println!(
-        "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
-        "JOB", "OUTCOME", "SCANNED", "CHANGED", "SYNCED", "FAILED", "TIME", "SUPERSEDED", "WRITES"
+        "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>9}",
+        "JOB",
+        "OUTCOME",
+        "SCANNED",
+        "CHANGED",
+        "SYNCED",
+        "FAILED",
+        "TIME",
+        "SUPERSEDED",
+        "WRITES",
+        "CONFLICTS"
     );
     for r in runs {
         println!(
-            "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>8.2}s {:>10} {:>8}",
+            "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>8.2}s {:>10} {:>8} {:>9}",
             r.job,
             r.outcome.as_str(),
             r.detect.scanned,
@@ -317,7 +326,14 @@ fn print_summary(runs: &[JobRun]) {
             r.failed(),
             r.elapsed.as_secs_f64(),
             r.sync.superseded,
-            r.sync.writes
+            r.sync.writes,
+            r.sync.conflicts
+        );
+    }
+    for r in runs.iter().filter(|r| r.sync.unchanged > 0) {
+        println!(
+            "{}: {} item(s) left the target row as it was (nothing to change)",
+            r.job, r.sync.unchanged
         );
     }
     for r in runs.iter().filter(|r| r.sync.mirrored > 0) {

@@ -50,6 +50,31 @@ pub trait Source: Send + Sync {
 pub struct WriteBatch<'a> {
     pub upserts: Vec<&'a Record>,
     pub deletes: Vec<&'a Record>,
+    /// Report each upsert's [`Images`], for conflict detection.
+    pub images: bool,
+}
+
+/// One upserted row's written fields (see [`Written::fields`]), each as a
+/// hash of its JSON form in the target's own types, so that values compare
+/// the same way across writes whatever form the source gave them in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Images {
+    /// The values as sent, typed by the target.
+    pub incoming: Vec<u32>,
+    /// The row before the write; None: there was none.
+    pub before: Option<Vec<u32>>,
+    /// The row after the write; None: there is none (an update of a missing row).
+    pub after: Option<Vec<u32>>,
+}
+
+/// What a write reports back.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The non-key fields the images cover, in order.
+    pub fields: Vec<String>,
+    /// Parallel to the batch's upserts when it asked for images and the
+    /// target can read its rows back; empty otherwise.
+    pub images: Vec<Images>,
 }
 
 /// The key of every row of a target, each in `[target] key` order.
@@ -58,8 +83,9 @@ pub type KeyStream = BoxStream<'static, Result<Vec<serde_json::Value>, Connector
 #[async_trait]
 pub trait Target: Send + Sync {
     fn describe(&self) -> String;
-    /// Applies the whole batch, atomically where the system allows it.
-    async fn write(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError>;
+    /// Applies the whole batch, atomically where the system allows it. A
+    /// write that would leave a row as it is does not touch it.
+    async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError>;
     /// Every row's key, for `mode = "mirror"`, which removes the rows whose
     /// key the source does not have. None: the target cannot list its keys.
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {

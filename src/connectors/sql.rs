@@ -1,5 +1,5 @@
 //! Helpers shared by the SQL connectors: identifier quoting and error classification.
-use super::{ConnectorError, WriteBatch, WriteRules};
+use super::{ConnectorError, Images, WriteBatch, WriteRules, Written};
 use crate::config::{Deletes, Mode, Owner};
 use crate::model::Record;
 
@@ -125,45 +125,54 @@ pub fn columns_of(records: &[&Record]) -> Vec<String> {
     cols
 }
 
-/// `SET` assignments for an existing row, by each field's owner: source-owned
-/// fields take the incoming value, `fill` only where the target's is NULL,
-/// target-owned fields are never overwritten, `newest` fields only when the
-/// incoming change time is later than the row's `updated_at` (which then
-/// keeps the later of the two). A soft-deleted row comes back. Every
-/// expression reads the row as it was before the statement.
+/// `SET` assignments for an existing row, as (quoted column, new value), by
+/// each field's owner: source-owned fields take the incoming value, `fill`
+/// only where the target's is NULL, target-owned fields are never
+/// overwritten, `newest` fields only when the incoming change time is later
+/// than the row's `updated_at` (which then keeps the later of the two). A
+/// soft-deleted row comes back. Every expression reads the row as it was
+/// before the statement.
 pub fn assignments(
     rules: &WriteRules,
     cols: &[String],
     existing: &str,
     incoming: &str,
-) -> Vec<String> {
+) -> Vec<(String, String)> {
     let newer = rules.updated_at.as_deref().map(|u| {
         let u = quote_ident(u);
         format!("({existing}.{u} IS NULL OR {incoming}.{u} > {existing}.{u})")
     });
-    let mut sets: Vec<String> = cols
+    let mut sets: Vec<(String, String)> = cols
         .iter()
         .filter(|c| !rules.key.contains(c))
         .filter_map(|c| {
             let q = quote_ident(c);
             let if_newer = |newer: &str| {
-                format!("{q} = CASE WHEN {newer} THEN {incoming}.{q} ELSE {existing}.{q} END")
+                format!("CASE WHEN {newer} THEN {incoming}.{q} ELSE {existing}.{q} END")
             };
-            match (rules.owner(c), &newer) {
-                (_, Some(newer)) if rules.updated_at.as_ref() == Some(c) => Some(if_newer(newer)),
-                (Owner::Newest, Some(newer)) => Some(if_newer(newer)),
-                (Owner::Source | Owner::Newest, _) => Some(format!("{q} = {incoming}.{q}")),
-                (Owner::Fill, _) => Some(format!("{q} = COALESCE({existing}.{q}, {incoming}.{q})")),
-                (Owner::Target, _) => None,
-            }
+            let value = match (rules.owner(c), &newer) {
+                (_, Some(newer)) if rules.updated_at.as_ref() == Some(c) => if_newer(newer),
+                (Owner::Newest, Some(newer)) => if_newer(newer),
+                (Owner::Source | Owner::Newest, _) => format!("{incoming}.{q}"),
+                (Owner::Fill, _) => format!("COALESCE({existing}.{q}, {incoming}.{q})"),
+                (Owner::Target, _) => return None,
+            };
+            Some((q, value))
         })
         .collect();
     if rules.deletes == Deletes::Soft {
         if let Some(sd) = &rules.soft_delete {
-            sets.push(format!("{} = NULL", quote_ident(sd)));
+            sets.push((quote_ident(sd), "NULL".to_string()));
         }
     }
     sets
+}
+
+fn set_list(sets: &[(String, String)]) -> String {
+    sets.iter()
+        .map(|(column, value)| format!("{column} = {value}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A batch as one JSON array parameter.
@@ -207,10 +216,7 @@ impl WriteSql {
     pub fn statements<'b>(&self, batch: &'b WriteBatch<'_>) -> Vec<(String, &'b [&'b Record])> {
         let mut out = Vec::with_capacity(2);
         if !batch.upserts.is_empty() {
-            let mut cols = columns_of(&batch.upserts);
-            if self.rules.deletes == Deletes::Soft {
-                cols.retain(|c| Some(c) != self.rules.soft_delete.as_ref());
-            }
+            let cols = self.upsert_columns(&batch.upserts);
             if let Some(sql) = self.upsert(&cols) {
                 out.push((sql, batch.upserts.as_slice()));
             }
@@ -298,15 +304,82 @@ impl WriteSql {
                     return None;
                 }
                 let on = self.rules.key.iter().map(|k| format!("ferry_t.{q} = x.{q}", q = quote_ident(k))).collect::<Vec<_>>().join(" AND ");
-                format!("UPDATE {t} AS ferry_t SET {} FROM {rows} AS x WHERE {on}", sets.join(", "))
+                format!("UPDATE {t} AS ferry_t SET {} FROM {rows} AS x WHERE {on} AND ({})", set_list(&sets), self.changes(&sets))
             }
             Mode::Insert => format!("INSERT INTO {t} ({list}) SELECT {list} FROM {rows} AS x WHERE true ON CONFLICT DO NOTHING"),
             Mode::Upsert | Mode::Mirror => {
                 let sets = assignments(&self.rules, cols, "ferry_t", "excluded");
-                let action = if sets.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", sets.join(", ")) };
+                let action = if sets.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {} WHERE {}", set_list(&sets), self.changes(&sets)) };
                 format!("INSERT INTO {t} AS ferry_t ({list}) SELECT {list} FROM {rows} AS x WHERE true ON CONFLICT ({}) DO {action}", self.key_list())
             }
         })
+    }
+
+    /// True for a row the assignments change: a write that would leave it as
+    /// it is does not touch it, so no trigger fires and the reverse job of a
+    /// bidirectional pair sees no change to send back.
+    fn changes(&self, sets: &[(String, String)]) -> String {
+        let distinct = match self.dialect {
+            Dialect::Postgres => "IS DISTINCT FROM",
+            Dialect::Sqlite => "IS NOT",
+        };
+        sets.iter()
+            .map(|(column, value)| format!("ferry_t.{column} {distinct} {value}"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
+
+    /// The non-key columns a batch's upserts write, without the soft-delete
+    /// column (which only deletes set).
+    pub fn upsert_columns(&self, upserts: &[&Record]) -> Vec<String> {
+        let mut cols = columns_of(upserts);
+        if self.rules.deletes == Deletes::Soft {
+            cols.retain(|c| Some(c) != self.rules.soft_delete.as_ref());
+        }
+        cols
+    }
+
+    /// For each upsert in order: its `fields` as sent, typed by the target,
+    /// and the target's row for its key (NULL when there is none), each as
+    /// one JSON array (text). Run before and after the write, it gives
+    /// [`Images`].
+    pub fn images(&self, fields: &[String]) -> String {
+        let t = &self.table;
+        let key_cols: Vec<String> = self.rules.key.iter().map(|k| quote_ident(k)).collect();
+        let all: Vec<String> = self.rules.key.iter().chain(fields).cloned().collect();
+        let array = |alias: &str| {
+            let values = fields
+                .iter()
+                .map(|c| format!("{alias}.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            match self.dialect {
+                Dialect::Postgres => format!("CAST(json_build_array({values}) AS TEXT)"),
+                Dialect::Sqlite => format!("json_array({values})"),
+            }
+        };
+        let on = key_cols
+            .iter()
+            .map(|k| format!("ferry_t.{k} = x.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let (rows, order) = match self.dialect {
+            Dialect::Postgres => (
+                format!("json_populate_recordset(NULL::{t}, $1::json) WITH ORDINALITY AS x"),
+                "x.ordinality".to_string(),
+            ),
+            Dialect::Sqlite => {
+                let rows = self.rows(&all);
+                let rows = rows.replacen("SELECT ", "SELECT key AS ferry_ord, ", 1);
+                (format!("{rows} AS x"), "x.ferry_ord".to_string())
+            }
+        };
+        format!(
+            "SELECT {}, CASE WHEN ferry_t.{} IS NULL THEN NULL ELSE {} END FROM {rows} LEFT JOIN {t} AS ferry_t ON {on} ORDER BY {order}",
+            array("x"),
+            key_cols[0],
+            array("ferry_t"),
+        )
     }
 
     fn delete(&self) -> Option<String> {
@@ -330,25 +403,93 @@ impl WriteSql {
     }
 }
 
-/// Runs a batch's statements on one connection (the caller's transaction).
+/// Runs a batch's statements on one connection (the caller's transaction),
+/// reading the upserted rows before and after when the batch asks for images.
 pub async fn execute_batch<DB>(
     conn: &mut DB::Connection,
     sql: &WriteSql,
     batch: &WriteBatch<'_>,
-) -> Result<(), sqlx::Error>
+) -> Result<Written, sqlx::Error>
 where
     DB: sqlx::Database,
     for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB>,
     for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
 {
+    let mut written = Written::default();
+    let images = (batch.images && !batch.upserts.is_empty()).then(|| {
+        let fields: Vec<String> = sql
+            .upsert_columns(&batch.upserts)
+            .into_iter()
+            .filter(|c| !sql.rules.key.contains(c))
+            .collect();
+        (sql.images(&fields), to_json(&batch.upserts), fields)
+    });
+    let mut before = Vec::new();
+    if let Some((query, rows, _)) = &images {
+        before = read_images::<DB>(conn, query, rows).await?;
+    }
     for (statement, records) in sql.statements(batch) {
         sqlx::query::<DB>(&statement)
             .bind(to_json(records))
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    if let Some((query, rows, fields)) = images {
+        let after = read_images::<DB>(conn, &query, &rows).await?;
+        written.images = before
+            .into_iter()
+            .zip(after)
+            .map(|((incoming, before), (_, after))| Images {
+                incoming,
+                before,
+                after,
+            })
+            .collect();
+        written.fields = fields;
+    }
+    Ok(written)
+}
+
+async fn read_images<DB>(
+    conn: &mut DB::Connection,
+    query: &str,
+    rows: &str,
+) -> Result<Vec<(Vec<u32>, Option<Vec<u32>>)>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let found: Vec<(String, Option<String>)> =
+        sqlx::query_as::<DB, (String, Option<String>)>(query)
+            .bind(rows.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    found
+        .into_iter()
+        .map(|(incoming, row)| {
+            Ok((
+                field_hashes(&incoming)?,
+                row.as_deref().map(field_hashes).transpose()?,
+            ))
+        })
+        .collect()
+}
+
+/// The hash of each element of a JSON array the target rendered.
+fn field_hashes(array: &str) -> Result<Vec<u32>, sqlx::Error> {
+    let values: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(array).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(values
+        .iter()
+        .map(|v| xxhash_rust::xxh3::xxh3_64(v.get().as_bytes()) as u32)
+        .collect())
 }
 
 /// Streams the rows of [`WriteSql::keys`] from a pool of either SQL target.

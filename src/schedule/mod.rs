@@ -310,7 +310,7 @@ impl Daemon {
     /// the last success and the queue, as other runners left them.
     async fn init_job_metrics(&self) {
         for job in self.config().jobs.keys() {
-            if let Ok((_, Some(ms))) = self.store.last_run(job).await {
+            if let Ok((_, Some(ms), _)) = self.store.last_run(job).await {
                 crate::metrics::last_success(job, ms);
             }
             if let Ok(counts) = self.store.queue_counts(job).await {

@@ -63,12 +63,32 @@ impl Store {
         job: &str,
         keys: &[String],
     ) -> Result<HashMap<String, LedgerEntry>, StateError> {
+        let rows = self.ledger_rows(job, keys, "NULL").await?;
+        Ok(rows.into_iter().map(|(k, (e, _))| (k, e)).collect())
+    }
+
+    /// Ledger entries for `keys` with what ferry last wrote for each (the
+    /// `written` JSON of [`Synced`]), for sync's conflict check.
+    pub async fn ledger_written(
+        &self,
+        job: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, (LedgerEntry, Option<String>)>, StateError> {
+        self.ledger_rows(job, keys, "written").await
+    }
+
+    async fn ledger_rows(
+        &self,
+        job: &str,
+        keys: &[String],
+        written: &str,
+    ) -> Result<HashMap<String, (LedgerEntry, Option<String>)>, StateError> {
         let mut out = HashMap::with_capacity(keys.len());
         if keys.is_empty() {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger \
+            "SELECT key, detected_hash, detected_version, synced_version, deleted, {written} FROM ferry_ledger \
              WHERE job = $1 AND key IN {}",
             self.json_strings(2)
         );
@@ -80,7 +100,10 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
         for r in rows {
-            out.insert(r.get::<String, _>(0), entry_of(&r, 1));
+            out.insert(
+                r.get::<String, _>(0),
+                (entry_of(&r, 1), r.get::<Option<String>, _>(5)),
+            );
         }
         Ok(out)
     }

@@ -15,7 +15,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
 pub use ledger::{DetectedBatch, LedgerEntry, LedgerWalk};
-pub use queue::{ClaimedTask, QueueCounts, Settlement, TaskInfo, TaskState};
+pub use queue::{ClaimedTask, QueueCounts, Settlement, Synced, TaskInfo, TaskState};
 pub use runs::{RunCounts, RunInfo};
 pub use schedule::{TriggerRequest, TriggerStatus};
 

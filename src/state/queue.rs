@@ -53,14 +53,27 @@ pub struct ClaimedTask {
 /// The fate of one task's items after a sync attempt (see [`Store::settle`]).
 #[derive(Debug, Default)]
 pub struct Settlement {
-    /// (ledger key, hash, version) of each item the target now holds.
-    pub synced: Vec<(String, i64, i64)>,
+    /// Each item the target now holds.
+    pub synced: Vec<Synced>,
     /// Items that go dead, each with its `error`.
     pub dead: Vec<Item>,
     /// Items to try again at `retry_at_ms`.
     pub retry: Vec<Item>,
     pub retry_at_ms: i64,
     pub retry_error: Option<String>,
+}
+
+/// An item the target now holds, for the ledger.
+#[derive(Debug, Clone)]
+pub struct Synced {
+    /// Ledger text of the key.
+    pub key: String,
+    pub hash: i64,
+    pub version: i64,
+    /// What ferry wrote, per target field: `{"field": [sent, stored]}`,
+    /// hashes of the value sent and of the value the target held after the
+    /// write. None: unknown (the target cannot read back), or deleted.
+    pub written: Option<String>,
 }
 
 fn first_error(items: &[Item]) -> Option<String> {
@@ -266,7 +279,7 @@ impl Store {
         &self,
         job: &str,
         tasks: &[ClaimedTask],
-        synced: &[(String, i64, i64)],
+        synced: &[Synced],
     ) -> Result<Vec<i64>, StateError> {
         let now = now_millis();
         let fences: Vec<(i64, i64)> = tasks.iter().map(|t| (t.id, t.token)).collect();
@@ -294,21 +307,25 @@ impl Store {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         job: &str,
-        synced: &[(String, i64, i64)],
+        synced: &[Synced],
     ) -> Result<(), StateError> {
         if synced.is_empty() {
             return Ok(());
         }
         let sql = format!(
-            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) \
-             SELECT $1, key, hash, version, hash, version FROM {} AS x WHERE true \
-             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version \
+            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written) \
+             SELECT $1, key, hash, version, hash, version, written FROM {} AS x WHERE true \
+             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written \
              WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version",
-            self.json_rows(2, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int)])
+            self.json_rows(2, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int), ("written", Kind::Text)])
         );
+        let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
+            .iter()
+            .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
+            .collect();
         let mut a = args();
         a.push(job.to_string());
-        a.push(json_param(&synced));
+        a.push(json_param(&rows));
         sqlx::query_with(&sql, a)
             .execute(&mut **tx)
             .await

@@ -10,6 +10,8 @@ pub struct RunCounts {
     pub changed: i64,
     pub synced: i64,
     pub failed: i64,
+    /// Fields both sides changed since ferry last wrote them.
+    pub conflicts: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -62,8 +64,9 @@ impl Store {
         a.push(c.failed);
         a.push(error.map(str::to_string));
         a.push(id);
+        a.push(c.conflicts);
         sqlx::query_with(
-            "UPDATE ferry_runs SET finished_at = $1, outcome = $2, scanned = $3, changed = $4, synced = $5, failed = $6, error = $7 WHERE id = $8",
+            "UPDATE ferry_runs SET finished_at = $1, outcome = $2, scanned = $3, changed = $4, synced = $5, failed = $6, error = $7, conflicts = $9 WHERE id = $8",
             a,
         )
         .execute(&self.pool)
@@ -72,12 +75,16 @@ impl Store {
         Ok(())
     }
 
-    /// The latest run of `job`, and its latest successful one's finish time.
-    pub async fn last_run(&self, job: &str) -> Result<(Option<RunInfo>, Option<i64>), StateError> {
+    /// The latest run of `job`, its latest successful one's finish time, and
+    /// the conflicts of all its runs.
+    pub async fn last_run(
+        &self,
+        job: &str,
+    ) -> Result<(Option<RunInfo>, Option<i64>, i64), StateError> {
         let mut a = args();
         a.push(job.to_string());
         let row = sqlx::query_with(
-            "SELECT id, job, trigger, started_at, finished_at, outcome, scanned, changed, synced, failed, error \
+            "SELECT id, job, trigger, started_at, finished_at, outcome, scanned, changed, synced, failed, error, conflicts \
              FROM ferry_runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
             a,
         )
@@ -96,18 +103,20 @@ impl Store {
                 changed: r.get(7),
                 synced: r.get(8),
                 failed: r.get(9),
+                conflicts: r.get(11),
             },
             error: r.get(10),
         });
         let mut a = args();
         a.push(job.to_string());
         let row = sqlx::query_with(
-            "SELECT max(finished_at) FROM ferry_runs WHERE job = $1 AND outcome = 'success'",
+            "SELECT max(CASE WHEN outcome = 'success' THEN finished_at END), CAST(COALESCE(sum(conflicts), 0) AS BIGINT) \
+             FROM ferry_runs WHERE job = $1",
             a,
         )
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        Ok((last, row.get(0)))
+        Ok((last, row.get(0), row.get(1)))
     }
 }

@@ -135,6 +135,7 @@ pub async fn prune(
             .write(&WriteBatch {
                 upserts: Vec::new(),
                 deletes: batch.iter().collect(),
+                images: false,
             })
             .await?;
     }

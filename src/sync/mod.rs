@@ -2,6 +2,7 @@
 //! task through the [`Target`] in bulk — splitting a batch the target refuses
 //! until the refused items are isolated — and records every item's fate and
 //! the ledger in the state store. Meets detection only through the store.
+mod conflicts;
 mod mapping;
 mod mirror;
 mod predict;
@@ -48,6 +49,11 @@ pub struct SyncReport {
     /// `mode = "mirror"`: target rows removed because the source never had
     /// their key.
     pub mirrored: u64,
+    /// Fields that both the target and the source changed since ferry last
+    /// wrote them (the owner rules decided each).
+    pub conflicts: u64,
+    /// Written items that left the target row as it was.
+    pub unchanged: u64,
 }
 
 #[derive(Default)]
@@ -57,6 +63,8 @@ struct Shared {
     retrying: AtomicU64,
     dead: AtomicU64,
     writes: AtomicU64,
+    conflicts: AtomicU64,
+    unchanged: AtomicU64,
     stop: AtomicBool,
     first_error: Mutex<Option<ConnectorError>>,
     progress: Arc<Progress>,
@@ -157,6 +165,8 @@ pub async fn drain(
         first_error,
         paused: false,
         mirrored: 0,
+        conflicts: shared.conflicts.load(Ordering::Relaxed),
+        unchanged: shared.unchanged.load(Ordering::Relaxed),
     })
 }
 

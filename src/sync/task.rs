@@ -3,16 +3,18 @@
 use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{backoff, Mapping, Shared};
+use super::{backoff, conflicts, Mapping, Shared};
 use crate::config::Job;
-use crate::connectors::{ConnectorError, Target, WriteBatch};
+use crate::connectors::{ConnectorError, Images, Target, WriteBatch, Written};
 use crate::model::{key_text, now_millis, parse_hash, Item, Op, Record};
-use crate::state::{ClaimedTask, Settlement, StateError, Store};
+use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
 
 enum Fate {
-    Written,
+    /// With the fields and images the target reported, when asked.
+    Written(Option<(Arc<[String]>, Images)>),
     Rejected(String),
     Retry,
 }
@@ -35,9 +37,10 @@ pub(super) async fn sync_task(
     };
     let keys: Vec<String> = task.items.iter().map(|i| key_text(&i.key)).collect();
     // Only a task that a later detection marked can hold superseded items;
-    // the others skip looking up every key.
-    let ledger = if stale_check {
-        store.ledger(&job.name, &keys).await?
+    // the others look keys up only to check for conflicts.
+    let track = conflicts::tracked(job);
+    let ledger = if stale_check || track {
+        store.ledger_written(&job.name, &keys).await?
     } else {
         Default::default()
     };
@@ -48,7 +51,7 @@ pub(super) async fn sync_task(
         // the newer data, so writing this one would be a stale overwrite.
         if ledger
             .get(key)
-            .is_some_and(|e| e.detected_version > item.version)
+            .is_some_and(|(e, _)| e.detected_version > item.version)
         {
             superseded += 1;
             continue;
@@ -62,19 +65,33 @@ pub(super) async fn sync_task(
 
     let started = std::time::Instant::now();
     let (fates, error, wrote_any) =
-        write_isolating(target, store, &task, &live, shared, lease).await;
+        write_isolating(target, store, &task, &live, track, shared, lease).await;
     crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
 
     let mut settlement = Settlement::default();
     let exhausted = task.attempts >= i64::from(job.batch.max_attempts);
     let (mut written_by_op, mut rejected, mut retried) = ([0u64; 2], 0u64, 0u64);
+    let (mut conflicts, mut unchanged) = (0u64, 0u64);
     for ((i, op, _), fate) in live.iter().zip(&fates) {
         let item = &task.items[*i];
         match fate {
-            Fate::Written => {
-                settlement
-                    .synced
-                    .push((keys[*i].clone(), parse_hash(&item.hash), item.version));
+            Fate::Written(images) => {
+                let prior = ledger.get(&keys[*i]).and_then(|(_, w)| w.as_deref());
+                let assessed = images
+                    .as_ref()
+                    .map(|(fields, images)| conflicts::assess(fields, prior, images))
+                    .unwrap_or_default();
+                if assessed.conflicts > 0 {
+                    tracing::info!(job = %job.name, key = %keys[*i], fields = assessed.conflicts, "conflict: the target and the source both changed the object since ferry last wrote it; the owner rules decided");
+                }
+                conflicts += assessed.conflicts;
+                unchanged += u64::from(assessed.unchanged);
+                settlement.synced.push(Synced {
+                    key: keys[*i].clone(),
+                    hash: parse_hash(&item.hash),
+                    version: item.version,
+                    written: assessed.written,
+                });
                 written_by_op[usize::from(*op == Op::Delete)] += 1;
             }
             Fate::Rejected(message) => {
@@ -127,6 +144,9 @@ pub(super) async fn sync_task(
         .fetch_add(settlement.synced.len() as u64, Ordering::Relaxed);
     shared.progress.synced(settlement.synced.len() as u64);
     shared.superseded.fetch_add(superseded, Ordering::Relaxed);
+    shared.conflicts.fetch_add(conflicts, Ordering::Relaxed);
+    shared.unchanged.fetch_add(unchanged, Ordering::Relaxed);
+    crate::metrics::conflicts(&job.name, conflicts);
     shared.retrying.fetch_add(retried, Ordering::Relaxed);
     shared.dead.fetch_add(dead, Ordering::Relaxed);
     crate::metrics::items_synced(&job.name, written_by_op[0], written_by_op[1]);
@@ -152,6 +172,7 @@ async fn write_isolating(
     store: &Store,
     task: &ClaimedTask,
     live: &[(usize, Op, Cow<'_, Record>)],
+    images: bool,
     shared: &Shared,
     lease: Duration,
 ) -> (Vec<Fate>, Option<ConnectorError>, bool) {
@@ -164,7 +185,10 @@ async fn write_isolating(
         pending.push(0..live.len());
     }
     while let Some(range) = pending.pop() {
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch {
+            images,
+            ..Default::default()
+        };
         for (_, op, record) in &live[range.clone()] {
             match op {
                 Op::Upsert => batch.upserts.push(record.as_ref()),
@@ -173,10 +197,14 @@ async fn write_isolating(
         }
         shared.writes.fetch_add(1, Ordering::Relaxed);
         match with_heartbeat(store, task, lease, target.write(&batch)).await {
-            Ok(()) => {
+            Ok(written) => {
                 wrote_any = true;
+                let mut images = per_upsert(written);
                 for i in range {
-                    fates[i] = Fate::Written;
+                    fates[i] = Fate::Written(match live[i].1 {
+                        Op::Upsert => images.next().flatten(),
+                        Op::Delete => None,
+                    });
                 }
             }
             Err(e) if e.is_rejection() && range.len() > 1 => {
@@ -200,6 +228,18 @@ async fn write_isolating(
     (fates, error, wrote_any)
 }
 
+/// A write's images in the order of its upserts, each with the fields they
+/// cover; None for each when the target reported none.
+fn per_upsert(written: Written) -> impl Iterator<Item = Option<(Arc<[String]>, Images)>> {
+    let fields: Arc<[String]> = written.fields.into();
+    let reported = !written.images.is_empty();
+    written
+        .images
+        .into_iter()
+        .map(move |images| Some((fields.clone(), images)))
+        .chain(std::iter::repeat_with(|| None).take_while(move |_| !reported))
+}
+
 /// Runs `write` while renewing the task's lease, so a long write is not
 /// mistaken for a crashed worker.
 async fn with_heartbeat<F>(
@@ -207,9 +247,9 @@ async fn with_heartbeat<F>(
     task: &ClaimedTask,
     lease: Duration,
     write: F,
-) -> Result<(), ConnectorError>
+) -> Result<Written, ConnectorError>
 where
-    F: std::future::Future<Output = Result<(), ConnectorError>>,
+    F: std::future::Future<Output = Result<Written, ConnectorError>>,
 {
     tokio::pin!(write);
     let mut tick = tokio::time::interval(lease / 3);

@@ -2,6 +2,11 @@
 //! folder, and the real `ferry` binary.
 #![allow(dead_code)]
 
+mod target_db;
+
+#[allow(unused_imports)]
+pub use target_db::{target_url, Target, TargetDb, BOTH};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -170,6 +175,10 @@ pub fn stderr(out: &Output) -> String {
 /// The SYNCED column of `job`'s line in a `run --once` summary.
 pub fn synced(out: &Output, job: &str) -> u64 {
     summary_column(out, job, 4)
+}
+
+pub fn conflicts(out: &Output, job: &str) -> u64 {
+    summary_column(out, job, 9)
 }
 
 pub fn changed(out: &Output, job: &str) -> u64 {

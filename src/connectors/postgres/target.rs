@@ -3,7 +3,7 @@ use sqlx::PgPool;
 
 use crate::config::TargetConfig;
 use crate::connectors::sql::{classify, execute_batch, key_stream, Dialect, WriteSql};
-use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules};
+use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
 
 pub struct PostgresTarget {
     pool: PgPool,
@@ -36,12 +36,13 @@ impl Target for PostgresTarget {
         format!("{} {}", self.system, self.object)
     }
 
-    async fn write(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError> {
+    async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        execute_batch::<sqlx::Postgres>(&mut tx, &self.sql, batch)
+        let written = execute_batch::<sqlx::Postgres>(&mut tx, &self.sql, batch)
             .await
             .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(written)
     }
 
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {

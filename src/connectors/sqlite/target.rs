@@ -6,7 +6,7 @@ use crate::connectors::sql::{
     classify, columns_of, execute_batch, key_stream, quote_ident, quote_qualified, Dialect,
     WriteSql,
 };
-use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules};
+use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
 
 pub struct SqliteTarget {
     pool: SqlitePool,
@@ -78,7 +78,7 @@ impl Target for SqliteTarget {
         format!("{} {}", self.system, self.object)
     }
 
-    async fn write(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError> {
+    async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
         if self.create_table {
             self.created
                 .get_or_try_init(|| self.ensure_table(batch))
@@ -90,10 +90,11 @@ impl Target for SqliteTarget {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| self.err(e))?;
-        execute_batch::<sqlx::Sqlite>(&mut tx, &self.sql, batch)
+        let written = execute_batch::<sqlx::Sqlite>(&mut tx, &self.sql, batch)
             .await
             .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(written)
     }
 
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
