@@ -152,3 +152,155 @@ async fn a_field_changed_on_both_sides_is_decided_by_its_owner_and_counted_once(
         );
     }
 }
+
+/// Side A (PostgreSQL) and side B (either kind), each with a trigger that
+/// stamps `updated_at` whenever a row really changes, and two jobs between
+/// them: A owns `name`, B owns `phone`.
+async fn bidirectional(kind: Target, db: &TestDb, cfg: &ConfigDir) -> String {
+    db.exec(
+        "CREATE TABLE a_people (id bigint PRIMARY KEY, name text, phone text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE FUNCTION a_stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at = clock_timestamp(); RETURN NEW; END $$;
+         CREATE TRIGGER a_stamp BEFORE UPDATE ON a_people FOR EACH ROW EXECUTE FUNCTION a_stamp();
+         INSERT INTO a_people (id, name, phone) SELECT i, 'name' || i, 'phone' || i FROM generate_series(1, 20) AS i;",
+    )
+    .await;
+    let url = target_url(kind, cfg, db);
+    let b_ddl = match kind {
+        Target::Postgres => {
+            "CREATE TABLE b_people (id bigint PRIMARY KEY, name text, phone text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+             CREATE FUNCTION b_stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at = clock_timestamp(); RETURN NEW; END $$;
+             CREATE TRIGGER b_stamp BEFORE UPDATE ON b_people FOR EACH ROW EXECUTE FUNCTION b_stamp();"
+        }
+        Target::Sqlite => {
+            "CREATE TABLE b_people (id INTEGER PRIMARY KEY, name TEXT, phone TEXT, updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')));
+             CREATE TRIGGER b_stamp AFTER UPDATE ON b_people FOR EACH ROW
+               BEGIN UPDATE b_people SET updated_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') WHERE id = NEW.id; END;"
+        }
+    };
+    TargetDb::open(kind, &url, db).await.exec(b_ddl).await;
+    let job = |source_kind: &str,
+               source_url: &str,
+               from: &str,
+               to_kind: &str,
+               to_url: &str,
+               to: &str,
+               fields: &str| {
+        format!(
+            "[source]\ntype = \"{source_kind}\"\nurl = \"{source_url}\"\ntable = \"{from}\"\nkey = [\"id\"]\n\n\
+             [detect]\nstrategy = \"cursor\"\ncursor = \"updated_at\"\n\n\
+             [target]\ntype = \"{to_kind}\"\nurl = \"{to_url}\"\ntable = \"{to}\"\nkey = [\"id\"]\n\n\
+             [fields]\nid = \"id\"\n{fields}\n\n[rules]\nowner = \"source\"\n"
+        )
+    };
+    cfg.job(
+        "a_to_b",
+        &job(
+            "postgres",
+            &db.url,
+            "a_people",
+            kind.kind(),
+            &url,
+            "b_people",
+            "name = \"name\"\nphone = { from = \"phone\", owner = \"target\" }",
+        ),
+    );
+    cfg.job(
+        "b_to_a",
+        &job(
+            kind.kind(),
+            &url,
+            "b_people",
+            "postgres",
+            &db.url,
+            "a_people",
+            "phone = \"phone\"\nname = { from = \"name\", owner = \"target\" }",
+        ),
+    );
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bidirectional_pair_converges_and_sends_no_echo() {
+    use rand::{Rng, SeedableRng};
+    for kind in BOTH {
+        let db = TestDb::new().await;
+        let cfg = ConfigDir::new();
+        let url = bidirectional(kind, &db, &cfg).await;
+        let b = TargetDb::open(kind, &url, &db).await;
+        let state = state_url(StateKind::Sqlite, &cfg, &db);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        cfg.run_once_ok(&state);
+
+        // 10 rounds of 10 edits on each side, each to the field its side owns.
+        for round in 0..10 {
+            for edit in 0..10 {
+                let (a, b_id) = (rng.gen_range(1..=20), rng.gen_range(1..=20));
+                db.exec(&format!(
+                    "UPDATE a_people SET name = 'a{round}.{edit}' WHERE id = {a}"
+                ))
+                .await;
+                b.exec(&format!(
+                    "UPDATE b_people SET phone = 'b{round}.{edit}' WHERE id = {b_id}"
+                ))
+                .await;
+            }
+            cfg.run_once_ok(&state);
+        }
+
+        let a_rows =
+            "SELECT CAST(id AS TEXT) || '|' || name || '|' || phone FROM a_people ORDER BY id";
+        let b_rows =
+            "SELECT CAST(id AS TEXT) || '|' || name || '|' || phone FROM b_people ORDER BY id";
+        let stamps =
+            "SELECT CAST(id AS TEXT) || '|' || CAST(updated_at AS TEXT) FROM a_people ORDER BY id";
+        let b_stamps =
+            "SELECT CAST(id AS TEXT) || '|' || CAST(updated_at AS TEXT) FROM b_people ORDER BY id";
+
+        // The first idle pass carries the last round's writes back to where
+        // they came from; each finds the row as it is and leaves it untouched.
+        let (before_a, before_b) = (db_strings(&db, stamps).await, b.strings(b_stamps).await);
+        let out = cfg.run_once_ok(&state);
+        assert_eq!(
+            db_strings(&db, stamps).await,
+            before_a,
+            "{kind:?}: no echo written into A"
+        );
+        assert_eq!(
+            b.strings(b_stamps).await,
+            before_b,
+            "{kind:?}: no echo written into B"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        for job in ["a_to_b", "b_to_a"] {
+            let synced = synced(&out, job);
+            assert!(
+                synced == 0
+                    || stdout.contains(&format!(
+                        "{job}: {synced} item(s) left the target row as it was"
+                    )),
+                "{kind:?}: {job} wrote something on the idle pass:\n{stdout}"
+            );
+        }
+        // The second idle pass finds nothing to carry at all.
+        let out = cfg.run_once_ok(&state);
+        for job in ["a_to_b", "b_to_a"] {
+            assert_eq!(
+                (changed(&out, job), synced(&out, job)),
+                (0, 0),
+                "{kind:?}: {job} on the second idle pass"
+            );
+        }
+        assert_eq!(
+            db_strings(&db, a_rows).await,
+            b.strings(b_rows).await,
+            "{kind:?}: both sides hold the same names (A's) and phones (B's)"
+        );
+    }
+}
+
+async fn db_strings(db: &TestDb, sql: &str) -> Vec<String> {
+    sqlx::query_scalar(sql)
+        .fetch_all(&db.pool)
+        .await
+        .expect("read")
+}

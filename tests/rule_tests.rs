@@ -78,6 +78,22 @@ name = "it comes back un-deleted"
 source = { id = 3, email = "c2@x", phone = "333", notes = "n3" }
 target = { id = 3, email = "c@x", phone = "333", notes = "n3", deleted_at = "2026-11-23T10:00:00Z" }
 expect = "update"
+
+[[tests]]
+name = "both sides changed email since ferry wrote it: the source owns it"
+source = { id = 1, email = "source1@x", phone = "111", notes = "n1" }
+target = { id = 1, email = "target1@x", phone = "111", notes = "n1" }
+written = { email = "a@x", phone = "111", notes = "n1" }
+expect = "conflict"
+fields = { email = "source1@x" }
+
+[[tests]]
+name = "only the target changed email: no conflict, the source's value goes back"
+source = { id = 2, email = "b@x", phone = "999", notes = "n2" }
+target = { id = 2, email = "target2@x", phone = "222", notes = "n2" }
+written = { email = "b@x", phone = "222", notes = "n2" }
+expect = "update"
+fields = { email = "b@x" }
 "#;
 
 #[test]
@@ -92,10 +108,10 @@ fn rule_tests_pass_offline_and_a_wrong_expectation_names_test_and_field() {
             .lines()
             .filter(|l| l.starts_with("ok    contacts: "))
             .count(),
-        6,
+        8,
         "{stdout}"
     );
-    assert!(stdout.ends_with("6 test(s), 0 failed\n"), "{stdout}");
+    assert!(stdout.ends_with("8 test(s), 0 failed\n"), "{stdout}");
 
     // Two wrong expectations: the phone is the target's, so it is not
     // written; an un-delete also clears `deleted_at`.
@@ -130,7 +146,7 @@ fn rule_tests_pass_offline_and_a_wrong_expectation_names_test_and_field() {
         stdout.contains("field `deleted_at`: not expected, written as null"),
         "{stdout}"
     );
-    assert!(stdout.ends_with("6 test(s), 2 failed\n"), "{stdout}");
+    assert!(stdout.ends_with("8 test(s), 2 failed\n"), "{stdout}");
 }
 
 #[test]
@@ -173,7 +189,7 @@ fn malformed_tests_are_configuration_errors() {
     assert_eq!(code(&out), 78, "{err}");
     assert!(err.contains("test `no object` needs `source`"), "{err}");
     assert!(
-        err.contains("`expect = \"conflict\"` needs conflict detection"),
+        err.contains("`expect = \"conflict\"` needs `source`, `target` and `written`"),
         "{err}"
     );
     assert!(

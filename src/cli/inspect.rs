@@ -108,12 +108,16 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
     for job in jobs {
         let result = async {
             let (last, last_success, conflicts) = store.last_run(&job.name).await?;
+            let id_map = match job.generated_key() {
+                Some(_) => Some(store.id_map_size(&job.name).await?),
+                None => None,
+            };
             let queue = store.queue_counts(&job.name).await?;
             let watermark = store.watermark(&job.name).await?;
             let present = store.live_count(&job.name).await?;
             let paused = store.is_paused(&job.name).await?;
             Ok::<_, crate::state::StateError>((
-                (last, conflicts),
+                (last, conflicts, id_map),
                 last_success,
                 queue,
                 watermark,
@@ -122,7 +126,8 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
             ))
         }
         .await;
-        let ((last, conflicts), last_success, q, watermark, present, paused) = match result {
+        let ((last, conflicts, id_map), last_success, q, watermark, present, paused) = match result
+        {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("ferry: {e}");
@@ -161,6 +166,9 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
         println!("  last success {}", time(last_success));
         println!("  watermark    {}", watermark.as_deref().unwrap_or("-"));
         println!("  objects      {present} in the ledger");
+        if let Some(n) = id_map {
+            println!("  id map       {n} source key(s) translated to the target's own keys");
+        }
         println!("  conflicts    {conflicts} in all runs (fields both sides changed; the owner rules decided)");
         println!(
             "  queue        pending {}, running {}, failed {}, dead {}",

@@ -18,7 +18,12 @@ pub fn test(cli: &Cli, names: &[String]) -> ExitCode {
     for job in jobs {
         for t in &job.tests {
             run += 1;
-            let got = predict(job, t.source.as_ref(), t.target.as_ref());
+            let got = predict(
+                job,
+                t.source.as_ref(),
+                t.target.as_ref(),
+                t.written.as_ref(),
+            );
             let differences = differences(t, &got);
             if differences.is_empty() {
                 println!("ok    {}: {}", job.name, t.name);
@@ -75,7 +80,9 @@ fn differences(t: &RuleTest, got: &Predicted) -> Vec<String> {
 
 fn describe(p: &Predicted) -> String {
     match p.kind {
-        WriteKind::Insert | WriteKind::Update => format!("{} {}", p.kind.name(), fields(&p.fields)),
+        WriteKind::Insert | WriteKind::Update | WriteKind::Conflict => {
+            format!("{} {}", p.kind.name(), fields(&p.fields))
+        }
         kind => kind.name().to_string(),
     }
 }

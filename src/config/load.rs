@@ -92,6 +92,18 @@ pub fn load(
                     known.join(", ")
                 ),
             ));
+        } else if r.what == "`lookup`"
+            && jobs
+                .get(&r.name)
+                .is_some_and(|j| j.generated_key().is_none())
+        {
+            errors.push(SourceText::new(path, text).diagnostic(
+                r.span.clone(),
+                format!(
+                    "`lookup` names job `{}`, whose target key comes from its source: it keeps no id map to translate through (a lookup job's target generates its key: a one-column `[target] key` that no field maps)",
+                    r.name
+                ),
+            ));
         }
     }
     check_after_cycles(&jobs, &mut errors, dir);

@@ -75,6 +75,17 @@ pub struct Job {
 }
 
 impl Job {
+    /// The target key column the target generates: a one-column target key
+    /// that no field maps from the source. The job keeps an id map.
+    pub fn generated_key(&self) -> Option<&str> {
+        match self.target.key.as_slice() {
+            [key] if !self.fields.is_empty() && !self.fields.iter().any(|f| &f.target == key) => {
+                Some(key.as_str())
+            }
+            _ => None,
+        }
+    }
+
     /// For `owner = "newest"`: (the target's `updated_at` column, the source's
     /// cursor column): the times the newest rule compares.
     pub fn newest_clock(&self) -> Option<(&str, &str)> {
@@ -100,6 +111,8 @@ pub struct RuleTest {
     pub source: Option<crate::model::Record>,
     /// The target's current row; None: the target has no row for the key.
     pub target: Option<crate::model::Record>,
+    /// What ferry last wrote to the target for this key, per field.
+    pub written: Option<crate::model::Record>,
     pub expect: WriteKind,
     /// The exact fields an insert or update writes, when the test names them.
     pub fields: Option<crate::model::Record>,
@@ -111,6 +124,9 @@ pub enum WriteKind {
     Update,
     Delete,
     Skip,
+    /// An update (or none) where a field changed on both sides since
+    /// ferry's last write; its owner decides.
+    Conflict,
 }
 
 impl WriteKind {
@@ -120,6 +136,7 @@ impl WriteKind {
             WriteKind::Update => "update",
             WriteKind::Delete => "delete",
             WriteKind::Skip => "skip",
+            WriteKind::Conflict => "conflict",
         }
     }
 }

@@ -86,6 +86,17 @@ pub trait Target: Send + Sync {
     /// Applies the whole batch, atomically where the system allows it. A
     /// write that would leave a row as it is does not touch it.
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError>;
+    /// Keys for `n` new rows of a table whose key the target generates (a
+    /// serial or identity column), taken before the rows are written so a
+    /// retried write reuses them; each above `floor`, the largest key taken
+    /// before (some may not be written yet). None: this target cannot.
+    async fn allocate_keys(
+        &self,
+        _n: usize,
+        _floor: i64,
+    ) -> Result<Option<Vec<serde_json::Value>>, ConnectorError> {
+        Ok(None)
+    }
     /// Every row's key, for `mode = "mirror"`, which removes the rows whose
     /// key the source does not have. None: the target cannot list its keys.
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {

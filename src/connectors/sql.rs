@@ -438,19 +438,56 @@ where
             .await?;
     }
     if let Some((query, rows, fields)) = images {
-        let after = read_images::<DB>(conn, &query, &rows).await?;
+        // Only `newest` decides by what the row holds; for every other rule
+        // the row after the write follows from the row before it.
+        let after = match sql.rules.updated_at {
+            Some(_) => Some(read_images::<DB>(conn, &query, &rows).await?),
+            None => None,
+        };
         written.images = before
             .into_iter()
-            .zip(after)
-            .map(|((incoming, before), (_, after))| Images {
-                incoming,
-                before,
-                after,
+            .enumerate()
+            .map(|(i, (incoming, before))| {
+                let after = match &after {
+                    Some(read) => read[i].1.clone(),
+                    None => row_after(&sql.rules, &fields, &incoming, before.as_deref()),
+                };
+                Images {
+                    incoming,
+                    before,
+                    after,
+                }
             })
             .collect();
         written.fields = fields;
     }
     Ok(written)
+}
+
+/// The row's fields after an upsert, from the row before it and the owner
+/// rules (all but `newest`), as [`assignments`] apply them.
+fn row_after(
+    rules: &WriteRules,
+    fields: &[String],
+    incoming: &[u32],
+    before: Option<&[u32]>,
+) -> Option<Vec<u32>> {
+    let Some(before) = before else {
+        // No row: an upsert inserts the incoming values; an update writes nothing.
+        return (rules.mode != Mode::Update).then(|| incoming.to_vec());
+    };
+    let null = xxhash_rust::xxh3::xxh3_64(b"null") as u32;
+    Some(
+        fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match rules.owner(f) {
+                Owner::Source | Owner::Newest => incoming[i],
+                Owner::Fill if before[i] == null => incoming[i],
+                Owner::Fill | Owner::Target => before[i],
+            })
+            .collect(),
+    )
 }
 
 async fn read_images<DB>(

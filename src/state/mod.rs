@@ -2,6 +2,7 @@
 //! watermarks and leases. SQLite (embedded, default) or PostgreSQL (shared by
 //! many replicas), chosen by URL. The only module that writes SQL for ferry's
 //! own tables; it never talks to external systems.
+mod idmap;
 mod lease;
 mod ledger;
 mod queue;

@@ -3,6 +3,7 @@
 //! until the refused items are isolated — and records every item's fate and
 //! the ledger in the state store. Meets detection only through the store.
 mod conflicts;
+mod identity;
 mod mapping;
 mod mirror;
 mod predict;
@@ -104,7 +105,10 @@ pub async fn drain(
         progress: progress.clone(),
         ..Default::default()
     });
-    let mapping = Arc::new(Mapping::new(job));
+    let mapping = Arc::new(task::Shape {
+        mapping: Mapping::new(job),
+        identity: identity::Identity::new(job),
+    });
     let lease = task_lease();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..job.batch.concurrency {

@@ -31,8 +31,15 @@ impl Predicted {
 }
 
 /// `source`: the object (None: deleted at the source); `target`: the target's
-/// row for its key (None: no row).
-pub fn predict(job: &Job, source: Option<&Record>, target: Option<&Record>) -> Predicted {
+/// row for its key (None: no row); `written`: what ferry last wrote there.
+/// A field that both sides changed since `written` makes the write a
+/// [`WriteKind::Conflict`], whose fields are what the owners decide.
+pub fn predict(
+    job: &Job,
+    source: Option<&Record>,
+    target: Option<&Record>,
+    written: Option<&Record>,
+) -> Predicted {
     let rules = WriteRules::from_job(job);
     match (source, target) {
         (Some(object), None) => {
@@ -53,6 +60,13 @@ pub fn predict(job: &Job, source: Option<&Record>, target: Option<&Record>) -> P
                 .updated_at
                 .as_ref()
                 .is_none_or(|u| is_later(mapped.get(u), row.get(u)));
+            let conflict = written.is_some_and(|w| {
+                w.iter().any(|(column, last)| {
+                    let incoming = mapped.get(column).unwrap_or(&Value::Null);
+                    let current = row.get(column).unwrap_or(&Value::Null);
+                    current != last && incoming != last && current != incoming
+                })
+            });
             let mut fields = Record::new();
             for (column, incoming) in mapped {
                 if rules.key.contains(&column) {
@@ -75,6 +89,12 @@ pub fn predict(job: &Job, source: Option<&Record>, target: Option<&Record>) -> P
             // A soft-deleted row whose object is back is un-deleted.
             if let Some(column) = soft_deleted(&rules, row) {
                 fields.insert(column.to_string(), Value::Null);
+            }
+            if conflict {
+                return Predicted {
+                    kind: WriteKind::Conflict,
+                    fields,
+                };
             }
             update_or_skip(fields)
         }

@@ -6,11 +6,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::identity::{Identity, IdentityError, Resolution};
 use super::{backoff, conflicts, Mapping, Shared};
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Images, Target, WriteBatch, Written};
 use crate::model::{key_text, now_millis, parse_hash, Item, Op, Record};
 use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
+
+/// How a job's objects become target rows: fields, and keys translated.
+pub(super) struct Shape {
+    pub mapping: Mapping,
+    pub identity: Identity,
+}
 
 enum Fate {
     /// With the fields and images the target reported, when asked.
@@ -23,7 +30,7 @@ pub(super) async fn sync_task(
     job: &Job,
     target: &dyn Target,
     store: &Store,
-    mapping: &Mapping,
+    shape: &Shape,
     task: ClaimedTask,
     shared: &Shared,
     lease: Duration,
@@ -57,15 +64,41 @@ pub(super) async fn sync_task(
             continue;
         }
         let record = match item.op {
-            Op::Upsert => mapping.upsert(&item.data),
-            Op::Delete => mapping.delete(&item.key),
+            Op::Upsert => shape.mapping.upsert(&item.data),
+            Op::Delete => shape.mapping.delete(&item.key),
         };
         live.push((i, item.op, record));
     }
 
+    // Keys the target generates, and references to other jobs' objects.
+    let (mut waiting, mut nothing, mut translation_error) = (Vec::new(), Vec::new(), None);
+    if shape.identity.is_active() {
+        match shape
+            .identity
+            .resolve(target, store, &mut live, &keys)
+            .await
+        {
+            Ok(resolutions) => {
+                let mut ready = Vec::with_capacity(live.len());
+                for (entry, resolution) in live.into_iter().zip(resolutions) {
+                    match resolution {
+                        Resolution::Ready => ready.push(entry),
+                        Resolution::Wait(why) => waiting.push((entry.0, why)),
+                        Resolution::Nothing => nothing.push(entry.0),
+                    }
+                }
+                live = ready;
+            }
+            Err(IdentityError::State(e)) => return Err(e),
+            Err(IdentityError::Target(e)) => translation_error = Some(e),
+        }
+    }
+
     let started = std::time::Instant::now();
-    let (fates, error, wrote_any) =
-        write_isolating(target, store, &task, &live, track, shared, lease).await;
+    let (fates, error, wrote_any) = match translation_error {
+        Some(e) => (live.iter().map(|_| Fate::Retry).collect(), Some(e), false),
+        None => write_isolating(target, store, &task, &live, track, shared, lease).await,
+    };
     crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
 
     let mut settlement = Settlement::default();
@@ -119,10 +152,40 @@ pub(super) async fn sync_task(
             }
         }
     }
+    for i in nothing {
+        let item = &task.items[i];
+        settlement.synced.push(Synced {
+            key: keys[i].clone(),
+            hash: parse_hash(&item.hash),
+            version: item.version,
+            written: None,
+        });
+    }
+    if let Some((i, why)) = waiting.first() {
+        tracing::warn!(job = %job.name, task = task.id, waiting = waiting.len(), "{} item(s) wait for a referenced object, first {}: {why}", waiting.len(), keys[*i]);
+    }
+    for (i, why) in waiting {
+        let item = &task.items[i];
+        if exhausted {
+            settlement.dead.push(Item {
+                error: Some(format!("{why} (gave up after {} attempts)", task.attempts)),
+                ..item.clone()
+            });
+        } else {
+            retried += 1;
+            settlement.retry.push(Item {
+                error: Some(why),
+                ..item.clone()
+            });
+        }
+    }
     let unreachable = error.as_ref().is_some_and(|e| e.is_unreachable());
     if !settlement.retry.is_empty() {
         settlement.retry_at_ms = now_millis() + backoff(job, task.attempts).as_millis() as i64;
-        settlement.retry_error = error.as_ref().map(|e| e.to_string());
+        settlement.retry_error = error
+            .as_ref()
+            .map(|e| e.to_string())
+            .or_else(|| settlement.retry.first().and_then(|i| i.error.clone()));
     }
     if unreachable && !wrote_any {
         // The target was never reached: the attempt does not count.

@@ -2,7 +2,11 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 
 use crate::config::TargetConfig;
-use crate::connectors::sql::{classify, execute_batch, key_stream, Dialect, WriteSql};
+use serde_json::Value;
+
+use crate::connectors::sql::{
+    classify, execute_batch, key_stream, quote_qualified, Dialect, WriteSql,
+};
 use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
 
 pub struct PostgresTarget {
@@ -43,6 +47,37 @@ impl Target for PostgresTarget {
             .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(written)
+    }
+
+    /// From the key column's sequence: keys no other writer gets (the
+    /// sequence never goes back, so `floor` is already behind it).
+    async fn allocate_keys(
+        &self,
+        n: usize,
+        _floor: i64,
+    ) -> Result<Option<Vec<Value>>, ConnectorError> {
+        let rules = self.sql.rules();
+        let column = rules.key.first().map(String::as_str).unwrap_or_default();
+        let ids: Vec<Option<i64>> = sqlx::query_scalar(
+            "SELECT nextval(pg_get_serial_sequence($1, $2)) FROM generate_series(1, $3)",
+        )
+        .bind(quote_qualified(&rules.table))
+        .bind(column)
+        .bind(n as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        ids.into_iter()
+            .map(|id| id.map(Value::from))
+            .collect::<Option<Vec<Value>>>()
+            .map(Some)
+            .ok_or_else(|| {
+                ConnectorError::failed(
+                    &self.system,
+                    &self.object,
+                    format!("key column `{column}` has no sequence (serial or identity), so ferry cannot give new rows their key"),
+                )
+            })
     }
 
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {

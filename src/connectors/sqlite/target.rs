@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use serde_json::Value;
 use sqlx::SqlitePool;
 
 use crate::config::TargetConfig;
@@ -15,6 +16,8 @@ pub struct SqliteTarget {
     sql: WriteSql,
     create_table: bool,
     created: tokio::sync::OnceCell<()>,
+    /// The last key this process allocated: workers share the target.
+    allocated: tokio::sync::Mutex<i64>,
 }
 
 impl SqliteTarget {
@@ -29,6 +32,7 @@ impl SqliteTarget {
             sql: WriteSql::new(rules, Dialect::Sqlite),
             create_table: cfg.create_table,
             created: tokio::sync::OnceCell::new(),
+            allocated: tokio::sync::Mutex::new(0),
         })
     }
 
@@ -95,6 +99,30 @@ impl Target for SqliteTarget {
             .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(written)
+    }
+
+    /// After the largest key in the table, as SQLite gives an integer
+    /// primary key without AUTOINCREMENT, and after every key taken before
+    /// (`floor`, and this process's own): those may not be written yet.
+    async fn allocate_keys(
+        &self,
+        n: usize,
+        floor: i64,
+    ) -> Result<Option<Vec<Value>>, ConnectorError> {
+        let rules = self.sql.rules();
+        let column = quote_ident(rules.key.first().map(String::as_str).unwrap_or_default());
+        let sql = format!(
+            "SELECT CAST(COALESCE(MAX({column}), 0) AS INTEGER) FROM {}",
+            quote_qualified(&rules.table)
+        );
+        let mut last = self.allocated.lock().await;
+        let largest: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let first = largest.max(*last).max(floor) + 1;
+        *last = first + n as i64 - 1;
+        Ok(Some((first..=*last).map(Value::from).collect()))
     }
 
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {

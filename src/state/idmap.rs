@@ -1,0 +1,88 @@
+//! The id map of a job whose target generates its own keys: the target key
+//! each source key got, recorded before the row is written.
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{args, json_param, Bind, Kind, StateError, Store};
+
+impl Store {
+    /// The target keys (ledger text form) of those of `source_keys` the map holds.
+    pub async fn id_map(
+        &self,
+        job: &str,
+        source_keys: &[String],
+    ) -> Result<HashMap<String, String>, StateError> {
+        if source_keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT source_key, target_key FROM ferry_idmap WHERE job = $1 AND source_key IN {}",
+            self.json_strings(2)
+        );
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(json_param(&source_keys));
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+            .collect())
+    }
+
+    /// Records (source key, target key) pairs; a source key already mapped
+    /// keeps its target key (another worker recorded it first).
+    pub async fn record_ids(
+        &self,
+        job: &str,
+        pairs: &[(String, String)],
+    ) -> Result<(), StateError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO ferry_idmap (job, source_key, target_key) SELECT $1, source_key, target_key FROM {} AS x \
+             WHERE true ON CONFLICT (job, source_key) DO NOTHING",
+            self.json_rows(2, &[("source_key", Kind::Text), ("target_key", Kind::Text)])
+        );
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(json_param(&pairs));
+        let mut tx = self.write_tx().await?;
+        sqlx::query_with(&sql, a)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// The largest target key the job's id map holds (0: none); generated
+    /// keys are integers, kept as the one-element JSON array `[n]`.
+    pub async fn id_map_max(&self, job: &str) -> Result<i64, StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        let row = sqlx::query_with(
+            "SELECT CAST(COALESCE(max(CAST(substr(target_key, 2, length(target_key) - 2) AS BIGINT)), 0) AS BIGINT) \
+             FROM ferry_idmap WHERE job = $1",
+            a,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// How many source keys the job's id map holds.
+    pub async fn id_map_size(&self, job: &str) -> Result<i64, StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        let row = sqlx::query_with("SELECT count(*) FROM ferry_idmap WHERE job = $1", a)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.get::<i64, _>(0))
+    }
+}
