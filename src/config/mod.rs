@@ -273,8 +273,47 @@ pub struct Rules {
     pub soft_delete: Option<String>,
 }
 
+/// `[children.NAME]`: rows attached to each object under NAME.
 #[derive(Debug, Clone)]
 pub struct Child {
+    /// Selects one parent's children, comparing a column with `= $1`.
     pub query: String,
+    /// The columns that identify a child among its parent's.
     pub key: Vec<String>,
+    /// The child column compared with `$1`: the parent's key in each child row.
+    pub parent: String,
+    /// The SQL target's child table (default: NAME).
+    pub table: String,
+}
+
+impl Child {
+    /// Where the query compares its parent column with `$1`: the byte range
+    /// of `= $1`, and the column's name. None: the query has no such place.
+    pub fn parent_comparison(query: &str) -> Option<(std::ops::Range<usize>, String)> {
+        let at = query.find("$1")?;
+        let before = query[..at].trim_end();
+        let eq = before.strip_suffix('=')?;
+        let column_end = eq.trim_end();
+        let start = column_end
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '"' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let column = column_end[start..].rsplit('.').next()?.trim_matches('"');
+        if column.is_empty() {
+            return None;
+        }
+        Some((eq.len()..at + 2, column.to_string()))
+    }
+
+    /// The query for many parents at once: `= $1` becomes a test against
+    /// the array bound at `$1` (`ANY($1)`, or SQLite's `IN (… json_each($1))`).
+    pub fn batched(&self, membership: &str) -> String {
+        match Child::parent_comparison(&self.query) {
+            Some((range, _)) => format!(
+                "{}{membership}{}",
+                &self.query[..range.start],
+                &self.query[range.end..]
+            ),
+            None => self.query.clone(),
+        }
+    }
 }

@@ -234,8 +234,9 @@ pub struct RulesRaw {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // read once snapshots with children are supported
 pub struct ChildRaw {
     pub query: S<String>,
     pub key: S<Vec<S<String>>>,
+    /// The SQL target's child table (default: the child's name).
+    pub table: Option<S<String>>,
 }

@@ -335,9 +335,7 @@ pub fn job(
     check_keys_mapped(ctx, file, &source, &target, &fields, &rules);
 
     let tests = tests(ctx, name, &file.tests);
-    for child_name in file.children.keys() {
-        ctx.src.error(child_name.span(), format!("`[children.{}]`: snapshots with children are not available in this version of ferry yet", child_name.get_ref()));
-    }
+    let children = children(ctx, file, &source, &detect);
 
     if ctx.src.errors.len() > errors_before {
         return None;
@@ -353,9 +351,70 @@ pub fn job(
         target,
         fields,
         rules,
-        children: BTreeMap::new(),
+        children,
         tests,
     })
+}
+
+/// `[children.NAME]`: a query comparing the parent column with `= $1`, a
+/// key, and a parent with a one-column key from a SQL source.
+fn children(
+    ctx: &mut Ctx,
+    file: &raw::JobFile,
+    source: &SourceConfig,
+    detect: &Detect,
+) -> BTreeMap<String, Child> {
+    let mut out = BTreeMap::new();
+    for (name, spec) in &file.children {
+        let (name, raw) = (name.get_ref(), spec.get_ref());
+        let query = raw.query.get_ref();
+        let Some((_, parent)) = Child::parent_comparison(query) else {
+            ctx.src.error(raw.query.span(), format!("`[children.{name}]`: the query must compare the parent's key with `= $1` (e.g. `where order_id = $1`)"));
+            continue;
+        };
+        if !matches!(source.kind.as_str(), "postgres" | "sqlite") {
+            ctx.src.error(
+                spec.span(),
+                format!(
+                    "`[children.{name}]` needs a `postgres` or `sqlite` source, not `{}`",
+                    source.kind
+                ),
+            );
+        }
+        if source.key.len() != 1 {
+            ctx.src.error(
+                spec.span(),
+                format!("`[children.{name}]` needs a one-column `[source] key` for `$1`"),
+            );
+        }
+        if raw.key.get_ref().is_empty() {
+            ctx.src.error(
+                raw.key.span(),
+                format!("`[children.{name}]`: `key` names the columns that identify a child"),
+            );
+        }
+        if !matches!(detect, Detect::Diff { .. }) {
+            ctx.src.error(spec.span(), format!("`[children.{name}]` needs `strategy = \"diff\"`: a changed child does not move its parent's cursor, so only a diff sees it"));
+        }
+        out.insert(
+            name.clone(),
+            Child {
+                query: query.clone(),
+                key: raw
+                    .key
+                    .get_ref()
+                    .iter()
+                    .map(|k| k.get_ref().clone())
+                    .collect(),
+                parent,
+                table: raw
+                    .table
+                    .as_ref()
+                    .map_or(name.clone(), |t| t.get_ref().clone()),
+            },
+        );
+    }
+    out
 }
 
 /// `[[tests]]` blocks: each names itself, expects one of the write kinds,

@@ -3,6 +3,7 @@
 //! config, never the state store, detection or sync.
 //!
 //! Adding a system: a folder here and one line in each registry below.
+mod children;
 mod error;
 pub mod file;
 pub mod postgres;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::config::{Deletes, Job, Mode, Owner};
+use crate::config::{Child, Deletes, Job, Mode, Owner};
 use crate::model::{Record, SourceRow};
 
 pub use error::ConnectorError;
@@ -43,6 +44,20 @@ pub trait Source: Send + Sync {
     /// The system and object, for messages: `postgres postgres://u:***@h/db table "customers"`.
     fn describe(&self) -> String;
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError>;
+    /// The rows of `child`'s query for all of `parents` (values of the
+    /// parent's key) in one query; each row names its parent in the
+    /// `child.parent` column.
+    async fn children(
+        &self,
+        _child: &Child,
+        _parents: &[serde_json::Value],
+    ) -> Result<Vec<Record>, ConnectorError> {
+        Err(ConnectorError::failed(
+            &self.describe(),
+            "children",
+            "this source cannot read child rows",
+        ))
+    }
 }
 
 /// One bulk write: mapped target records (upserts) and target key records (deletes).
@@ -118,6 +133,18 @@ pub struct WriteRules {
     /// `owner = "newest"`: the target's change-time column, which the write
     /// carries the source's change time in.
     pub updated_at: Option<String>,
+    /// `[children.NAME]`: tables whose rows each parent's snapshot replaces.
+    pub children: Vec<ChildTable>,
+}
+
+/// A child table of a SQL target.
+#[derive(Debug, Clone)]
+pub struct ChildTable {
+    /// The field of the parent record that holds the child rows.
+    pub name: String,
+    pub table: String,
+    /// The child column holding the parent's target key.
+    pub parent: String,
 }
 
 impl WriteRules {
@@ -139,6 +166,15 @@ impl WriteRules {
                 .collect(),
             default_owner: job.rules.owner,
             updated_at: job.newest_clock().map(|(u, _)| u.to_string()),
+            children: job
+                .children
+                .iter()
+                .map(|(name, c)| ChildTable {
+                    name: name.clone(),
+                    table: c.table.clone(),
+                    parent: c.parent.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -157,12 +193,20 @@ pub const TARGETS: &[&str] = &["postgres", "sqlite"];
 
 /// The registry: a job's source.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
-    match job.source.kind.as_str() {
-        "postgres" => Ok(Box::new(postgres::PostgresSource::new(&job.source)?)),
-        "sqlite" => Ok(Box::new(sqlite::SqliteSource::new(&job.source)?)),
-        "file" => Ok(Box::new(file::FileSource::new(&job.source))),
-        other => Err(ConnectorError::unsupported(other)),
-    }
+    let source: Box<dyn Source> = match job.source.kind.as_str() {
+        "postgres" => Box::new(postgres::PostgresSource::new(&job.source)?),
+        "sqlite" => Box::new(sqlite::SqliteSource::new(&job.source)?),
+        "file" => Box::new(file::FileSource::new(&job.source)),
+        other => return Err(ConnectorError::unsupported(other)),
+    };
+    Ok(match job.source.key.as_slice() {
+        [key] if !job.children.is_empty() => Box::new(children::WithChildren::new(
+            source,
+            key.clone(),
+            job.children.clone().into_iter().collect(),
+        )),
+        _ => source,
+    })
 }
 
 /// The registry: a job's target.

@@ -1,5 +1,5 @@
 //! Helpers shared by the SQL connectors: identifier quoting and error classification.
-use super::{ConnectorError, Images, WriteBatch, WriteRules, Written};
+use super::{ChildTable, ConnectorError, Images, WriteBatch, WriteRules, Written};
 use crate::config::{Deletes, Mode, Owner};
 use crate::model::Record;
 
@@ -213,34 +213,126 @@ impl WriteSql {
     }
 
     /// The statements for one batch, each with the records it binds.
-    pub fn statements<'b>(&self, batch: &'b WriteBatch<'_>) -> Vec<(String, &'b [&'b Record])> {
+    /// The statements for one batch, each with the JSON array it binds.
+    /// Children replace their parent's set: the old rows go, the snapshot's
+    /// rows come, in the parent's transaction.
+    pub fn statements(&self, batch: &WriteBatch<'_>) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(2);
         if !batch.upserts.is_empty() {
             let cols = self.upsert_columns(&batch.upserts);
             if let Some(sql) = self.upsert(&cols) {
-                out.push((sql, batch.upserts.as_slice()));
+                out.push((sql, to_json(&batch.upserts)));
+            }
+            for child in &self.rules.children {
+                out.extend(self.replace_children(child, &batch.upserts));
             }
         }
         if !batch.deletes.is_empty() {
-            if let Some(sql) = self.delete() {
-                out.push((sql, batch.deletes.as_slice()));
+            if self.rules.deletes == Deletes::Propagate {
+                for child in &self.rules.children {
+                    out.push(self.delete_children(child, &batch.deletes));
+                }
             }
+            if let Some(sql) = self.delete() {
+                out.push((sql, to_json(&batch.deletes)));
+            }
+        }
+        out
+    }
+
+    /// The parents' key values as a JSON array (one-column keys).
+    fn parent_keys(&self, parents: &[&Record]) -> Vec<serde_json::Value> {
+        let key = self
+            .rules
+            .key
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        parents
+            .iter()
+            .map(|p| p.get(key).cloned().unwrap_or_default())
+            .collect()
+    }
+
+    fn delete_children(&self, child: &ChildTable, parents: &[&Record]) -> (String, String) {
+        let membership = match self.dialect {
+            Dialect::Postgres => "IN (SELECT json_array_elements_text($1::json))",
+            Dialect::Sqlite => "IN (SELECT value FROM json_each($1))",
+        };
+        let cast = match self.dialect {
+            Dialect::Postgres => "::text",
+            Dialect::Sqlite => "",
+        };
+        (
+            format!(
+                "DELETE FROM {} WHERE {}{cast} {membership}",
+                quote_qualified(&child.table),
+                quote_ident(&child.parent)
+            ),
+            // A slice of JSON values always serialises.
+            serde_json::to_string(&self.parent_keys(parents)).expect("keys serialise"),
+        )
+    }
+
+    /// Deletes the parents' child rows and inserts the snapshot's, each with
+    /// its parent column set to the parent's target key.
+    fn replace_children(&self, child: &ChildTable, parents: &[&Record]) -> Vec<(String, String)> {
+        let key = self
+            .rules
+            .key
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        let mut rows: Vec<Record> = Vec::new();
+        for parent in parents {
+            let parent_key = parent.get(key).cloned().unwrap_or_default();
+            if let Some(serde_json::Value::Array(children)) = parent.get(&child.name) {
+                for c in children {
+                    if let serde_json::Value::Object(c) = c {
+                        let mut c = c.clone();
+                        c.insert(child.parent.clone(), parent_key.clone());
+                        rows.push(c);
+                    }
+                }
+            }
+        }
+        let mut out = vec![self.delete_children(child, parents)];
+        if !rows.is_empty() {
+            let refs: Vec<&Record> = rows.iter().collect();
+            let cols = columns_of(&refs);
+            let list = cols
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let table = quote_qualified(&child.table);
+            out.push((
+                format!(
+                    "INSERT INTO {table} ({list}) SELECT {list} FROM {} AS x",
+                    self.rows_of(&table, &cols)
+                ),
+                to_json(&refs),
+            ));
         }
         out
     }
 
     /// The batch's rows as a subquery with columns `cols`, typed by the target.
     fn rows(&self, cols: &[String]) -> String {
+        self.rows_of(&self.table, cols)
+    }
+
+    /// Rows bound at `$1` as a subquery with columns `cols`, typed by `table`.
+    fn rows_of(&self, table: &str, cols: &[String]) -> String {
         let list = cols
             .iter()
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
         match self.dialect {
-            Dialect::Postgres => format!(
-                "(SELECT {list} FROM json_populate_recordset(NULL::{}, $1::json))",
-                self.table
-            ),
+            Dialect::Postgres => {
+                format!("(SELECT {list} FROM json_populate_recordset(NULL::{table}, $1::json))")
+            }
             Dialect::Sqlite => {
                 let exprs = cols
                     .iter()
@@ -333,6 +425,7 @@ impl WriteSql {
     /// column (which only deletes set).
     pub fn upsert_columns(&self, upserts: &[&Record]) -> Vec<String> {
         let mut cols = columns_of(upserts);
+        cols.retain(|c| !self.rules.children.iter().any(|child| &child.name == c));
         if self.rules.deletes == Deletes::Soft {
             cols.retain(|c| Some(c) != self.rules.soft_delete.as_ref());
         }
@@ -431,9 +524,9 @@ where
     if let Some((query, rows, _)) = &images {
         before = read_images::<DB>(conn, query, rows).await?;
     }
-    for (statement, records) in sql.statements(batch) {
+    for (statement, rows) in sql.statements(batch) {
         sqlx::query::<DB>(&statement)
-            .bind(to_json(records))
+            .bind(rows)
             .execute(&mut *conn)
             .await?;
     }

@@ -21,10 +21,13 @@ pub struct Mapping {
 
 impl Mapping {
     pub fn new(job: &Job) -> Mapping {
+        // Child rows travel under their name, for the target to write.
+        let children = job.children.keys().map(|name| (name.clone(), name.clone()));
         let fields: Vec<(String, String)> = job
             .fields
             .iter()
             .map(|f| (f.target.clone(), f.from.clone()))
+            .chain(children.filter(|_| !job.fields.is_empty()))
             .collect();
         let delete_key = job
             .target

@@ -2,7 +2,9 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use sqlx::{PgPool, Row};
 
-use crate::config::SourceConfig;
+use serde_json::Value;
+
+use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, relation};
 use crate::connectors::{ConnectorError, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
@@ -134,5 +136,42 @@ impl Source for PostgresSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    async fn children(
+        &self,
+        child: &Child,
+        parents: &[Value],
+    ) -> Result<Vec<Record>, ConnectorError> {
+        let sql = format!(
+            "SELECT row_to_json(c)::text FROM ({}) AS c",
+            child.batched("= ANY($1)")
+        );
+        let query = sqlx::query_scalar::<_, String>(&sql);
+        // The parameter's type comes from the column it is compared with;
+        // integer keys bind as integers, anything else as text.
+        let ints: Option<Vec<i64>> = parents.iter().map(Value::as_i64).collect();
+        let query = match ints {
+            Some(ints) => query.bind(ints),
+            None => query.bind(
+                parents
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect::<Vec<String>>(),
+            ),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(|e| {
+            classify(
+                e,
+                &self.system,
+                &format!("children query of {}", self.object),
+            )
+        })?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))
+            })
+            .collect()
     }
 }

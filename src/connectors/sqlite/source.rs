@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Column, Row, SqlitePool, TypeInfo, ValueRef};
 
-use crate::config::SourceConfig;
+use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, relation};
 use crate::connectors::{ConnectorError, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
@@ -80,6 +80,31 @@ impl Source for SqliteSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    async fn children(
+        &self,
+        child: &Child,
+        parents: &[Value],
+    ) -> Result<Vec<Record>, ConnectorError> {
+        let sql = format!(
+            "SELECT * FROM ({}) AS c",
+            child.batched("IN (SELECT value FROM json_each($1))")
+        );
+        let parents = serde_json::to_string(parents)
+            .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))?;
+        let rows = sqlx::query(&sql)
+            .bind(parents)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &self.system,
+                    &format!("children query of {}", self.object),
+                )
+            })?;
+        Ok(rows.iter().map(record_of).collect())
     }
 }
 
