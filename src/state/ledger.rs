@@ -108,6 +108,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether ferry recorded what it wrote for any key of `job`: until it
+    /// has, no write can meet a conflict and sync skips the lookups.
+    pub async fn ledger_has_written(&self, job: &str) -> Result<bool, StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        let row = sqlx::query_with(
+            "SELECT count(*) FROM (SELECT 1 FROM ferry_ledger WHERE job = $1 AND written IS NOT NULL LIMIT 1) AS any_key",
+            a,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.get::<i64, _>(0) > 0)
+    }
+
     /// Whether the ledger knows any key of `job` (a first run needs no lookups).
     pub async fn ledger_is_empty(&self, job: &str) -> Result<bool, StateError> {
         let mut a = args();

@@ -108,6 +108,9 @@ pub async fn drain(
     let mapping = Arc::new(task::Shape {
         mapping: Mapping::new(job),
         identity: identity::Identity::new(job),
+        // Read once per drain: an initial sync (nothing written yet) then
+        // skips the ledger lookup of every key.
+        prior_writes: conflicts::tracked(job) && store.ledger_has_written(&job.name).await?,
     });
     let lease = task_lease();
     let mut workers = tokio::task::JoinSet::new();

@@ -17,6 +17,9 @@ use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
 pub(super) struct Shape {
     pub mapping: Mapping,
     pub identity: Identity,
+    /// The ledger holds what ferry wrote for some key of the job: conflicts
+    /// are possible, so each task looks its keys up.
+    pub prior_writes: bool,
 }
 
 enum Fate {
@@ -46,7 +49,7 @@ pub(super) async fn sync_task(
     // Only a task that a later detection marked can hold superseded items;
     // the others look keys up only to check for conflicts.
     let track = conflicts::tracked(job);
-    let ledger = if stale_check || track {
+    let ledger = if stale_check || (track && shape.prior_writes) {
         store.ledger_written(&job.name, &keys).await?
     } else {
         Default::default()
