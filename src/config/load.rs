@@ -107,6 +107,7 @@ pub fn load(
         }
     }
     check_after_cycles(&jobs, &mut errors, dir);
+    link_echo_partners(&mut jobs);
 
     let (engine, schedules) = schedules_file(dir, env, &known, &mut errors);
     if errors.is_empty() {
@@ -138,6 +139,39 @@ fn toml_message(e: &toml::de::Error) -> String {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+/// For each job, the jobs that read its target table as their whole
+/// source: a row it writes there is theirs to recognise, not to send back.
+fn link_echo_partners(jobs: &mut BTreeMap<String, Job>) {
+    let readers: Vec<(String, String, String, String, Vec<String>)> = jobs
+        .values()
+        .filter(|b| b.source.query.is_none() && b.source.filter.is_none() && b.children.is_empty())
+        .filter_map(|b| {
+            Some((
+                b.name.clone(),
+                b.source.kind.clone(),
+                b.source.url.clone()?,
+                b.source.table.clone()?,
+                b.source.key.clone(),
+            ))
+        })
+        .collect();
+    for a in jobs.values_mut() {
+        a.echo = readers
+            .iter()
+            .filter(|(name, kind, url, table, _)| {
+                name != &a.name
+                    && kind == &a.target.kind
+                    && Some(url) == a.target.url.as_ref()
+                    && Some(table) == a.target.table.as_ref()
+            })
+            .map(|(name, _, _, _, key)| EchoPartner {
+                job: name.clone(),
+                key: key.clone(),
+            })
+            .collect();
+    }
 }
 
 fn check_after_cycles(jobs: &BTreeMap<String, Job>, errors: &mut Vec<Diagnostic>, dir: &Path) {

@@ -72,6 +72,17 @@ pub struct Job {
     pub children: BTreeMap<String, Child>,
     /// `[[tests]]`: rule tests `ferry test` runs offline.
     pub tests: Vec<RuleTest>,
+    /// Jobs whose source is this job's target table (the reverse job of a
+    /// bidirectional pair): what this job writes is marked in their ledger
+    /// so that they do not send it back.
+    pub echo: Vec<EchoPartner>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EchoPartner {
+    pub job: String,
+    /// Its `[source] key`.
+    pub key: Vec<String>,
 }
 
 impl Job {

@@ -353,6 +353,7 @@ pub fn job(
         rules,
         children,
         tests,
+        echo: Vec::new(),
     })
 }
 

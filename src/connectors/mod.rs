@@ -67,6 +67,9 @@ pub struct WriteBatch<'a> {
     pub deletes: Vec<&'a Record>,
     /// Report each upsert's [`Images`], for conflict detection.
     pub images: bool,
+    /// Report the upserted rows as they are before and after the write,
+    /// each as a source of the same table would read it (echo suppression).
+    pub read_back: bool,
 }
 
 /// One upserted row's written fields (see [`Written::fields`]), each as a
@@ -90,6 +93,10 @@ pub struct Written {
     /// Parallel to the batch's upserts when it asked for images and the
     /// target can read its rows back; empty otherwise.
     pub images: Vec<Images>,
+    /// With `read_back`: the upserted rows before the write (locked until
+    /// it commits) and after it, each in any order.
+    pub rows_before: Vec<Record>,
+    pub rows: Vec<Record>,
 }
 
 /// The key of every row of a target, each in `[target] key` order.

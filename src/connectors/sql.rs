@@ -168,6 +168,13 @@ pub fn assignments(
     sets
 }
 
+fn quoted_list(cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn set_list(sets: &[(String, String)]) -> String {
     sets.iter()
         .map(|(column, value)| format!("{column} = {value}"))
@@ -216,12 +223,15 @@ impl WriteSql {
     /// The statements for one batch, each with the JSON array it binds.
     /// Children replace their parent's set: the old rows go, the snapshot's
     /// rows come, in the parent's transaction.
-    pub fn statements(&self, batch: &WriteBatch<'_>) -> Vec<(String, String)> {
+    /// `with_images`: leave the upsert out, [`WriteSql::upsert_with_images`] runs it.
+    pub fn statements(&self, batch: &WriteBatch<'_>, with_images: bool) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(2);
         if !batch.upserts.is_empty() {
             let cols = self.upsert_columns(&batch.upserts);
-            if let Some(sql) = self.upsert(&cols) {
-                out.push((sql, to_json(&batch.upserts)));
+            if !with_images {
+                if let Some(sql) = self.upsert(&cols, &self.rows(&cols)) {
+                    out.push((sql, to_json(&batch.upserts)));
+                }
             }
             for child in &self.rules.children {
                 out.extend(self.replace_children(child, &batch.upserts));
@@ -380,14 +390,13 @@ impl WriteSql {
     }
 
     /// Insert, update or upsert by `mode`; None when there is nothing to write.
-    fn upsert(&self, cols: &[String]) -> Option<String> {
+    fn upsert(&self, cols: &[String], rows: &str) -> Option<String> {
         let t = &self.table;
         let list = cols
             .iter()
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
-        let rows = self.rows(cols);
         // `WHERE true` keeps SQLite from reading ON CONFLICT as a join clause.
         Some(match self.rules.mode {
             Mode::Update => {
@@ -421,6 +430,28 @@ impl WriteSql {
             .join(" OR ")
     }
 
+    /// The rows of the batch's keys as they are now, whole: as a source of
+    /// the table reads them (PostgreSQL: each as `row_to_json` text).
+    /// `lock`: PostgreSQL locks the rows until the write commits, so that
+    /// no other writer changes them between this read and the write.
+    pub fn read_back(&self, lock: bool) -> String {
+        let keys = self.key_list();
+        let select = match self.dialect {
+            Dialect::Postgres => "CAST(row_to_json(ferry_t) AS TEXT)",
+            Dialect::Sqlite => "ferry_t.*",
+        };
+        let lock = if lock && self.dialect == Dialect::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        format!(
+            "SELECT {select} FROM {} AS ferry_t WHERE ({keys}) IN (SELECT {keys} FROM {} AS x){lock}",
+            self.table,
+            self.rows(&self.rules.key)
+        )
+    }
+
     /// The non-key columns a batch's upserts write, without the soft-delete
     /// column (which only deletes set).
     pub fn upsert_columns(&self, upserts: &[&Record]) -> Vec<String> {
@@ -438,24 +469,7 @@ impl WriteSql {
     /// [`Images`].
     pub fn images(&self, fields: &[String]) -> String {
         let t = &self.table;
-        let key_cols: Vec<String> = self.rules.key.iter().map(|k| quote_ident(k)).collect();
         let all: Vec<String> = self.rules.key.iter().chain(fields).cloned().collect();
-        let array = |alias: &str| {
-            let values = fields
-                .iter()
-                .map(|c| format!("{alias}.{}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            match self.dialect {
-                Dialect::Postgres => format!("CAST(json_build_array({values}) AS TEXT)"),
-                Dialect::Sqlite => format!("json_array({values})"),
-            }
-        };
-        let on = key_cols
-            .iter()
-            .map(|k| format!("ferry_t.{k} = x.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
         let (rows, order) = match self.dialect {
             Dialect::Postgres => (
                 format!("json_populate_recordset(NULL::{t}, $1::json) WITH ORDINALITY AS x"),
@@ -468,11 +482,53 @@ impl WriteSql {
             }
         };
         format!(
-            "SELECT {}, CASE WHEN ferry_t.{} IS NULL THEN NULL ELSE {} END FROM {rows} LEFT JOIN {t} AS ferry_t ON {on} ORDER BY {order}",
-            array("x"),
-            key_cols[0],
-            array("ferry_t"),
+            "SELECT {}, CASE WHEN ferry_t.{} IS NULL THEN NULL ELSE {} END FROM {rows} LEFT JOIN {t} AS ferry_t ON {} ORDER BY {order}",
+            self.image_array("x", fields),
+            quote_ident(&self.rules.key[0]),
+            self.image_array("ferry_t", fields),
+            self.key_join(),
         )
+    }
+
+    /// PostgreSQL: the upsert and [`WriteSql::images`] (before the write) in
+    /// one statement, so the batch's JSON is parsed once. Every part of a
+    /// statement sees the rows as they were before it. None: there is no
+    /// upsert to run (the images query alone gives the images).
+    pub fn upsert_with_images(&self, cols: &[String], fields: &[String]) -> Option<String> {
+        let t = &self.table;
+        let upsert = self.upsert(cols, &format!("(SELECT {} FROM x)", quoted_list(cols)))?;
+        Some(format!(
+            "WITH x AS MATERIALIZED (SELECT * FROM json_populate_recordset(NULL::{t}, $1::json) WITH ORDINALITY), \
+             ferry_before AS (SELECT x.ordinality AS ferry_ord, {} AS ferry_image FROM x JOIN {t} AS ferry_t ON {}), \
+             ferry_write AS ({upsert}) \
+             SELECT {}, ferry_before.ferry_image FROM x LEFT JOIN ferry_before ON ferry_before.ferry_ord = x.ordinality ORDER BY x.ordinality",
+            self.image_array("ferry_t", fields),
+            self.key_join(),
+            self.image_array("x", fields),
+        ))
+    }
+
+    /// `fields` of the row `alias` as one JSON array (text).
+    fn image_array(&self, alias: &str, fields: &[String]) -> String {
+        let values = fields
+            .iter()
+            .map(|c| format!("{alias}.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.dialect {
+            Dialect::Postgres => format!("CAST(json_build_array({values}) AS TEXT)"),
+            Dialect::Sqlite => format!("json_array({values})"),
+        }
+    }
+
+    /// The target row `ferry_t` of the incoming row `x`.
+    fn key_join(&self) -> String {
+        self.rules
+            .key
+            .iter()
+            .map(|k| format!("ferry_t.{q} = x.{q}", q = quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
     }
 
     fn delete(&self) -> Option<String> {
@@ -521,10 +577,19 @@ where
         (sql.images(&fields), to_json(&batch.upserts), fields)
     });
     let mut before = Vec::new();
-    if let Some((query, rows, _)) = &images {
-        before = read_images::<DB>(conn, query, rows).await?;
+    let mut combined = false;
+    if let Some((query, rows, fields)) = &images {
+        let together = match sql.dialect {
+            Dialect::Postgres => {
+                sql.upsert_with_images(&sql.upsert_columns(&batch.upserts), fields)
+            }
+            // In-process: a second statement costs no round trip.
+            Dialect::Sqlite => None,
+        };
+        combined = together.is_some();
+        before = read_images::<DB>(conn, together.as_deref().unwrap_or(query), rows).await?;
     }
-    for (statement, rows) in sql.statements(batch) {
+    for (statement, rows) in sql.statements(batch, combined) {
         sqlx::query::<DB>(&statement)
             .bind(rows)
             .execute(&mut *conn)

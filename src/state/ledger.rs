@@ -381,3 +381,66 @@ impl LedgerWalk<'_> {
         Ok(Some((key, entry)))
     }
 }
+
+impl Store {
+    /// Records in `job`'s ledger what another job just wrote into its
+    /// source: rows with these content hashes are ferry's own writes, which
+    /// `job`'s detection then finds unchanged instead of sending them back.
+    /// `present`: (key, hash now, hash before the write; None: no row then);
+    /// an entry changes only where `job` had seen the row as it was before.
+    /// `deleted` keys are gone for the same reason.
+    pub async fn mark_echo(
+        &self,
+        job: &str,
+        present: &[(String, i64, Option<i64>)],
+        deleted: &[String],
+    ) -> Result<(), StateError> {
+        if present.is_empty() && deleted.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        if !present.is_empty() {
+            let rows = self.json_rows(
+                2,
+                &[
+                    ("key", Kind::Text),
+                    ("hash", Kind::Int),
+                    ("prior", Kind::Int),
+                ],
+            );
+            let new_rows = format!(
+                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) \
+                 SELECT $1, key, hash, 0, hash, 0 FROM {rows} AS x WHERE x.prior IS NULL \
+                 ON CONFLICT (job, key) DO UPDATE SET detected_hash = excluded.detected_hash, synced_hash = excluded.synced_hash, deleted = 0 \
+                 WHERE ferry_ledger.deleted = 1"
+            );
+            let seen_rows = format!(
+                "UPDATE ferry_ledger SET detected_hash = x.hash, synced_hash = x.hash FROM {rows} AS x \
+                 WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key AND ferry_ledger.detected_hash = x.prior AND ferry_ledger.deleted = 0"
+            );
+            for sql in [new_rows, seen_rows] {
+                let mut a = args();
+                a.push(job.to_string());
+                a.push(json_param(&present));
+                sqlx::query_with(&sql, a)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        if !deleted.is_empty() {
+            let sql = format!(
+                "UPDATE ferry_ledger SET deleted = 1 WHERE job = $1 AND key IN {}",
+                self.json_strings(2)
+            );
+            let mut a = args();
+            a.push(job.to_string());
+            a.push(json_param(&deleted));
+            sqlx::query_with(&sql, a)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+}

@@ -2,14 +2,72 @@
 //! the source changed. The owner rule has already decided the value inside
 //! the write; this counts the conflict and remembers what ferry wrote, so
 //! the next run compares against it instead of flip-flopping.
-use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use crate::config::{Job, Mode};
 use crate::connectors::Images;
 
-/// Per field, the hashes of the value ferry sent and of the value the
-/// target held after the write: the ledger's `written` column.
-type WrittenFields = BTreeMap<String, (u32, u32)>;
+/// The ledger's `written` column, compact because every synced key has one:
+/// hex of a fingerprint of the field names, a bit mask of the fields whose
+/// sent value differs from the stored one, each field's stored hash, then
+/// the sent hash of each masked field. Fields past the 32nd always carry
+/// both. Per field: (sent, stored).
+fn encode(fields: &[String], pairs: &[(u32, u32)]) -> String {
+    let differs = |i: usize, (sent, stored): (u32, u32)| i >= 32 || sent != stored;
+    let mask = pairs
+        .iter()
+        .enumerate()
+        .take(32)
+        .filter(|(i, p)| differs(*i, **p))
+        .fold(0u32, |m, (i, _)| m | 1 << i);
+    let mut out = String::with_capacity(16 + pairs.len() * 8);
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{:08x}{mask:08x}", fingerprint(fields));
+    for (_, stored) in pairs {
+        let _ = write!(out, "{stored:08x}");
+    }
+    for (i, (sent, stored)) in pairs.iter().enumerate() {
+        if differs(i, (*sent, *stored)) {
+            let _ = write!(out, "{sent:08x}");
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode`] for the same fields; None when the fields
+/// changed since (another mapping) or the text is not ours.
+fn decode(fields: &[String], text: &str) -> Option<Vec<(u32, u32)>> {
+    let word = |i: usize| {
+        text.get(i * 8..i * 8 + 8)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    if word(0)? != fingerprint(fields) {
+        return None;
+    }
+    let mask = word(1)?;
+    let mut next_sent = 2 + fields.len();
+    (0..fields.len())
+        .map(|i| {
+            let stored = word(2 + i)?;
+            let sent = if i >= 32 || mask & (1 << i) != 0 {
+                next_sent += 1;
+                word(next_sent - 1)?
+            } else {
+                stored
+            };
+            Some((sent, stored))
+        })
+        .collect()
+}
+
+fn fingerprint(fields: &[String]) -> u32 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for f in fields {
+        h.update(f.as_bytes());
+        h.update(&[0]);
+    }
+    h.digest() as u32
+}
 
 /// Whether a job's writes can meet a row someone else changed: an insert
 /// never touches an existing row.
@@ -31,17 +89,12 @@ pub struct Assessment {
 /// Compares one upserted row's images with what ferry last wrote for its key
 /// (`prior`, the ledger's `written`).
 pub fn assess(fields: &[String], prior: Option<&str>, images: &Images) -> Assessment {
-    // The ledger's own JSON; should it ever be unreadable, the only loss is
-    // that this one write is not checked for a conflict.
-    let prior: WrittenFields = prior
-        .and_then(|p| serde_json::from_str(p).ok())
-        .unwrap_or_default();
+    // Written under other fields (the mapping changed) or unreadable: the
+    // only loss is that this one write is not checked for a conflict.
+    let prior = prior.and_then(|p| decode(fields, p));
     let mut conflicts = 0;
-    if let Some(before) = &images.before {
-        for (i, field) in fields.iter().enumerate() {
-            let Some(&(sent, stored)) = prior.get(field) else {
-                continue;
-            };
+    if let (Some(before), Some(prior)) = (&images.before, &prior) {
+        for (i, &(sent, stored)) in prior.iter().enumerate() {
             let (incoming, current) = (images.incoming[i], before[i]);
             let target_changed = current != stored;
             let source_changed = incoming != sent;
@@ -51,13 +104,13 @@ pub fn assess(fields: &[String], prior: Option<&str>, images: &Images) -> Assess
         }
     }
     let written = images.after.as_ref().map(|after| {
-        let fields: WrittenFields = fields
+        let pairs: Vec<(u32, u32)> = images
+            .incoming
             .iter()
-            .enumerate()
-            .map(|(i, f)| (f.clone(), (images.incoming[i], after[i])))
+            .copied()
+            .zip(after.iter().copied())
             .collect();
-        // A map of strings to number pairs always serialises.
-        serde_json::to_string(&fields).expect("written fields serialise")
+        encode(fields, &pairs)
     });
     Assessment {
         conflicts,
@@ -80,6 +133,23 @@ mod tests {
             before: before.map(|b| b.to_vec()),
             after: Some(after.to_vec()),
         }
+    }
+
+    #[test]
+    fn written_round_trips_and_belongs_to_its_fields() {
+        let pairs = [(1, 1), (2, 3), (u32::MAX, 0)];
+        let names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let text = encode(&names, &pairs);
+        assert_eq!(
+            text.len(),
+            8 * (2 + 3 + 2),
+            "only differing pairs carry both"
+        );
+        assert_eq!(decode(&names, &text).unwrap(), pairs);
+        assert_eq!(decode(&names[..2], &text), None, "other fields");
+        let many: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+        let pairs: Vec<(u32, u32)> = (0..40).map(|i| (i, i)).collect();
+        assert_eq!(decode(&many, &encode(&many, &pairs)).unwrap(), pairs);
     }
 
     #[test]

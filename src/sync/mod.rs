@@ -111,6 +111,7 @@ pub async fn drain(
         // Read once per drain: an initial sync (nothing written yet) then
         // skips the ledger lookup of every key.
         prior_writes: conflicts::tracked(job) && store.ledger_has_written(&job.name).await?,
+        echo: job.echo.clone(),
     });
     let lease = task_lease();
     let mut workers = tokio::task::JoinSet::new();

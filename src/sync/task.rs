@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::identity::{Identity, IdentityError, Resolution};
 use super::{backoff, conflicts, Mapping, Shared};
-use crate::config::Job;
+use crate::config::{EchoPartner, Job};
 use crate::connectors::{ConnectorError, Images, Target, WriteBatch, Written};
-use crate::model::{key_text, now_millis, parse_hash, Item, Op, Record};
+use crate::model::{content_hash, key_of, key_text, now_millis, parse_hash, Item, Op, Record};
 use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
 
 /// How a job's objects become target rows: fields, and keys translated.
@@ -20,6 +20,8 @@ pub(super) struct Shape {
     /// The ledger holds what ferry wrote for some key of the job: conflicts
     /// are possible, so each task looks its keys up.
     pub prior_writes: bool,
+    /// Reverse jobs that read the target table (see [`Job::echo`]).
+    pub echo: Vec<EchoPartner>,
 }
 
 enum Fate {
@@ -98,9 +100,18 @@ pub(super) async fn sync_task(
     }
 
     let started = std::time::Instant::now();
-    let (fates, error, wrote_any) = match translation_error {
-        Some(e) => (live.iter().map(|_| Fate::Retry).collect(), Some(e), false),
-        None => write_isolating(target, store, &task, &live, track, shared, lease).await,
+    let options = WriteOptions {
+        images: track,
+        read_back: !shape.echo.is_empty(),
+    };
+    let (fates, error, wrote_any, rows) = match translation_error {
+        Some(e) => (
+            live.iter().map(|_| Fate::Retry).collect(),
+            Some(e),
+            false,
+            RowsAround::default(),
+        ),
+        None => write_isolating(target, store, &task, &live, options, shared, lease).await,
     };
     crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
 
@@ -204,6 +215,16 @@ pub(super) async fn sync_task(
         return Ok(());
     }
 
+    if !shape.echo.is_empty() {
+        let deleted: Vec<&Record> = live
+            .iter()
+            .zip(&fates)
+            .filter(|((_, op, _), fate)| *op == Op::Delete && matches!(fate, Fate::Written(_)))
+            .map(|((_, _, record), _)| record.as_ref())
+            .collect();
+        mark_echo(store, &shape.echo, &rows, &deleted).await?;
+    }
+
     let dead = settlement.dead.len() as u64;
     shared
         .synced
@@ -238,10 +259,11 @@ async fn write_isolating(
     store: &Store,
     task: &ClaimedTask,
     live: &[(usize, Op, Cow<'_, Record>)],
-    images: bool,
+    options: WriteOptions,
     shared: &Shared,
     lease: Duration,
-) -> (Vec<Fate>, Option<ConnectorError>, bool) {
+) -> (Vec<Fate>, Option<ConnectorError>, bool, RowsAround) {
+    let mut rows = RowsAround::default();
     let mut fates: Vec<Fate> = live.iter().map(|_| Fate::Retry).collect();
     let mut error: Option<ConnectorError> = None;
     let mut wrote_any = false;
@@ -252,7 +274,8 @@ async fn write_isolating(
     }
     while let Some(range) = pending.pop() {
         let mut batch = WriteBatch {
-            images,
+            images: options.images,
+            read_back: options.read_back,
             ..Default::default()
         };
         for (_, op, record) in &live[range.clone()] {
@@ -263,8 +286,10 @@ async fn write_isolating(
         }
         shared.writes.fetch_add(1, Ordering::Relaxed);
         match with_heartbeat(store, task, lease, target.write(&batch)).await {
-            Ok(written) => {
+            Ok(mut written) => {
                 wrote_any = true;
+                rows.before.append(&mut written.rows_before);
+                rows.after.append(&mut written.rows);
                 let mut images = per_upsert(written);
                 for i in range {
                     fates[i] = Fate::Written(match live[i].1 {
@@ -291,7 +316,54 @@ async fn write_isolating(
             }
         }
     }
-    (fates, error, wrote_any)
+    (fates, error, wrote_any, rows)
+}
+
+/// The upserted rows as a source of the target table reads them, before
+/// and after the writes (for echo suppression).
+#[derive(Debug, Default)]
+struct RowsAround {
+    before: Vec<Record>,
+    after: Vec<Record>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WriteOptions {
+    images: bool,
+    read_back: bool,
+}
+
+/// Marks what this task wrote in the ledgers of the jobs that read the
+/// target table back, so they do not send ferry's own writes back: each row
+/// as it is now, where the partner had seen the row as it was before the
+/// write (otherwise it holds someone else's change the partner must still
+/// carry); `deleted`: target keys removed.
+async fn mark_echo(
+    store: &Store,
+    partners: &[EchoPartner],
+    rows: &RowsAround,
+    deleted: &[&Record],
+) -> Result<(), StateError> {
+    for partner in partners {
+        let key_of = |r: &Record| key_of(r, &partner.key).ok().map(|k| key_text(&k));
+        let before: std::collections::HashMap<String, i64> = rows
+            .before
+            .iter()
+            .filter_map(|r| Some((key_of(r)?, content_hash(r))))
+            .collect();
+        let present: Vec<(String, i64, Option<i64>)> = rows
+            .after
+            .iter()
+            .filter_map(|r| {
+                let key = key_of(r)?;
+                let prior = before.get(&key).copied();
+                Some((key, content_hash(r), prior))
+            })
+            .collect();
+        let gone: Vec<String> = deleted.iter().filter_map(|r| key_of(r)).collect();
+        store.mark_echo(&partner.job, &present, &gone).await?;
+    }
+    Ok(())
 }
 
 /// A write's images in the order of its upserts, each with the fields they

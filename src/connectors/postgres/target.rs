@@ -5,7 +5,7 @@ use crate::config::TargetConfig;
 use serde_json::Value;
 
 use crate::connectors::sql::{
-    classify, execute_batch, key_stream, quote_qualified, Dialect, WriteSql,
+    classify, execute_batch, key_stream, quote_qualified, to_json, Dialect, WriteSql,
 };
 use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
 
@@ -29,6 +29,24 @@ impl PostgresTarget {
         })
     }
 
+    /// The batch's upserted rows as the PostgreSQL source reads them.
+    async fn read_rows(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        batch: &WriteBatch<'_>,
+        lock: bool,
+    ) -> Result<Vec<crate::model::Record>, ConnectorError> {
+        let rows: Vec<String> = sqlx::query_scalar(&self.sql.read_back(lock))
+            .bind(to_json(&batch.upserts))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|json| serde_json::from_str(json))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))
+    }
+
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
     }
@@ -42,9 +60,18 @@ impl Target for PostgresTarget {
 
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let written = execute_batch::<sqlx::Postgres>(&mut tx, &self.sql, batch)
+        let read_back = batch.read_back && !batch.upserts.is_empty();
+        let rows_before = match read_back {
+            true => self.read_rows(&mut tx, batch, true).await?,
+            false => Vec::new(),
+        };
+        let mut written = execute_batch::<sqlx::Postgres>(&mut tx, &self.sql, batch)
             .await
             .map_err(|e| self.err(e))?;
+        if read_back {
+            written.rows_before = rows_before;
+            written.rows = self.read_rows(&mut tx, batch, false).await?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(written)
     }

@@ -142,7 +142,7 @@ fn shift_timestamp(text: &str, lag: Duration) -> Option<String> {
 }
 
 /// A row as JSON, each value by its storage class.
-fn record_of(row: &SqliteRow) -> Record {
+pub(super) fn record_of(row: &SqliteRow) -> Record {
     let mut rec = Record::new();
     for (i, col) in row.columns().iter().enumerate() {
         let v = match row.try_get_raw(i) {

@@ -4,8 +4,8 @@ use sqlx::SqlitePool;
 
 use crate::config::TargetConfig;
 use crate::connectors::sql::{
-    classify, columns_of, execute_batch, key_stream, quote_ident, quote_qualified, Dialect,
-    WriteSql,
+    classify, columns_of, execute_batch, key_stream, quote_ident, quote_qualified, to_json,
+    Dialect, WriteSql,
 };
 use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
 
@@ -71,6 +71,21 @@ impl SqliteTarget {
         Ok(())
     }
 
+    /// The batch's upserted rows as the SQLite source reads them (the
+    /// transaction holds the write lock: nobody changes them meanwhile).
+    async fn read_rows(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        batch: &WriteBatch<'_>,
+    ) -> Result<Vec<crate::model::Record>, ConnectorError> {
+        let rows = sqlx::query(&self.sql.read_back(false))
+            .bind(to_json(&batch.upserts))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(super::source::record_of).collect())
+    }
+
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
     }
@@ -94,9 +109,18 @@ impl Target for SqliteTarget {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| self.err(e))?;
-        let written = execute_batch::<sqlx::Sqlite>(&mut tx, &self.sql, batch)
+        let read_back = batch.read_back && !batch.upserts.is_empty();
+        let rows_before = match read_back {
+            true => self.read_rows(&mut tx, batch).await?,
+            false => Vec::new(),
+        };
+        let mut written = execute_batch::<sqlx::Sqlite>(&mut tx, &self.sql, batch)
             .await
             .map_err(|e| self.err(e))?;
+        if read_back {
+            written.rows_before = rows_before;
+            written.rows = self.read_rows(&mut tx, batch).await?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(written)
     }
