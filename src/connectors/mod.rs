@@ -67,6 +67,8 @@ pub struct WriteBatch<'a> {
     pub deletes: Vec<&'a Record>,
     /// Report each upsert's [`Images`], for conflict detection.
     pub images: bool,
+    /// With `images`: leave the rows before the write out (`before` None).
+    pub skip_before: bool,
     /// Report the upserted rows as they are before and after the write,
     /// each as a source of the same table would read it (echo suppression).
     pub read_back: bool,

@@ -467,7 +467,7 @@ impl WriteSql {
     /// and the target's row for its key (NULL when there is none), each as
     /// one JSON array (text). Run before and after the write, it gives
     /// [`Images`].
-    pub fn images(&self, fields: &[String]) -> String {
+    pub fn images(&self, fields: &[String], before: bool) -> String {
         let t = &self.table;
         let all: Vec<String> = self.rules.key.iter().chain(fields).cloned().collect();
         let (rows, order) = match self.dialect {
@@ -481,6 +481,12 @@ impl WriteSql {
                 (format!("{rows} AS x"), "x.ferry_ord".to_string())
             }
         };
+        if !before {
+            return format!(
+                "SELECT {}, NULL FROM {rows} ORDER BY {order}",
+                self.image_array("x", fields)
+            );
+        }
         format!(
             "SELECT {}, CASE WHEN ferry_t.{} IS NULL THEN NULL ELSE {} END FROM {rows} LEFT JOIN {t} AS ferry_t ON {} ORDER BY {order}",
             self.image_array("x", fields),
@@ -494,9 +500,22 @@ impl WriteSql {
     /// one statement, so the batch's JSON is parsed once. Every part of a
     /// statement sees the rows as they were before it. None: there is no
     /// upsert to run (the images query alone gives the images).
-    pub fn upsert_with_images(&self, cols: &[String], fields: &[String]) -> Option<String> {
+    pub fn upsert_with_images(
+        &self,
+        cols: &[String],
+        fields: &[String],
+        before: bool,
+    ) -> Option<String> {
         let t = &self.table;
         let upsert = self.upsert(cols, &format!("(SELECT {} FROM x)", quoted_list(cols)))?;
+        if !before {
+            return Some(format!(
+                "WITH x AS MATERIALIZED (SELECT * FROM json_populate_recordset(NULL::{t}, $1::json) WITH ORDINALITY), \
+                 ferry_write AS ({upsert}) \
+                 SELECT {}, NULL FROM x ORDER BY x.ordinality",
+                self.image_array("x", fields),
+            ));
+        }
         Some(format!(
             "WITH x AS MATERIALIZED (SELECT * FROM json_populate_recordset(NULL::{t}, $1::json) WITH ORDINALITY), \
              ferry_before AS (SELECT x.ordinality AS ferry_ord, {} AS ferry_image FROM x JOIN {t} AS ferry_t ON {}), \
@@ -574,15 +593,21 @@ where
             .into_iter()
             .filter(|c| !sql.rules.key.contains(c))
             .collect();
-        (sql.images(&fields), to_json(&batch.upserts), fields)
+        (
+            sql.images(&fields, !batch.skip_before),
+            to_json(&batch.upserts),
+            fields,
+        )
     });
     let mut before = Vec::new();
     let mut combined = false;
     if let Some((query, rows, fields)) = &images {
         let together = match sql.dialect {
-            Dialect::Postgres => {
-                sql.upsert_with_images(&sql.upsert_columns(&batch.upserts), fields)
-            }
+            Dialect::Postgres => sql.upsert_with_images(
+                &sql.upsert_columns(&batch.upserts),
+                fields,
+                !batch.skip_before,
+            ),
             // In-process: a second statement costs no round trip.
             Dialect::Sqlite => None,
         };

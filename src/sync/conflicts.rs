@@ -4,7 +4,7 @@
 //! the next run compares against it instead of flip-flopping.
 use std::fmt::Write;
 
-use crate::config::{Job, Mode};
+use crate::config::{Job, Mode, Owner};
 use crate::connectors::Images;
 
 /// The ledger's `written` column, compact because every synced key has one:
@@ -73,6 +73,19 @@ fn fingerprint(fields: &[String]) -> u32 {
 /// never touches an existing row.
 pub fn tracked(job: &Job) -> bool {
     job.target.mode != Mode::Insert
+}
+
+/// Whether a job's first writes need the rows as they were before: only to
+/// keep a value the rules leave alone (a field owned by the target, `fill`,
+/// `newest`) or to find the row an update writes. With every field owned by
+/// the source, what the target holds after an upsert is what was sent.
+pub fn first_writes_need_before(job: &Job) -> bool {
+    let owner_of_all = if job.fields.is_empty() {
+        job.rules.owner == Owner::Source
+    } else {
+        job.fields.iter().all(|f| f.owner == Owner::Source)
+    };
+    !owner_of_all || job.target.mode == Mode::Update || job.newest_clock().is_some()
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

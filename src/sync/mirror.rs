@@ -136,6 +136,7 @@ pub async fn prune(
                 upserts: Vec::new(),
                 deletes: batch.iter().collect(),
                 images: false,
+                skip_before: false,
                 read_back: false,
             })
             .await?;

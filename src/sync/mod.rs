@@ -105,13 +105,15 @@ pub async fn drain(
         progress: progress.clone(),
         ..Default::default()
     });
+    // Read once per drain: an initial sync (nothing written yet) then skips
+    // the ledger lookup of every key.
+    let prior_writes = conflicts::tracked(job) && store.ledger_has_written(&job.name).await?;
     let mapping = Arc::new(task::Shape {
         mapping: Mapping::new(job),
         identity: identity::Identity::new(job),
-        // Read once per drain: an initial sync (nothing written yet) then
-        // skips the ledger lookup of every key.
-        prior_writes: conflicts::tracked(job) && store.ledger_has_written(&job.name).await?,
+        prior_writes,
         echo: job.echo.clone(),
+        need_before: prior_writes || conflicts::first_writes_need_before(job),
     });
     let lease = task_lease();
     let mut workers = tokio::task::JoinSet::new();

@@ -22,6 +22,10 @@ pub(super) struct Shape {
     pub prior_writes: bool,
     /// Reverse jobs that read the target table (see [`Job::echo`]).
     pub echo: Vec<EchoPartner>,
+    /// Writes need the target's rows as they were (see
+    /// [`conflicts::first_writes_need_before`]); an initial sync of
+    /// source-owned fields skips looking them up.
+    pub need_before: bool,
 }
 
 enum Fate {
@@ -102,6 +106,7 @@ pub(super) async fn sync_task(
     let started = std::time::Instant::now();
     let options = WriteOptions {
         images: track,
+        before: shape.need_before,
         read_back: !shape.echo.is_empty(),
     };
     let (fates, error, wrote_any, rows) = match translation_error {
@@ -275,6 +280,7 @@ async fn write_isolating(
     while let Some(range) = pending.pop() {
         let mut batch = WriteBatch {
             images: options.images,
+            skip_before: !options.before,
             read_back: options.read_back,
             ..Default::default()
         };
@@ -330,6 +336,7 @@ struct RowsAround {
 #[derive(Debug, Clone, Copy)]
 struct WriteOptions {
     images: bool,
+    before: bool,
     read_back: bool,
 }
 
