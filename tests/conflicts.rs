@@ -293,3 +293,39 @@ async fn db_strings(db: &TestDb, sql: &str) -> Vec<String> {
         .await
         .expect("read")
 }
+
+/// A job that reads another's target table but writes elsewhere is the next
+/// step of a chain, not a reverse job: it carries every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_through_a_table_carries_every_row() {
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    db.exec(
+        "CREATE TABLE s (id bigint PRIMARY KEY, v text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE TABLE t (id bigint PRIMARY KEY, v text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE TABLE y (id bigint PRIMARY KEY, v text);
+         INSERT INTO s (id, v) VALUES (1, 'one'), (2, 'two');",
+    )
+    .await;
+    let job = |from: &str, to: &str, after: &str| {
+        format!(
+            "after = [{after}]\n[source]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"{from}\"\nkey = [\"id\"]\n\
+             [detect]\nstrategy = \"cursor\"\ncursor = \"updated_at\"\n\
+             [target]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"{to}\"\nkey = [\"id\"]\n\
+             [fields]\nid = \"id\"\nv = \"v\"\n[rules]\nowner = \"source\"\n",
+            url = db.url
+        )
+    };
+    cfg.job("s_to_t", &job("s", "t", ""));
+    cfg.job("t_to_y", &job("t", "y", "\"s_to_t\""));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    assert_eq!(
+        db_strings(
+            &db,
+            "SELECT CAST(id AS TEXT) || '|' || v FROM y ORDER BY id"
+        )
+        .await,
+        ["1|one", "2|two"]
+    );
+}

@@ -443,3 +443,49 @@ async fn run_once_drains_on_sigterm() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_with_after_starts_when_the_job_it_follows_has_finished() {
+    let db = TestDb::new().await;
+    tables(&db).await;
+    db.exec("CREATE TABLE slow_copy (LIKE items_copy INCLUDING ALL)")
+        .await;
+    let cfg = ConfigDir::new();
+    let slow = job(
+        &db,
+        "query = \"SELECT i.* FROM items i CROSS JOIN (SELECT pg_sleep(2)) AS z\"",
+        "slow_copy",
+        "",
+    )
+    .replace(
+        "strategy = \"cursor\"\ncursor = \"updated_at\"",
+        "strategy = \"diff\"",
+    );
+    cfg.job("a_slow", &slow);
+    cfg.job(
+        "b_after",
+        &format!(
+            "after = [\"a_slow\"]\n{}",
+            job(&db, "table = \"items\"", "items_copy", "")
+        ),
+    );
+    let mut d = cfg.daemon(&db.url, "", &[]).await;
+    d.signal("USR1");
+    assert!(
+        eventually(8, || async {
+            runs(&db, "finished_at IS NOT NULL").await.len() == 2
+        })
+        .await,
+        "both jobs ran:\n{}",
+        d.log_text()
+    );
+    let slow = runs(&db, "job = 'a_slow'").await;
+    let after = runs(&db, "job = 'b_after'").await;
+    assert!(
+        after[0].1 >= slow[0].2.unwrap_or(i64::MAX),
+        "b_after started at {} before a_slow finished at {:?}",
+        after[0].1,
+        slow[0].2
+    );
+    assert_eq!(d.terminate().0, 143);
+}

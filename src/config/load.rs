@@ -141,34 +141,49 @@ fn toml_message(e: &toml::de::Error) -> String {
         .join(": ")
 }
 
-/// For each job, the jobs that read its target table as their whole
-/// source: a row it writes there is theirs to recognise, not to send back.
+/// For each job, its reverse jobs: those that read its target table as
+/// their whole source and write back into its source table. A row it writes
+/// there is theirs to recognise, not to send back. (A job that reads the
+/// table and writes elsewhere is a next step in a chain, and must carry it.)
 fn link_echo_partners(jobs: &mut BTreeMap<String, Job>) {
-    let readers: Vec<(String, String, String, String, Vec<String>)> = jobs
-        .values()
-        .filter(|b| b.source.query.is_none() && b.source.filter.is_none() && b.children.is_empty())
-        .filter_map(|b| {
-            Some((
-                b.name.clone(),
-                b.source.kind.clone(),
-                b.source.url.clone()?,
-                b.source.table.clone()?,
-                b.source.key.clone(),
-            ))
-        })
-        .collect();
+    let same = |kind: &str,
+                url: Option<&String>,
+                table: Option<&String>,
+                k2: &str,
+                u2: Option<&String>,
+                t2: Option<&String>| {
+        kind == k2 && url.is_some() && url == u2 && table.is_some() && table == t2
+    };
+    let all: Vec<Job> = jobs.values().cloned().collect();
     for a in jobs.values_mut() {
-        a.echo = readers
+        a.echo = all
             .iter()
-            .filter(|(name, kind, url, table, _)| {
-                name != &a.name
-                    && kind == &a.target.kind
-                    && Some(url) == a.target.url.as_ref()
-                    && Some(table) == a.target.table.as_ref()
+            .filter(|b| b.name != a.name)
+            .filter(|b| {
+                b.source.query.is_none() && b.source.filter.is_none() && b.children.is_empty()
             })
-            .map(|(name, _, _, _, key)| EchoPartner {
-                job: name.clone(),
-                key: key.clone(),
+            .filter(|b| {
+                let reads_our_target = same(
+                    &b.source.kind,
+                    b.source.url.as_ref(),
+                    b.source.table.as_ref(),
+                    &a.target.kind,
+                    a.target.url.as_ref(),
+                    a.target.table.as_ref(),
+                );
+                let writes_our_source = same(
+                    &b.target.kind,
+                    b.target.url.as_ref(),
+                    b.target.table.as_ref(),
+                    &a.source.kind,
+                    a.source.url.as_ref(),
+                    a.source.table.as_ref(),
+                );
+                reads_our_target && writes_our_source
+            })
+            .map(|b| EchoPartner {
+                job: b.name.clone(),
+                key: b.source.key.clone(),
             })
             .collect();
     }

@@ -207,6 +207,17 @@ impl Daemon {
         let Some(job_cfg) = self.config().jobs.get(job).cloned() else {
             return false;
         };
+        // `after`: a job whose prerequisite is running here starts when it ends.
+        if job_cfg.after.iter().any(|a| self.is_running(a)) {
+            tracing::info!(job = %job, "waits for the jobs it runs after ({})", job_cfg.after.join(", "));
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending
+                .entry(job.to_string())
+                .or_insert((trigger, Vec::new()))
+                .1
+                .extend(requests);
+            return false;
+        }
         if !self
             .running
             .lock()
@@ -282,6 +293,31 @@ impl Daemon {
         if let Some((trigger, requests)) = next {
             if !self.shutdown.is_cancelled() {
                 self.start(runs, &run.job, trigger, None, requests);
+            }
+        }
+        // Runs that waited for this job (`after`) and can go now.
+        let config = self.config();
+        let ready: Vec<(String, (Trigger, Vec<i64>))> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let names: Vec<String> = pending
+                .keys()
+                .filter(|j| !self.is_running(j))
+                .filter(|j| {
+                    config
+                        .jobs
+                        .get(*j)
+                        .is_some_and(|c| c.after.iter().all(|a| !self.is_running(a)))
+                })
+                .cloned()
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|j| pending.remove(&j).map(|p| (j, p)))
+                .collect()
+        };
+        if !self.shutdown.is_cancelled() {
+            for (job, (trigger, requests)) in ready {
+                self.start(runs, &job, trigger, None, requests);
             }
         }
     }
