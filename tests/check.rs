@@ -150,3 +150,28 @@ fn unknown_job_on_the_command_line_is_a_usage_error() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("unknown job(s): nosuchjob; jobs: customers"));
 }
+
+#[test]
+fn the_examples_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for entry in std::fs::read_dir(&root).expect("examples/") {
+        let dir = entry.expect("entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("--config")
+            .arg(&dir)
+            .arg("check")
+            .env("SHOP_MYSQL_URL", "mysql://shop:secret@db.invalid:3306/shop")
+            .env("CRM_PG_URL", "postgres://crm:secret@crm.invalid/crm")
+            .output()
+            .expect("run ferry");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -373,11 +373,11 @@ fn children(
             ctx.src.error(raw.query.span(), format!("`[children.{name}]`: the query must compare the parent's key with `= $1` (e.g. `where order_id = $1`)"));
             continue;
         };
-        if !matches!(source.kind.as_str(), "postgres" | "sqlite") {
+        if !SQL_KINDS.contains(&source.kind.as_str()) {
             ctx.src.error(
                 spec.span(),
                 format!(
-                    "`[children.{name}]` needs a `postgres` or `sqlite` source, not `{}`",
+                    "`[children.{name}]` needs a `postgres`, `mysql` or `sqlite` source, not `{}`",
                     source.kind
                 ),
             );

@@ -6,6 +6,7 @@
 mod children;
 mod error;
 pub mod file;
+pub mod mysql;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -196,14 +197,15 @@ impl WriteRules {
 }
 
 /// Source types this build can run (the contract lists more; see DESIGN.md).
-pub const SOURCES: &[&str] = &["postgres", "sqlite", "file"];
+pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file"];
 /// Target types this build can run.
-pub const TARGETS: &[&str] = &["postgres", "sqlite"];
+pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite"];
 
 /// The registry: a job's source.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
     let source: Box<dyn Source> = match job.source.kind.as_str() {
         "postgres" => Box::new(postgres::PostgresSource::new(&job.source)?),
+        "mysql" => Box::new(mysql::MysqlSource::new(&job.source)?),
         "sqlite" => Box::new(sqlite::SqliteSource::new(&job.source)?),
         "file" => Box::new(file::FileSource::new(&job.source)),
         other => return Err(ConnectorError::unsupported(other)),
@@ -223,6 +225,7 @@ pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
     let rules = WriteRules::from_job(job);
     match job.target.kind.as_str() {
         "postgres" => Ok(Box::new(postgres::PostgresTarget::new(&job.target, rules)?)),
+        "mysql" => Ok(Box::new(mysql::MysqlTarget::new(&job.target, rules)?)),
         "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
         other => Err(ConnectorError::unsupported(other)),
     }

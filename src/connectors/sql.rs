@@ -83,7 +83,11 @@ pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError 
             object,
             detail,
         }
-    } else if code == "42P01" || code == "3F000" || detail.starts_with("no such table") {
+    } else if code == "42P01"
+        || code == "3F000"
+        || code == "42S02"
+        || detail.starts_with("no such table")
+    {
         ConnectorError::MissingObject {
             system,
             object,

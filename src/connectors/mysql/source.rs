@@ -1,0 +1,153 @@
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use serde_json::Value;
+use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
+
+use super::literal;
+use crate::config::{Child, SourceConfig};
+use crate::connectors::sql::{classify, quote_ident, relation};
+use crate::connectors::{ConnectorError, RowStream, Scan, Source};
+use crate::model::{Record, SourceRow};
+
+pub struct MysqlSource {
+    pool: MySqlPool,
+    system: String,
+    object: String,
+    /// `SELECT …` producing the source's rows, before ferry's own filter.
+    relation: String,
+}
+
+impl MysqlSource {
+    pub fn new(cfg: &SourceConfig) -> Result<Self, ConnectorError> {
+        let url = cfg.url.as_deref().unwrap_or_default();
+        let system = super::system(url);
+        let pool = super::pool(url, &system, 2)?;
+        let (relation, object) = relation(cfg);
+        Ok(MysqlSource {
+            pool,
+            system,
+            object,
+            relation,
+        })
+    }
+
+    fn err(&self, e: sqlx::Error) -> ConnectorError {
+        classify(e, &self.system, &self.object)
+    }
+
+    /// The columns of `select` with their SQL type names, as the server
+    /// describes the statement (nothing is read).
+    async fn columns(&self, select: &str) -> Result<Vec<(String, String)>, ConnectorError> {
+        let described = (&self.pool)
+            .describe(select)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(described
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+            .collect())
+    }
+
+    /// Each row of `from` (aliased `s`) as one JSON object, rendered by the server.
+    fn as_json(columns: &[(String, String)]) -> String {
+        let pairs = columns
+            .iter()
+            .map(|(c, _)| format!("{}, s.{}", literal(c), quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("CAST(JSON_OBJECT({pairs}) AS CHAR)")
+    }
+}
+
+#[async_trait]
+impl Source for MysqlSource {
+    fn describe(&self) -> String {
+        format!("{} {}", self.system, self.object)
+    }
+
+    async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
+        let columns = self.columns(&self.relation).await?;
+        let json = Self::as_json(&columns);
+        let from = format!("({}) AS s", self.relation);
+        let mut binds: Vec<String> = Vec::new();
+        let sql = match scan {
+            Scan::All => format!("SELECT {json}, NULL FROM {from}"),
+            Scan::NullCursor { column } => format!(
+                "SELECT {json}, NULL FROM {from} WHERE s.{} IS NULL",
+                quote_ident(column)
+            ),
+            Scan::Since {
+                column,
+                from: since,
+                lag,
+            } => {
+                let c = quote_ident(column);
+                let temporal = columns.iter().any(|(name, ty)| {
+                    name == column && matches!(ty.as_str(), "DATETIME" | "TIMESTAMP" | "DATE")
+                });
+                let base = format!(
+                    "SELECT {json}, CAST(s.{c} AS CHAR) FROM {from} WHERE s.{c} IS NOT NULL"
+                );
+                match since {
+                    None => format!("{base} ORDER BY s.{c}"),
+                    Some(since) => {
+                        binds.push(since.to_string());
+                        if temporal && !lag.is_zero() {
+                            binds.push(lag.as_micros().to_string());
+                            format!("{base} AND s.{c} >= CAST(? AS DATETIME(6)) - INTERVAL ? MICROSECOND ORDER BY s.{c}")
+                        } else {
+                            format!("{base} AND s.{c} >= ? ORDER BY s.{c}")
+                        }
+                    }
+                }
+            }
+        };
+        let pool = self.pool.clone();
+        let system = self.system.clone();
+        let object = self.object.clone();
+        let stream = async_stream::try_stream! {
+            let mut q = sqlx::query(&sql);
+            for b in &binds {
+                q = q.bind(b);
+            }
+            let mut rows = q.fetch(&pool);
+            while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
+                let json: String = row.try_get(0).map_err(|e| classify(e, &system, &object))?;
+                let data: Record = serde_json::from_str(&json).map_err(|e| ConnectorError::failed(&system, &object, e))?;
+                let cursor: Option<String> = row.try_get(1).map_err(|e| classify(e, &system, &object))?;
+                yield SourceRow { data, cursor };
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+
+    async fn children(
+        &self,
+        child: &Child,
+        parents: &[Value],
+    ) -> Result<Vec<Record>, ConnectorError> {
+        let query = child.batched("IN (SELECT value FROM JSON_TABLE(?, '$[*]' COLUMNS (value TEXT PATH '$')) AS ferry_parents)");
+        let columns = self.columns(&query).await?;
+        let sql = format!("SELECT {} FROM ({query}) AS s", Self::as_json(&columns));
+        let parents = serde_json::to_string(parents)
+            .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))?;
+        let rows: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(parents)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &self.system,
+                    &format!("children query of {}", self.object),
+                )
+            })?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))
+            })
+            .collect()
+    }
+}
