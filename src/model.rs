@@ -49,6 +49,47 @@ pub struct Item {
     pub error: Option<String>,
 }
 
+/// One change as a message, HTTP item or file line carries it: the stable
+/// JSON envelope `{"job", "key", "op", "version", "hash", "data",
+/// "children"}`. `data` holds the target fields (absent for a delete),
+/// `children` each `[children.NAME]` set (absent when the job has none).
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    pub job: &'a str,
+    pub key: &'a [Value],
+    pub op: Op,
+    pub version: i64,
+    pub hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Record>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Record>,
+}
+
+impl<'a> Envelope<'a> {
+    /// The envelope of `item` written as `record` (its target fields, with
+    /// child sets under the names in `children`).
+    pub fn new(job: &'a str, item: &'a Item, record: &Record, children: &[String]) -> Envelope<'a> {
+        let (mut data, mut sets) = (Record::new(), Record::new());
+        for (k, v) in record {
+            if children.contains(k) {
+                sets.insert(k.clone(), v.clone());
+            } else {
+                data.insert(k.clone(), v.clone());
+            }
+        }
+        Envelope {
+            job,
+            key: &item.key,
+            op: item.op,
+            version: item.version,
+            hash: &item.hash,
+            data: (item.op == Op::Upsert).then_some(data),
+            children: (!sets.is_empty()).then_some(sets),
+        }
+    }
+}
+
 /// The key values of `record` for the key columns, or the name of the first
 /// key column it lacks.
 pub fn key_of(record: &Record, key_columns: &[String]) -> Result<Vec<Value>, String> {

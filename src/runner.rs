@@ -349,18 +349,18 @@ async fn detect_and_sync(
         }
         let target: Arc<dyn connectors::Target> =
             Arc::from(connectors::target(job).map_err(RunError::Target)?);
-        Ok::<_, RunError>(
-            sync::drain(
-                job,
-                target,
-                store,
-                owner,
-                &opts.shutdown,
-                &opts.progress,
-                &detected,
-            )
-            .await?,
+        let report = sync::drain(
+            job,
+            target.clone(),
+            store,
+            owner,
+            &opts.shutdown,
+            &opts.progress,
+            &detected,
         )
+        .await?;
+        target.finish().await.map_err(RunError::Target)?;
+        Ok::<_, RunError>(report)
     };
     let (detected_report, synced) = tokio::join!(detect, drain);
     match detected_report? {

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::config::{Child, Deletes, Job, Mode, Owner};
-use crate::model::{Record, SourceRow};
+use crate::model::{Item, Record, SourceRow};
 
 pub use error::ConnectorError;
 
@@ -61,11 +61,15 @@ pub trait Source: Send + Sync {
     }
 }
 
-/// One bulk write: mapped target records (upserts) and target key records (deletes).
+/// One bulk write: mapped target records (upserts) and target key records
+/// (deletes), with the queued items they come from (parallel; empty when
+/// the write has none, as a mirror's removals).
 #[derive(Debug, Default)]
 pub struct WriteBatch<'a> {
     pub upserts: Vec<&'a Record>,
     pub deletes: Vec<&'a Record>,
+    pub upsert_items: Vec<&'a Item>,
+    pub delete_items: Vec<&'a Item>,
     /// Report each upsert's [`Images`], for conflict detection.
     pub images: bool,
     /// With `images`: leave the rows before the write out (`before` None).
@@ -111,6 +115,11 @@ pub trait Target: Send + Sync {
     /// Applies the whole batch, atomically where the system allows it. A
     /// write that would leave a row as it is does not touch it.
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError>;
+    /// The run's writes are over: a target that gathers them (one file per
+    /// run) completes its output.
+    async fn finish(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// Keys for `n` new rows of a table whose key the target generates (a
     /// serial or identity column), taken before the rows are written so a
     /// retried write reuses them; each above `floor`, the largest key taken
@@ -199,7 +208,7 @@ impl WriteRules {
 /// Source types this build can run (the contract lists more; see DESIGN.md).
 pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file"];
 /// Target types this build can run.
-pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite"];
+pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite", "file"];
 
 /// The registry: a job's source.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
@@ -226,6 +235,7 @@ pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
     match job.target.kind.as_str() {
         "postgres" => Ok(Box::new(postgres::PostgresTarget::new(&job.target, rules)?)),
         "mysql" => Ok(Box::new(mysql::MysqlTarget::new(&job.target, rules)?)),
+        "file" => Ok(Box::new(file::FileTarget::new(job))),
         "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
         other => Err(ConnectorError::unsupported(other)),
     }

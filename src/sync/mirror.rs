@@ -135,9 +135,7 @@ pub async fn prune(
             .write(&WriteBatch {
                 upserts: Vec::new(),
                 deletes: batch.iter().collect(),
-                images: false,
-                skip_before: false,
-                read_back: false,
+                ..Default::default()
             })
             .await?;
     }

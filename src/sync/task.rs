@@ -284,10 +284,16 @@ async fn write_isolating(
             read_back: options.read_back,
             ..Default::default()
         };
-        for (_, op, record) in &live[range.clone()] {
+        for (i, op, record) in &live[range.clone()] {
             match op {
-                Op::Upsert => batch.upserts.push(record.as_ref()),
-                Op::Delete => batch.deletes.push(record.as_ref()),
+                Op::Upsert => {
+                    batch.upserts.push(record.as_ref());
+                    batch.upsert_items.push(&task.items[*i]);
+                }
+                Op::Delete => {
+                    batch.deletes.push(record.as_ref());
+                    batch.delete_items.push(&task.items[*i]);
+                }
             }
         }
         shared.writes.fetch_add(1, Ordering::Relaxed);
