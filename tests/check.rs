@@ -47,6 +47,8 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("newest without updated_at", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[fields]\nid = \"id\"\ntier = { from = \"tier\", owner = \"newest\" }\n[rules]\nowner = \"source\"\n", "12:8", "needs `[target] updated_at`"),
     ("lookup to missing job", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[fields]\nid = \"id\"\nacc = { from = \"a\", lookup = \"accounts\" }\n[rules]\nowner = \"source\"\n", "12:7", "names job `accounts`, which does not exist"),
     ("cursor without column", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[detect]\nstrategy = \"cursor\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "6:1", "needs `cursor`"),
+    ("http auth of neither kind", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"http\"\nurl = \"https://api.example.com/items\"\nauth = { token = \"x\" }\n[rules]\nowner = \"source\"\n", "8:8", "`auth` is `{ bearer"),
+    ("http results not a pointer", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"http\"\nurl = \"https://api.example.com/items\"\nresults = \"results\"\n[rules]\nowner = \"source\"\n", "8:11", "`results` is a JSON pointer"),
     ("bad duration", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]\n[detect]\nstrategy = \"cursor\"\ncursor = \"u\"\nlag = \"soon\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "9:7", "is not a duration"),
     ("ratio out of range", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[detect]\nstrategy = \"diff\"\nmax_delete_ratio = 1.5\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "7:20", "must be between 0 and 1"),
     ("table and query", "[source]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"t\"\nquery = \"select 1\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n", "5:9", "`table` or `query`, not both"),
@@ -165,6 +167,8 @@ fn the_examples_pass_check() {
             .arg("check")
             .env("SHOP_MYSQL_URL", "mysql://shop:secret@db.invalid:3306/shop")
             .env("CRM_PG_URL", "postgres://crm:secret@crm.invalid/crm")
+            .env("API_URL", "https://api.invalid/v1/contacts/batch")
+            .env("API_TOKEN", "secret")
             .output()
             .expect("run ferry");
         assert!(

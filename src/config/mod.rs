@@ -177,6 +177,37 @@ pub struct TargetConfig {
     pub updated_at: Option<String>,
     pub path: Option<PathBuf>,
     pub format: Option<FileFormat>,
+    /// `type = "http"`: how items are sent.
+    pub http: Option<HttpTarget>,
+}
+
+/// An HTTP API as target.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// `POST` (default), `PUT` or `PATCH`.
+    pub method: String,
+    /// One request per batch (`{"items": […]}`, default) or one per item.
+    pub batch: bool,
+    /// JSON pointer to per-item results in a batch's response.
+    pub results: Option<String>,
+    pub auth: Option<HttpAuth>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub enum HttpAuth {
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+/// Secrets never reach a log or a message.
+impl std::fmt::Debug for HttpAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpAuth::Bearer(_) => f.write_str("Bearer(***)"),
+            HttpAuth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -816,18 +816,31 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
         if let Some(k) = &r.key {
             out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
         }
+    } else if kind == "http" {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        if let Some(k) = &r.key {
+            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
+        }
+        out.http = Some(http_target(ctx, r));
     }
-    for (key, present) in [
+    let http_keys = [
         ("method", r.method.as_ref().map(|v| v.span())),
         ("batch", r.batch.as_ref().map(|v| v.span())),
         ("results", r.results.as_ref().map(|v| v.span())),
         ("auth", r.auth.as_ref().map(|v| v.span())),
         ("timeout", r.timeout.as_ref().map(|v| v.span())),
+    ];
+    let http_keys = if kind == "http" {
+        &[][..]
+    } else {
+        &http_keys[..]
+    };
+    for (key, present) in http_keys.iter().cloned().chain([
         ("exchange", r.exchange.as_ref().map(|v| v.span())),
         ("routing_key", r.routing_key.as_ref().map(|v| v.span())),
         ("subject", r.subject.as_ref().map(|v| v.span())),
         ("stream", r.stream.as_ref().map(|v| v.span())),
-    ] {
+    ]) {
         if let Some(span) = present {
             ctx.src.error(
                 span,
@@ -837,6 +850,66 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
     }
     out.kind = kind;
     out
+}
+
+/// `method`, `batch`, `results`, `auth`, `timeout` of an HTTP target.
+fn http_target(ctx: &mut Ctx, r: &raw::TargetRaw) -> HttpTarget {
+    let method = r
+        .method
+        .as_ref()
+        .and_then(|m| {
+            ctx.choice(
+                m,
+                "method",
+                &[("POST", "POST"), ("PUT", "PUT"), ("PATCH", "PATCH")],
+            )
+        })
+        .unwrap_or("POST")
+        .to_string();
+    let results = ctx.opt_text(&r.results);
+    if let (Some(p), Some(v)) = (&results, &r.results) {
+        if !p.starts_with('/') {
+            ctx.src.error(
+                v.span(),
+                format!("`results` is a JSON pointer (like `/results`), not `{p}`"),
+            );
+        }
+    }
+    let auth = r.auth.as_ref().and_then(|a| http_auth(ctx, a));
+    HttpTarget {
+        method,
+        batch: r.batch.as_ref().is_none_or(|b| *b.get_ref()),
+        results,
+        auth,
+        timeout: ctx.duration(&r.timeout, "timeout", Duration::from_secs(30)),
+    }
+}
+
+/// `auth = { bearer = "…" }` or `auth = { basic = { user = "…", password = "…" } }`.
+fn http_auth(ctx: &mut Ctx, a: &S<toml::Table>) -> Option<HttpAuth> {
+    let span = a.span();
+    let text = |ctx: &mut Ctx, v: Option<&toml::Value>, what: &str| -> Option<String> {
+        match v {
+            Some(toml::Value::String(s)) => ctx.text(&S::new(span.clone(), s.clone())),
+            _ => {
+                ctx.src
+                    .error(span.clone(), format!("`auth`: `{what}` must be a string"));
+                None
+            }
+        }
+    };
+    let table = a.get_ref();
+    match (table.get("bearer"), table.get("basic"), table.len()) {
+        (Some(token), None, 1) => Some(HttpAuth::Bearer(text(ctx, Some(token), "bearer")?)),
+        (None, Some(toml::Value::Table(basic)), 1) if basic.len() == 2 => Some(HttpAuth::Basic {
+            user: text(ctx, basic.get("user"), "basic.user")?,
+            password: text(ctx, basic.get("password"), "basic.password")?,
+        }),
+        _ => {
+            ctx.src.error(span, "`auth` is `{ bearer = \"${TOKEN}\" }` or `{ basic = { user = \"…\", password = \"${PASSWORD}\" } }`");
+            None
+        }
+    }
 }
 
 const OWNERS: &[(&str, Owner)] = &[

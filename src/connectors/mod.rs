@@ -6,6 +6,7 @@
 mod children;
 mod error;
 pub mod file;
+pub mod http;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;
@@ -100,6 +101,9 @@ pub struct Written {
     /// Parallel to the batch's upserts when it asked for images and the
     /// target can read its rows back; empty otherwise.
     pub images: Vec<Images>,
+    /// Items the target refused one by one while accepting the rest: their
+    /// index in the batch (upserts, then deletes) and why.
+    pub rejected: Vec<(usize, String)>,
     /// With `read_back`: the upserted rows before the write (locked until
     /// it commits) and after it, each in any order.
     pub rows_before: Vec<Record>,
@@ -208,7 +212,7 @@ impl WriteRules {
 /// Source types this build can run (the contract lists more; see DESIGN.md).
 pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file"];
 /// Target types this build can run.
-pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite", "file"];
+pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite", "file", "http"];
 
 /// The registry: a job's source.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
@@ -236,6 +240,7 @@ pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
         "postgres" => Ok(Box::new(postgres::PostgresTarget::new(&job.target, rules)?)),
         "mysql" => Ok(Box::new(mysql::MysqlTarget::new(&job.target, rules)?)),
         "file" => Ok(Box::new(file::FileTarget::new(job))),
+        "http" => Ok(Box::new(http::HttpTarget::new(job)?)),
         "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
         other => Err(ConnectorError::unsupported(other)),
     }

@@ -302,12 +302,24 @@ async fn write_isolating(
                 wrote_any = true;
                 rows.before.append(&mut written.rows_before);
                 rows.after.append(&mut written.rows);
+                // The batch's order: its upserts, then its deletes.
+                let order: Vec<usize> = range
+                    .clone()
+                    .filter(|i| live[*i].1 == Op::Upsert)
+                    .chain(range.clone().filter(|i| live[*i].1 == Op::Delete))
+                    .collect();
+                let refused = std::mem::take(&mut written.rejected);
                 let mut images = per_upsert(written);
                 for i in range {
                     fates[i] = Fate::Written(match live[i].1 {
                         Op::Upsert => images.next().flatten(),
                         Op::Delete => None,
                     });
+                }
+                for (at, why) in refused {
+                    if let Some(&i) = order.get(at) {
+                        fates[i] = Fate::Rejected(why);
+                    }
                 }
             }
             Err(e) if e.is_rejection() && range.len() > 1 => {
