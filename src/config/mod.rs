@@ -179,6 +179,17 @@ pub struct TargetConfig {
     pub format: Option<FileFormat>,
     /// `type = "http"`: how items are sent.
     pub http: Option<HttpTarget>,
+    /// `type = "amqp"`: where items are published.
+    pub amqp: Option<AmqpTarget>,
+}
+
+/// A RabbitMQ exchange as target.
+#[derive(Debug, Clone)]
+pub struct AmqpTarget {
+    /// `""`: the default exchange (the routing key names the queue).
+    pub exchange: String,
+    /// May use `{job}` and `{op}`.
+    pub routing_key: String,
 }
 
 /// An HTTP API as target.

@@ -822,6 +822,15 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
             out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
         }
         out.http = Some(http_target(ctx, r));
+    } else if kind == "amqp" {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        if let Some(k) = &r.key {
+            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
+        }
+        out.amqp = Some(AmqpTarget {
+            exchange: ctx.opt_text(&r.exchange).unwrap_or_default(),
+            routing_key: ctx.opt_text(&r.routing_key).unwrap_or_else(|| "{job}".to_string()),
+        });
     }
     let http_keys = [
         ("method", r.method.as_ref().map(|v| v.span())),
@@ -835,9 +844,12 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
     } else {
         &http_keys[..]
     };
-    for (key, present) in http_keys.iter().cloned().chain([
+    let amqp_keys = [
         ("exchange", r.exchange.as_ref().map(|v| v.span())),
         ("routing_key", r.routing_key.as_ref().map(|v| v.span())),
+    ];
+    let amqp_keys = if kind == "amqp" { &[][..] } else { &amqp_keys[..] };
+    for (key, present) in http_keys.iter().cloned().chain(amqp_keys.iter().cloned()).chain([
         ("subject", r.subject.as_ref().map(|v| v.span())),
         ("stream", r.stream.as_ref().map(|v| v.span())),
     ]) {

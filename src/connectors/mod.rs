@@ -3,6 +3,7 @@
 //! config, never the state store, detection or sync.
 //!
 //! Adding a system: a folder here and one line in each registry below.
+pub mod amqp;
 mod children;
 mod error;
 pub mod file;
@@ -78,6 +79,26 @@ pub struct WriteBatch<'a> {
     /// Report the upserted rows as they are before and after the write,
     /// each as a source of the same table would read it (echo suppression).
     pub read_back: bool,
+}
+
+impl<'a> WriteBatch<'a> {
+    /// Each change with its item, upserts then deletes (none with
+    /// `deletes = false`): what document-shaped targets send.
+    pub fn changes(&self, deletes: bool) -> Vec<(&'a Record, &'a Item)> {
+        let deletes = if deletes { self.deletes.len() } else { 0 };
+        self.upserts
+            .iter()
+            .copied()
+            .zip(self.upsert_items.iter().copied())
+            .chain(
+                self.deletes
+                    .iter()
+                    .copied()
+                    .zip(self.delete_items.iter().copied())
+                    .take(deletes),
+            )
+            .collect()
+    }
 }
 
 /// One upserted row's written fields (see [`Written::fields`]), each as a
@@ -212,7 +233,7 @@ impl WriteRules {
 /// Source types this build can run (the contract lists more; see DESIGN.md).
 pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file"];
 /// Target types this build can run.
-pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite", "file", "http"];
+pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite", "file", "http", "amqp"];
 
 /// The registry: a job's source.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
@@ -241,6 +262,7 @@ pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
         "mysql" => Ok(Box::new(mysql::MysqlTarget::new(&job.target, rules)?)),
         "file" => Ok(Box::new(file::FileTarget::new(job))),
         "http" => Ok(Box::new(http::HttpTarget::new(job)?)),
+        "amqp" => Ok(Box::new(amqp::AmqpTarget::new(job)?)),
         "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
         other => Err(ConnectorError::unsupported(other)),
     }

@@ -131,16 +131,7 @@ impl FileTarget {
 
     /// The batch's lines, JSONL envelopes or CSV rows.
     fn lines(&self, batch: &WriteBatch<'_>, columns: &[String]) -> Result<Vec<u8>, ConnectorError> {
-        let deletes = if self.ignore_deletes {
-            0
-        } else {
-            batch.deletes.len()
-        };
-        let pairs = batch
-            .upserts
-            .iter()
-            .zip(&batch.upsert_items)
-            .chain(batch.deletes.iter().zip(&batch.delete_items).take(deletes));
+        let pairs = batch.changes(!self.ignore_deletes);
         let mut out = Vec::new();
         match self.format {
             FileFormat::Jsonl => {

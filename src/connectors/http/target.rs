@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::config::{HttpAuth, Job};
 use crate::connectors::{ConnectorError, Target, WriteBatch, Written};
-use crate::model::{Envelope, Item, Record};
+use crate::model::{Envelope, Item};
 
 /// How long a write waits in place for a `Retry-After`; a longer one makes
 /// the items retry later with the job's backoff instead.
@@ -217,25 +217,7 @@ impl Target for HttpTarget {
     }
 
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
-        let deletes = if self.ignore_deletes {
-            0
-        } else {
-            batch.deletes.len()
-        };
-        let pairs: Vec<(&Record, &Item)> = batch
-            .upserts
-            .iter()
-            .copied()
-            .zip(batch.upsert_items.iter().copied())
-            .chain(
-                batch
-                    .deletes
-                    .iter()
-                    .copied()
-                    .zip(batch.delete_items.iter().copied())
-                    .take(deletes),
-            )
-            .collect();
+        let pairs = batch.changes(!self.ignore_deletes);
         let mut written = Written::default();
         if pairs.is_empty() {
             return Ok(written);
