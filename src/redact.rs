@@ -35,9 +35,50 @@ pub fn url(raw: &str) -> String {
     }
 }
 
+/// Free text (an error message) with the password of any URL in it
+/// replaced by `***`: `amqp://user:pw@host` → `amqp://user:***@host`.
+pub fn text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at_sign), Some(colon)) if colon < at_sign => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at_sign..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn is_secret_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.contains("password") || n.contains("secret") || n.contains("token") || n == "key"
+}
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn masks_passwords_of_urls_inside_text() {
+        assert_eq!(
+            super::text("cannot reach amqp://guest:pw@h:5672/%2f: refused"),
+            "cannot reach amqp://guest:***@h:5672/%2f: refused"
+        );
+        assert_eq!(
+            super::text("protocol error: AMQP hard error: CONNECTION-FORCED"),
+            "protocol error: AMQP hard error: CONNECTION-FORCED"
+        );
+    }
 }
 
 #[cfg(test)]

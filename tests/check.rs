@@ -169,6 +169,8 @@ fn the_examples_pass_check() {
             .env("CRM_PG_URL", "postgres://crm:secret@crm.invalid/crm")
             .env("API_URL", "https://api.invalid/v1/contacts/batch")
             .env("API_TOKEN", "secret")
+            .env("SHOP_PG_URL", "postgres://shop:secret@shop.invalid/shop")
+            .env("AMQP_URL", "amqp://shop:secret@rabbit.invalid:5672/%2f")
             .output()
             .expect("run ferry");
         assert!(

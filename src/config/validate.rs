@@ -829,7 +829,9 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
         }
         out.amqp = Some(AmqpTarget {
             exchange: ctx.opt_text(&r.exchange).unwrap_or_default(),
-            routing_key: ctx.opt_text(&r.routing_key).unwrap_or_else(|| "{job}".to_string()),
+            routing_key: ctx
+                .opt_text(&r.routing_key)
+                .unwrap_or_else(|| "{job}".to_string()),
         });
     }
     let http_keys = [
@@ -848,11 +850,20 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
         ("exchange", r.exchange.as_ref().map(|v| v.span())),
         ("routing_key", r.routing_key.as_ref().map(|v| v.span())),
     ];
-    let amqp_keys = if kind == "amqp" { &[][..] } else { &amqp_keys[..] };
-    for (key, present) in http_keys.iter().cloned().chain(amqp_keys.iter().cloned()).chain([
-        ("subject", r.subject.as_ref().map(|v| v.span())),
-        ("stream", r.stream.as_ref().map(|v| v.span())),
-    ]) {
+    let amqp_keys = if kind == "amqp" {
+        &[][..]
+    } else {
+        &amqp_keys[..]
+    };
+    for (key, present) in http_keys
+        .iter()
+        .cloned()
+        .chain(amqp_keys.iter().cloned())
+        .chain([
+            ("subject", r.subject.as_ref().map(|v| v.span())),
+            ("stream", r.stream.as_ref().map(|v| v.span())),
+        ])
+    {
         if let Some(span) = present {
             ctx.src.error(
                 span,

@@ -45,7 +45,7 @@ impl AmqpTarget {
     }
 
     fn err(&self, e: lapin::Error) -> ConnectorError {
-        let detail = crate::redact::url(&e.to_string());
+        let detail = crate::redact::text(&e.to_string());
         if detail.contains("NOT_FOUND") {
             ConnectorError::MissingObject {
                 system: self.system.clone(),
@@ -81,11 +81,16 @@ impl AmqpTarget {
     }
 
     /// Publishes every item, then waits for every confirm.
-    async fn publish(&self, channel: &Channel, pairs: &[(&Record, &Item)]) -> Result<(), ConnectorError> {
+    async fn publish(
+        &self,
+        channel: &Channel,
+        pairs: &[(&Record, &Item)],
+    ) -> Result<(), ConnectorError> {
         let mut confirms = Vec::with_capacity(pairs.len());
         for (record, item) in pairs {
-            let payload = serde_json::to_vec(&Envelope::new(&self.job, item, record, &self.children))
-                .map_err(|e| ConnectorError::failed(&self.system, &self.object(), e))?;
+            let payload =
+                serde_json::to_vec(&Envelope::new(&self.job, item, record, &self.children))
+                    .map_err(|e| ConnectorError::failed(&self.system, &self.object(), e))?;
             let mut headers = FieldTable::default();
             for (name, value) in [
                 ("job", self.job.clone()),
@@ -94,7 +99,10 @@ impl AmqpTarget {
                 ("hash", item.hash.clone()),
                 ("version", item.version.to_string()),
             ] {
-                headers.insert(ShortString::from(name), AMQPValue::LongString(LongString::from(value)));
+                headers.insert(
+                    ShortString::from(name),
+                    AMQPValue::LongString(LongString::from(value)),
+                );
             }
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
@@ -154,7 +162,10 @@ impl Target for AmqpTarget {
             return Ok(Written::default());
         }
         let mut open = self.channel.lock().await;
-        if open.as_ref().is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
+        if open
+            .as_ref()
+            .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
+        {
             *open = Some(self.open().await?);
         }
         // Set just above.

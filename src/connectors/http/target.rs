@@ -136,7 +136,7 @@ impl HttpTarget {
             detail.push_str(&c.to_string());
             cause = c.source();
         }
-        let detail = crate::redact::url(&detail);
+        let detail = crate::redact::text(&detail);
         if unreachable {
             ConnectorError::Unreachable {
                 system: self.system.clone(),
