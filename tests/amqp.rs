@@ -7,11 +7,13 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
+use lapin::options::BasicPublishOptions;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
+use lapin::BasicProperties;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -93,6 +95,23 @@ impl Broker {
                 .expect("ack");
         }
         out
+    }
+
+    /// Messages ready in the queue.
+    async fn ready(&self) -> u32 {
+        let (_connection, channel) = channel().await;
+        channel
+            .queue_declare(
+                &self.queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0)
     }
 
     async fn delete(&self) {
@@ -213,5 +232,177 @@ async fn a_dropped_connection_loses_no_change() {
         );
     }
     eprintln!("duplicates after dropped connections: {duplicates}");
+    broker.delete().await;
+}
+
+/// Publishes `bodies` to `queue` through the default exchange, confirmed.
+async fn publish(queue: &str, bodies: &[&str]) {
+    let (_connection, channel) = channel().await;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    for body in bodies {
+        channel
+            .basic_publish(
+                "",
+                queue,
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+}
+
+fn consumer_job(db: &TestDb, queue: &str) -> String {
+    format!(
+        "[source]\ntype = \"amqp\"\nurl = \"{URL}\"\nqueue = \"{queue}\"\nkey = [\"id\"]\n\n\
+         [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"people\"\nkey = [\"id\"]\n\n\
+         [fields]\nid = \"id\"\nemail = \"email\"\n\n[rules]\nowner = \"source\"\ndeletes = \"propagate\"\n",
+        db.url
+    )
+}
+
+async fn people(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar("SELECT id || '|' || email FROM people ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("read")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_into_postgres_and_a_malformed_message_is_dead_with_its_body() {
+    let broker = Broker::new().await;
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
+        .await;
+    let cfg = ConfigDir::new();
+    cfg.job("people", &consumer_job(&db, &broker.queue));
+    let state = state_url(StateKind::Postgres, &cfg, &db);
+
+    publish(
+        &broker.queue,
+        &[
+            r#"{"id": 1, "email": "a@x"}"#,
+            r#"{"id": 2, "email": "b@x"}"#,
+            "this is not json",
+            r#"{"job":"shop","key":[3],"op":"upsert","version":1,"hash":"0","data":{"id":3,"email":"c@x"}}"#,
+        ],
+    )
+    .await;
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_ne!(code(&out), 0, "a dead message leaves the job not in sync");
+    assert_eq!(people(&db).await, ["1|a@x", "2|b@x", "3|c@x"]);
+    let dead = cfg.ferry(
+        Some(&state),
+        &["tasks", "--state", "dead", "--job", "people"],
+    );
+    let text = String::from_utf8_lossy(&dead.stdout);
+    assert!(text.contains("dead"), "{text}");
+    let body: String =
+        sqlx::query_scalar("SELECT items FROM ferry_tasks WHERE job = 'people' AND state = 'dead'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("dead task");
+    assert!(
+        body.contains("this is not json") && body.contains("malformed message: not JSON"),
+        "{body}"
+    );
+    assert!(
+        broker.drain().await.is_empty(),
+        "every message was acknowledged"
+    );
+
+    publish(
+        &broker.queue,
+        &[
+            r#"{"id": 1, "email": "a2@x"}"#,
+            r#"{"job":"shop","key":[2],"op":"delete","version":2,"hash":"0"}"#,
+        ],
+    )
+    .await;
+    cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(people(&db).await, ["1|a2@x", "3|c@x"]);
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(changed(&out, "people"), 0, "an empty queue: nothing to do");
+    broker.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_enqueue_and_ack_the_messages_come_again_and_sync_once() {
+    use std::io::{BufRead, BufReader};
+    let broker = Broker::new().await;
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE people (id bigint PRIMARY KEY, email text, writes int NOT NULL DEFAULT 0);
+         CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.writes = COALESCE(OLD.writes, 0) + 1; RETURN NEW; END $$;
+         CREATE TRIGGER count_writes BEFORE INSERT OR UPDATE ON people FOR EACH ROW EXECUTE FUNCTION count_writes();",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("people", &consumer_job(&db, &broker.queue));
+    let state = state_url(StateKind::Postgres, &cfg, &db);
+    publish(
+        &broker.queue,
+        &[
+            r#"{"id": 1, "email": "a@x"}"#,
+            r#"{"id": 2, "email": "b@x"}"#,
+        ],
+    )
+    .await;
+
+    let mut child = cfg
+        .command(Some(&state), &["run", "--once"])
+        .env("FERRY_FAULT", "pause-before-ack")
+        .env("FERRY_JOB_LEASE", "1s")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let log = child.stderr.take().expect("stderr");
+    assert!(BufReader::new(log)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("fault point before-ack")));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(
+        people(&db).await.is_empty(),
+        "killed before anything was written"
+    );
+    // The broker gives the unacknowledged messages back once it sees the
+    // connection gone.
+    assert!(
+        eventually(10, || async { broker.ready().await == 2 }).await,
+        "the messages are back in the queue"
+    );
+
+    // The messages come again (once the killed run's job lease has
+    // expired, detection runs); the changes enqueued before the kill are
+    // synced, and the redelivered copies are recognised.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let out = cfg
+        .command(Some(&state), &["run", "--once"])
+        .env("FERRY_JOB_LEASE", "1s")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        changed(&out, "people"),
+        0,
+        "the redelivered messages are no new changes"
+    );
+    assert_eq!(synced(&out, "people"), 2);
+    let writes: Vec<String> =
+        sqlx::query_scalar("SELECT id || ':' || writes FROM people ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .expect("read");
+    assert_eq!(writes, ["1:1", "2:1"], "each change applied once");
+    assert!(broker.drain().await.is_empty(), "acknowledged now");
     broker.delete().await;
 }

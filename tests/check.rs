@@ -171,6 +171,7 @@ fn the_examples_pass_check() {
             .env("API_TOKEN", "secret")
             .env("SHOP_PG_URL", "postgres://shop:secret@shop.invalid/shop")
             .env("AMQP_URL", "amqp://shop:secret@rabbit.invalid:5672/%2f")
+            .env("ERP_PG_URL", "postgres://erp:secret@erp.invalid/erp")
             .output()
             .expect("run ferry");
         assert!(

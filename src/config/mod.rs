@@ -163,6 +163,10 @@ pub struct SourceConfig {
     pub key: Vec<String>,
     pub path: Option<PathBuf>,
     pub format: Option<FileFormat>,
+    /// `type = "amqp"`: the queue to consume.
+    pub queue: Option<String>,
+    /// `type = "amqp"`: messages the broker sends ahead of their acks.
+    pub prefetch: u16,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -534,21 +534,50 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         ctx.unused(&r.url, "url", &kind, "source");
         ctx.unused(&r.table, "table", &kind, "source");
         ctx.unused(&r.query, "query", &kind, "source");
+    } else if kind == "amqp" {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        match &r.queue {
+            Some(q) => out.queue = ctx.text(q),
+            None => ctx.src.error(
+                span.clone(),
+                "[source] of type `amqp` needs `queue`, the queue to consume",
+            ),
+        }
+        out.prefetch = match &r.prefetch {
+            Some(p) if !(1..=65_535).contains(p.get_ref()) => {
+                ctx.src.error(
+                    p.span(),
+                    format!("`prefetch` = {} must be between 1 and 65535", p.get_ref()),
+                );
+                0
+            }
+            Some(p) => *p.get_ref() as u16,
+            None => 0,
+        };
+        ctx.unused(&r.table, "table", &kind, "source");
+        ctx.unused(&r.query, "query", &kind, "source");
     }
-    // Keys of the connectors this build does not run yet (http, amqp, nats).
-    for (key, present) in [
+    let amqp_keys = [
+        ("queue", r.queue.as_ref().map(|v| v.span())),
+        ("prefetch", r.prefetch.as_ref().map(|v| v.span())),
+    ];
+    let amqp_keys = if kind == "amqp" {
+        &[][..]
+    } else {
+        &amqp_keys[..]
+    };
+    // Keys of the connectors this build does not run yet (http, nats).
+    for (key, present) in amqp_keys.iter().cloned().chain([
         ("items", r.items.as_ref().map(|v| v.span())),
         ("next", r.next.as_ref().map(|v| v.span())),
         ("page_param", r.page_param.as_ref().map(|v| v.span())),
         ("cursor_param", r.cursor_param.as_ref().map(|v| v.span())),
         ("auth", r.auth.as_ref().map(|v| v.span())),
         ("timeout", r.timeout.as_ref().map(|v| v.span())),
-        ("queue", r.queue.as_ref().map(|v| v.span())),
-        ("prefetch", r.prefetch.as_ref().map(|v| v.span())),
         ("stream", r.stream.as_ref().map(|v| v.span())),
         ("consumer", r.consumer.as_ref().map(|v| v.span())),
         ("subject", r.subject.as_ref().map(|v| v.span())),
-    ] {
+    ]) {
         if let Some(span) = present {
             ctx.src.error(
                 span,
@@ -567,11 +596,17 @@ fn detect(
     source_span: Range<usize>,
 ) -> Detect {
     let Some(d) = d else {
+        if source.kind == "amqp" {
+            return Detect::Outbox;
+        }
         return Detect::Diff {
             max_delete_ratio: 0.5,
         };
     };
     let r = d.get_ref();
+    if source.kind == "amqp" && r.strategy.get_ref() != "outbox" {
+        ctx.src.error(r.strategy.span(), "a queue (`type = \"amqp\"`) is read with `strategy = \"outbox\"`: each message is a change, acknowledged once it is enqueued");
+    }
     #[derive(Clone, Copy)]
     enum K {
         Cursor,
@@ -634,9 +669,14 @@ fn detect(
         }
         Some(K::Outbox) => {
             let _ = source_span;
-            ctx.src.error(r.strategy.span(), "`strategy = \"outbox\"` is not available in this version of ferry yet; use `cursor` or `diff`");
+            if source.kind != "amqp" {
+                ctx.src.error(r.strategy.span(), format!("`strategy = \"outbox\"` reads a broker queue (`type = \"amqp\"`); outbox tables of `{}` sources are not available in this version of ferry yet", source.kind));
+            }
+            ctx.unused(&r.cursor, "cursor", "outbox", "strategy");
+            ctx.unused(&r.lag, "lag", "outbox", "strategy");
             Detect::Outbox
         }
+        None if source.kind == "amqp" => Detect::Outbox,
         None => Detect::Diff {
             max_delete_ratio: ratio,
         },

@@ -42,11 +42,33 @@ pub enum Scan<'a> {
 
 pub type RowStream = BoxStream<'static, Result<SourceRow, ConnectorError>>;
 
+/// A message taken from a queue, not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: Vec<u8>,
+    /// What [`Source::acknowledge`] takes back.
+    pub ack: u64,
+}
+
 #[async_trait]
 pub trait Source: Send + Sync {
     /// The system and object, for messages: `postgres postgres://u:***@h/db table "customers"`.
     fn describe(&self) -> String;
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError>;
+    /// A queue: up to `max` messages, in order; none when the queue stays
+    /// empty for a moment (the run's detection is then over).
+    async fn receive(&self, _max: usize) -> Result<Vec<Received>, ConnectorError> {
+        Err(ConnectorError::failed(
+            &self.describe(),
+            "queue",
+            "this source is not a queue; use strategy cursor or diff",
+        ))
+    }
+    /// Acknowledges received messages up to and including `ack`, once their
+    /// changes are durably enqueued: the queue forgets them.
+    async fn acknowledge(&self, _ack: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// The rows of `child`'s query for all of `parents` (values of the
     /// parent's key) in one query; each row names its parent in the
     /// `child.parent` column.
@@ -231,7 +253,7 @@ impl WriteRules {
 }
 
 /// Source types this build can run (the contract lists more; see DESIGN.md).
-pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file"];
+pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file", "amqp"];
 /// Target types this build can run.
 pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite", "file", "http", "amqp"];
 
@@ -242,6 +264,7 @@ pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
         "mysql" => Box::new(mysql::MysqlSource::new(&job.source)?),
         "sqlite" => Box::new(sqlite::SqliteSource::new(&job.source)?),
         "file" => Box::new(file::FileSource::new(&job.source)),
+        "amqp" => Box::new(amqp::AmqpSource::new(&job.source, job.batch.size)),
         other => return Err(ConnectorError::unsupported(other)),
     };
     Ok(match job.source.key.as_slice() {

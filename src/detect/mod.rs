@@ -4,6 +4,7 @@
 //! chunks of `[batch] size`: a table is never held in memory.
 mod cursor;
 mod diff;
+mod outbox;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -88,8 +89,7 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
     let report = match &d.job.detect {
         Detect::Cursor { column, lag } => cursor::detect(d, column, *lag).await?,
         Detect::Diff { max_delete_ratio } => diff::detect(d, *max_delete_ratio).await?,
-        // Config validation rejects the outbox strategy until it exists.
-        Detect::Outbox => unreachable!("outbox is rejected by config validation"),
+        Detect::Outbox => outbox::detect(d).await?,
     };
     if report.left_out > 0 {
         tracing::info!(

@@ -333,6 +333,36 @@ impl Store {
         Ok(())
     }
 
+    /// Records items that can never be synced (a malformed message) as one
+    /// dead task of `run_id`, each with its `error`.
+    pub async fn enqueue_dead(
+        &self,
+        job: &str,
+        run_id: i64,
+        items: &[Item],
+    ) -> Result<(), StateError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let now = now_millis();
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(run_id);
+        a.push(items.len() as i64);
+        a.push(json_param(&items));
+        a.push(now);
+        a.push(first_error(items));
+        sqlx::query_with(
+            "INSERT INTO ferry_tasks (job, run_id, state, item_count, items, attempts, created_at, run_after, last_error) \
+             VALUES ($1, $2, 'dead', $3, $4, 0, $5, $5, $6)",
+            a,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Gives a held task back untouched, without counting the attempt (used
     /// when the target is unreachable: the task did not fail, it never ran).
     pub async fn release(
