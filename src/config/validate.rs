@@ -669,8 +669,11 @@ fn detect(
         }
         Some(K::Outbox) => {
             let _ = source_span;
-            if source.kind != "amqp" {
-                ctx.src.error(r.strategy.span(), format!("`strategy = \"outbox\"` reads a broker queue (`type = \"amqp\"`); outbox tables of `{}` sources are not available in this version of ferry yet", source.kind));
+            match source.kind.as_str() {
+                "amqp" => {}
+                "postgres" | "mysql" if source.table.is_some() && source.filter.is_none() => {}
+                "postgres" | "mysql" => ctx.src.error(r.strategy.span(), "`strategy = \"outbox\"` reads an outbox `table` (columns `id`, `op`, `payload`) and deletes what it enqueued: give `table`, without `query` or `where`"),
+                other => ctx.src.error(r.strategy.span(), format!("`strategy = \"outbox\"` reads a queue (`amqp`) or an outbox table (`postgres`, `mysql`), not a `{other}` source")),
             }
             ctx.unused(&r.cursor, "cursor", "outbox", "strategy");
             ctx.unused(&r.lag, "lag", "outbox", "strategy");

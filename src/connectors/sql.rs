@@ -38,6 +38,24 @@ pub fn relation(cfg: &crate::config::SourceConfig) -> (String, String) {
     }
 }
 
+/// An outbox table's rows in id order after `$1`, at most `$2`: `id`, `op`
+/// and `payload` (the object as JSON), each read as text.
+pub fn outbox_select(table: &str, dialect_text: &str, params: (&str, &str)) -> String {
+    let (after, limit) = params;
+    format!(
+        "SELECT CAST(id AS {int}), CAST(op AS {dialect_text}), CAST(payload AS {dialect_text}) FROM {table} WHERE id > {after} ORDER BY id LIMIT {limit}",
+        int = if dialect_text == "CHAR" { "SIGNED" } else { "BIGINT" },
+    )
+}
+
+/// An outbox row as the message the outbox strategy reads: `{"op", "data"}`
+/// (`op` NULL is an upsert). A payload that is not JSON makes the message
+/// unreadable, and so dead with its text.
+pub fn outbox_message(op: Option<&str>, payload: Option<&str>) -> Vec<u8> {
+    let op = serde_json::Value::String(op.unwrap_or("upsert").to_string());
+    format!(r#"{{"op":{op},"data":{}}}"#, payload.unwrap_or("null")).into_bytes()
+}
+
 /// Maps a sqlx error to what the engine needs to decide: retry later (unreachable,
 /// transient), a missing object, data the target refused, or another failure.
 pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError {

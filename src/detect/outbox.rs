@@ -14,7 +14,7 @@ use crate::model::{content_hash, hash_hex, key_of, key_text, Item, Op, Record};
 use crate::state::DetectedBatch;
 
 pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
-    let mut chunker = Chunker::new(d).start().await?;
+    let mut chunker = Chunker::new(d);
     loop {
         let received = d.source.receive(d.job.batch.size).await?;
         let Some(last) = received.last().map(|r| r.ack) else {
@@ -38,13 +38,11 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
                 Err(why) => dead.push(malformed(&message.body, why)),
             }
         }
-        let ledger = if chunker.skip_lookups {
-            HashMap::new()
-        } else {
-            d.store.ledger(&d.job.name, &order).await?
-        };
+        // Every batch looks its keys up: an earlier batch of the same run
+        // may have recorded them (a later delete must find them present).
+        let ledger = d.store.ledger(&d.job.name, &order).await?;
         let mut batch = DetectedBatch {
-            supersedes: (!chunker.skip_lookups).then_some(false),
+            supersedes: Some(false),
             ..Default::default()
         };
         for text in order {

@@ -291,16 +291,9 @@ impl Store {
                 known_keys = inserted < batch.items.len() as u64;
                 batch.supersedes = Some(known_keys);
             }
-            if known_keys {
-                let upsert = format!(
-                    "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
-                     detected_version = excluded.detected_version, deleted = excluded.deleted"
-                );
-                sqlx::query_with(&upsert, ledger_args())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
+            // Older tasks before ledger rows: the order a settling worker
+            // takes them in (its task, then the ledger), so the two never
+            // wait on each other in a cycle.
             if batch.supersedes == Some(true) {
                 let mut a = args();
                 a.push(job.to_string());
@@ -312,6 +305,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
+            }
+            if known_keys {
+                let upsert = format!(
+                    "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
+                     detected_version = excluded.detected_version, deleted = excluded.deleted"
+                );
+                sqlx::query_with(&upsert, ledger_args())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
             }
         }
         if let Some(w) = &batch.watermark {

@@ -5,8 +5,10 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 
 use super::literal;
 use crate::config::{Child, SourceConfig};
-use crate::connectors::sql::{classify, quote_ident, relation};
-use crate::connectors::{ConnectorError, RowStream, Scan, Source};
+use crate::connectors::sql::{
+    classify, outbox_message, outbox_select, quote_ident, quote_qualified, relation,
+};
+use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
 
 pub struct MysqlSource {
@@ -15,6 +17,10 @@ pub struct MysqlSource {
     object: String,
     /// `SELECT …` producing the source's rows, before ferry's own filter.
     relation: String,
+    /// The table, quoted, when the source is a table (not a query).
+    table: Option<String>,
+    /// Outbox: the last id received in this run.
+    outbox_after: std::sync::Mutex<i64>,
 }
 
 impl MysqlSource {
@@ -28,11 +34,23 @@ impl MysqlSource {
             system,
             object,
             relation,
+            table: cfg.table.as_deref().map(quote_qualified),
+            outbox_after: std::sync::Mutex::new(i64::MIN),
         })
     }
 
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
+    }
+
+    fn outbox_table(&self) -> Result<&str, ConnectorError> {
+        self.table.as_deref().ok_or_else(|| {
+            ConnectorError::failed(
+                &self.system,
+                &self.object,
+                "an outbox is read from a `table`",
+            )
+        })
     }
 
     /// The columns of `select` with their SQL type names, as the server
@@ -120,6 +138,39 @@ impl Source for MysqlSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
+        let table = self.outbox_table()?;
+        let after = *self.outbox_after.lock().unwrap_or_else(|p| p.into_inner());
+        let rows: Vec<(i64, Option<String>, Option<String>)> =
+            sqlx::query_as(&outbox_select(table, "CHAR", ("?", "?")))
+                .bind(after)
+                .bind(max as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        if let Some((last, _, _)) = rows.last() {
+            *self.outbox_after.lock().unwrap_or_else(|p| p.into_inner()) = *last;
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(id, op, payload)| Received {
+                body: outbox_message(op.as_deref(), payload.as_deref()),
+                ack: id as u64,
+            })
+            .collect())
+    }
+
+    /// Deletes the outbox rows up to `ack`: safe to repeat.
+    async fn acknowledge(&self, ack: u64) -> Result<(), ConnectorError> {
+        let table = self.outbox_table()?;
+        sqlx::query(&format!("DELETE FROM {table} WHERE id <= ?"))
+            .bind(ack as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     async fn children(
