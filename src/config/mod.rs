@@ -167,6 +167,11 @@ pub struct SourceConfig {
     pub queue: Option<String>,
     /// `type = "amqp"`: messages the broker sends ahead of their acks.
     pub prefetch: u16,
+    /// `type = "nats"`: the JetStream stream, its durable consumer, and the
+    /// subject filter.
+    pub stream: Option<String>,
+    pub consumer: Option<String>,
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -185,6 +190,8 @@ pub struct TargetConfig {
     pub http: Option<HttpTarget>,
     /// `type = "amqp"`: where items are published.
     pub amqp: Option<AmqpTarget>,
+    /// `type = "nats"`: the subject items are published on (may use `{job}`, `{op}`).
+    pub subject: Option<String>,
 }
 
 /// A RabbitMQ exchange as target.

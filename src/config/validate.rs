@@ -557,34 +557,45 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         ctx.unused(&r.table, "table", &kind, "source");
         ctx.unused(&r.query, "query", &kind, "source");
     }
-    let amqp_keys = [
-        ("queue", r.queue.as_ref().map(|v| v.span())),
-        ("prefetch", r.prefetch.as_ref().map(|v| v.span())),
-    ];
-    let amqp_keys = if kind == "amqp" {
-        &[][..]
-    } else {
-        &amqp_keys[..]
-    };
-    // Keys of the connectors this build does not run yet (http, nats).
-    for (key, present) in amqp_keys.iter().cloned().chain([
-        ("items", r.items.as_ref().map(|v| v.span())),
-        ("next", r.next.as_ref().map(|v| v.span())),
-        ("page_param", r.page_param.as_ref().map(|v| v.span())),
-        ("cursor_param", r.cursor_param.as_ref().map(|v| v.span())),
-        ("auth", r.auth.as_ref().map(|v| v.span())),
-        ("timeout", r.timeout.as_ref().map(|v| v.span())),
-        ("stream", r.stream.as_ref().map(|v| v.span())),
-        ("consumer", r.consumer.as_ref().map(|v| v.span())),
-        ("subject", r.subject.as_ref().map(|v| v.span())),
-    ]) {
-        if let Some(span) = present {
-            ctx.src.error(
-                span,
-                format!("`{key}` does not apply to a source of type `{kind}`"),
-            );
+    if kind == "nats" {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        for (value, name) in [(&r.stream, "stream"), (&r.consumer, "consumer")] {
+            if value.is_none() {
+                ctx.src.error(
+                    span.clone(),
+                    format!("[source] of type `nats` needs `{name}`"),
+                );
+            }
         }
+        out.stream = ctx.opt_text(&r.stream);
+        out.consumer = ctx.opt_text(&r.consumer);
+        out.subject = ctx.opt_text(&r.subject);
+        ctx.unused(&r.table, "table", &kind, "source");
+        ctx.unused(&r.query, "query", &kind, "source");
     }
+    foreign_keys(
+        ctx,
+        &kind,
+        "source",
+        &[
+            ("amqp", "queue", r.queue.as_ref().map(|v| v.span())),
+            ("amqp", "prefetch", r.prefetch.as_ref().map(|v| v.span())),
+            ("nats", "stream", r.stream.as_ref().map(|v| v.span())),
+            ("nats", "consumer", r.consumer.as_ref().map(|v| v.span())),
+            ("nats", "subject", r.subject.as_ref().map(|v| v.span())),
+            // The http source is not built yet: its keys apply to nothing.
+            ("", "items", r.items.as_ref().map(|v| v.span())),
+            ("", "next", r.next.as_ref().map(|v| v.span())),
+            ("", "page_param", r.page_param.as_ref().map(|v| v.span())),
+            (
+                "",
+                "cursor_param",
+                r.cursor_param.as_ref().map(|v| v.span()),
+            ),
+            ("", "auth", r.auth.as_ref().map(|v| v.span())),
+            ("", "timeout", r.timeout.as_ref().map(|v| v.span())),
+        ],
+    );
     out.kind = kind;
     out
 }
@@ -596,7 +607,7 @@ fn detect(
     source_span: Range<usize>,
 ) -> Detect {
     let Some(d) = d else {
-        if source.kind == "amqp" {
+        if is_queue(&source.kind) {
             return Detect::Outbox;
         }
         return Detect::Diff {
@@ -604,8 +615,8 @@ fn detect(
         };
     };
     let r = d.get_ref();
-    if source.kind == "amqp" && r.strategy.get_ref() != "outbox" {
-        ctx.src.error(r.strategy.span(), "a queue (`type = \"amqp\"`) is read with `strategy = \"outbox\"`: each message is a change, acknowledged once it is enqueued");
+    if is_queue(&source.kind) && r.strategy.get_ref() != "outbox" {
+        ctx.src.error(r.strategy.span(), "a queue (`type = \"amqp\"` or `\"nats\"`) is read with `strategy = \"outbox\"`: each message is a change, acknowledged once it is enqueued");
     }
     #[derive(Clone, Copy)]
     enum K {
@@ -670,16 +681,16 @@ fn detect(
         Some(K::Outbox) => {
             let _ = source_span;
             match source.kind.as_str() {
-                "amqp" => {}
+                "amqp" | "nats" => {}
                 "postgres" | "mysql" if source.table.is_some() && source.filter.is_none() => {}
                 "postgres" | "mysql" => ctx.src.error(r.strategy.span(), "`strategy = \"outbox\"` reads an outbox `table` (columns `id`, `op`, `payload`) and deletes what it enqueued: give `table`, without `query` or `where`"),
-                other => ctx.src.error(r.strategy.span(), format!("`strategy = \"outbox\"` reads a queue (`amqp`) or an outbox table (`postgres`, `mysql`), not a `{other}` source")),
+                other => ctx.src.error(r.strategy.span(), format!("`strategy = \"outbox\"` reads a queue (`amqp`, `nats`) or an outbox table (`postgres`, `mysql`), not a `{other}` source")),
             }
             ctx.unused(&r.cursor, "cursor", "outbox", "strategy");
             ctx.unused(&r.lag, "lag", "outbox", "strategy");
             Detect::Outbox
         }
-        None if source.kind == "amqp" => Detect::Outbox,
+        None if is_queue(&source.kind) => Detect::Outbox,
         None => Detect::Diff {
             max_delete_ratio: ratio,
         },
@@ -877,45 +888,64 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
                 .unwrap_or_else(|| "{job}".to_string()),
         });
     }
-    let http_keys = [
-        ("method", r.method.as_ref().map(|v| v.span())),
-        ("batch", r.batch.as_ref().map(|v| v.span())),
-        ("results", r.results.as_ref().map(|v| v.span())),
-        ("auth", r.auth.as_ref().map(|v| v.span())),
-        ("timeout", r.timeout.as_ref().map(|v| v.span())),
-    ];
-    let http_keys = if kind == "http" {
-        &[][..]
-    } else {
-        &http_keys[..]
-    };
-    let amqp_keys = [
-        ("exchange", r.exchange.as_ref().map(|v| v.span())),
-        ("routing_key", r.routing_key.as_ref().map(|v| v.span())),
-    ];
-    let amqp_keys = if kind == "amqp" {
-        &[][..]
-    } else {
-        &amqp_keys[..]
-    };
-    for (key, present) in http_keys
-        .iter()
-        .cloned()
-        .chain(amqp_keys.iter().cloned())
-        .chain([
-            ("subject", r.subject.as_ref().map(|v| v.span())),
-            ("stream", r.stream.as_ref().map(|v| v.span())),
-        ])
-    {
-        if let Some(span) = present {
+    if kind == "nats" {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        if let Some(k) = &r.key {
+            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
+        }
+        match &r.subject {
+            Some(subject) => out.subject = ctx.text(subject),
+            None => ctx.src.error(
+                span.clone(),
+                "[target] of type `nats` needs `subject` (may use `{job}` and `{op}`)",
+            ),
+        }
+    }
+    foreign_keys(
+        ctx,
+        &kind,
+        "target",
+        &[
+            ("http", "method", r.method.as_ref().map(|v| v.span())),
+            ("http", "batch", r.batch.as_ref().map(|v| v.span())),
+            ("http", "results", r.results.as_ref().map(|v| v.span())),
+            ("http", "auth", r.auth.as_ref().map(|v| v.span())),
+            ("http", "timeout", r.timeout.as_ref().map(|v| v.span())),
+            ("amqp", "exchange", r.exchange.as_ref().map(|v| v.span())),
+            (
+                "amqp",
+                "routing_key",
+                r.routing_key.as_ref().map(|v| v.span()),
+            ),
+            ("nats", "subject", r.subject.as_ref().map(|v| v.span())),
+            ("nats", "stream", r.stream.as_ref().map(|v| v.span())),
+        ],
+    );
+    out.kind = kind;
+    out
+}
+
+/// A broker queue: read with the outbox strategy, a message at a time.
+fn is_queue(kind: &str) -> bool {
+    matches!(kind, "amqp" | "nats")
+}
+
+/// Errors for the keys given that belong to another connector type:
+/// (the type a key belongs to, the key, where it is).
+fn foreign_keys(
+    ctx: &mut Ctx,
+    kind: &str,
+    what: &str,
+    keys: &[(&str, &str, Option<Range<usize>>)],
+) {
+    for (owner, key, span) in keys {
+        if let (true, Some(span)) = (*owner != kind, span) {
             ctx.src.error(
-                span,
-                format!("`{key}` does not apply to a target of type `{kind}`"),
+                span.clone(),
+                format!("`{key}` does not apply to a {what} of type `{kind}`"),
             );
         }
     }
-    out.kind = kind;
-    out
 }
 
 /// `method`, `batch`, `results`, `auth`, `timeout` of an HTTP target.

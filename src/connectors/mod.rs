@@ -9,6 +9,7 @@ mod error;
 pub mod file;
 pub mod http;
 pub mod mysql;
+pub mod nats;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -253,9 +254,11 @@ impl WriteRules {
 }
 
 /// Source types this build can run (the contract lists more; see DESIGN.md).
-pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file", "amqp"];
+pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file", "amqp", "nats"];
 /// Target types this build can run.
-pub const TARGETS: &[&str] = &["postgres", "mysql", "sqlite", "file", "http", "amqp"];
+pub const TARGETS: &[&str] = &[
+    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
+];
 
 /// The registry: a job's source.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
@@ -265,6 +268,7 @@ pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
         "sqlite" => Box::new(sqlite::SqliteSource::new(&job.source)?),
         "file" => Box::new(file::FileSource::new(&job.source)),
         "amqp" => Box::new(amqp::AmqpSource::new(&job.source, job.batch.size)),
+        "nats" => Box::new(nats::NatsSource::new(&job.source)),
         other => return Err(ConnectorError::unsupported(other)),
     };
     Ok(match job.source.key.as_slice() {
@@ -286,6 +290,7 @@ pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
         "file" => Ok(Box::new(file::FileTarget::new(job))),
         "http" => Ok(Box::new(http::HttpTarget::new(job)?)),
         "amqp" => Ok(Box::new(amqp::AmqpTarget::new(job)?)),
+        "nats" => Ok(Box::new(nats::NatsTarget::new(job))),
         "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
         other => Err(ConnectorError::unsupported(other)),
     }

@@ -1,0 +1,24 @@
+//! NATS JetStream (async-nats). As target: each change published on a
+//! subject and acknowledged by the stream (`PubAck`), with `Nats-Msg-Id`
+//! so the stream drops a resent one within its duplicate window. As source:
+//! a durable pull consumer, each message acknowledged only after its change
+//! is durably enqueued in the state store.
+mod source;
+mod target;
+
+pub use source::NatsSource;
+pub use target::NatsTarget;
+
+use super::ConnectorError;
+
+fn system(url: &str) -> String {
+    format!("nats {}", crate::redact::url(url))
+}
+
+/// Every NATS failure leaves the items unconfirmed: they are sent again.
+fn unreachable(system: &str, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Unreachable {
+        system: system.to_string(),
+        detail: crate::redact::text(&e.to_string()),
+    }
+}
