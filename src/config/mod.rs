@@ -167,6 +167,8 @@ pub struct SourceConfig {
     pub queue: Option<String>,
     /// `type = "amqp"`: messages the broker sends ahead of their acks.
     pub prefetch: u16,
+    /// `type = "http"`: how pages are read.
+    pub http: Option<HttpSourceConfig>,
     /// `type = "nats"`: the JetStream stream, its durable consumer, and the
     /// subject filter.
     pub stream: Option<String>,
@@ -201,6 +203,22 @@ pub struct AmqpTarget {
     pub exchange: String,
     /// May use `{job}` and `{op}`.
     pub routing_key: String,
+}
+
+/// A paginated JSON API as source.
+#[derive(Debug, Clone)]
+pub struct HttpSourceConfig {
+    /// JSON pointer to the array of objects in a page (`""`: the page is the array).
+    pub items: String,
+    /// JSON pointer to the next page's cursor (a URL, or a token sent in
+    /// `cursor_param`); absent, null or empty ends the pages.
+    pub next: Option<String>,
+    /// The query parameter that carries the cursor (default `cursor`).
+    pub cursor_param: String,
+    /// Page numbers from 1 in this query parameter, until an empty page.
+    pub page_param: Option<String>,
+    pub auth: Option<HttpAuth>,
+    pub timeout: Duration,
 }
 
 /// An HTTP API as target.

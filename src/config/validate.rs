@@ -557,6 +557,41 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         ctx.unused(&r.table, "table", &kind, "source");
         ctx.unused(&r.query, "query", &kind, "source");
     }
+    if kind == "http" {
+        out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        let pointer = |ctx: &mut Ctx, v: &Option<S<String>>, key: &str| {
+            let text = ctx.opt_text(v)?;
+            if !text.is_empty() && !text.starts_with('/') {
+                if let Some(v) = v {
+                    ctx.src.error(
+                        v.span(),
+                        format!("`{key}` is a JSON pointer (like `/data`), not `{text}`"),
+                    );
+                }
+            }
+            Some(text)
+        };
+        let items = pointer(ctx, &r.items, "items").unwrap_or_default();
+        let next = pointer(ctx, &r.next, "next");
+        if let (Some(_), Some(p)) = (&next, &r.page_param) {
+            ctx.src.error(
+                p.span(),
+                "`page_param` pages by number, `next` by cursor: give one of them",
+            );
+        }
+        out.http = Some(HttpSourceConfig {
+            items,
+            next,
+            cursor_param: ctx
+                .opt_text(&r.cursor_param)
+                .unwrap_or_else(|| "cursor".to_string()),
+            page_param: ctx.opt_text(&r.page_param),
+            auth: r.auth.as_ref().and_then(|a| http_auth(ctx, a)),
+            timeout: ctx.duration(&r.timeout, "timeout", Duration::from_secs(30)),
+        });
+        ctx.unused(&r.table, "table", &kind, "source");
+        ctx.unused(&r.query, "query", &kind, "source");
+    }
     if kind == "nats" {
         out.url = ctx.url(&r.url, &kind, span.clone(), what);
         for (value, name) in [(&r.stream, "stream"), (&r.consumer, "consumer")] {
@@ -583,17 +618,20 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
             ("nats", "stream", r.stream.as_ref().map(|v| v.span())),
             ("nats", "consumer", r.consumer.as_ref().map(|v| v.span())),
             ("nats", "subject", r.subject.as_ref().map(|v| v.span())),
-            // The http source is not built yet: its keys apply to nothing.
-            ("", "items", r.items.as_ref().map(|v| v.span())),
-            ("", "next", r.next.as_ref().map(|v| v.span())),
-            ("", "page_param", r.page_param.as_ref().map(|v| v.span())),
+            ("http", "items", r.items.as_ref().map(|v| v.span())),
+            ("http", "next", r.next.as_ref().map(|v| v.span())),
             (
-                "",
+                "http",
+                "page_param",
+                r.page_param.as_ref().map(|v| v.span()),
+            ),
+            (
+                "http",
                 "cursor_param",
                 r.cursor_param.as_ref().map(|v| v.span()),
             ),
-            ("", "auth", r.auth.as_ref().map(|v| v.span())),
-            ("", "timeout", r.timeout.as_ref().map(|v| v.span())),
+            ("http", "auth", r.auth.as_ref().map(|v| v.span())),
+            ("http", "timeout", r.timeout.as_ref().map(|v| v.span())),
         ],
     );
     out.kind = kind;
@@ -656,10 +694,10 @@ fn detect(
                     String::new()
                 }
             };
-            if source.kind == "file" {
+            if matches!(source.kind.as_str(), "file" | "http") {
                 ctx.src.error(
                     r.strategy.span(),
-                    "a `file` source has no cursor column to read from; use `strategy = \"diff\"`",
+                    format!("a `{}` source is read whole, with no cursor to resume from; use `strategy = \"diff\"`", source.kind),
                 );
             }
             if let Some(m) = &r.max_delete_ratio {

@@ -254,7 +254,9 @@ impl WriteRules {
 }
 
 /// Source types this build can run (the contract lists more; see DESIGN.md).
-pub const SOURCES: &[&str] = &["postgres", "mysql", "sqlite", "file", "amqp", "nats"];
+pub const SOURCES: &[&str] = &[
+    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
+];
 /// Target types this build can run.
 pub const TARGETS: &[&str] = &[
     "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
@@ -267,6 +269,7 @@ pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
         "mysql" => Box::new(mysql::MysqlSource::new(&job.source)?),
         "sqlite" => Box::new(sqlite::SqliteSource::new(&job.source)?),
         "file" => Box::new(file::FileSource::new(&job.source)),
+        "http" => Box::new(http::HttpSource::new(job)?),
         "amqp" => Box::new(amqp::AmqpSource::new(&job.source, job.batch.size)),
         "nats" => Box::new(nats::NatsSource::new(&job.source)),
         other => return Err(ConnectorError::unsupported(other)),

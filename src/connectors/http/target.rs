@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use super::{first_line, retry_after};
 use crate::config::{HttpAuth, Job};
 use crate::connectors::{ConnectorError, Target, WriteBatch, Written};
 use crate::model::{Envelope, Item};
@@ -72,13 +73,7 @@ impl HttpTarget {
                 .request(self.method.clone(), &self.url)
                 .header("Idempotency-Key", idempotency_key)
                 .json(body);
-            request = match &self.auth {
-                Some(HttpAuth::Bearer(token)) => request.bearer_auth(token),
-                Some(HttpAuth::Basic { user, password }) => {
-                    request.basic_auth(user, Some(password))
-                }
-                None => request,
-            };
+            request = super::authorize(request, self.auth.as_ref());
             let response = request.send().await.map_err(|e| self.transport(e))?;
             let status = response.status();
             if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
@@ -126,29 +121,7 @@ impl HttpTarget {
     }
 
     fn transport(&self, e: reqwest::Error) -> ConnectorError {
-        let unreachable = e.is_connect() || e.is_timeout();
-        // reqwest's own message is generic; its causes say what happened.
-        let e = e.without_url();
-        let mut detail = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            detail.push_str(": ");
-            detail.push_str(&c.to_string());
-            cause = c.source();
-        }
-        let detail = crate::redact::text(&detail);
-        if unreachable {
-            ConnectorError::Unreachable {
-                system: self.system.clone(),
-                detail,
-            }
-        } else {
-            ConnectorError::Failed {
-                system: self.system.clone(),
-                object: self.object(),
-                detail,
-            }
-        }
+        super::transport(&self.system, &self.object(), e)
     }
 
     /// Per-item results of a batch's response: (index, why) of each item
@@ -179,20 +152,6 @@ impl HttpTarget {
             })
             .collect()
     }
-}
-
-fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or_default();
-    line.chars().take(200).collect()
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is read as "soon": 1 s).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    Some(match value.trim().parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => Duration::from_secs(1),
-    })
 }
 
 /// The same items always get the same key: a resent batch or item is one
