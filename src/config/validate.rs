@@ -878,6 +878,22 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
             )
         })
         .unwrap_or_default();
+    // Documents, files and messages record every change; the modes say how
+    // a table's rows are written.
+    if let (Some(m), false) = (&r.mode, SQL_KINDS.contains(&kind.as_str())) {
+        ctx.src.error(
+            m.span(),
+            format!(
+                "`mode` applies to SQL targets; a `{kind}` target records every change as it comes"
+            ),
+        );
+    }
+    if let (Some(u), false) = (&r.updated_at, SQL_KINDS.contains(&kind.as_str())) {
+        ctx.src.error(
+            u.span(),
+            format!("`updated_at` applies to SQL targets, not to a `{kind}` target"),
+        );
+    }
     let mut out = TargetConfig {
         mode,
         updated_at: ctx.opt_text(&r.updated_at),
