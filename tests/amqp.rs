@@ -334,15 +334,13 @@ async fn a_queue_into_postgres_and_a_malformed_message_is_dead_with_its_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_between_enqueue_and_ack_the_messages_come_again_and_sync_once() {
-    use std::io::{BufRead, BufReader};
     let broker = Broker::new().await;
     let db = TestDb::new().await;
     db.exec(
-        "CREATE TABLE people (id bigint PRIMARY KEY, email text, writes int NOT NULL DEFAULT 0);
-         CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.writes = COALESCE(OLD.writes, 0) + 1; RETURN NEW; END $$;
-         CREATE TRIGGER count_writes BEFORE INSERT OR UPDATE ON people FOR EACH ROW EXECUTE FUNCTION count_writes();",
+        "CREATE TABLE people (id bigint PRIMARY KEY, email text, writes int NOT NULL DEFAULT 0);",
     )
     .await;
+    db.exec(&count_writes("people")).await;
     let cfg = ConfigDir::new();
     cfg.job("people", &consumer_job(&db, &broker.queue));
     let state = state_url(StateKind::Postgres, &cfg, &db);
@@ -355,21 +353,7 @@ async fn killed_between_enqueue_and_ack_the_messages_come_again_and_sync_once() 
     )
     .await;
 
-    let mut child = cfg
-        .command(Some(&state), &["run", "--once"])
-        .env("FERRY_FAULT", "pause-before-ack")
-        .env("FERRY_JOB_LEASE", "1s")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let log = child.stderr.take().expect("stderr");
-    assert!(BufReader::new(log)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.contains("fault point before-ack")));
-    child.kill().expect("kill");
-    child.wait().expect("wait");
+    kill_at_fault(&cfg, &state, "before-ack");
     assert!(
         people(&db).await.is_empty(),
         "killed before anything was written"
@@ -384,12 +368,7 @@ async fn killed_between_enqueue_and_ack_the_messages_come_again_and_sync_once() 
     // The messages come again (once the killed run's job lease has
     // expired, detection runs); the changes enqueued before the kill are
     // synced, and the redelivered copies are recognised.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let out = cfg
-        .command(Some(&state), &["run", "--once"])
-        .env("FERRY_JOB_LEASE", "1s")
-        .output()
-        .expect("run");
+    let out = run_after_killed(&cfg, &state);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         changed(&out, "people"),

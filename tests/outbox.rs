@@ -3,18 +3,15 @@
 //! crash between enqueue and delete loses nothing and applies nothing twice.
 mod common;
 
-use std::io::{BufRead, BufReader};
-
 use common::*;
 
 async fn tables(db: &TestDb) {
     db.exec(
         "CREATE TABLE outbox (id bigserial PRIMARY KEY, op text, payload jsonb, created_at timestamptz NOT NULL DEFAULT now());
-         CREATE TABLE items (id bigint PRIMARY KEY, v bigint, writes int NOT NULL DEFAULT 0);
-         CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.writes = COALESCE(OLD.writes, 0) + 1; RETURN NEW; END $$;
-         CREATE TRIGGER count_writes BEFORE INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION count_writes();",
+         CREATE TABLE items (id bigint PRIMARY KEY, v bigint, writes int NOT NULL DEFAULT 0);",
     )
     .await;
+    db.exec(&count_writes("items")).await;
 }
 
 fn job(db: &TestDb) -> String {
@@ -73,33 +70,14 @@ async fn a_crash_between_enqueue_and_delete_loses_nothing_and_applies_nothing_tw
     cfg.job("items", &job(&db));
     let state = state_url(StateKind::Postgres, &cfg, &db);
 
-    let mut child = cfg
-        .command(Some(&state), &["run", "--once"])
-        .env("FERRY_FAULT", "pause-before-ack")
-        .env("FERRY_JOB_LEASE", "1s")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let log = child.stderr.take().expect("stderr");
-    assert!(BufReader::new(log)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.contains("fault point before-ack")));
-    child.kill().expect("kill");
-    child.wait().expect("wait");
+    kill_at_fault(&cfg, &state, "before-ack");
     assert_eq!(
         db.count("SELECT count(*) FROM outbox").await,
         2,
         "not deleted before the kill"
     );
 
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let out = cfg
-        .command(Some(&state), &["run", "--once"])
-        .env("FERRY_JOB_LEASE", "1s")
-        .output()
-        .expect("run");
+    let out = run_after_killed(&cfg, &state);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         changed(&out, "items"),

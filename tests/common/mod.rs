@@ -352,3 +352,47 @@ pub fn pg_job(
          [rules]\nowner = \"source\"\ndeletes = \"propagate\"\n"
     )
 }
+
+/// SQL for a `writes` counter on `table` (an int column it must have),
+/// raised by a trigger on every insert and update: how tests see that a
+/// change was applied exactly once.
+pub fn count_writes(table: &str) -> String {
+    format!(
+        "CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.writes = COALESCE(OLD.writes, 0) + 1; RETURN NEW; END $$;
+         CREATE TRIGGER count_writes BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION count_writes();"
+    )
+}
+
+/// Starts `run --once` with a 1 s job lease, waits until it reaches the
+/// fault point `point` (where it pauses), and kills it there.
+pub fn kill_at_fault(cfg: &ConfigDir, state: &str, point: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cfg
+        .command(Some(state), &["run", "--once"])
+        .env("FERRY_FAULT", format!("pause-{point}"))
+        .env("FERRY_JOB_LEASE", "1s")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let log = child.stderr.take().expect("stderr");
+    assert!(
+        BufReader::new(log)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains(&format!("fault point {point}"))),
+        "ferry never reached the fault point {point}"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+/// `run --once` after the job lease of a run killed by [`kill_at_fault`]
+/// has expired, so that this one detects.
+pub fn run_after_killed(cfg: &ConfigDir, state: &str) -> Output {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    cfg.command(Some(state), &["run", "--once"])
+        .env("FERRY_JOB_LEASE", "1s")
+        .output()
+        .expect("run")
+}

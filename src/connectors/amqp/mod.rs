@@ -8,3 +8,24 @@ mod target;
 
 pub use source::AmqpSource;
 pub use target::AmqpTarget;
+
+use super::ConnectorError;
+
+/// A lapin failure: a missing exchange or queue (`NOT_FOUND`) is a missing
+/// object; anything else means the connection or channel is gone, and what
+/// was not confirmed or acknowledged is sent again.
+fn error(system: &str, object: &str, e: lapin::Error) -> ConnectorError {
+    let detail = crate::redact::text(&e.to_string());
+    if detail.contains("NOT_FOUND") {
+        ConnectorError::MissingObject {
+            system: system.to_string(),
+            object: object.to_string(),
+            detail,
+        }
+    } else {
+        ConnectorError::Unreachable {
+            system: system.to_string(),
+            detail,
+        }
+    }
+}

@@ -50,19 +50,7 @@ impl AmqpSource {
     }
 
     fn err(&self, e: lapin::Error) -> ConnectorError {
-        let detail = crate::redact::text(&e.to_string());
-        if detail.contains("NOT_FOUND") {
-            ConnectorError::MissingObject {
-                system: self.system.clone(),
-                object: self.object(),
-                detail,
-            }
-        } else {
-            ConnectorError::Unreachable {
-                system: self.system.clone(),
-                detail,
-            }
-        }
+        super::error(&self.system, &self.object(), e)
     }
 
     async fn connect(&self) -> Result<Open, ConnectorError> {

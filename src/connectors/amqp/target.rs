@@ -45,21 +45,7 @@ impl AmqpTarget {
     }
 
     fn err(&self, e: lapin::Error) -> ConnectorError {
-        let detail = crate::redact::text(&e.to_string());
-        if detail.contains("NOT_FOUND") {
-            ConnectorError::MissingObject {
-                system: self.system.clone(),
-                object: self.object(),
-                detail,
-            }
-        } else {
-            // The connection or channel is gone: nothing unconfirmed counts
-            // as delivered; the items are sent again.
-            ConnectorError::Unreachable {
-                system: self.system.clone(),
-                detail,
-            }
-        }
+        super::error(&self.system, &self.object(), e)
     }
 
     async fn open(&self) -> Result<(Connection, Channel), ConnectorError> {

@@ -5,9 +5,7 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 
 use super::literal;
 use crate::config::{Child, SourceConfig};
-use crate::connectors::sql::{
-    classify, outbox_message, outbox_select, quote_ident, quote_qualified, relation,
-};
+use crate::connectors::sql::{classify, quote_ident, relation, OutboxTable};
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
 
@@ -17,10 +15,8 @@ pub struct MysqlSource {
     object: String,
     /// `SELECT …` producing the source's rows, before ferry's own filter.
     relation: String,
-    /// The table, quoted, when the source is a table (not a query).
-    table: Option<String>,
-    /// Outbox: the last id received in this run.
-    outbox_after: std::sync::Mutex<i64>,
+    /// Read when the strategy is `outbox`.
+    outbox: OutboxTable,
 }
 
 impl MysqlSource {
@@ -29,28 +25,18 @@ impl MysqlSource {
         let system = super::system(url);
         let pool = super::pool(url, &system, 2)?;
         let (relation, object) = relation(cfg);
+        let outbox = OutboxTable::new(cfg, &system, &object, true);
         Ok(MysqlSource {
             pool,
             system,
             object,
             relation,
-            table: cfg.table.as_deref().map(quote_qualified),
-            outbox_after: std::sync::Mutex::new(i64::MIN),
+            outbox,
         })
     }
 
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
-    }
-
-    fn outbox_table(&self) -> Result<&str, ConnectorError> {
-        self.table.as_deref().ok_or_else(|| {
-            ConnectorError::failed(
-                &self.system,
-                &self.object,
-                "an outbox is read from a `table`",
-            )
-        })
     }
 
     /// The columns of `select` with their SQL type names, as the server
@@ -141,36 +127,12 @@ impl Source for MysqlSource {
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
-        let table = self.outbox_table()?;
-        let after = *self.outbox_after.lock().unwrap_or_else(|p| p.into_inner());
-        let rows: Vec<(i64, Option<String>, Option<String>)> =
-            sqlx::query_as(&outbox_select(table, "CHAR", ("?", "?")))
-                .bind(after)
-                .bind(max as i64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
-        if let Some((last, _, _)) = rows.last() {
-            *self.outbox_after.lock().unwrap_or_else(|p| p.into_inner()) = *last;
-        }
-        Ok(rows
-            .into_iter()
-            .map(|(id, op, payload)| Received {
-                body: outbox_message(op.as_deref(), payload.as_deref()),
-                ack: id as u64,
-            })
-            .collect())
+        self.outbox.receive(&self.pool, max).await
     }
 
     /// Deletes the outbox rows up to `ack`: safe to repeat.
     async fn acknowledge(&self, ack: u64) -> Result<(), ConnectorError> {
-        let table = self.outbox_table()?;
-        sqlx::query(&format!("DELETE FROM {table} WHERE id <= ?"))
-            .bind(ack as i64)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.outbox.acknowledge(&self.pool, ack).await
     }
 
     async fn children(

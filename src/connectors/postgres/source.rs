@@ -5,7 +5,7 @@ use sqlx::{PgPool, Row};
 use serde_json::Value;
 
 use crate::config::{Child, SourceConfig};
-use crate::connectors::sql::{classify, outbox_message, outbox_select, quote_ident, relation};
+use crate::connectors::sql::{classify, quote_ident, relation, OutboxTable};
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
 
@@ -17,8 +17,8 @@ pub struct PostgresSource {
     relation: String,
     /// The table, quoted, when the source is a table (not a query).
     table: Option<String>,
-    /// Outbox: the last id received in this run.
-    outbox_after: std::sync::Mutex<i64>,
+    /// Read when the strategy is `outbox`.
+    outbox: OutboxTable,
 }
 
 impl PostgresSource {
@@ -27,6 +27,7 @@ impl PostgresSource {
         let system = super::system(url);
         let pool = super::pool(url, &system, 2)?;
         let (relation, object) = relation(cfg);
+        let outbox = OutboxTable::new(cfg, &system, &object, false);
         let table = cfg
             .table
             .as_deref()
@@ -37,7 +38,7 @@ impl PostgresSource {
             object,
             relation,
             table,
-            outbox_after: std::sync::Mutex::new(i64::MIN),
+            outbox,
         })
     }
 
@@ -74,16 +75,6 @@ impl PostgresSource {
 
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
-    }
-
-    fn outbox_table(&self) -> Result<&str, ConnectorError> {
-        self.table.as_deref().ok_or_else(|| {
-            ConnectorError::failed(
-                &self.system,
-                &self.object,
-                "an outbox is read from a `table`",
-            )
-        })
     }
 }
 
@@ -152,36 +143,12 @@ impl Source for PostgresSource {
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
-        let table = self.outbox_table()?;
-        let after = *self.outbox_after.lock().unwrap_or_else(|p| p.into_inner());
-        let rows: Vec<(i64, Option<String>, Option<String>)> =
-            sqlx::query_as(&outbox_select(table, "TEXT", ("$1", "$2")))
-                .bind(after)
-                .bind(max as i64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
-        if let Some((last, _, _)) = rows.last() {
-            *self.outbox_after.lock().unwrap_or_else(|p| p.into_inner()) = *last;
-        }
-        Ok(rows
-            .into_iter()
-            .map(|(id, op, payload)| Received {
-                body: outbox_message(op.as_deref(), payload.as_deref()),
-                ack: id as u64,
-            })
-            .collect())
+        self.outbox.receive(&self.pool, max).await
     }
 
     /// Deletes the outbox rows up to `ack`: safe to repeat.
     async fn acknowledge(&self, ack: u64) -> Result<(), ConnectorError> {
-        let table = self.outbox_table()?;
-        sqlx::query(&format!("DELETE FROM {table} WHERE id <= $1"))
-            .bind(ack as i64)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.outbox.acknowledge(&self.pool, ack).await
     }
 
     async fn children(
