@@ -163,6 +163,11 @@ pub trait Target: Send + Sync {
     /// Applies the whole batch, atomically where the system allows it. A
     /// write that would leave a row as it is does not touch it.
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError>;
+    /// Whether writes report [`Images`] when asked (the target can read its
+    /// rows back): conflict bookkeeping is only done for such targets.
+    fn reports_images(&self) -> bool {
+        false
+    }
     /// The run's writes are over: a target that gathers them (one file per
     /// run) completes its output.
     async fn finish(&self) -> Result<(), ConnectorError> {

@@ -107,10 +107,12 @@ pub async fn drain(
     });
     // Read once per drain: an initial sync (nothing written yet) then skips
     // the ledger lookup of every key.
-    let prior_writes = conflicts::tracked(job) && store.ledger_has_written(&job.name).await?;
+    let track = conflicts::tracked(job) && target.reports_images();
+    let prior_writes = track && store.ledger_has_written(&job.name).await?;
     let mapping = Arc::new(task::Shape {
         mapping: Mapping::new(job),
         identity: identity::Identity::new(job),
+        track,
         prior_writes,
         echo: job.echo.clone(),
         need_before: prior_writes || conflicts::first_writes_need_before(job),

@@ -17,6 +17,8 @@ use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
 pub(super) struct Shape {
     pub mapping: Mapping,
     pub identity: Identity,
+    /// Conflict bookkeeping: an updating job whose target reports images.
+    pub track: bool,
     /// The ledger holds what ferry wrote for some key of the job: conflicts
     /// are possible, so each task looks its keys up.
     pub prior_writes: bool,
@@ -54,8 +56,8 @@ pub(super) async fn sync_task(
     let keys: Vec<String> = task.items.iter().map(|i| key_text(&i.key)).collect();
     // Only a task that a later detection marked can hold superseded items;
     // the others look keys up only to check for conflicts.
-    let track = conflicts::tracked(job);
-    let ledger = if stale_check || (track && shape.prior_writes) {
+    let track = shape.track;
+    let ledger = if stale_check || shape.prior_writes {
         store.ledger_written(&job.name, &keys).await?
     } else {
         Default::default()

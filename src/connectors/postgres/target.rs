@@ -107,6 +107,10 @@ impl Target for PostgresTarget {
             })
     }
 
+    fn reports_images(&self) -> bool {
+        true
+    }
+
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
         Ok(Some(key_stream(
             self.pool.clone(),

@@ -149,6 +149,10 @@ impl Target for SqliteTarget {
         Ok(Some((first..=*last).map(Value::from).collect()))
     }
 
+    fn reports_images(&self) -> bool {
+        true
+    }
+
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
         Ok(Some(key_stream(
             self.pool.clone(),
