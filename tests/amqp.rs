@@ -268,10 +268,8 @@ fn consumer_job(db: &TestDb, queue: &str) -> String {
 }
 
 async fn people(db: &TestDb) -> Vec<String> {
-    sqlx::query_scalar("SELECT id || '|' || email FROM people ORDER BY id")
-        .fetch_all(&db.pool)
+    db.strings("SELECT id || '|' || email FROM people ORDER BY id")
         .await
-        .expect("read")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -64,8 +64,10 @@ table = "crm_order_lines"
         );
         let state = state_url(StateKind::Sqlite, &cfg, &db);
         let lines = "SELECT CAST(id AS TEXT) || '|' || CAST(order_id AS TEXT) || '|' || sku || '|' || CAST(qty AS TEXT) FROM ";
-        let source_lines =
-            || async { db_strings(&db, &format!("{lines} order_lines ORDER BY id")).await };
+        let source_lines = || async {
+            db.strings(&format!("{lines} order_lines ORDER BY id"))
+                .await
+        };
         let target_lines = || async {
             target
                 .strings(&format!("{lines} crm_order_lines ORDER BY id"))
@@ -163,11 +165,4 @@ key = ["id"]
         err.contains("`[children.lines]`: the query must compare the parent's key with `= $1`"),
         "{err}"
     );
-}
-
-async fn db_strings(db: &TestDb, sql: &str) -> Vec<String> {
-    sqlx::query_scalar(sql)
-        .fetch_all(&db.pool)
-        .await
-        .expect("read")
 }

@@ -258,7 +258,7 @@ async fn a_bidirectional_pair_converges_and_sends_no_echo() {
 
         // Idle passes: each job recognises the rows the other wrote (its
         // ledger holds their hash) and sends nothing back; no row is touched.
-        let (before_a, before_b) = (db_strings(&db, stamps).await, b.strings(b_stamps).await);
+        let (before_a, before_b) = (db.strings(stamps).await, b.strings(b_stamps).await);
         for pass in 1..=2 {
             let out = cfg.run_once_ok(&state);
             for job in ["a_to_b", "b_to_a"] {
@@ -270,7 +270,7 @@ async fn a_bidirectional_pair_converges_and_sends_no_echo() {
             }
         }
         assert_eq!(
-            db_strings(&db, stamps).await,
+            db.strings(stamps).await,
             before_a,
             "{kind:?}: no echo written into A"
         );
@@ -280,18 +280,11 @@ async fn a_bidirectional_pair_converges_and_sends_no_echo() {
             "{kind:?}: no echo written into B"
         );
         assert_eq!(
-            db_strings(&db, a_rows).await,
+            db.strings(a_rows).await,
             b.strings(b_rows).await,
             "{kind:?}: both sides hold the same names (A's) and phones (B's)"
         );
     }
-}
-
-async fn db_strings(db: &TestDb, sql: &str) -> Vec<String> {
-    sqlx::query_scalar(sql)
-        .fetch_all(&db.pool)
-        .await
-        .expect("read")
 }
 
 /// A job that reads another's target table but writes elsewhere is the next
@@ -321,11 +314,8 @@ async fn a_chain_through_a_table_carries_every_row() {
     let state = state_url(StateKind::Sqlite, &cfg, &db);
     cfg.run_once_ok(&state);
     assert_eq!(
-        db_strings(
-            &db,
-            "SELECT CAST(id AS TEXT) || '|' || v FROM y ORDER BY id"
-        )
-        .await,
+        db.strings("SELECT CAST(id AS TEXT) || '|' || v FROM y ORDER BY id")
+            .await,
         ["1|one", "2|two"]
     );
 }

@@ -54,25 +54,17 @@ impl MysqlDb {
 impl Drop for MysqlDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside the test's runtime: a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(admin) = MySqlPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&format!("{}/test", mysql_server()))
-                    .await
-                {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                        .execute(&admin)
-                        .await;
-                }
-            })
-        })
-        .join();
+        on_own_runtime(async move {
+            if let Ok(admin) = MySqlPoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("{}/test", mysql_server()))
+                .await
+            {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .execute(&admin)
+                    .await;
+            }
+        });
     }
 }
 
@@ -131,7 +123,7 @@ async fn mysql_source_into_postgres() {
         "2|b@x|20.00|2026-01-01 00:00:02",
         "3|it's@x|-|2026-01-01 00:00:03",
     ];
-    assert_eq!(db_strings(&pg, rows).await, expected);
+    assert_eq!(pg.strings(rows).await, expected);
     assert_eq!(
         synced(&run("by_cursor"), "by_cursor"),
         0,
@@ -143,7 +135,7 @@ async fn mysql_source_into_postgres() {
     let out = run("by_cursor");
     assert_eq!(synced(&out, "by_cursor"), 1, "{}", stderr(&out));
     assert_eq!(
-        db_strings(&pg, rows).await[0],
+        pg.strings(rows).await[0],
         "1|a2@x|10.50|2026-01-02 00:00:00"
     );
 
@@ -156,7 +148,7 @@ async fn mysql_source_into_postgres() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(changed(&out, "by_diff"), 2);
     assert_eq!(
-        db_strings(&pg, rows).await,
+        pg.strings(rows).await,
         [
             "1|a2@x|10.50|2026-01-02 00:00:00",
             "3|it's@x|1.25|2026-01-01 00:00:03"
@@ -224,11 +216,4 @@ async fn postgres_into_a_mysql_target() {
         0,
         "a repeat run sends nothing"
     );
-}
-
-async fn db_strings(db: &TestDb, sql: &str) -> Vec<String> {
-    sqlx::query_scalar(sql)
-        .fetch_all(&db.pool)
-        .await
-        .expect("read")
 }

@@ -151,6 +151,20 @@ fn outbox_message(op: Option<&str>, payload: Option<&str>) -> Vec<u8> {
     format!(r#"{{"op":{op},"data":{}}}"#, payload.unwrap_or("null")).into_bytes()
 }
 
+/// Objects a server rendered as JSON text, one per row (`row_to_json`,
+/// `JSON_OBJECT`).
+pub fn records_of_json(
+    rows: &[String],
+    system: &str,
+    object: &str,
+) -> Result<Vec<Record>, ConnectorError> {
+    rows.iter()
+        .map(|json| {
+            serde_json::from_str(json).map_err(|e| ConnectorError::failed(system, object, e))
+        })
+        .collect()
+}
+
 /// Maps a sqlx error to what the engine needs to decide: retry later (unreachable,
 /// transient), a missing object, data the target refused, or another failure.
 pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError {

@@ -61,6 +61,14 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The first column of every row, as text.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        sqlx::query_scalar::<_, String>(sql)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Rows in one query's result and not the other's, both ways.
     pub async fn difference(&self, a: &str, b: &str) -> i64 {
         self.count(&format!(
@@ -73,26 +81,31 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside the test's runtime: a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(admin) = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&format!("{}/postgres", pg_server()))
-                    .await
-                {
-                    let _ = admin
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
-                }
-            })
-        })
-        .join();
+        on_own_runtime(async move {
+            if let Ok(admin) = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("{}/postgres", pg_server()))
+                .await
+            {
+                let _ = admin
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await;
+            }
+        });
     }
+}
+
+/// Runs `work` to its end on a thread with a runtime of its own: cleanup in
+/// `Drop` runs outside the test's runtime.
+pub fn on_own_runtime<F: std::future::Future<Output = ()> + Send + 'static>(work: F) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work)
+    })
+    .join();
 }
 
 /// A config folder with `jobs/` and an optional `schedules.toml`.

@@ -58,10 +58,7 @@ impl<'a> TargetDb<'a> {
 
     pub async fn strings(&self, sql: &str) -> Vec<String> {
         match self {
-            TargetDb::Postgres(db) => sqlx::query_scalar(sql)
-                .fetch_all(&db.pool)
-                .await
-                .expect("read"),
+            TargetDb::Postgres(db) => db.strings(sql).await,
             TargetDb::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.expect("read"),
         }
     }

@@ -5,7 +5,7 @@ use sqlx::{PgPool, Row};
 use serde_json::Value;
 
 use crate::config::{Child, SourceConfig};
-use crate::connectors::sql::{classify, quote_ident, relation, OutboxTable};
+use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
 
@@ -180,11 +180,6 @@ impl Source for PostgresSource {
                 &format!("children query of {}", self.object),
             )
         })?;
-        rows.iter()
-            .map(|json| {
-                serde_json::from_str(json)
-                    .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))
-            })
-            .collect()
+        records_of_json(&rows, &self.system, &self.object)
     }
 }
