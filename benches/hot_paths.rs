@@ -5,10 +5,12 @@
 //!
 //! source decode (a PostgreSQL `row_to_json` text into a record), content
 //! hashing, ledger key text, task payload encode/decode, and the target's
-//! bulk-write payload (the one JSON parameter per statement).
+//! bulk-write payload (the one JSON parameter per statement) from records and
+//! from the queued JSON that reaches SQL targets as it is.
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ferry::connectors::sql::to_json;
-use ferry::model::{content_hash, hash_hex, key_of, key_text, Item, Op, Record};
+use ferry::connectors::WriteBatch;
+use ferry::model::{content_hash, key_of, key_text, Item, Record};
 
 const ROWS: usize = 1000;
 
@@ -38,12 +40,11 @@ fn items(records: &[Record]) -> Vec<Item> {
         .iter()
         .enumerate()
         .map(|(i, r)| Item {
-            key: key_of(r, &["id".to_string()]).expect("sample rows have an id"),
-            op: Op::Upsert,
             version: i as i64 + 1,
-            hash: hash_hex(content_hash(r)),
-            data: r.clone(),
-            error: None,
+            ..Item::upsert(
+                key_of(r, &["id".to_string()]).expect("sample rows have an id"),
+                r,
+            )
         })
         .collect()
 }
@@ -95,8 +96,18 @@ fn hot_paths(c: &mut Criterion) {
         )
     });
     let borrowed: Vec<&Record> = records.iter().collect();
-    g.bench_function("target write payload encode", |b| {
+    g.bench_function("target write payload encode (records)", |b| {
         b.iter(|| to_json(&borrowed).len())
+    });
+    let batch = WriteBatch {
+        upsert_json: items.iter().filter_map(|i| i.data.as_deref()).collect(),
+        ..Default::default()
+    };
+    g.bench_function("target write payload encode (queued JSON)", |b| {
+        b.iter(|| batch.upserts_json().len())
+    });
+    g.bench_function("target columns of queued JSON", |b| {
+        b.iter(|| batch.upsert_fields().len())
     });
     g.finish();
 }

@@ -1,6 +1,7 @@
 //! The values that travel between stages: objects read from a source and the
 //! queued items that carry them to a target.
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// One object's fields, in the source's column order.
@@ -41,12 +42,58 @@ pub struct Item {
     pub version: i64,
     /// Content hash of `data` (xxh3, hex).
     pub hash: String,
-    /// The object's fields (for a delete: empty).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub data: Record,
+    /// The object's fields as compact JSON (None for a delete). It travels
+    /// through the queue as text and is parsed only where a field is needed:
+    /// a task's items would take ten times the memory as maps, and decoding
+    /// them was the largest per-row cost of a sync (bench/NOTES.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
     /// Why the last attempt to write it failed (failed and dead items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Item {
+    /// An upsert of `record` under `key`, hashed as [`content_hash`] does
+    /// (from the same compact JSON).
+    pub fn upsert(key: Vec<Value>, record: &Record) -> Item {
+        // Writing JSON into a String cannot fail: every Value is representable.
+        let data = serde_json::value::to_raw_value(record).expect("record serialises");
+        let hash = xxhash_rust::xxh3::xxh3_64(data.get().as_bytes()) as i64;
+        Item::upsert_json(key, data, hash)
+    }
+
+    /// An upsert whose compact JSON and content hash are already made.
+    pub fn upsert_json(key: Vec<Value>, data: Box<RawValue>, hash: i64) -> Item {
+        Item {
+            key,
+            op: Op::Upsert,
+            version: 0,
+            hash: hash_hex(hash),
+            data: Some(data),
+            error: None,
+        }
+    }
+
+    pub fn delete(key: Vec<Value>) -> Item {
+        Item {
+            key,
+            op: Op::Delete,
+            version: 0,
+            hash: hash_hex(0),
+            data: None,
+            error: None,
+        }
+    }
+
+    /// The object's fields (empty for a delete); an error when the queued
+    /// JSON is not an object (a task payload edited by hand).
+    pub fn record(&self) -> Result<Record, serde_json::Error> {
+        match &self.data {
+            Some(json) => serde_json::from_str(json.get()),
+            None => Ok(Record::new()),
+        }
+    }
 }
 
 /// One change as a message, HTTP item or file line carries it: the stable
@@ -100,6 +147,52 @@ pub fn key_of(record: &Record, key_columns: &[String]) -> Result<Vec<Value>, Str
             Some(v) => Ok(v.clone()),
         })
         .collect()
+}
+
+/// Adds the names of the JSON object `json`'s fields that `fields` lacks,
+/// in their order, reading the values only to skip them. Anything but an
+/// object adds nothing.
+pub fn object_keys(json: &RawValue, fields: &mut Vec<String>) {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys<'f>(&'f mut Vec<String>);
+    impl<'de> Visitor<'de> for Keys<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(name) = map.next_key::<FieldName<'de>>()? {
+                if !self.0.iter().any(|f| *f == *name.0) {
+                    self.0.push(name.0.into_owned());
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    /// A field name, borrowed from the JSON text unless it has escapes.
+    struct FieldName<'de>(std::borrow::Cow<'de, str>);
+    impl<'de> Deserialize<'de> for FieldName<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Name;
+            impl<'de> Visitor<'de> for Name {
+                type Value = FieldName<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<FieldName<'de>, E> {
+                    Ok(FieldName(v.into()))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<FieldName<'de>, E> {
+                    Ok(FieldName(v.to_string().into()))
+                }
+            }
+            d.deserialize_str(Name)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json.get());
+    // A RawValue holds valid JSON; one that is not an object names no field.
+    let _ = de.deserialize_map(Keys(fields));
 }
 
 /// The ledger's text form of a key: compact JSON of the key values.

@@ -301,11 +301,7 @@ async fn a_queue_into_postgres_and_a_malformed_message_is_dead_with_its_body() {
     );
     let text = String::from_utf8_lossy(&dead.stdout);
     assert!(text.contains("dead"), "{text}");
-    let body: String =
-        sqlx::query_scalar("SELECT items FROM ferry_tasks WHERE job = 'people' AND state = 'dead'")
-            .fetch_one(&db.pool)
-            .await
-            .expect("dead task");
+    let body = dead_items(&cfg, &state, "people");
     assert!(
         body.contains("this is not json") && body.contains("malformed message: not JSON"),
         "{body}"

@@ -194,12 +194,7 @@ async fn a_stream_into_postgres_and_a_kill_between_enqueue_and_ack_syncs_once() 
             .await
             .expect("read");
     assert_eq!(writes, ["1:1", "2:1"], "each change applied once");
-    let dead: String = sqlx::query_scalar(
-        "SELECT items FROM ferry_tasks WHERE job = 'people' AND state = 'dead' ORDER BY id LIMIT 1",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("a dead task");
+    let dead = dead_items(&cfg, &state, "people");
     assert!(dead.contains("not json"), "{dead}");
 
     stream

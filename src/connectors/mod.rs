@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use serde_json::value::RawValue;
 
 use crate::config::{Child, Deletes, Job, Mode, Owner};
 use crate::model::{Item, Record, SourceRow};
@@ -92,6 +93,10 @@ pub trait Source: Send + Sync {
 #[derive(Debug, Default)]
 pub struct WriteBatch<'a> {
     pub upserts: Vec<&'a Record>,
+    /// Upserts as the objects' JSON, instead of `upserts` (never both), for
+    /// a target that reads JSON rows itself ([`Target::reads_json_rows`])
+    /// when the job's mapping leaves objects as they are.
+    pub upsert_json: Vec<&'a RawValue>,
     pub deletes: Vec<&'a Record>,
     pub upsert_items: Vec<&'a Item>,
     pub delete_items: Vec<&'a Item>,
@@ -105,6 +110,37 @@ pub struct WriteBatch<'a> {
 }
 
 impl<'a> WriteBatch<'a> {
+    pub fn upsert_count(&self) -> usize {
+        self.upserts.len() + self.upsert_json.len()
+    }
+
+    /// The upserts as one JSON array, in order.
+    pub fn upserts_json(&self) -> String {
+        if self.upsert_json.is_empty() {
+            return sql::to_json(&self.upserts);
+        }
+        let len: usize = self.upsert_json.iter().map(|r| r.get().len() + 1).sum();
+        let mut out = String::with_capacity(len + 2);
+        out.push('[');
+        for (i, row) in self.upsert_json.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(row.get());
+        }
+        out.push(']');
+        out
+    }
+
+    /// Every field the upserts name, in the order first seen.
+    pub fn upsert_fields(&self) -> Vec<String> {
+        let mut fields = sql::columns_of(&self.upserts);
+        for row in &self.upsert_json {
+            crate::model::object_keys(row, &mut fields);
+        }
+        fields
+    }
+
     /// Each change with its item, upserts then deletes (none with
     /// `deletes = false`): what document-shaped targets send.
     pub fn changes(&self, deletes: bool) -> Vec<(&'a Record, &'a Item)> {
@@ -166,6 +202,12 @@ pub trait Target: Send + Sync {
     /// Whether writes report [`Images`] when asked (the target can read its
     /// rows back): conflict bookkeeping is only done for such targets.
     fn reports_images(&self) -> bool {
+        false
+    }
+    /// Whether the target takes upserts as JSON objects
+    /// ([`WriteBatch::upsert_json`]): it sends the JSON on as it is, so
+    /// items need not be decoded into records to be written.
+    fn reads_json_rows(&self) -> bool {
         false
     }
     /// The run's writes are over: a target that gathers them (one file per

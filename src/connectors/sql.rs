@@ -357,11 +357,11 @@ impl WriteSql {
     /// `with_images`: leave the upsert out, [`WriteSql::upsert_with_images`] runs it.
     pub fn statements(&self, batch: &WriteBatch<'_>, with_images: bool) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(2);
-        if !batch.upserts.is_empty() {
-            let cols = self.upsert_columns(&batch.upserts);
+        if batch.upsert_count() > 0 {
+            let cols = self.upsert_columns(batch);
             if !with_images {
                 if let Some(sql) = self.upsert(&cols, &self.rows(&cols)) {
-                    out.push((sql, to_json(&batch.upserts)));
+                    out.push((sql, batch.upserts_json()));
                 }
             }
             for child in &self.rules.children {
@@ -585,8 +585,8 @@ impl WriteSql {
 
     /// The non-key columns a batch's upserts write, without the soft-delete
     /// column (which only deletes set).
-    pub fn upsert_columns(&self, upserts: &[&Record]) -> Vec<String> {
-        let mut cols = columns_of(upserts);
+    pub fn upsert_columns(&self, batch: &WriteBatch<'_>) -> Vec<String> {
+        let mut cols = batch.upsert_fields();
         cols.retain(|c| !self.rules.children.iter().any(|child| &child.name == c));
         if self.rules.deletes == Deletes::Soft {
             cols.retain(|c| Some(c) != self.rules.soft_delete.as_ref());
@@ -718,15 +718,15 @@ where
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     let mut written = Written::default();
-    let images = (batch.images && !batch.upserts.is_empty()).then(|| {
+    let images = (batch.images && batch.upsert_count() > 0).then(|| {
         let fields: Vec<String> = sql
-            .upsert_columns(&batch.upserts)
+            .upsert_columns(batch)
             .into_iter()
             .filter(|c| !sql.rules.key.contains(c))
             .collect();
         (
             sql.images(&fields, !batch.skip_before),
-            to_json(&batch.upserts),
+            batch.upserts_json(),
             fields,
         )
     });
@@ -734,11 +734,9 @@ where
     let mut combined = false;
     if let Some((query, rows, fields)) = &images {
         let together = match sql.dialect {
-            Dialect::Postgres => sql.upsert_with_images(
-                &sql.upsert_columns(&batch.upserts),
-                fields,
-                !batch.skip_before,
-            ),
+            Dialect::Postgres => {
+                sql.upsert_with_images(&sql.upsert_columns(batch), fields, !batch.skip_before)
+            }
             // In-process: a second statement costs no round trip.
             Dialect::Sqlite => None,
         };

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 
 use super::{Chunker, DetectError, DetectReport, Detection};
 use crate::connectors::{RowStream, Scan};
-use crate::model::{hash_hex, record_json_hash, Item, Op};
+use crate::model::{record_json_hash, Item};
 use crate::sort::{Entry, LineSpill, Merged, Sorter, SORT_MEMORY};
 use crate::state::{DetectedBatch, LedgerEntry, StateError};
 
@@ -151,14 +151,7 @@ fn change(
     // Both were written by `sort_scan` from valid JSON values.
     let key = serde_json::from_str(&object.key).map_err(io::Error::from)?;
     let data = serde_json::from_slice(&object.json).map_err(io::Error::from)?;
-    batch.items.push(Item {
-        key,
-        op: Op::Upsert,
-        version: 0,
-        hash: hash_hex(object.hash),
-        data,
-        error: None,
-    });
+    batch.items.push(Item::upsert_json(key, data, object.hash));
     batch.keys.push(object.key);
     Ok(())
 }
@@ -184,14 +177,7 @@ async fn enqueue_deletes(
                 url: "ledger".to_string(),
                 detail: format!("job {}: key `{text}` is unreadable: {e}", chunker.job.name),
             })?;
-            batch.items.push(Item {
-                key,
-                op: Op::Delete,
-                version: 0,
-                hash: hash_hex(0),
-                data: Default::default(),
-                error: None,
-            });
+            batch.items.push(Item::delete(key));
             batch.keys.push(text.to_string());
         }
         if batch.items.is_empty() {

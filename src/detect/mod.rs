@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 
 use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, RowStream, Source};
-use crate::model::{content_hash, hash_hex, key_of, key_text, Item, Op, SourceRow};
+use crate::model::{key_of, key_text, parse_hash, Item, Op, SourceRow};
 use crate::progress::Progress;
 use crate::state::{DetectedBatch, LedgerEntry, StateError, Store};
 
@@ -186,16 +186,14 @@ impl<'a> Chunker<'a> {
         for text in order {
             // Every key in `order` was inserted into `by_key` just above.
             let (key, row) = by_key.remove(&text).expect("key collected above");
-            let hash = content_hash(&row.data);
-            if self.changed(ledger.get(&text), hash, &mut batch.supersedes) {
-                batch.items.push(Item {
-                    key,
-                    op: Op::Upsert,
-                    version: 0,
-                    hash: hash_hex(hash),
-                    data: row.data,
-                    error: None,
-                });
+            let item = Item::upsert(key, &row.data);
+            drop(row);
+            if self.changed(
+                ledger.get(&text),
+                parse_hash(&item.hash),
+                &mut batch.supersedes,
+            ) {
+                batch.items.push(item);
                 batch.keys.push(text);
             }
         }

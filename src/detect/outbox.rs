@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{Chunker, DetectError, DetectReport, Detection};
-use crate::model::{content_hash, hash_hex, key_of, key_text, Item, Op, Record};
+use crate::model::{hash_hex, key_of, key_text, parse_hash, Item, Op, Record};
 use crate::state::DetectedBatch;
 
 pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
@@ -51,18 +51,11 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
             let entry = ledger.get(&text);
             let item = match op {
                 Op::Upsert => {
-                    let hash = content_hash(&data);
-                    if !chunker.changed(entry, hash, &mut batch.supersedes) {
+                    let item = Item::upsert(key, &data);
+                    if !chunker.changed(entry, parse_hash(&item.hash), &mut batch.supersedes) {
                         continue;
                     }
-                    Item {
-                        key,
-                        op,
-                        version: 0,
-                        hash: hash_hex(hash),
-                        data,
-                        error: None,
-                    }
+                    item
                 }
                 Op::Delete => {
                     let present = entry.is_some_and(|e| !e.deleted);
@@ -78,14 +71,7 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
                         batch.supersedes = Some(true);
                     }
                     chunker.report.deletes += 1;
-                    Item {
-                        key,
-                        op,
-                        version: 0,
-                        hash: hash_hex(0),
-                        data: Record::new(),
-                        error: None,
-                    }
+                    Item::delete(key)
                 }
             };
             batch.items.push(item);
@@ -155,13 +141,11 @@ fn parse(body: &[u8], key_columns: &[String]) -> Result<(Vec<Value>, Op, Record)
 /// A dead item holding a message that is not a change, and why.
 fn malformed(body: &[u8], why: String) -> Item {
     let text = String::from_utf8_lossy(body).into_owned();
+    let body = Record::from_iter([("body".to_string(), Value::String(text))]);
     Item {
-        key: Vec::new(),
-        op: Op::Upsert,
-        version: 0,
         hash: hash_hex(0),
-        data: Record::from_iter([("body".to_string(), Value::String(text))]),
         error: Some(format!("malformed message: {why}")),
+        ..Item::upsert(Vec::new(), &body)
     }
 }
 

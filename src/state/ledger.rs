@@ -242,16 +242,16 @@ impl Store {
             a.push(job.to_string());
             a.push(run_id);
             a.push(batch.items.len() as i64);
-            a.push(payload);
             a.push(now);
             let row = sqlx::query_with(
-                "INSERT INTO ferry_tasks (job, run_id, state, item_count, items, created_at, run_after, stale_check) VALUES ($1, $2, 'pending', $3, $4, $5, $5, 0) RETURNING id",
+                "INSERT INTO ferry_tasks (job, run_id, state, item_count, created_at, run_after, stale_check) VALUES ($1, $2, 'pending', $3, $4, $4, 0) RETURNING id",
                 a,
             )
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
             let new_task: i64 = row.get(0);
+            self.put_items(&mut tx, new_task, payload).await?;
             task_id = Some(new_task);
 
             let rows: Vec<(&String, i64, i64, i64)> = batch

@@ -1,7 +1,8 @@
 //! The durable task queue: claim with a fenced lease, complete or fail.
+use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::{args, json_param, placeholders, Backend, Bind, Kind, StateError, Store};
 use crate::model::{now_millis, Item};
@@ -144,7 +145,7 @@ impl Store {
              WHERE id IN (SELECT id FROM ferry_tasks WHERE job = $3 AND state IN ('pending', 'failed', 'running') AND \
                ((state <> 'running' AND run_after <= $4) OR (state = 'running' AND lease_expires_at < $4)) \
                ORDER BY id LIMIT $5{lock}) \
-             RETURNING id, lease_token, attempts, items, run_id"
+             RETURNING id, lease_token, attempts, run_id"
         );
         let mut a = args();
         a.push(owner.to_string());
@@ -157,11 +158,13 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let mut payloads = self.items_of(&mut tx, &ids).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         let mut tasks = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.get(0);
-            let payload: Option<String> = row.get(3);
+            let payload = payloads.remove(&id);
             let items = serde_json::from_str(payload.as_deref().unwrap_or("[]")).map_err(|e| {
                 StateError::Corrupt {
                     url: self.url.clone(),
@@ -170,7 +173,7 @@ impl Store {
             })?;
             tasks.push(ClaimedTask {
                 id,
-                run_id: row.get(4),
+                run_id: row.get(3),
                 job: job.to_string(),
                 token: row.get(1),
                 attempts: row.get(2),
@@ -229,7 +232,6 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut a = args();
         a.push(state.to_string());
-        a.push(items);
         a.push(count as i64);
         a.push(error);
         a.push(run_after);
@@ -237,9 +239,9 @@ impl Store {
         a.push(task.id);
         a.push(task.token);
         let r = sqlx::query_with(
-            "UPDATE ferry_tasks SET state = $1, items = $2, item_count = $3, last_error = $4, run_after = $5, \
-             finished_at = CASE WHEN $1 = 'done' THEN $6 ELSE NULL END, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $7 AND lease_token = $8 AND state = 'running'",
+            "UPDATE ferry_tasks SET state = $1, item_count = $2, last_error = $3, run_after = $4, \
+             finished_at = CASE WHEN $1 = 'done' THEN $5 ELSE NULL END, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND lease_token = $7 AND state = 'running'",
             a,
         )
         .execute(&mut *tx)
@@ -249,23 +251,28 @@ impl Store {
             tx.rollback().await.map_err(|e| self.err(e))?;
             return Ok(false);
         }
+        match items {
+            Some(items) => self.put_items(&mut tx, task.id, items).await?,
+            None => self.drop_items(&mut tx, &[task.id]).await?,
+        }
         if !s.dead.is_empty() && state != "dead" {
             let mut a = args();
             a.push(task.job.clone());
             a.push(task.run_id);
             a.push(s.dead.len() as i64);
-            a.push(json_param(&s.dead));
             a.push(task.attempts);
             a.push(now);
             a.push(first_error(&s.dead));
-            sqlx::query_with(
-                "INSERT INTO ferry_tasks (job, run_id, state, item_count, items, attempts, created_at, run_after, last_error) \
-                 VALUES ($1, $2, 'dead', $3, $4, $5, $6, $6, $7)",
+            let row = sqlx::query_with(
+                "INSERT INTO ferry_tasks (job, run_id, state, item_count, attempts, created_at, run_after, last_error) \
+                 VALUES ($1, $2, 'dead', $3, $4, $5, $5, $6) RETURNING id",
                 a,
             )
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
+            self.put_items(&mut tx, row.get(0), json_param(&s.dead))
+                .await?;
         }
         self.record_synced(&mut tx, &task.job, &s.synced).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -284,7 +291,7 @@ impl Store {
         let now = now_millis();
         let fences: Vec<(i64, i64)> = tasks.iter().map(|t| (t.id, t.token)).collect();
         let sql = format!(
-            "UPDATE ferry_tasks SET state = 'done', items = NULL, item_count = 0, last_error = NULL, \
+            "UPDATE ferry_tasks SET state = 'done', item_count = 0, last_error = NULL, \
              run_after = $1, finished_at = $1, lease_owner = NULL, lease_expires_at = NULL \
              WHERE state = 'running' AND (id, lease_token) IN (SELECT id, token FROM {} AS f) RETURNING id",
             self.json_rows(2, &[("id", Kind::Int), ("token", Kind::Int)])
@@ -297,9 +304,11 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
+        let done: Vec<i64> = rows.into_iter().map(|r| r.get::<i64, _>(0)).collect();
+        self.drop_items(&mut tx, &done).await?;
         self.record_synced(&mut tx, job, synced).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(rows.into_iter().map(|r| r.get::<i64, _>(0)).collect())
+        Ok(done)
     }
 
     /// The ledger learns what the target holds; a version never moves back.
@@ -349,17 +358,20 @@ impl Store {
         a.push(job.to_string());
         a.push(run_id);
         a.push(items.len() as i64);
-        a.push(json_param(&items));
         a.push(now);
         a.push(first_error(items));
-        sqlx::query_with(
-            "INSERT INTO ferry_tasks (job, run_id, state, item_count, items, attempts, created_at, run_after, last_error) \
-             VALUES ($1, $2, 'dead', $3, $4, 0, $5, $5, $6)",
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query_with(
+            "INSERT INTO ferry_tasks (job, run_id, state, item_count, attempts, created_at, run_after, last_error) \
+             VALUES ($1, $2, 'dead', $3, 0, $4, $4, $5) RETURNING id",
             a,
         )
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
+        self.put_items(&mut tx, row.get(0), json_param(&items))
+            .await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -454,7 +466,8 @@ impl Store {
         let mut a = args();
         a.push(id);
         let row = sqlx::query_with(
-            "SELECT id, job, run_id, state, item_count, attempts, created_at, run_after, last_error, items FROM ferry_tasks WHERE id = $1",
+            "SELECT id, job, run_id, state, item_count, attempts, created_at, run_after, last_error, items \
+             FROM ferry_tasks LEFT JOIN ferry_task_items ON task_id = id WHERE id = $1",
             a,
         )
         .fetch_optional(&self.pool)
@@ -503,14 +516,18 @@ impl Store {
             a.push(*id);
         }
         let sql = format!(
-            "DELETE FROM ferry_tasks WHERE state <> 'running' AND id IN ({})",
+            "DELETE FROM ferry_tasks WHERE state <> 'running' AND id IN ({}) RETURNING id",
             placeholders(1, ids.len())
         );
-        let r = sqlx::query_with(&sql, a)
-            .execute(&self.pool)
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(r.rows_affected())
+        let gone: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        self.drop_items(&mut tx, &gone).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(gone.len() as u64)
     }
 
     /// Forgets finished tasks older than `age` (their items were already
@@ -543,8 +560,8 @@ impl Store {
                 }
             }
         }
-        // A finished task's payload leaves a dead row version behind; under
-        // churn the table would grow until autovacuum's next visit.
+        // Finished tasks leave dead row versions behind; under churn the
+        // table would grow until autovacuum's next visit.
         if tasks_purged > 0 && self.backend == Backend::Postgres {
             sqlx::raw_sql("VACUUM ferry_tasks")
                 .execute(&self.pool)
@@ -566,6 +583,71 @@ impl Store {
             }
         }
         Ok(total)
+    }
+
+    /// The items (JSON text) of each of the tasks `ids` that holds some.
+    async fn items_of(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, String>, StateError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT task_id, items FROM ferry_task_items WHERE task_id IN (SELECT id FROM {} AS x)",
+            self.json_rows(1, &[("id", Kind::Int)])
+        );
+        let mut a = args();
+        a.push(json_param(&ids.iter().map(|id| [id]).collect::<Vec<_>>()));
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Stores a task's items, replacing those it held.
+    pub(super) async fn put_items(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        task_id: i64,
+        items: String,
+    ) -> Result<(), StateError> {
+        let mut a = args();
+        a.push(task_id);
+        a.push(items);
+        sqlx::query_with(
+            "INSERT INTO ferry_task_items (task_id, items) VALUES ($1, $2) \
+             ON CONFLICT (task_id) DO UPDATE SET items = excluded.items",
+            a,
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets the items of the tasks `ids` (done or discarded).
+    async fn drop_items(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        ids: &[i64],
+    ) -> Result<(), StateError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM ferry_task_items WHERE task_id IN (SELECT id FROM {} AS x)",
+            self.json_rows(1, &[("id", Kind::Int)])
+        );
+        let mut a = args();
+        a.push(json_param(&ids.iter().map(|id| [id]).collect::<Vec<_>>()));
+        sqlx::query_with(&sql, a)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     pub async fn set_paused(&self, job: &str, paused: bool) -> Result<(), StateError> {

@@ -5,10 +5,10 @@
 //! that job's objects; it is translated through that job's id map, and an
 //! object whose reference is not synced yet waits instead of being written
 //! with a dangling one.
-use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::task::Row;
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target};
 use crate::model::{key_text, Op, Record};
@@ -65,7 +65,7 @@ impl Identity {
         &self,
         target: &dyn Target,
         store: &Store,
-        live: &mut [(usize, Op, Cow<'_, Record>)],
+        live: &mut [(usize, Op, Row<'_>)],
         keys: &[String],
     ) -> Result<Vec<Resolution>, IdentityError> {
         let mut out = vec![Resolution::Ready; live.len()];
@@ -77,19 +77,22 @@ impl Identity {
             let wanted: Vec<String> = live
                 .iter()
                 .filter(|(_, op, _)| *op == Op::Upsert)
-                .filter_map(|(_, _, r)| reference(r, field))
+                .filter_map(|(_, _, r)| reference(r.record()?, field))
                 .collect();
             let map = store.id_map(other, &wanted).await?;
             for ((_, op, record), resolution) in live.iter_mut().zip(&mut out) {
                 if *op != Op::Upsert || *resolution != Resolution::Ready {
                     continue;
                 }
+                let Some(record) = record.record_mut() else {
+                    continue;
+                };
                 let Some(source_key) = reference(record, field) else {
                     continue;
                 };
                 match map.get(&source_key).and_then(|t| first_value(t)) {
                     Some(target_key) => {
-                        record.to_mut().insert(field.clone(), target_key);
+                        record.insert(field.clone(), target_key);
                     }
                     None => {
                         *resolution = Resolution::Wait(format!(
@@ -109,7 +112,7 @@ impl Identity {
         column: &str,
         target: &dyn Target,
         store: &Store,
-        live: &mut [(usize, Op, Cow<'_, Record>)],
+        live: &mut [(usize, Op, Row<'_>)],
         keys: &[String],
         out: &mut [Resolution],
     ) -> Result<(), IdentityError> {
@@ -146,7 +149,9 @@ impl Identity {
         for ((i, op, record), resolution) in live.iter_mut().zip(out) {
             match map.get(&keys[*i]).and_then(|t| first_value(t)) {
                 Some(target_key) => {
-                    let record = record.to_mut();
+                    let Some(record) = record.record_mut() else {
+                        continue;
+                    };
                     if *op == Op::Delete {
                         record.clear();
                     }

@@ -1,6 +1,4 @@
 //! `[fields]`: target field ← source field, for upserts and for delete keys.
-use std::borrow::Cow;
-
 use serde_json::Value;
 
 use crate::config::Job;
@@ -54,40 +52,42 @@ impl Mapping {
     }
 
     /// The target fields of an upserted object; without `[fields]` the
-    /// object itself (borrowed: a task's rows are not copied to be written).
-    pub fn upsert<'a>(&self, data: &'a Record) -> Cow<'a, Record> {
+    /// object itself.
+    pub fn upsert(&self, data: Record) -> Record {
+        let time = self.clock.as_ref().map(|(updated_at, cursor)| {
+            (updated_at, data.get(cursor).cloned().unwrap_or(Value::Null))
+        });
         let mut mapped = if self.fields.is_empty() {
-            Cow::Borrowed(data)
+            data
         } else {
-            Cow::Owned(
-                self.fields
-                    .iter()
-                    .map(|(t, s)| (t.clone(), data.get(s).cloned().unwrap_or(Value::Null)))
-                    .collect(),
-            )
+            self.fields
+                .iter()
+                .map(|(t, s)| (t.clone(), data.get(s).cloned().unwrap_or(Value::Null)))
+                .collect()
         };
-        if let Some((updated_at, cursor)) = &self.clock {
-            if !mapped.contains_key(updated_at) {
-                let time = data.get(cursor).cloned().unwrap_or(Value::Null);
-                mapped.to_mut().insert(updated_at.clone(), time);
-            }
+        if let Some((updated_at, time)) = time {
+            mapped.entry(updated_at.clone()).or_insert(time);
         }
         mapped
     }
 
+    /// Whether upserts go to the target as the source gave them (no
+    /// `[fields]`, no change time added): then their JSON need not be read.
+    pub fn keeps_objects(&self) -> bool {
+        self.fields.is_empty() && self.clock.is_none()
+    }
+
     /// The target key of a deleted object, from its source key values.
-    pub fn delete(&self, key: &[Value]) -> Cow<'static, Record> {
-        Cow::Owned(
-            self.delete_key
-                .iter()
-                .map(|(t, pos)| {
-                    (
-                        t.clone(),
-                        pos.and_then(|p| key.get(p)).cloned().unwrap_or(Value::Null),
-                    )
-                })
-                .collect(),
-        )
+    pub fn delete(&self, key: &[Value]) -> Record {
+        self.delete_key
+            .iter()
+            .map(|(t, pos)| {
+                (
+                    t.clone(),
+                    pos.and_then(|p| key.get(p)).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
     }
 
     /// The source key of a target row, from its key values (in `[target]

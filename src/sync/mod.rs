@@ -109,13 +109,21 @@ pub async fn drain(
     // the ledger lookup of every key.
     let track = conflicts::tracked(job) && target.reports_images();
     let prior_writes = track && store.ledger_has_written(&job.name).await?;
+    let (mapping, identity) = (Mapping::new(job), identity::Identity::new(job));
+    // Key translation and child sets need the fields; so do targets that
+    // compose their own rows (documents, MySQL statements).
+    let json_rows = target.reads_json_rows()
+        && mapping.keeps_objects()
+        && !identity.is_active()
+        && job.children.is_empty();
     let mapping = Arc::new(task::Shape {
-        mapping: Mapping::new(job),
-        identity: identity::Identity::new(job),
+        mapping,
+        identity,
         track,
         prior_writes,
         echo: job.echo.clone(),
         need_before: prior_writes || conflicts::first_writes_need_before(job),
+        json_rows,
     });
     let lease = task_lease();
     let mut workers = tokio::task::JoinSet::new();

@@ -48,14 +48,14 @@ pub fn predict(
             }
             Predicted {
                 kind: WriteKind::Insert,
-                fields: Mapping::new(job).upsert(object).into_owned(),
+                fields: Mapping::new(job).upsert(object.clone()),
             }
         }
         (Some(object), Some(row)) => {
             if rules.mode == Mode::Insert {
                 return Predicted::skip();
             }
-            let mapped = Mapping::new(job).upsert(object).into_owned();
+            let mapped = Mapping::new(job).upsert(object.clone());
             let newer = rules
                 .updated_at
                 .as_ref()

@@ -1,6 +1,5 @@
 //! One claimed task: superseded items dropped, the rest written in bulk, a
 //! refused batch split in halves until each refused item stands alone.
-use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use crate::config::{EchoPartner, Job};
 use crate::connectors::{ConnectorError, Images, Target, WriteBatch, Written};
 use crate::model::{content_hash, key_of, key_text, now_millis, parse_hash, Item, Op, Record};
 use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
+use serde_json::value::RawValue;
 
 /// How a job's objects become target rows: fields, and keys translated.
 pub(super) struct Shape {
@@ -28,6 +28,34 @@ pub(super) struct Shape {
     /// [`conflicts::first_writes_need_before`]); an initial sync of
     /// source-owned fields skips looking them up.
     pub need_before: bool,
+    /// Upserts go to the target as their queued JSON (see
+    /// [`Target::reads_json_rows`]): nothing on the way changes them.
+    pub json_rows: bool,
+}
+
+/// A live item's target row.
+pub(super) enum Row<'a> {
+    Record(Record),
+    /// The object's queued JSON, written as it is ([`Shape::json_rows`]).
+    Json(&'a RawValue),
+}
+
+impl Row<'_> {
+    /// The row's fields; None for a JSON row, which only jobs without key
+    /// translation have (see [`Shape::json_rows`]).
+    pub fn record(&self) -> Option<&Record> {
+        match self {
+            Row::Record(r) => Some(r),
+            Row::Json(_) => None,
+        }
+    }
+
+    pub fn record_mut(&mut self) -> Option<&mut Record> {
+        match self {
+            Row::Record(r) => Some(r),
+            Row::Json(_) => None,
+        }
+    }
 }
 
 enum Fate {
@@ -62,8 +90,8 @@ pub(super) async fn sync_task(
     } else {
         Default::default()
     };
-    let mut live: Vec<(usize, Op, Cow<'_, Record>)> = Vec::with_capacity(task.items.len());
-    let mut superseded = 0u64;
+    let mut live: Vec<(usize, Op, Row<'_>)> = Vec::with_capacity(task.items.len());
+    let (mut superseded, mut unreadable) = (0u64, Vec::new());
     for (i, (item, key)) in task.items.iter().zip(&keys).enumerate() {
         // A newer change of this key was detected after this one: it carries
         // the newer data, so writing this one would be a stale overwrite.
@@ -74,11 +102,18 @@ pub(super) async fn sync_task(
             superseded += 1;
             continue;
         }
-        let record = match item.op {
-            Op::Upsert => shape.mapping.upsert(&item.data),
-            Op::Delete => shape.mapping.delete(&item.key),
+        let row = match (item.op, &item.data) {
+            (Op::Upsert, Some(json)) if shape.json_rows => Row::Json(json),
+            (Op::Upsert, _) => match item.record() {
+                Ok(record) => Row::Record(shape.mapping.upsert(record)),
+                Err(e) => {
+                    unreadable.push((i, format!("the queued object is not a JSON object: {e}")));
+                    continue;
+                }
+            },
+            (Op::Delete, _) => Row::Record(shape.mapping.delete(&item.key)),
         };
-        live.push((i, item.op, record));
+        live.push((i, item.op, row));
     }
 
     // Keys the target generates, and references to other jobs' objects.
@@ -173,6 +208,13 @@ pub(super) async fn sync_task(
             }
         }
     }
+    for (i, why) in unreadable {
+        rejected += 1;
+        settlement.dead.push(Item {
+            error: Some(why),
+            ..task.items[i].clone()
+        });
+    }
     for i in nothing {
         let item = &task.items[i];
         settlement.synced.push(Synced {
@@ -227,7 +269,7 @@ pub(super) async fn sync_task(
             .iter()
             .zip(&fates)
             .filter(|((_, op, _), fate)| *op == Op::Delete && matches!(fate, Fate::Written(_)))
-            .map(|((_, _, record), _)| record.as_ref())
+            .filter_map(|((_, _, row), _)| row.record())
             .collect();
         mark_echo(store, &shape.echo, &rows, &deleted).await?;
     }
@@ -265,7 +307,7 @@ async fn write_isolating(
     target: &dyn Target,
     store: &Store,
     task: &ClaimedTask,
-    live: &[(usize, Op, Cow<'_, Record>)],
+    live: &[(usize, Op, Row<'_>)],
     options: WriteOptions,
     shared: &Shared,
     lease: Duration,
@@ -286,15 +328,21 @@ async fn write_isolating(
             read_back: options.read_back,
             ..Default::default()
         };
-        for (i, op, record) in &live[range.clone()] {
-            match op {
-                Op::Upsert => {
-                    batch.upserts.push(record.as_ref());
-                    batch.upsert_items.push(&task.items[*i]);
+        for (i, op, row) in &live[range.clone()] {
+            let item = &task.items[*i];
+            // Only upserts are ever JSON rows.
+            match row {
+                Row::Json(json) => {
+                    batch.upsert_json.push(json);
+                    batch.upsert_items.push(item);
                 }
-                Op::Delete => {
-                    batch.deletes.push(record.as_ref());
-                    batch.delete_items.push(&task.items[*i]);
+                Row::Record(record) if *op == Op::Upsert => {
+                    batch.upserts.push(record);
+                    batch.upsert_items.push(item);
+                }
+                Row::Record(record) => {
+                    batch.deletes.push(record);
+                    batch.delete_items.push(item);
                 }
             }
         }

@@ -409,3 +409,20 @@ pub fn run_after_killed(cfg: &ConfigDir, state: &str) -> Output {
         .output()
         .expect("run")
 }
+
+/// The items of `job`'s oldest dead task, as `ferry tasks show` prints them.
+pub fn dead_items(cfg: &ConfigDir, state: &str, job: &str) -> String {
+    let list = cfg.ferry(Some(state), &["tasks", "--state", "dead", "--job", job]);
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    // Newest first, after a header line; the id leads each line.
+    let Some(id) = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .last()
+    else {
+        return format!("no dead task of {job}: {text}");
+    };
+    let shown = cfg.ferry(Some(state), &["tasks", "show", id]);
+    String::from_utf8_lossy(&shown.stdout).into_owned()
+}

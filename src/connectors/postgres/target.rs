@@ -5,7 +5,7 @@ use crate::config::TargetConfig;
 use serde_json::Value;
 
 use crate::connectors::sql::{
-    classify, execute_batch, key_stream, quote_qualified, to_json, Dialect, WriteSql,
+    classify, execute_batch, key_stream, quote_qualified, Dialect, WriteSql,
 };
 use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
 
@@ -37,7 +37,7 @@ impl PostgresTarget {
         lock: bool,
     ) -> Result<Vec<crate::model::Record>, ConnectorError> {
         let rows: Vec<String> = sqlx::query_scalar(&self.sql.read_back(lock))
-            .bind(to_json(&batch.upserts))
+            .bind(batch.upserts_json())
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
@@ -60,7 +60,7 @@ impl Target for PostgresTarget {
 
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let read_back = batch.read_back && !batch.upserts.is_empty();
+        let read_back = batch.read_back && batch.upsert_count() > 0;
         let rows_before = match read_back {
             true => self.read_rows(&mut tx, batch, true).await?,
             false => Vec::new(),
@@ -108,6 +108,10 @@ impl Target for PostgresTarget {
     }
 
     fn reports_images(&self) -> bool {
+        true
+    }
+
+    fn reads_json_rows(&self) -> bool {
         true
     }
 

@@ -4,8 +4,7 @@ use sqlx::SqlitePool;
 
 use crate::config::TargetConfig;
 use crate::connectors::sql::{
-    classify, columns_of, execute_batch, key_stream, quote_ident, quote_qualified, to_json,
-    Dialect, WriteSql,
+    classify, execute_batch, key_stream, quote_ident, quote_qualified, Dialect, WriteSql,
 };
 use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
 
@@ -41,7 +40,8 @@ impl SqliteTarget {
     async fn ensure_table(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError> {
         let rules = self.sql.rules();
         let mut cols = rules.key.clone();
-        let extra = columns_of(&batch.upserts)
+        let extra = batch
+            .upsert_fields()
             .into_iter()
             .chain(rules.soft_delete.clone());
         for c in extra {
@@ -79,7 +79,7 @@ impl SqliteTarget {
         batch: &WriteBatch<'_>,
     ) -> Result<Vec<crate::model::Record>, ConnectorError> {
         let rows = sqlx::query(&self.sql.read_back(false))
-            .bind(to_json(&batch.upserts))
+            .bind(batch.upserts_json())
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
@@ -109,7 +109,7 @@ impl Target for SqliteTarget {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| self.err(e))?;
-        let read_back = batch.read_back && !batch.upserts.is_empty();
+        let read_back = batch.read_back && batch.upsert_count() > 0;
         let rows_before = match read_back {
             true => self.read_rows(&mut tx, batch).await?,
             false => Vec::new(),
@@ -150,6 +150,10 @@ impl Target for SqliteTarget {
     }
 
     fn reports_images(&self) -> bool {
+        true
+    }
+
+    fn reads_json_rows(&self) -> bool {
         true
     }
 
