@@ -11,8 +11,125 @@ pub type Record = Map<String, Value>;
 /// cursor) in the connector's own lossless text form.
 #[derive(Debug, Clone)]
 pub struct SourceRow {
-    pub data: Record,
+    pub object: Object,
     pub cursor: Option<String>,
+}
+
+impl SourceRow {
+    pub fn new(data: Record, cursor: Option<String>) -> SourceRow {
+        SourceRow {
+            object: Object::Record(data),
+            cursor,
+        }
+    }
+}
+
+/// An object's fields as a source gives them.
+#[derive(Debug, Clone)]
+pub enum Object {
+    Record(Record),
+    /// The object as JSON that its database rendered, with its key values
+    /// rendered alongside: hashed and queued as it is, without building a
+    /// map of every field (most of detection's per-row cost before).
+    Json {
+        json: Box<RawValue>,
+        key: Vec<Value>,
+    },
+}
+
+impl Object {
+    /// The key values for the key columns, or the name of the first key
+    /// column without a value.
+    pub fn key(&self, key_columns: &[String]) -> Result<Vec<Value>, String> {
+        match self {
+            Object::Record(record) => key_of(record, key_columns),
+            Object::Json { key, .. } => match key.iter().position(Value::is_null) {
+                Some(i) => Err(key_columns.get(i).cloned().unwrap_or_default()),
+                None => Ok(key.clone()),
+            },
+        }
+    }
+
+    /// The object's compact JSON and its content hash, the same as
+    /// [`content_hash`] of its record: JSON that is compact already (as
+    /// PostgreSQL's `row_to_json` renders rows without json columns) is
+    /// hashed as it is, other JSON is read and written compactly first.
+    pub fn into_json(self) -> (Box<RawValue>, i64) {
+        let record = match self {
+            Object::Json { json, .. } if is_compact(json.get()) => {
+                let hash = xxhash_rust::xxh3::xxh3_64(json.get().as_bytes()) as i64;
+                return (json, hash);
+            }
+            Object::Json { json, .. } => match serde_json::from_str::<Record>(json.get()) {
+                Ok(record) => record,
+                // Not an object: no fields to write compactly; hashed as it is.
+                Err(_) => {
+                    let hash = xxhash_rust::xxh3::xxh3_64(json.get().as_bytes()) as i64;
+                    return (json, hash);
+                }
+            },
+            Object::Record(record) => record,
+        };
+        // Writing JSON into a String cannot fail: every Value is representable.
+        let json = serde_json::value::to_raw_value(&record).expect("record serialises");
+        let hash = xxhash_rust::xxh3::xxh3_64(json.get().as_bytes()) as i64;
+        (json, hash)
+    }
+
+    /// The object's fields (read from its JSON if need be; JSON that is not
+    /// an object has none).
+    pub fn record_mut(&mut self) -> &mut Record {
+        if let Object::Json { json, .. } = self {
+            *self = Object::Record(serde_json::from_str(json.get()).unwrap_or_default());
+        }
+        match self {
+            Object::Record(record) => record,
+            Object::Json { .. } => unreachable!("made a record just above"),
+        }
+    }
+
+    /// A short rendering for messages.
+    pub fn preview(&self) -> String {
+        match self {
+            Object::Record(record) => preview(record),
+            Object::Json { json, .. } => shorten(json.get().to_string()),
+        }
+    }
+}
+
+/// Whether `json` is as serde_json writes it compactly: no whitespace
+/// outside strings, and in strings no escape that it would write otherwise
+/// (it writes `\u` only below U+0020, and never `\/`).
+fn is_compact(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (in_string, bytes[i]) {
+            (false, b' ' | b'\n' | b'\t' | b'\r') => return false,
+            (_, b'"') => in_string = !in_string,
+            (true, b'\\') => {
+                match bytes.get(i + 1) {
+                    Some(b'/') => return false,
+                    Some(b'u') => {
+                        let small = bytes.get(i + 2..i + 4) == Some(b"00")
+                            && bytes.get(i + 4).is_some_and(|b| matches!(b, b'0' | b'1'))
+                            && bytes
+                                .get(i + 5)
+                                .is_some_and(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+                        if !small {
+                            return false;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +177,12 @@ impl Item {
         // Writing JSON into a String cannot fail: every Value is representable.
         let data = serde_json::value::to_raw_value(record).expect("record serialises");
         let hash = xxhash_rust::xxh3::xxh3_64(data.get().as_bytes()) as i64;
+        Item::upsert_json(key, data, hash)
+    }
+
+    /// An upsert of a source's object (see [`Object::into_json`]).
+    pub fn upsert_object(key: Vec<Value>, object: Object) -> Item {
+        let (data, hash) = object.into_json();
         Item::upsert_json(key, data, hash)
     }
 
@@ -230,7 +353,10 @@ pub fn parse_hash(hex: &str) -> i64 {
 
 /// A short rendering of an object for messages (never a whole large row).
 pub fn preview(record: &Record) -> String {
-    let mut s = serde_json::to_string(record).unwrap_or_default();
+    shorten(serde_json::to_string(record).unwrap_or_default())
+}
+
+fn shorten(mut s: String) -> String {
     if s.len() > 120 {
         let mut cut = 117;
         while !s.is_char_boundary(cut) {
@@ -240,4 +366,51 @@ pub fn preview(record: &Record) -> String {
         s.push_str("...");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_object(text: &str) -> Object {
+        Object::Json {
+            json: RawValue::from_string(text.to_string()).expect("test JSON is valid"),
+            key: vec![Value::from(1)],
+        }
+    }
+
+    #[test]
+    fn a_rendered_object_hashes_and_queues_as_its_record_would() {
+        for text in [
+            r#"{"id":1,"name":"a \"b\" \\ c","balance":12.50,"at":"2026-01-01T00:00:00+00:00","n":null}"#,
+            r#"{"id":1,"s":"tab\there\u001f and \n"}"#,
+            r#"{"id":1,"doc":{"a": 1, "b": [1, 2]}}"#,
+            r#"{"id":1,"s":"caf\u00e9"}"#,
+            r#"{"id":1,"s":"a\/b"}"#,
+            r#"{"id":1,"s":"\u001F"}"#,
+        ] {
+            let record: Record = serde_json::from_str(text).expect("test JSON is an object");
+            let (json, hash) = json_object(text).into_json();
+            assert_eq!(hash, content_hash(&record), "{text}");
+            assert_eq!(
+                json.get(),
+                serde_json::to_string(&record).expect("serialises"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rendered_key_with_no_value_names_its_column() {
+        let object = Object::Json {
+            json: RawValue::from_string("{}".to_string()).expect("valid"),
+            key: vec![Value::from(1), Value::Null],
+        };
+        let columns = ["a".to_string(), "b".to_string()];
+        assert_eq!(object.key(&columns), Err("b".to_string()));
+        assert_eq!(
+            json_object("{}").key(&columns[..1]),
+            Ok(vec![Value::from(1)])
+        );
+    }
 }

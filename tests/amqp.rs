@@ -185,7 +185,11 @@ async fn a_dropped_connection_loses_no_change() {
     let cfg = ConfigDir::new();
     cfg.job(
         "people",
-        &job(&db, &broker.exchange, "size = 50\nconcurrency = 1"),
+        &job(
+            &db,
+            &broker.exchange,
+            "size = 50\nconcurrency = 1\nbackoff = { initial = \"10ms\", max = \"10ms\" }",
+        ),
     );
     let state = state_url(StateKind::Sqlite, &cfg, &db);
 

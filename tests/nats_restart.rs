@@ -81,7 +81,7 @@ async fn a_server_restart_mid_run_loses_no_change_and_duplicates_none() {
         "people",
         &format!(
             "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"people\"\nkey = [\"id\"]\n\n\
-             [detect]\nstrategy = \"diff\"\n\n[batch]\nsize = 50\nconcurrency = 1\n\n\
+             [detect]\nstrategy = \"diff\"\n\n[batch]\nsize = 50\nconcurrency = 1\nbackoff = {{ initial = \"10ms\", max = \"10ms\" }}\n\n\
              [target]\ntype = \"nats\"\nurl = \"{URL}\"\nsubject = \"{name}.{{job}}\"\n\n\
              [rules]\nowner = \"source\"\n",
             db.url

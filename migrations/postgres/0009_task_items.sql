@@ -9,3 +9,7 @@ CREATE TABLE ferry_task_items (
 INSERT INTO ferry_task_items (task_id, items)
     SELECT id, items FROM ferry_tasks WHERE items IS NOT NULL;
 ALTER TABLE ferry_tasks DROP COLUMN items;
+-- Items are read once and deleted: compressing them (pglz, the default)
+-- cost more time than the bytes it saved.
+ALTER TABLE ferry_task_items ALTER COLUMN items SET STORAGE EXTERNAL;
+ALTER TABLE ferry_ledger SET (fillfactor = 50);

@@ -54,8 +54,8 @@ impl Source for WithChildren {
             let mut chunks = rows.try_chunks(CHUNK);
             while let Some(mut chunk) = chunks.try_next().await.map_err(|e| e.1)? {
                 let keys: Vec<Value> = chunk
-                    .iter()
-                    .filter_map(|r| r.data.get(&key).cloned())
+                    .iter_mut()
+                    .filter_map(|r| r.object.record_mut().get(&key).cloned())
                     .collect();
                 for (name, child) in &children {
                     let mut by_parent: HashMap<String, Vec<Value>> = HashMap::new();
@@ -64,14 +64,14 @@ impl Source for WithChildren {
                         by_parent.entry(parent).or_default().push(Value::Object(row));
                     }
                     for r in &mut chunk {
-                        let mut rows = r
-                            .data
+                        let record = r.object.record_mut();
+                        let mut rows = record
                             .get(&key)
                             .and_then(|k| by_parent.remove(&group_key(k)))
                             .unwrap_or_default();
                         // A set: its order must not make an unchanged parent look changed.
                         rows.sort_by_cached_key(|c| child_key(c, &child.key));
-                        r.data.insert(name.clone(), Value::Array(rows));
+                        record.insert(name.clone(), Value::Array(rows));
                     }
                 }
                 for r in chunk {

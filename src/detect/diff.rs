@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 
 use super::{Chunker, DetectError, DetectReport, Detection};
 use crate::connectors::{RowStream, Scan};
-use crate::model::{record_json_hash, Item};
+use crate::model::Item;
 use crate::sort::{Entry, LineSpill, Merged, Sorter, SORT_MEMORY};
 use crate::state::{DetectedBatch, LedgerEntry, StateError};
 
@@ -58,18 +58,17 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
 /// and compact JSON of each object.
 async fn sort_scan(chunker: &mut Chunker<'_>, mut rows: RowStream) -> Result<Merged, DetectError> {
     let mut sorter = Sorter::new(SORT_MEMORY);
-    let mut json = Vec::with_capacity(256);
     let mut unreported = 0u64;
     let report_every = chunker.job.batch.size as u64;
     while let Some(row) = rows.try_next().await? {
         chunker.report.scanned += 1;
         unreported += 1;
         if let Some((_, key)) = chunker.keyed(&row) {
-            let hash = record_json_hash(&row.data, &mut json);
+            let (json, hash) = row.object.into_json();
             sorter.push(Entry {
                 key,
                 hash,
-                json: json.clone(),
+                json: Box::<str>::from(json).into_string().into_bytes(),
             })?;
         }
         if unreported == report_every {

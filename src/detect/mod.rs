@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 
 use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, RowStream, Source};
-use crate::model::{key_of, key_text, parse_hash, Item, Op, SourceRow};
+use crate::model::{key_text, parse_hash, Item, Op, SourceRow};
 use crate::progress::Progress;
 use crate::state::{DetectedBatch, LedgerEntry, StateError, Store};
 
@@ -186,8 +186,7 @@ impl<'a> Chunker<'a> {
         for text in order {
             // Every key in `order` was inserted into `by_key` just above.
             let (key, row) = by_key.remove(&text).expect("key collected above");
-            let item = Item::upsert(key, &row.data);
-            drop(row);
+            let item = Item::upsert_object(key, row.object);
             if self.changed(
                 ledger.get(&text),
                 parse_hash(&item.hash),
@@ -209,7 +208,7 @@ impl<'a> Chunker<'a> {
     /// The object's key and its ledger text; None (counted as invalid) when
     /// a key column has no value.
     fn keyed(&mut self, row: &SourceRow) -> Option<(Vec<serde_json::Value>, String)> {
-        match key_of(&row.data, &self.job.source.key) {
+        match row.object.key(&self.job.source.key) {
             Ok(key) => {
                 let text = key_text(&key);
                 Some((key, text))
@@ -219,7 +218,7 @@ impl<'a> Chunker<'a> {
                 if self.report.first_invalid.is_none() {
                     self.report.first_invalid = Some(format!(
                         "an object has no value in key column `{column}`: {}",
-                        crate::model::preview(&row.data)
+                        row.object.preview()
                     ));
                 }
                 None

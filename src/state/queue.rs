@@ -563,7 +563,7 @@ impl Store {
         // Finished tasks leave dead row versions behind; under churn the
         // table would grow until autovacuum's next visit.
         if tasks_purged > 0 && self.backend == Backend::Postgres {
-            sqlx::raw_sql("VACUUM ferry_tasks")
+            sqlx::raw_sql("VACUUM ferry_tasks, ferry_task_items")
                 .execute(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;

@@ -95,10 +95,7 @@ impl Source for FileSource {
                                         )
                                     })
                                     .collect();
-                                if tx
-                                    .blocking_send(Ok(SourceRow { data, cursor: None }))
-                                    .is_err()
-                                {
+                                if tx.blocking_send(Ok(SourceRow::new(data, None))).is_err() {
                                     return;
                                 }
                             }
@@ -124,9 +121,7 @@ impl Source for FileSource {
                         });
                         let send = match row {
                             Ok(None) => continue,
-                            Ok(Some(data)) => {
-                                tx.blocking_send(Ok(SourceRow { data, cursor: None }))
-                            }
+                            Ok(Some(data)) => tx.blocking_send(Ok(SourceRow::new(data, None))),
                             Err(e) => {
                                 let _ = tx.blocking_send(Err(e));
                                 return;

@@ -193,7 +193,7 @@ impl Source for HttpSource {
                 let items = reader.items(&page, &body)?;
                 let got_items = !items.is_empty();
                 for data in items {
-                    yield SourceRow { data, cursor: None };
+                    yield SourceRow::new(data, None);
                 }
                 match reader.next(&page, &body, got_items, &mut number) {
                     Some(next) => page = next,

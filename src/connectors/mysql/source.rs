@@ -120,7 +120,7 @@ impl Source for MysqlSource {
                 let json: String = row.try_get(0).map_err(|e| classify(e, &system, &object))?;
                 let data: Record = serde_json::from_str(&json).map_err(|e| ConnectorError::failed(&system, &object, e))?;
                 let cursor: Option<String> = row.try_get(1).map_err(|e| classify(e, &system, &object))?;
-                yield SourceRow { data, cursor };
+                yield SourceRow::new(data, cursor);
             }
         };
         Ok(Box::pin(stream))

@@ -2,12 +2,13 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use sqlx::{PgPool, Row};
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
-use crate::model::{Record, SourceRow};
+use crate::model::{Object, Record, SourceRow};
 
 pub struct PostgresSource {
     pool: PgPool,
@@ -19,6 +20,9 @@ pub struct PostgresSource {
     table: Option<String>,
     /// Read when the strategy is `outbox`.
     outbox: OutboxTable,
+    /// `json_build_array(s."k1", …)::text`: the key values as
+    /// `row_to_json` renders them, so ferry need not read every field.
+    key_json: String,
 }
 
 impl PostgresSource {
@@ -32,6 +36,12 @@ impl PostgresSource {
             .table
             .as_deref()
             .map(crate::connectors::sql::quote_qualified);
+        let key_columns: Vec<String> = cfg
+            .key
+            .iter()
+            .map(|k| format!("s.{}", quote_ident(k)))
+            .collect();
+        let key_json = format!("json_build_array({})::text", key_columns.join(", "));
         Ok(PostgresSource {
             pool,
             system,
@@ -39,6 +49,7 @@ impl PostgresSource {
             relation,
             table,
             outbox,
+            key_json,
         })
     }
 
@@ -88,8 +99,8 @@ impl Source for PostgresSource {
         let (sql, binds) = match scan {
             Scan::All => (
                 format!(
-                    "SELECT row_to_json(s)::text, NULL::text FROM ({}) AS s",
-                    self.relation
+                    "SELECT row_to_json(s)::text, NULL::text, {} FROM ({}) AS s",
+                    self.key_json, self.relation
                 ),
                 vec![],
             ),
@@ -98,14 +109,14 @@ impl Source for PostgresSource {
                     return Ok(Box::pin(futures::stream::empty()));
                 }
                 let c = quote_ident(column);
-                (format!("SELECT row_to_json(s)::text, NULL::text FROM ({}) AS s WHERE s.{c} IS NULL", self.relation), vec![])
+                (format!("SELECT row_to_json(s)::text, NULL::text, {} FROM ({}) AS s WHERE s.{c} IS NULL", self.key_json, self.relation), vec![])
             }
             Scan::Since { column, from, lag } => {
                 let c = quote_ident(column);
                 let Some(ty) = self.cursor_type(column).await? else {
                     return Ok(Box::pin(futures::stream::empty()));
                 };
-                let base = format!("SELECT row_to_json(s)::text, s.{c}::text FROM ({}) AS s WHERE s.{c} IS NOT NULL", self.relation);
+                let base = format!("SELECT row_to_json(s)::text, s.{c}::text, {} FROM ({}) AS s WHERE s.{c} IS NOT NULL", self.key_json, self.relation);
                 match from {
                     None => (format!("{base} ORDER BY s.{c}"), vec![]),
                     Some(from) => {
@@ -134,9 +145,10 @@ impl Source for PostgresSource {
             }
             let mut rows = q.fetch(&pool);
             while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
-                let json: String = row.get(0);
-                let data: Record = serde_json::from_str(&json).map_err(|e| ConnectorError::failed(&system, &object, e))?;
-                yield SourceRow { data, cursor: row.get::<Option<String>, _>(1) };
+                let unreadable = |e: serde_json::Error| ConnectorError::failed(&system, &object, e);
+                let json = RawValue::from_string(row.get(0)).map_err(unreadable)?;
+                let key = serde_json::from_str(row.get::<&str, _>(2)).map_err(unreadable)?;
+                yield SourceRow { object: Object::Json { json, key }, cursor: row.get::<Option<String>, _>(1) };
             }
         };
         Ok(Box::pin(stream))

@@ -76,7 +76,7 @@ impl Source for SqliteSource {
             while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
                 let data = record_of(&row);
                 let cursor = cursor_column.as_ref().and_then(|c| data.get(c)).map(|v| v.to_string());
-                yield SourceRow { data, cursor };
+                yield SourceRow::new(data, cursor);
             }
         };
         Ok(Box::pin(stream))
