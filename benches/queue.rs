@@ -82,8 +82,8 @@ async fn fill(url: &str, n: usize) {
         .expect("empty the queue");
     let insert = format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
-         INSERT INTO ferry_tasks (job, run_id, state, item_count, items, created_at, run_after, stale_check) \
-         SELECT '{JOB}', 1, 'pending', 0, '[]', 0, 0, 0 FROM n"
+         INSERT INTO ferry_tasks (job, run_id, state, item_count, created_at, run_after, stale_check) \
+         SELECT '{JOB}', 1, 'pending', 0, 0, 0, 0 FROM n"
     );
     sqlx::query(&insert)
         .execute(&mut conn)
