@@ -350,18 +350,21 @@ impl WriteSql {
         &self.rules
     }
 
-    /// The statements for one batch, each with the records it binds.
     /// The statements for one batch, each with the JSON array it binds.
     /// Children replace their parent's set: the old rows go, the snapshot's
     /// rows come, in the parent's transaction.
     /// `with_images`: leave the upsert out, [`WriteSql::upsert_with_images`] runs it.
-    pub fn statements(&self, batch: &WriteBatch<'_>, with_images: bool) -> Vec<(String, String)> {
+    fn statements(
+        &self,
+        batch: &WriteBatch<'_>,
+        upserts: Option<&Upserts>,
+        with_images: bool,
+    ) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(2);
-        if batch.upsert_count() > 0 {
-            let cols = self.upsert_columns(batch);
+        if let Some(upserts) = upserts {
             if !with_images {
-                if let Some(sql) = self.upsert(&cols, &self.rows(&cols)) {
-                    out.push((sql, batch.upserts_json()));
+                if let Some(sql) = self.upsert(&upserts.columns, &self.rows(&upserts.columns)) {
+                    out.push((sql, upserts.json.clone()));
                 }
             }
             for child in &self.rules.children {
@@ -702,6 +705,13 @@ impl WriteSql {
     }
 }
 
+/// A batch's upserts as its statements bind them: the columns they write
+/// and the rows as one JSON array.
+struct Upserts {
+    columns: Vec<String>,
+    json: String,
+}
+
 /// Runs a batch's statements on one connection (the caller's transaction),
 /// reading the upserted rows before and after when the batch asks for images.
 pub async fn execute_batch<DB>(
@@ -718,24 +728,30 @@ where
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     let mut written = Written::default();
-    let images = (batch.images && batch.upsert_count() > 0).then(|| {
-        let fields: Vec<String> = sql
-            .upsert_columns(batch)
-            .into_iter()
+    // Made once: every statement of the batch and its images read them.
+    let upserts = (batch.upsert_count() > 0).then(|| Upserts {
+        columns: sql.upsert_columns(batch),
+        json: batch.upserts_json(),
+    });
+    let images = upserts.as_ref().filter(|_| batch.images).map(|upserts| {
+        let fields: Vec<String> = upserts
+            .columns
+            .iter()
             .filter(|c| !sql.rules.key.contains(c))
+            .cloned()
             .collect();
         (
             sql.images(&fields, !batch.skip_before),
-            batch.upserts_json(),
+            &upserts.json,
             fields,
         )
     });
     let mut before = Vec::new();
     let mut combined = false;
-    if let Some((query, rows, fields)) = &images {
+    if let (Some((query, rows, fields)), Some(upserts)) = (&images, &upserts) {
         let together = match sql.dialect {
             Dialect::Postgres => {
-                sql.upsert_with_images(&sql.upsert_columns(batch), fields, !batch.skip_before)
+                sql.upsert_with_images(&upserts.columns, fields, !batch.skip_before)
             }
             // In-process: a second statement costs no round trip.
             Dialect::Sqlite => None,
@@ -743,7 +759,7 @@ where
         combined = together.is_some();
         before = read_images::<DB>(conn, together.as_deref().unwrap_or(query), rows).await?;
     }
-    for (statement, rows) in sql.statements(batch, combined) {
+    for (statement, rows) in sql.statements(batch, upserts.as_ref(), combined) {
         sqlx::query::<DB>(&statement)
             .bind(rows)
             .execute(&mut *conn)
@@ -753,7 +769,7 @@ where
         // Only `newest` decides by what the row holds; for every other rule
         // the row after the write follows from the row before it.
         let after = match sql.rules.updated_at {
-            Some(_) => Some(read_images::<DB>(conn, &query, &rows).await?),
+            Some(_) => Some(read_images::<DB>(conn, &query, rows).await?),
             None => None,
         };
         written.images = before

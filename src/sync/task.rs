@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
+
 use super::identity::{Identity, IdentityError, Resolution};
 use super::{backoff, conflicts, Mapping, Shared};
 use crate::config::{EchoPartner, Job};
 use crate::connectors::{ConnectorError, Images, Target, WriteBatch, Written};
 use crate::model::{content_hash, key_of, key_text, now_millis, parse_hash, Item, Op, Record};
 use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
-use serde_json::value::RawValue;
 
 /// How a job's objects become target rows: fields, and keys translated.
 pub(super) struct Shape {
