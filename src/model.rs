@@ -55,25 +55,15 @@ impl Object {
     /// PostgreSQL's `row_to_json` renders rows without json columns) is
     /// hashed as it is, other JSON is read and written compactly first.
     pub fn into_json(self) -> (Box<RawValue>, i64) {
-        let record = match self {
-            Object::Json { json, .. } if is_compact(json.get()) => {
-                let hash = xxhash_rust::xxh3::xxh3_64(json.get().as_bytes()) as i64;
-                return (json, hash);
-            }
+        match self {
+            Object::Json { json, .. } if is_compact(json.get()) => hashed(json),
             Object::Json { json, .. } => match serde_json::from_str::<Record>(json.get()) {
-                Ok(record) => record,
+                Ok(record) => record_json(&record),
                 // Not an object: no fields to write compactly; hashed as it is.
-                Err(_) => {
-                    let hash = xxhash_rust::xxh3::xxh3_64(json.get().as_bytes()) as i64;
-                    return (json, hash);
-                }
+                Err(_) => hashed(json),
             },
-            Object::Record(record) => record,
-        };
-        // Writing JSON into a String cannot fail: every Value is representable.
-        let json = serde_json::value::to_raw_value(&record).expect("record serialises");
-        let hash = xxhash_rust::xxh3::xxh3_64(json.get().as_bytes()) as i64;
-        (json, hash)
+            Object::Record(record) => record_json(&record),
+        }
     }
 
     /// The object's fields (read from its JSON if need be; JSON that is not
@@ -95,6 +85,18 @@ impl Object {
             Object::Json { json, .. } => shorten(json.get().to_string()),
         }
     }
+}
+
+/// A record's compact JSON and its content hash.
+fn record_json(record: &Record) -> (Box<RawValue>, i64) {
+    // Writing JSON into a String cannot fail: every Value is representable.
+    hashed(serde_json::value::to_raw_value(record).expect("record serialises"))
+}
+
+/// `json` with its content hash: xxh3 of its bytes.
+fn hashed(json: Box<RawValue>) -> (Box<RawValue>, i64) {
+    let hash = xxhash_rust::xxh3::xxh3_64(json.get().as_bytes()) as i64;
+    (json, hash)
 }
 
 /// Whether `json` is as serde_json writes it compactly: no whitespace
@@ -174,9 +176,7 @@ impl Item {
     /// An upsert of `record` under `key`, hashed as [`content_hash`] does
     /// (from the same compact JSON).
     pub fn upsert(key: Vec<Value>, record: &Record) -> Item {
-        // Writing JSON into a String cannot fail: every Value is representable.
-        let data = serde_json::value::to_raw_value(record).expect("record serialises");
-        let hash = xxhash_rust::xxh3::xxh3_64(data.get().as_bytes()) as i64;
+        let (data, hash) = record_json(record);
         Item::upsert_json(key, data, hash)
     }
 
@@ -326,16 +326,7 @@ pub fn key_text(key: &[Value]) -> String {
 
 /// Content hash of an object: xxh3 over its compact JSON.
 pub fn content_hash(record: &Record) -> i64 {
-    record_json_hash(record, &mut Vec::with_capacity(256))
-}
-
-/// Writes an object's compact JSON into `buf` (cleared first) and returns its
-/// content hash, for callers that keep the JSON too.
-pub fn record_json_hash(record: &Record, buf: &mut Vec<u8>) -> i64 {
-    buf.clear();
-    // Writing JSON into a Vec cannot fail.
-    serde_json::to_writer(&mut *buf, record).expect("record serialises");
-    xxhash_rust::xxh3::xxh3_64(buf) as i64
+    record_json(record).1
 }
 
 pub fn hash_hex(hash: i64) -> String {

@@ -594,17 +594,25 @@ impl Store {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let sql = format!(
-            "SELECT task_id, items FROM ferry_task_items WHERE task_id IN (SELECT id FROM {} AS x)",
-            self.json_rows(1, &[("id", Kind::Int)])
-        );
-        let mut a = args();
-        a.push(json_param(&ids.iter().map(|id| [id]).collect::<Vec<_>>()));
+        let (ids, a) = self.task_ids(ids);
+        let sql = format!("SELECT task_id, items FROM ferry_task_items WHERE task_id IN {ids}");
         let rows = sqlx::query_with(&sql, a)
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// A subquery of the task ids `ids`, bound as one parameter (`$1`), and
+    /// its arguments.
+    fn task_ids(&self, ids: &[i64]) -> (String, sqlx::any::AnyArguments<'static>) {
+        let subquery = format!(
+            "(SELECT id FROM {} AS x)",
+            self.json_rows(1, &[("id", Kind::Int)])
+        );
+        let mut a = args();
+        a.push(json_param(&ids.iter().map(|id| [id]).collect::<Vec<_>>()));
+        (subquery, a)
     }
 
     /// Stores a task's items, replacing those it held.
@@ -637,12 +645,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "DELETE FROM ferry_task_items WHERE task_id IN (SELECT id FROM {} AS x)",
-            self.json_rows(1, &[("id", Kind::Int)])
-        );
-        let mut a = args();
-        a.push(json_param(&ids.iter().map(|id| [id]).collect::<Vec<_>>()));
+        let (ids, a) = self.task_ids(ids);
+        let sql = format!("DELETE FROM ferry_task_items WHERE task_id IN {ids}");
         sqlx::query_with(&sql, a)
             .execute(&mut **tx)
             .await
