@@ -246,3 +246,46 @@ async fn full_resync_repairs_a_target_that_lost_rows() {
     assert_eq!(synced(&out, "customers"), SOURCE_ROWS as u64);
     assert_target_equals_source(&db).await;
 }
+
+/// A first run inserts the ledger's keys without checking for ones already
+/// there; a source that repeats a key (no primary key) still syncs, its
+/// later row winning, once the ledger write retries with the check.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_repeated_in_a_first_run_syncs_its_later_row() {
+    for state_kind in [StateKind::Sqlite, StateKind::Postgres] {
+        let db = TestDb::new().await;
+        db.exec(
+            "CREATE TABLE shop_customers (id bigint NOT NULL, email text NOT NULL, name text, country text,
+                 balance numeric(12,2), updated_at timestamptz(6) NOT NULL);
+             CREATE TABLE crm_contacts (LIKE shop_customers);
+             ALTER TABLE crm_contacts ADD PRIMARY KEY (id);
+             INSERT INTO shop_customers
+               SELECT g, 'user' || g || '@example.com', 'Name ' || g, 'CZ', 1, timestamptz '2026-01-01' + g * interval '1 second'
+               FROM generate_series(1, 3000) g;
+             INSERT INTO shop_customers VALUES (5, 'again@example.com', 'Later', 'DE', 2, timestamptz '2026-02-01');",
+        )
+        .await;
+        let cfg = ConfigDir::new();
+        cfg.job(
+            "customers",
+            &job(&db, "strategy = \"cursor\"\ncursor = \"updated_at\""),
+        );
+        let state = state_url(state_kind, &cfg, &db);
+        let out = cfg.ferry(Some(&state), &["run", "--once"]);
+        assert_eq!(code(&out), 0, "{state_kind:?}: {}", stderr(&out));
+        assert_eq!(
+            db.strings("SELECT name FROM crm_contacts WHERE id = 5")
+                .await,
+            ["Later"],
+            "{state_kind:?}: the later row of key 5 is the one in the target"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM crm_contacts").await, 3000);
+        let out = cfg.ferry(Some(&state), &["run", "--once"]);
+        assert_eq!(
+            changed(&out, "customers"),
+            0,
+            "{state_kind:?}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -114,6 +114,9 @@ struct Chunker<'a> {
     /// The ledger knows no key of this job (first run, or `--full`): every
     /// object is new, and looking each one up would find nothing.
     skip_lookups: bool,
+    /// The ledger knew no key of this job when detection began (not so for
+    /// `--full`, which skips lookups on a full ledger).
+    ledger_was_empty: bool,
 }
 
 impl<'a> Chunker<'a> {
@@ -127,13 +130,13 @@ impl<'a> Chunker<'a> {
             report: DetectReport::default(),
             matched_live: 0,
             skip_lookups: d.opts.full,
+            ledger_was_empty: false,
         }
     }
 
     async fn start(mut self) -> Result<Self, DetectError> {
-        if !self.skip_lookups {
-            self.skip_lookups = self.store.ledger_is_empty(&self.job.name).await?;
-        }
+        self.ledger_was_empty = self.store.ledger_is_empty(&self.job.name).await?;
+        self.skip_lookups |= self.ledger_was_empty;
         Ok(self)
     }
 
@@ -181,6 +184,7 @@ impl<'a> Chunker<'a> {
         let mut batch = DetectedBatch {
             watermark,
             supersedes: (!self.skip_lookups).then_some(false),
+            keys_unseen: self.ledger_was_empty,
             ..Default::default()
         };
         for text in order {

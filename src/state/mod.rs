@@ -47,6 +47,11 @@ impl StateError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, StateError::Unreachable { .. })
     }
+
+    /// A statement met a key already there (a primary key or unique index).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StateError::Query { source: sqlx::Error::Database(e), .. } if e.is_unique_violation())
+    }
 }
 
 /// A handle on the state store; cheap to clone.

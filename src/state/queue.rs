@@ -312,6 +312,10 @@ impl Store {
     }
 
     /// The ledger learns what the target holds; a version never moves back.
+    /// Detection wrote each key's entry, so an update finds them all; an
+    /// upsert runs only for what it did not change (an entry gone since, or
+    /// a newer version already recorded), as its conflict check costs
+    /// PostgreSQL a sixth more per row than the update's join.
     async fn record_synced(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -321,24 +325,47 @@ impl Store {
         if synced.is_empty() {
             return Ok(());
         }
-        let sql = format!(
+        let rows = self.json_rows(
+            2,
+            &[
+                ("key", Kind::Text),
+                ("hash", Kind::Int),
+                ("version", Kind::Int),
+                ("written", Kind::Text),
+            ],
+        );
+        // Materialized: else SQLite puts the ledger in the outer loop and
+        // scans every key of the job for each statement.
+        let update = format!(
+            "WITH x AS MATERIALIZED {rows} \
+             UPDATE ferry_ledger SET synced_hash = x.hash, synced_version = x.version, written = x.written FROM x \
+             WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key \
+             AND (ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < x.version)"
+        );
+        let upsert = format!(
             "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written) \
-             SELECT $1, key, hash, version, hash, version, written FROM {} AS x WHERE true \
+             SELECT $1, key, hash, version, hash, version, written FROM {rows} AS x WHERE true \
              ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written \
-             WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version",
-            self.json_rows(2, &[("key", Kind::Text), ("hash", Kind::Int), ("version", Kind::Int), ("written", Kind::Text)])
+             WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version"
         );
         let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
             .iter()
             .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
             .collect();
-        let mut a = args();
-        a.push(job.to_string());
-        a.push(json_param(&rows));
-        sqlx::query_with(&sql, a)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = json_param(&rows);
+        for sql in [update, upsert] {
+            let mut a = args();
+            a.push(job.to_string());
+            a.push(rows.clone());
+            let changed = sqlx::query_with(&sql, a)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?
+                .rows_affected();
+            if changed == synced.len() as u64 {
+                break;
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,86 @@
+//! The ledger through the state store's own API, on both backends: a settle
+//! records every key it synced, including one detection never wrote (gone
+//! since), and a version never moves back.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferry::model::Item;
+use ferry::state::{DetectedBatch, Settlement, Store, Synced};
+use serde_json::json;
+
+fn synced(key: &str, hash: i64, version: i64) -> Synced {
+    Synced {
+        key: key.to_string(),
+        hash,
+        version,
+        written: Some(format!("w{version}")),
+    }
+}
+
+async fn settle_records_every_key(url: &str) {
+    let store = Store::open(url).await.expect("open the state store");
+    store.migrate().await.expect("migrate");
+    store.ensure_job("j").await.expect("job");
+    let mut batch = DetectedBatch {
+        items: (1..=3).map(|k| Item::delete(vec![json!(k)])).collect(),
+        keys: ["[1]", "[2]", "[3]"].map(String::from).to_vec(),
+        keys_unseen: true,
+        ..Default::default()
+    };
+    store
+        .commit_detected("j", 1, &mut batch)
+        .await
+        .expect("detected");
+    let versions: Vec<i64> = batch.items.iter().map(|i| i.version).collect();
+    let task = store
+        .claim("j", "test", Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("a task");
+
+    // The ledger already records a newer version of [3] (its newer task
+    // completed first); [4] was never detected.
+    let newer = versions[2] + 100;
+    store
+        .complete_batch("j", &[], &[synced("[3]", 33, newer)])
+        .await
+        .expect("record a newer version of [3]");
+    let settlement = Settlement {
+        synced: vec![
+            synced("[1]", 11, versions[0]),
+            synced("[2]", 22, versions[1]),
+            synced("[3]", 30, versions[2]),
+            synced("[4]", 44, versions[2] + 1),
+        ],
+        ..Default::default()
+    };
+    assert!(store.settle(&task, &settlement).await.expect("settle"));
+
+    let keys = ["[1]", "[2]", "[3]", "[4]"].map(String::from);
+    let ledger = store.ledger_written("j", &keys).await.expect("ledger");
+    for (key, version) in [
+        ("[1]", versions[0]),
+        ("[2]", versions[1]),
+        ("[3]", newer),
+        ("[4]", versions[2] + 1),
+    ] {
+        let (entry, written) = &ledger[key];
+        assert_eq!(entry.synced_version, Some(version), "{url}: {key}");
+        assert_eq!(written.as_deref(), Some(format!("w{version}").as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settle_records_every_key_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    settle_records_every_key(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settle_records_every_key_postgres() {
+    let db = TestDb::new().await;
+    settle_records_every_key(&db.url).await;
+}
