@@ -18,5 +18,6 @@ pub mod redact;
 pub mod runner;
 pub mod schedule;
 pub mod sort;
+pub mod sql_log;
 pub mod state;
 pub mod sync;

@@ -2,7 +2,9 @@
 //! sorted and spilled to anonymous temporary files (runs), and the runs are
 //! merged back lazily. The diff strategy walks a sorted source scan beside
 //! the ledger this way, and a mirror a sorted list of the target's keys,
-//! without ever holding a table in memory.
+//! without ever holding a table in memory. The diff sorts only keys, hashes
+//! and where each object lies in an [`ObjectSpill`]: the objects are written
+//! once, in scan order, and read back only when they changed.
 //!
 //! The order is bytewise, as Rust compares `str`: the same order as the
 //! ledger's `ORDER BY key` (SQLite's BINARY collation, PostgreSQL's "C").
@@ -13,16 +15,19 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 
 /// Bytes of scanned objects held before a run is spilled.
 pub const SORT_MEMORY: usize = 8 << 20;
-/// Bookkeeping per buffered entry beyond its key and JSON (struct, heap headers).
-const ENTRY_OVERHEAD: usize = 64;
+/// Memory per buffered entry beyond its key's bytes: the struct, with room
+/// for the buffer's growth, and the key's heap header.
+const ENTRY_OVERHEAD: usize = 2 * std::mem::size_of::<Entry>() + 16;
 const RUN_READ_BUFFER: usize = 8 << 10;
+const SPILL_WRITE_BUFFER: usize = 64 << 10;
 
-/// One object: its ledger key text, content hash and compact JSON.
+/// One object: its ledger key text, content hash, and where the caller keeps
+/// the rest of it (a position in an [`ObjectSpill`]).
 #[derive(Debug)]
 pub struct Entry {
     pub key: String,
     pub hash: i64,
-    pub json: Vec<u8>,
+    pub at: u64,
 }
 
 pub struct Sorter {
@@ -43,7 +48,7 @@ impl Sorter {
     }
 
     pub fn push(&mut self, entry: Entry) -> io::Result<()> {
-        self.bytes += entry.key.len() + entry.json.len() + ENTRY_OVERHEAD;
+        self.bytes += entry.key.capacity() + ENTRY_OVERHEAD;
         self.buffered.push(entry);
         if self.bytes >= self.limit {
             self.spill()?;
@@ -68,6 +73,10 @@ impl Sorter {
         let mut file = out.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
         self.runs.push(file);
+        // Kept for the next run: growing the buffer again would hold the
+        // old and the new allocation at once.
+        entries.clear();
+        self.buffered = entries;
         Ok(())
     }
 
@@ -163,8 +172,7 @@ fn write_entry(out: &mut impl Write, e: &Entry) -> io::Result<()> {
     out.write_all(&(e.key.len() as u32).to_le_bytes())?;
     out.write_all(e.key.as_bytes())?;
     out.write_all(&e.hash.to_le_bytes())?;
-    out.write_all(&(e.json.len() as u32).to_le_bytes())?;
-    out.write_all(&e.json)
+    out.write_all(&e.at.to_le_bytes())
 }
 
 fn read_entry(input: &mut impl Read) -> io::Result<Option<Entry>> {
@@ -179,13 +187,12 @@ fn read_entry(input: &mut impl Read) -> io::Result<Option<Entry>> {
     let key = String::from_utf8(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut hash = [0u8; 8];
     input.read_exact(&mut hash)?;
-    input.read_exact(&mut len)?;
-    let mut json = vec![0u8; u32::from_le_bytes(len) as usize];
-    input.read_exact(&mut json)?;
+    let mut at = [0u8; 8];
+    input.read_exact(&mut at)?;
     Ok(Some(Entry {
         key,
         hash: i64::from_le_bytes(hash),
-        json,
+        at: u64::from_le_bytes(at),
     }))
 }
 
@@ -225,6 +232,55 @@ impl LineSpill {
     }
 }
 
+/// Objects written once, in the order they were scanned, to an anonymous
+/// temporary file, and read back by position: a diff sorts where each
+/// object lies instead of the object itself, and reads only the changed ones.
+pub struct ObjectSpill {
+    out: BufWriter<File>,
+    end: u64,
+}
+
+impl ObjectSpill {
+    pub fn new() -> io::Result<Self> {
+        Ok(ObjectSpill {
+            out: BufWriter::with_capacity(SPILL_WRITE_BUFFER, tempfile::tempfile()?),
+            end: 0,
+        })
+    }
+
+    /// Appends `object` and returns its position.
+    pub fn push(&mut self, object: &[u8]) -> io::Result<u64> {
+        let len = u32::try_from(object.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "an object over 4 GiB"))?;
+        let at = self.end;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(object)?;
+        self.end += 4 + u64::from(len);
+        Ok(at)
+    }
+
+    pub fn finish(self) -> io::Result<SpilledObjects> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok(SpilledObjects { file })
+    }
+}
+
+pub struct SpilledObjects {
+    file: File,
+}
+
+impl SpilledObjects {
+    /// The object [`ObjectSpill::push`] put at `at`.
+    pub fn read(&self, at: u64) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut len = [0u8; 4];
+        self.file.read_exact_at(&mut len, at)?;
+        let mut object = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.file.read_exact_at(&mut object, at + 4)?;
+        Ok(object)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,14 +289,14 @@ mod tests {
         Entry {
             key: key.to_string(),
             hash,
-            json: format!("{{\"k\":{key:?}}}").into_bytes(),
+            at: key.len() as u64 * 1000 + hash as u64,
         }
     }
 
     fn drain(mut merged: Merged) -> Vec<(String, i64)> {
         let mut out = Vec::new();
         while let Some(e) = merged.next_entry().unwrap() {
-            assert_eq!(e.json, format!("{{\"k\":{:?}}}", e.key).into_bytes());
+            assert_eq!(e.at, e.key.len() as u64 * 1000 + e.hash as u64);
             out.push((e.key, e.hash));
         }
         out
@@ -279,6 +335,22 @@ mod tests {
             drain(sorter.finish().unwrap()),
             vec![("[\"a\"]".to_string(), 99), ("[\"b\"]".to_string(), 2)]
         );
+    }
+
+    #[test]
+    fn spilled_objects_read_back_by_position_in_any_order() {
+        let mut spill = ObjectSpill::new().unwrap();
+        let objects: Vec<String> = (0..5000).map(|i| format!("{{\"id\":{i}}}")).collect();
+        let positions: Vec<u64> = objects
+            .iter()
+            .map(|o| spill.push(o.as_bytes()).unwrap())
+            .collect();
+        let spilled = spill.finish().unwrap();
+        for i in (0..5000).rev().step_by(7) {
+            assert_eq!(spilled.read(positions[i]).unwrap(), objects[i].as_bytes());
+        }
+        let end = positions[4999] + 4 + objects[4999].len() as u64;
+        assert!(spilled.read(end).is_err(), "nothing lies past the end");
     }
 
     #[test]

@@ -68,3 +68,30 @@ async fn discard_needs_confirmation_and_removes_only_what_it_names() {
     assert_eq!(db.count("SELECT count(*) FROM ferry_tasks").await, 4);
     assert_eq!(code(&cfg.ferry(Some(&db.url), &["pause", "nosuch"])), 2);
 }
+
+/// A scan streams a whole table: sqlx's "slow statement" warning would
+/// accompany every large run, so ferry logs slow statements at debug level.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_source_scan_logs_no_slow_statement_warning() {
+    let (db, cfg) = setup().await;
+    let slow_scan = job(&db).replace(
+        "table = \"src\"",
+        "query = \"SELECT * FROM src WHERE (SELECT pg_sleep(1.2)) IS NOT NULL\"",
+    );
+    cfg.job("sync", &slow_scan);
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let out = cfg.run_once_ok(&state);
+    assert_eq!(synced(&out, "sync"), 500);
+    let log = stderr(&out);
+    assert!(!log.contains("slow statement"), "{log}");
+    let out = cfg
+        .command(Some(&state), &["run", "--once", "--full"])
+        .env("FERRY_LOG", "info,sqlx=debug")
+        .output()
+        .expect("ferry runs");
+    assert!(
+        stderr(&out).contains("slow statement"),
+        "shown at debug level: {}",
+        stderr(&out)
+    );
+}

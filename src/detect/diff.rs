@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use super::{Chunker, DetectError, DetectReport, Detection};
 use crate::connectors::{RowStream, Scan};
 use crate::model::Item;
-use crate::sort::{Entry, LineSpill, Merged, Sorter, SORT_MEMORY};
+use crate::sort::{Entry, LineSpill, Merged, ObjectSpill, Sorter, SpilledObjects, SORT_MEMORY};
 use crate::state::{DetectedBatch, LedgerEntry, StateError};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
@@ -24,8 +24,9 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
         chunker.consume(rows, false).await?;
         return Ok(chunker.report);
     }
-    let scan = sort_scan(&mut chunker, rows).await?;
-    let deletes = merge(&mut chunker, scan).await?;
+    let (scan, objects) = sort_scan(&mut chunker, rows).await?;
+    let deletes = merge(&mut chunker, scan, &objects).await?;
+    drop(objects);
 
     let present = chunker.matched_live + deletes.count();
     if !d.job.ops.delete {
@@ -54,10 +55,14 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
     Ok(chunker.report)
 }
 
-/// Reads the whole source into the external sorter: key text, content hash
-/// and compact JSON of each object.
-async fn sort_scan(chunker: &mut Chunker<'_>, mut rows: RowStream) -> Result<Merged, DetectError> {
+/// Reads the whole source: each object's compact JSON into the object spill,
+/// its key text, content hash and place in the spill into the external sorter.
+async fn sort_scan(
+    chunker: &mut Chunker<'_>,
+    mut rows: RowStream,
+) -> Result<(Merged, SpilledObjects), DetectError> {
     let mut sorter = Sorter::new(SORT_MEMORY);
+    let mut objects = ObjectSpill::new()?;
     let mut unreported = 0u64;
     let report_every = chunker.job.batch.size as u64;
     while let Some(row) = rows.try_next().await? {
@@ -65,11 +70,8 @@ async fn sort_scan(chunker: &mut Chunker<'_>, mut rows: RowStream) -> Result<Mer
         unreported += 1;
         if let Some((_, key)) = chunker.keyed(&row) {
             let (json, hash) = row.object.into_json();
-            sorter.push(Entry {
-                key,
-                hash,
-                json: Box::<str>::from(json).into_string().into_bytes(),
-            })?;
+            let at = objects.push(json.get().as_bytes())?;
+            sorter.push(Entry { key, hash, at })?;
         }
         if unreported == report_every {
             chunker.scanned(unreported);
@@ -78,12 +80,16 @@ async fn sort_scan(chunker: &mut Chunker<'_>, mut rows: RowStream) -> Result<Mer
     }
     chunker.scanned(unreported);
     tracing::debug!(job = %chunker.job.name, runs = sorter.spilled_runs(), "diff scan sorted");
-    Ok(sorter.finish()?)
+    Ok((sorter.finish()?, objects.finish()?))
 }
 
 /// Walks the sorted scan and the ledger side by side: commits the upserts,
 /// chunk by chunk, and returns the deletes.
-async fn merge(chunker: &mut Chunker<'_>, mut scan: Merged) -> Result<DeleteSpill, DetectError> {
+async fn merge(
+    chunker: &mut Chunker<'_>,
+    mut scan: Merged,
+    objects: &SpilledObjects,
+) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
     let mut ledger = chunker.store.ledger_walk(&chunker.job.name, size);
     let mut deletes = DeleteSpill::new()?;
@@ -95,7 +101,7 @@ async fn merge(chunker: &mut Chunker<'_>, mut scan: Merged) -> Result<DeleteSpil
         match (object.take(), known.take()) {
             (None, None) => break,
             (Some(o), None) => {
-                change(chunker, &mut batch, o, None)?;
+                change(chunker, &mut batch, o, None, objects)?;
                 object = scan.next_entry()?;
             }
             (None, Some((key, entry))) => {
@@ -104,12 +110,12 @@ async fn merge(chunker: &mut Chunker<'_>, mut scan: Merged) -> Result<DeleteSpil
             }
             (Some(o), Some((key, entry))) => match o.key.as_str().cmp(key.as_str()) {
                 std::cmp::Ordering::Less => {
-                    change(chunker, &mut batch, o, None)?;
+                    change(chunker, &mut batch, o, None, objects)?;
                     object = scan.next_entry()?;
                     known = Some((key, entry));
                 }
                 std::cmp::Ordering::Equal => {
-                    change(chunker, &mut batch, o, Some(&entry))?;
+                    change(chunker, &mut batch, o, Some(&entry), objects)?;
                     object = scan.next_entry()?;
                     known = ledger.next().await?;
                 }
@@ -143,13 +149,14 @@ fn change(
     batch: &mut DetectedBatch,
     object: Entry,
     entry: Option<&LedgerEntry>,
+    objects: &SpilledObjects,
 ) -> Result<(), DetectError> {
     if !chunker.changed(entry, object.hash, &mut batch.supersedes) {
         return Ok(());
     }
     // Both were written by `sort_scan` from valid JSON values.
     let key = serde_json::from_str(&object.key).map_err(io::Error::from)?;
-    let data = serde_json::from_slice(&object.json).map_err(io::Error::from)?;
+    let data = serde_json::from_slice(&objects.read(object.at)?).map_err(io::Error::from)?;
     batch.items.push(Item::upsert_json(key, data, object.hash));
     batch.keys.push(object.key);
     Ok(())

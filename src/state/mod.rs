@@ -9,10 +9,11 @@ mod queue;
 mod runs;
 mod schedule;
 
+use std::str::FromStr;
 use std::sync::Once;
 use std::time::Duration;
 
-use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
 pub use ledger::{DetectedBatch, LedgerEntry, LedgerWalk};
@@ -118,8 +119,14 @@ impl Store {
                 }
             }
         }
+        let connect_opts = AnyConnectOptions::from_str(&connect_url).map_err(|source| {
+            StateError::Unreachable {
+                url: redacted.clone(),
+                source,
+            }
+        })?;
         let pool = opts
-            .connect(&connect_url)
+            .connect_with(crate::sql_log::slow_statements_at_debug(connect_opts))
             .await
             .map_err(|source| StateError::Unreachable {
                 url: redacted.clone(),

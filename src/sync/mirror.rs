@@ -14,7 +14,7 @@ use super::Mapping;
 use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, Target, WriteBatch};
 use crate::model::Record;
-use crate::sort::{Entry, LineSpill, Sorter, SORT_MEMORY};
+use crate::sort::{Entry, LineSpill, ObjectSpill, Sorter, SORT_MEMORY};
 use crate::state::{StateError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,15 +60,16 @@ pub async fn prune(
     };
     let mapping = Mapping::new(job);
     let mut in_target = Sorter::new(SORT_MEMORY / 2);
+    let mut target_keys = ObjectSpill::new()?;
     let mut rows = 0u64;
     while let Some(key) = keys.try_next().await? {
         rows += 1;
         if let Some(source_key) = mapping.source_key(&key) {
-            let json = serde_json::to_vec(&key).map_err(io::Error::from)?;
+            let at = target_keys.push(&serde_json::to_vec(&key).map_err(io::Error::from)?)?;
             in_target.push(Entry {
                 key: loose_key(&source_key),
                 hash: 0,
-                json,
+                at,
             })?;
         }
     }
@@ -85,11 +86,12 @@ pub async fn prune(
         in_ledger.push(Entry {
             key: loose_key(&key),
             hash: 0,
-            json: Vec::new(),
+            at: 0,
         })?;
     }
     drop(ledger);
     let mut sorted = in_target.finish()?;
+    let target_keys = target_keys.finish()?;
     let mut ledger = in_ledger.finish()?;
     let mut known = ledger.next_entry()?;
     let mut extra = LineSpill::new()?;
@@ -101,7 +103,7 @@ pub async fn prune(
             continue;
         }
         // Compact JSON of the key values: no raw line break.
-        extra.push(&[&row.json])?;
+        extra.push(&[&target_keys.read(row.at)?])?;
     }
     let count = extra.count();
     if count == 0 {

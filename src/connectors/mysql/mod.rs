@@ -26,6 +26,7 @@ fn pool(url: &str, system: &str, max: u32) -> Result<MySqlPool, ConnectorError> 
     };
     let opts = MySqlConnectOptions::from_str(&url)
         .map_err(|e| ConnectorError::failed(system, "url", e))?;
+    let opts = crate::sql_log::slow_statements_at_debug(opts);
     Ok(MySqlPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))

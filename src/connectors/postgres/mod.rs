@@ -19,6 +19,7 @@ fn pool(url: &str, system: &str, max: u32) -> Result<PgPool, ConnectorError> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(|e| ConnectorError::failed(system, "url", e))?
         .application_name("ferry");
+    let opts = crate::sql_log::slow_statements_at_debug(opts);
     Ok(PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))

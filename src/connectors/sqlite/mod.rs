@@ -19,6 +19,7 @@ fn pool(url: &str, system: &str, read_only: bool) -> Result<SqlitePool, Connecto
         .map_err(|e| ConnectorError::failed(system, "url", e))?
         .read_only(read_only)
         .busy_timeout(Duration::from_secs(30));
+    let opts = crate::sql_log::slow_statements_at_debug(opts);
     let opts = if read_only {
         opts
     } else {
