@@ -4,7 +4,7 @@ use ferry::cli::{self, ExitCode};
 use ferry::schedule::Signals;
 
 fn main() {
-    limit_malloc_arenas();
+    tune_malloc();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,14 +32,28 @@ fn main() {
 /// glibc gives each thread that allocates its own heap arena, up to 8 per
 /// core; ferry's threads (the runtime's workers, sqlx's SQLite workers) then
 /// keep ~30 MiB of freed memory between them. Two arenas cost no measurable
-/// speed (bench/RESULTS.md). `MALLOC_ARENA_MAX` in the environment wins.
-fn limit_malloc_arenas() {
+/// speed (bench/RESULTS.md).
+///
+/// glibc also raises its mmap threshold each time a large block is freed, so
+/// that after the first task the megabyte-sized buffers of the next ones (a
+/// task's items, a batch's write payload) come from the heap, where they
+/// leave holes that grow with the run: S1 peaked at 61-67 MiB at 1M rows and
+/// 69 at 10M. A fixed threshold maps each such buffer and returns it whole:
+/// 49-54 MiB, at the same wall time (bench/NOTES.md). The environment's
+/// `MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_` win.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    {
+        let unset = |name: &str| std::env::var_os(name).is_none();
         // SAFETY: mallopt only adjusts allocator tuning; called before any
         // other thread exists.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            if unset("MALLOC_ARENA_MAX") {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+            if unset("MALLOC_MMAP_THRESHOLD_") {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+            }
         }
     }
 }

@@ -320,8 +320,13 @@ pub fn object_keys(json: &RawValue, fields: &mut Vec<String>) {
 
 /// The ledger's text form of a key: compact JSON of the key values.
 pub fn key_text(key: &[Value]) -> String {
+    // serde_json::to_string reserves 128 bytes: a diff's sort buffer holds
+    // one key text per object, most of them a few bytes long.
+    let mut text = Vec::with_capacity(16);
     // Serialising a Vec<Value> cannot fail: every Value is representable.
-    serde_json::to_string(key).expect("key values serialise")
+    serde_json::to_writer(&mut text, key).expect("key values serialise");
+    // serde_json writes UTF-8 only.
+    String::from_utf8(text).expect("JSON text is UTF-8")
 }
 
 /// Content hash of an object: xxh3 over its compact JSON.
