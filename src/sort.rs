@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 
-/// Bytes of scanned objects held before a run is spilled.
+/// Bytes of sort entries held before a run is spilled.
 pub const SORT_MEMORY: usize = 8 << 20;
 /// Memory per buffered entry beyond its key's bytes: the struct, with room
 /// for the buffer's growth, and the key's heap header.

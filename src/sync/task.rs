@@ -83,10 +83,12 @@ pub(super) async fn sync_task(
         return Ok(());
     };
     let keys: Vec<String> = task.items.iter().map(|i| key_text(&i.key)).collect();
-    // Only a task that a later detection marked can hold superseded items;
-    // the others look keys up only to check for conflicts.
+    // Only a task that a later detection marked can hold superseded items,
+    // and they must be known before writing; the others look keys up only
+    // to check for conflicts after the write, and do so while it runs.
     let track = shape.track;
-    let ledger = if stale_check || shape.prior_writes {
+    let read_beside_write = !stale_check && shape.prior_writes;
+    let ledger = if stale_check {
         store.ledger_written(&job.name, &keys).await?
     } else {
         Default::default()
@@ -147,14 +149,22 @@ pub(super) async fn sync_task(
         before: shape.need_before,
         read_back: !shape.echo.is_empty(),
     };
-    let (fates, error, wrote_any, rows) = match translation_error {
-        Some(e) => (
-            live.iter().map(|_| Fate::Retry).collect(),
-            Some(e),
-            false,
-            RowsAround::default(),
-        ),
-        None => write_isolating(target, store, &task, &live, options, shared, lease).await,
+    let write = async {
+        match translation_error {
+            Some(e) => (
+                live.iter().map(|_| Fate::Retry).collect(),
+                Some(e),
+                false,
+                RowsAround::default(),
+            ),
+            None => write_isolating(target, store, &task, &live, options, shared, lease).await,
+        }
+    };
+    let ((fates, error, wrote_any, rows), ledger) = if read_beside_write {
+        let (written, ledger) = tokio::join!(write, store.ledger_written(&job.name, &keys));
+        (written, ledger?)
+    } else {
+        (write.await, ledger)
     };
     crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
 
