@@ -82,13 +82,21 @@ impl Sorter {
 
     /// Every pushed entry in key order; of several with one key, the last pushed.
     pub fn finish(mut self) -> io::Result<Merged> {
+        // Once a run went to disk, the rest follows: the merge then holds
+        // read buffers only, not a full sort buffer while the sync's run
+        // beside it (the diff's peak was 5 MiB of buffer and its keys).
+        if !self.runs.is_empty() && !self.buffered.is_empty() {
+            self.spill()?;
+        }
         let mut runs: Vec<Run> = Vec::with_capacity(self.runs.len() + 1);
         for file in std::mem::take(&mut self.runs) {
             runs.push(Run::File(BufReader::with_capacity(RUN_READ_BUFFER, file)));
         }
         let mut last = std::mem::take(&mut self.buffered);
-        last.sort_by(|a, b| a.key.cmp(&b.key));
-        runs.push(Run::Memory(last.into_iter()));
+        if !last.is_empty() {
+            last.sort_by(|a, b| a.key.cmp(&b.key));
+            runs.push(Run::Memory(last.into_iter()));
+        }
         let mut heap = BinaryHeap::with_capacity(runs.len());
         for (index, run) in runs.iter_mut().enumerate() {
             if let Some(entry) = run.next()? {
