@@ -161,6 +161,9 @@ pub(super) async fn sync_task(
         }
     };
     let ((fates, error, wrote_any, rows), ledger) = if read_beside_write {
+        // Should the read fail after the write succeeded, the task fails as
+        // a failed settle does: reclaimed after its lease and written again,
+        // which keyed upserts make harmless.
         let (written, ledger) = tokio::join!(write, store.ledger_written(&job.name, &keys));
         (written, ledger?)
     } else {
