@@ -66,13 +66,11 @@ impl Sorter {
         self.bytes = 0;
         // A stable sort keeps later duplicates of a key after earlier ones.
         entries.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut out = BufWriter::new(tempfile::tempfile()?);
+        let mut out = temp_writer()?;
         for e in &entries {
             write_entry(&mut out, e)?;
         }
-        let mut file = out.into_inner().map_err(|e| e.into_error())?;
-        file.rewind()?;
-        self.runs.push(file);
+        self.runs.push(written(out)?);
         // Kept for the next run: growing the buffer again would hold the
         // old and the new allocation at once.
         entries.clear();
@@ -204,6 +202,21 @@ fn read_entry(input: &mut impl Read) -> io::Result<Option<Entry>> {
     }))
 }
 
+/// A buffered writer into a new anonymous temporary file.
+fn temp_writer() -> io::Result<BufWriter<File>> {
+    Ok(BufWriter::with_capacity(
+        SPILL_WRITE_BUFFER,
+        tempfile::tempfile()?,
+    ))
+}
+
+/// The file `out` wrote, flushed and rewound for reading.
+fn written(out: BufWriter<File>) -> io::Result<File> {
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    file.rewind()?;
+    Ok(file)
+}
+
 /// Lines held in an anonymous temporary file until they are read back once:
 /// what a merge finds to delete, kept until the delete guard has seen it all.
 pub struct LineSpill {
@@ -214,7 +227,7 @@ pub struct LineSpill {
 impl LineSpill {
     pub fn new() -> io::Result<Self> {
         Ok(LineSpill {
-            out: BufWriter::new(tempfile::tempfile()?),
+            out: temp_writer()?,
             count: 0,
         })
     }
@@ -234,9 +247,7 @@ impl LineSpill {
     }
 
     pub fn into_lines(self) -> io::Result<io::Lines<BufReader<File>>> {
-        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.rewind()?;
-        Ok(BufReader::new(file).lines())
+        Ok(BufReader::new(written(self.out)?).lines())
     }
 }
 
@@ -251,7 +262,7 @@ pub struct ObjectSpill {
 impl ObjectSpill {
     pub fn new() -> io::Result<Self> {
         Ok(ObjectSpill {
-            out: BufWriter::with_capacity(SPILL_WRITE_BUFFER, tempfile::tempfile()?),
+            out: temp_writer()?,
             end: 0,
         })
     }
@@ -268,8 +279,9 @@ impl ObjectSpill {
     }
 
     pub fn finish(self) -> io::Result<SpilledObjects> {
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        Ok(SpilledObjects { file })
+        Ok(SpilledObjects {
+            file: written(self.out)?,
+        })
     }
 }
 

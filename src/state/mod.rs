@@ -119,19 +119,15 @@ impl Store {
                 }
             }
         }
-        let connect_opts = AnyConnectOptions::from_str(&connect_url).map_err(|source| {
-            StateError::Unreachable {
-                url: redacted.clone(),
-                source,
-            }
-        })?;
+        let unreachable = |source| StateError::Unreachable {
+            url: redacted.clone(),
+            source,
+        };
+        let connect_opts = AnyConnectOptions::from_str(&connect_url).map_err(unreachable)?;
         let pool = opts
             .connect_with(crate::sql_log::slow_statements_at_debug(connect_opts))
             .await
-            .map_err(|source| StateError::Unreachable {
-                url: redacted.clone(),
-                source,
-            })?;
+            .map_err(unreachable)?;
         Ok(Store {
             pool,
             backend,
