@@ -1,10 +1,11 @@
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use sqlx::{PgPool, Row};
+use sqlx::{Column, Executor, PgPool, Row, Statement, TypeInfo};
 
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::copy_rows::CopyRows;
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
@@ -23,6 +24,7 @@ pub struct PostgresSource {
     /// `json_build_array(s."k1", …)::text`: the key values as
     /// `row_to_json` renders them, so ferry need not read every field.
     key_json: String,
+    key: Vec<String>,
 }
 
 impl PostgresSource {
@@ -50,6 +52,7 @@ impl PostgresSource {
             table,
             outbox,
             key_json,
+            key: cfg.key.clone(),
         })
     }
 
@@ -87,6 +90,60 @@ impl PostgresSource {
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
     }
+
+    /// The COPY form of a scan without bound values, if ferry can render
+    /// its rows. A relation that cannot be described is left to the
+    /// `row_to_json` query, which reports why.
+    async fn copy_rows(&self, cursor: Option<&str>, tail: &str) -> Option<CopyRows> {
+        let described = format!("SELECT * FROM ({}) AS s", self.relation);
+        let statement = (&self.pool).prepare(described.as_str()).await.ok()?;
+        let columns: Vec<(String, String)> = statement
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+            .collect();
+        CopyRows::plan(&self.relation, &columns, &self.key, cursor, tail)
+    }
+
+    fn copy_stream(&self, copy: CopyRows) -> RowStream {
+        let pool = self.pool.clone();
+        let system = self.system.clone();
+        let object = self.object.clone();
+        Box::pin(async_stream::try_stream! {
+            let failed = |e: sqlx::Error| classify(e, &system, &object);
+            let unreadable = |e: String| ConnectorError::failed(&system, &object, format!("COPY row unreadable: {e}"));
+            // Detached from the pool: a scan dropped half-read leaves its
+            // connection inside COPY, where no later query could use it; it
+            // closes instead.
+            let mut conn = pool.acquire().await.map_err(failed)?.detach();
+            let mut chunks = conn.copy_out_raw(copy.sql()).await.map_err(failed)?;
+            // PostgreSQL sends a row per message; a row split across
+            // messages is put together here all the same.
+            let mut partial = Vec::new();
+            let mut scratch = Vec::new();
+            while let Some(chunk) = chunks.try_next().await.map_err(failed)? {
+                let mut rest = &chunk[..];
+                if !partial.is_empty() {
+                    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+                        partial.extend_from_slice(rest);
+                        continue;
+                    };
+                    partial.extend_from_slice(&rest[..end]);
+                    rest = &rest[end + 1..];
+                    yield copy.row(&partial, &mut scratch).map_err(unreadable)?;
+                    partial.clear();
+                }
+                while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                    yield copy.row(&rest[..end], &mut scratch).map_err(unreadable)?;
+                    rest = &rest[end + 1..];
+                }
+                partial.extend_from_slice(rest);
+            }
+            if !partial.is_empty() {
+                Err(unreadable("the COPY output ended inside a row".to_string()))?;
+            }
+        })
+    }
 }
 
 #[async_trait]
@@ -96,45 +153,63 @@ impl Source for PostgresSource {
     }
 
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
-        let (sql, binds) = match scan {
-            Scan::All => (
-                format!(
-                    "SELECT row_to_json(s)::text, NULL::text, {} FROM ({}) AS s",
-                    self.key_json, self.relation
-                ),
-                vec![],
-            ),
+        // What follows `FROM (relation) AS s`, the cursor column read as
+        // text beside each row, and the values bound.
+        let (tail, cursor, binds) = match scan {
+            Scan::All => (String::new(), None, vec![]),
             Scan::NullCursor { column } => {
                 if self.column_is_not_null(column).await? {
                     return Ok(Box::pin(futures::stream::empty()));
                 }
-                let c = quote_ident(column);
-                (format!("SELECT row_to_json(s)::text, NULL::text, {} FROM ({}) AS s WHERE s.{c} IS NULL", self.key_json, self.relation), vec![])
+                (
+                    format!(" WHERE s.{} IS NULL", quote_ident(column)),
+                    None,
+                    vec![],
+                )
             }
             Scan::Since { column, from, lag } => {
                 let c = quote_ident(column);
                 let Some(ty) = self.cursor_type(column).await? else {
                     return Ok(Box::pin(futures::stream::empty()));
                 };
-                let base = format!("SELECT row_to_json(s)::text, s.{c}::text, {} FROM ({}) AS s WHERE s.{c} IS NOT NULL", self.key_json, self.relation);
-                match from {
-                    None => (format!("{base} ORDER BY s.{c}"), vec![]),
-                    Some(from) => {
-                        let temporal = ty.starts_with("timestamp") || ty == "date";
-                        if temporal && !lag.is_zero() {
-                            let lag_text = format!("{} microseconds", lag.as_micros());
-                            let sql = format!("{base} AND s.{c} >= CAST($1 AS {ty}) - CAST($2 AS interval) ORDER BY s.{c}");
-                            (sql, vec![from.to_string(), lag_text])
-                        } else {
-                            (
-                                format!("{base} AND s.{c} >= CAST($1 AS {ty}) ORDER BY s.{c}"),
-                                vec![from.to_string()],
-                            )
-                        }
+                let (since, binds) = match from {
+                    None => (String::new(), vec![]),
+                    Some(from)
+                        if (ty.starts_with("timestamp") || ty == "date") && !lag.is_zero() =>
+                    {
+                        (
+                            format!(" AND s.{c} >= CAST($1 AS {ty}) - CAST($2 AS interval)"),
+                            vec![
+                                from.to_string(),
+                                format!("{} microseconds", lag.as_micros()),
+                            ],
+                        )
                     }
-                }
+                    Some(from) => (
+                        format!(" AND s.{c} >= CAST($1 AS {ty})"),
+                        vec![from.to_string()],
+                    ),
+                };
+                (
+                    format!(" WHERE s.{c} IS NOT NULL{since} ORDER BY s.{c}"),
+                    Some(column),
+                    binds,
+                )
             }
         };
+        if binds.is_empty() {
+            if let Some(copy) = self.copy_rows(cursor, &tail).await {
+                return Ok(self.copy_stream(copy));
+            }
+        }
+        let cursor_text = cursor.map_or_else(
+            || "NULL::text".to_string(),
+            |c| format!("s.{}::text", quote_ident(c)),
+        );
+        let sql = format!(
+            "SELECT row_to_json(s)::text, {cursor_text}, {} FROM ({}) AS s{tail}",
+            self.key_json, self.relation
+        );
         let pool = self.pool.clone();
         let system = self.system.clone();
         let object = self.object.clone();
