@@ -84,3 +84,48 @@ async fn settle_records_every_key_postgres() {
     let db = TestDb::new().await;
     settle_records_every_key(&db.url).await;
 }
+
+/// A run that adds many keys refreshes the ledger's planner statistics on
+/// PostgreSQL (a run adding a few does not), so the next run's ledger walk
+/// is planned for the ledger's real size.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_grows_the_ledger_analyzes_it() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, v text, updated_at timestamptz NOT NULL);
+         CREATE TABLE dst (id bigint PRIMARY KEY, v text, updated_at timestamptz);
+         INSERT INTO src SELECT g, 'v', now() FROM generate_series(1, 10) g;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "grow",
+        &pg_job(
+            &db.url,
+            "src",
+            "strategy = \"cursor\"\ncursor = \"updated_at\"",
+            "size = 5000",
+            &db.url,
+            "dst",
+        ),
+    );
+    let analyzed = || {
+        db.count(
+            "SELECT count(last_analyze) FROM pg_stat_user_tables WHERE relname = 'ferry_ledger'",
+        )
+    };
+    cfg.run_once_ok(&db.url);
+    assert_eq!(
+        analyzed().await,
+        0,
+        "ten new keys leave the statistics to autovacuum"
+    );
+    let more = ferry::detect::LEDGER_GROWTH_TO_ANALYZE;
+    db.exec(&format!(
+        "INSERT INTO src SELECT g, 'v', now() FROM generate_series(11, {}) g",
+        10 + more
+    ))
+    .await;
+    cfg.run_once_ok(&db.url);
+    assert_eq!(analyzed().await, 1, "{more} new keys are analyzed at once");
+}

@@ -85,12 +85,22 @@ pub struct Detection<'a> {
     pub progress: &'a Progress,
 }
 
+/// New ledger keys in one run from which the ledger's planner statistics are
+/// refreshed ([`Store::refresh_ledger_statistics`]).
+pub const LEDGER_GROWTH_TO_ANALYZE: u64 = 10_000;
+
 pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
     let report = match &d.job.detect {
         Detect::Cursor { column, lag } => cursor::detect(d, column, *lag).await?,
         Detect::Diff { max_delete_ratio } => diff::detect(d, *max_delete_ratio).await?,
         Detect::Outbox => outbox::detect(d).await?,
     };
+    if report.inserts >= LEDGER_GROWTH_TO_ANALYZE {
+        // The keys are committed; stale statistics only slow later runs.
+        if let Err(e) = d.store.refresh_ledger_statistics().await {
+            tracing::warn!(job = %d.job.name, error = %e, "could not refresh the ledger's planner statistics");
+        }
+    }
     if report.left_out > 0 {
         tracing::info!(
             job = %d.job.name,
