@@ -184,11 +184,11 @@ impl Store {
     /// diff strategy's sorted scan. A task of its own reads (and decodes) the
     /// next page while the caller merges this one: the walk is half of a
     /// diff's time after the scan, and on its own it waited for the reads.
-    pub fn ledger_in_key_order<'a>(
-        &'a self,
-        job: &'a str,
+    pub fn ledger_in_key_order(
+        &self,
+        job: &str,
         page_size: usize,
-    ) -> BoxStream<'a, Result<(String, LedgerEntry), StateError>> {
+    ) -> BoxStream<'static, Result<(String, LedgerEntry), StateError>> {
         let (pages, mut next) = tokio::sync::mpsc::channel(1);
         let store = self.clone();
         let job = job.to_string();
