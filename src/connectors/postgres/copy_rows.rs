@@ -51,13 +51,15 @@ struct Column {
     /// `"name":` as `row_to_json` writes it (first column without a comma).
     label: String,
     render: Render,
+    /// The column's place in the key, if it is a key column.
+    key_slot: Option<usize>,
 }
 
 /// The COPY statement of one scan and how to read its rows.
 pub struct CopyRows {
     columns: Vec<Column>,
-    /// Index into `columns` of each key column, in key order.
-    key_at: Vec<usize>,
+    /// How many key columns there are.
+    keys: usize,
     /// Whether a last field holds the cursor column as text.
     cursor: bool,
     sql: String,
@@ -89,17 +91,20 @@ impl CopyRows {
                 _ => column,
             });
             // A String's JSON is always writable.
-            let name = serde_json::to_string(name).expect("a string serialises");
+            let quoted = serde_json::to_string(name).expect("a string serialises");
             let comma = if i == 0 { "" } else { "," };
             planned.push(Column {
-                label: format!("{comma}{name}:"),
+                label: format!("{comma}{quoted}:"),
                 render,
+                key_slot: key.iter().position(|k| k == name),
             });
         }
-        let key_at = key
+        if !key
             .iter()
-            .map(|k| columns.iter().position(|(name, _)| name == k))
-            .collect::<Option<Vec<_>>>()?;
+            .all(|k| columns.iter().any(|(name, _)| name == k))
+        {
+            return None;
+        }
         if let Some(c) = cursor {
             select.push(format!("s.{}::text", quote_ident(c)));
         }
@@ -109,7 +114,7 @@ impl CopyRows {
         );
         Some(CopyRows {
             columns: planned,
-            key_at,
+            keys: key.len(),
             cursor: cursor.is_some(),
             sql,
         })
@@ -123,7 +128,7 @@ impl CopyRows {
     /// `row_to_json` and `json_build_array` of the key would give.
     pub fn row(&self, line: &[u8], scratch: &mut Vec<u8>) -> Result<SourceRow, String> {
         let mut json = Vec::with_capacity(line.len() + 16 * self.columns.len());
-        let mut key_spans = vec![(0, 0); self.key_at.len()];
+        let mut key_spans = vec![(0, 0); self.keys];
         let mut fields = line.split(|b| *b == b'\t');
         json.push(b'{');
         for (i, column) in self.columns.iter().enumerate() {
@@ -136,10 +141,8 @@ impl CopyRows {
                 None => json.extend_from_slice(b"null"),
                 Some(text) => render(column.render, text, &mut json)?,
             }
-            for (slot, at) in self.key_at.iter().enumerate() {
-                if *at == i {
-                    key_spans[slot] = (start, json.len());
-                }
+            if let Some(slot) = column.key_slot {
+                key_spans[slot] = (start, json.len());
             }
         }
         json.push(b'}');
