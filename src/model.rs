@@ -170,6 +170,26 @@ pub struct Item {
     /// Why the last attempt to write it failed (failed and dead items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What ferry last wrote for this key (the ledger's `written`; inner
+    /// None: nothing), as detection read it when no other change of the key
+    /// was queued: until this item settles, nothing else can change it, so
+    /// sync's conflict check need not read the ledger again. Absent: sync
+    /// reads it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub prior: Option<Option<String>>,
+}
+
+/// A field that is there, even as `null`: `Some` of its value.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 impl Item {
@@ -195,6 +215,7 @@ impl Item {
             hash: hash_hex(hash),
             data: Some(data),
             error: None,
+            prior: None,
         }
     }
 
@@ -206,6 +227,7 @@ impl Item {
             hash: hash_hex(0),
             data: None,
             error: None,
+            prior: None,
         }
     }
 
@@ -367,6 +389,21 @@ fn shorten(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_items_prior_keeps_absent_apart_from_nothing_written() {
+        let mut item = Item::delete(vec![Value::from(1)]);
+        let absent = serde_json::to_string(&item).expect("serialise");
+        assert!(!absent.contains("prior"), "{absent}");
+        for prior in [None, Some("0a1b".to_string())] {
+            item.prior = Some(prior.clone());
+            let text = serde_json::to_string(&item).expect("serialise");
+            let back: Item = serde_json::from_str(&text).expect("deserialise");
+            assert_eq!(back.prior, Some(prior), "{text}");
+        }
+        let back: Item = serde_json::from_str(&absent).expect("deserialise");
+        assert_eq!(back.prior, None);
+    }
 
     fn json_object(text: &str) -> Object {
         Object::Json {

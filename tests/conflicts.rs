@@ -153,6 +153,91 @@ async fn a_field_changed_on_both_sides_is_decided_by_its_owner_and_counted_once(
     }
 }
 
+/// The items of the job's pending tasks, oldest first, as `ferry tasks show` prints them.
+fn pending_items(p: &Pair) -> Vec<serde_json::Value> {
+    let list = p.cfg.ferry(
+        Some(&p.state),
+        &["tasks", "--state", "pending", "--job", "contacts"],
+    );
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    // Newest first, after a header line; the id leads each line.
+    let ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut items = Vec::new();
+    for id in ids.iter().rev() {
+        let shown = p.cfg.ferry(Some(&p.state), &["tasks", "show", id]);
+        let task: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("task JSON");
+        items.extend(task["items"].as_array().cloned().unwrap_or_default());
+    }
+    items
+}
+
+/// A change of a key whose last write has settled carries that write's
+/// record through the queue (sync reads no ledger for it); a change of a key
+/// with another change still queued does not, and sync reads the ledger: a
+/// conflict is found either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_carries_the_last_write_only_while_no_other_change_of_its_key_is_queued() {
+    let p = Pair::new(Target::Postgres).await;
+    assert_eq!(p.run(), (2, 0), "initial sync");
+    assert_eq!(
+        code(&p.cfg.ferry(Some(&p.state), &["pause", "contacts"])),
+        0
+    );
+    p.db.exec("UPDATE people SET email = 'first@x', updated_at = clock_timestamp() WHERE id = 1")
+        .await;
+    p.cfg.run_once_ok(&p.state);
+    let items = pending_items(&p);
+    assert_eq!(items.len(), 1, "{items:?}");
+    let carried = items[0]["prior"].as_str().unwrap_or_default().to_string();
+    assert!(
+        !carried.is_empty(),
+        "the settled key's change carries what ferry wrote: {items:?}"
+    );
+
+    p.db.exec("UPDATE people SET email = 'second@x', updated_at = clock_timestamp() WHERE id = 1")
+        .await;
+    p.cfg.run_once_ok(&p.state);
+    let items = pending_items(&p);
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(
+        items[0]["prior"].as_str(),
+        Some(carried.as_str()),
+        "{items:?}"
+    );
+    assert!(
+        items[1].get("prior").is_none(),
+        "a change of a key with a change queued carries nothing: {items:?}"
+    );
+
+    // The target changes the source-owned email meanwhile: the older change
+    // is superseded, the newer one meets the conflict through the ledger.
+    p.target()
+        .await
+        .exec("UPDATE contacts SET email = 'target@x' WHERE id = 1")
+        .await;
+    assert_eq!(
+        code(&p.cfg.ferry(Some(&p.state), &["resume", "contacts"])),
+        0
+    );
+    assert_eq!(p.run(), (1, 1), "one write, one conflict");
+    assert_eq!(p.rows().await, ["1|second@x|111", "2|b@x|222"]);
+
+    // Settled again: the next change carries, and its conflict is found
+    // from what it carries.
+    p.target()
+        .await
+        .exec("UPDATE contacts SET email = 'target again@x' WHERE id = 1")
+        .await;
+    p.db.exec("UPDATE people SET email = 'third@x', updated_at = clock_timestamp() WHERE id = 1")
+        .await;
+    assert_eq!(p.run(), (1, 1), "a carried record finds the conflict");
+    assert_eq!(p.rows().await, ["1|third@x|111", "2|b@x|222"]);
+}
+
 /// Side A (PostgreSQL) and side B (either kind), each with a trigger that
 /// stamps `updated_at` whenever a row really changes, and two jobs between
 /// them: A owns `name`, B owns `phone`.

@@ -212,7 +212,7 @@ impl DeleteSpill {
         if entry.deleted {
             return Ok(());
         }
-        let queued = entry.synced_version < Some(entry.detected_version);
+        let queued = entry.queued();
         let flag: &[u8] = if queued { b"1" } else { b"0" };
         self.lines.push(&[flag, key.as_bytes()])
     }

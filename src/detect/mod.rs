@@ -15,7 +15,7 @@ use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, RowStream, Source};
 use crate::model::{key_text, parse_hash, Item, Op, SourceRow};
 use crate::progress::Progress;
-use crate::state::{DetectedBatch, LedgerEntry, StateError, Store};
+use crate::state::{carried_prior, DetectedBatch, LedgerEntry, StateError, Store};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DetectOptions {
@@ -189,7 +189,7 @@ impl<'a> Chunker<'a> {
         let ledger = if self.skip_lookups {
             HashMap::new()
         } else {
-            self.store.ledger(&self.job.name, &order).await?
+            self.store.ledger_written(&self.job.name, &order).await?
         };
         let mut batch = DetectedBatch {
             watermark,
@@ -200,12 +200,14 @@ impl<'a> Chunker<'a> {
         for text in order {
             // Every key in `order` was inserted into `by_key` just above.
             let (key, row) = by_key.remove(&text).expect("key collected above");
-            let item = Item::upsert_object(key, row.object);
+            let mut item = Item::upsert_object(key, row.object);
+            let found = ledger.get(&text);
             if self.changed(
-                ledger.get(&text),
+                found.map(|(entry, _)| entry),
                 parse_hash(&item.hash),
                 &mut batch.supersedes,
             ) {
+                item.prior = carried_prior(found);
                 batch.items.push(item);
                 batch.keys.push(text);
             }
@@ -269,7 +271,7 @@ impl<'a> Chunker<'a> {
                     self.report.left_out += 1;
                     return false;
                 }
-                if entry.is_some_and(|e| e.synced_version < Some(e.detected_version)) {
+                if entry.is_some_and(LedgerEntry::queued) {
                     *supersedes = Some(true);
                 }
                 if update {

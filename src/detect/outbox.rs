@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{Chunker, DetectError, DetectReport, Detection};
 use crate::model::{hash_hex, key_of, key_text, parse_hash, Item, Op, Record};
-use crate::state::DetectedBatch;
+use crate::state::{carried_prior, DetectedBatch, LedgerEntry};
 
 pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
     let mut chunker = Chunker::new(d);
@@ -40,7 +40,7 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
         }
         // Every batch looks its keys up: an earlier batch of the same run
         // may have recorded them (a later delete must find them present).
-        let ledger = d.store.ledger(&d.job.name, &order).await?;
+        let ledger = d.store.ledger_written(&d.job.name, &order).await?;
         let mut batch = DetectedBatch {
             supersedes: Some(false),
             ..Default::default()
@@ -48,14 +48,18 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
         for text in order {
             // Every key in `order` was inserted into `by_key` just above.
             let (key, op, data) = by_key.remove(&text).expect("key collected above");
-            let entry = ledger.get(&text);
+            let found = ledger.get(&text);
+            let entry = found.map(|(entry, _)| entry);
             let item = match op {
                 Op::Upsert => {
                     let item = Item::upsert(key, &data);
                     if !chunker.changed(entry, parse_hash(&item.hash), &mut batch.supersedes) {
                         continue;
                     }
-                    item
+                    Item {
+                        prior: carried_prior(found),
+                        ..item
+                    }
                 }
                 Op::Delete => {
                     let present = entry.is_some_and(|e| !e.deleted);
@@ -67,7 +71,7 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
                         chunker.report.left_out += 1;
                         continue;
                     }
-                    if entry.is_some_and(|e| e.synced_version < Some(e.detected_version)) {
+                    if entry.is_some_and(LedgerEntry::queued) {
                         batch.supersedes = Some(true);
                     }
                     chunker.report.deletes += 1;

@@ -20,6 +20,27 @@ pub struct LedgerEntry {
     pub deleted: bool,
 }
 
+impl LedgerEntry {
+    /// A change of the key is detected and not yet synced: a task holds it.
+    pub fn queued(&self) -> bool {
+        self.synced_version < Some(self.detected_version)
+    }
+}
+
+/// An entry with what ferry last wrote for its key (the `written` JSON of
+/// [`Synced`]).
+pub type WrittenEntry = (LedgerEntry, Option<String>);
+
+/// What an item of a key may carry of its entry (see [`Item::prior`]):
+/// nothing while another change of the key is queued (that change's settle
+/// rewrites it first) or when the ledger did not know the key.
+pub fn carried_prior(found: Option<&WrittenEntry>) -> Option<Option<String>> {
+    match found {
+        Some((entry, written)) if !entry.queued() => Some(written.clone()),
+        _ => None,
+    }
+}
+
 /// One detection step, committed atomically: the changes become one task,
 /// the ledger learns their hashes, and the watermark advances.
 #[derive(Debug, Default)]
@@ -66,38 +87,19 @@ impl Store {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
-    /// Ledger entries for `keys` (ledger text form); keys never seen are absent.
-    pub async fn ledger(
-        &self,
-        job: &str,
-        keys: &[String],
-    ) -> Result<HashMap<String, LedgerEntry>, StateError> {
-        let rows = self.ledger_rows(job, keys, "NULL").await?;
-        Ok(rows.into_iter().map(|(k, (e, _))| (k, e)).collect())
-    }
-
-    /// Ledger entries for `keys` with what ferry last wrote for each (the
-    /// `written` JSON of [`Synced`]), for sync's conflict check.
+    /// Ledger entries for `keys` (ledger text form) with what ferry last
+    /// wrote for each; keys never seen are absent.
     pub async fn ledger_written(
         &self,
         job: &str,
         keys: &[String],
-    ) -> Result<HashMap<String, (LedgerEntry, Option<String>)>, StateError> {
-        self.ledger_rows(job, keys, "written").await
-    }
-
-    async fn ledger_rows(
-        &self,
-        job: &str,
-        keys: &[String],
-        written: &str,
-    ) -> Result<HashMap<String, (LedgerEntry, Option<String>)>, StateError> {
+    ) -> Result<HashMap<String, WrittenEntry>, StateError> {
         let mut out = HashMap::with_capacity(keys.len());
         if keys.is_empty() {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT key, detected_hash, detected_version, synced_version, deleted, {written} FROM ferry_ledger \
+            "SELECT key, detected_hash, detected_version, synced_version, deleted, written FROM ferry_ledger \
              WHERE job = $1 AND key IN {}",
             self.json_strings(2)
         );

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
-pub use ledger::{DetectedBatch, LedgerEntry, LedgerWalk};
+pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, LedgerWalk, WrittenEntry};
 pub use queue::{ClaimedTask, QueueCounts, Settlement, Synced, TaskInfo, TaskState};
 pub use runs::{RunCounts, RunInfo};
 pub use schedule::{TriggerRequest, TriggerStatus};

@@ -85,9 +85,20 @@ pub(super) async fn sync_task(
     let keys: Vec<String> = task.items.iter().map(|i| key_text(&i.key)).collect();
     // Only a task that a later detection marked can hold superseded items,
     // and they must be known before writing; the others look keys up only
-    // to check for conflicts after the write, and do so while it runs.
+    // to check for conflicts after the write, and do so while it runs, and
+    // only the upserts' keys whose last write detection did not carry.
     let track = shape.track;
-    let read_beside_write = !stale_check && shape.prior_writes;
+    let uncarried: Vec<String> = match !stale_check && shape.prior_writes {
+        true => task
+            .items
+            .iter()
+            .zip(&keys)
+            .filter(|(item, _)| item.op == Op::Upsert && item.prior.is_none())
+            .map(|(_, key)| key.clone())
+            .collect(),
+        false => Vec::new(),
+    };
+    let read_beside_write = !uncarried.is_empty();
     let ledger = if stale_check {
         store.ledger_written(&job.name, &keys).await?
     } else {
@@ -164,7 +175,7 @@ pub(super) async fn sync_task(
         // Should the read fail after the write succeeded, the task fails as
         // a failed settle does: reclaimed after its lease and written again,
         // which keyed upserts make harmless.
-        let (written, ledger) = tokio::join!(write, store.ledger_written(&job.name, &keys));
+        let (written, ledger) = tokio::join!(write, store.ledger_written(&job.name, &uncarried));
         (written, ledger?)
     } else {
         (write.await, ledger)
@@ -179,7 +190,10 @@ pub(super) async fn sync_task(
         let item = &task.items[*i];
         match fate {
             Fate::Written(images) => {
-                let prior = ledger.get(&keys[*i]).and_then(|(_, w)| w.as_deref());
+                let prior = match ledger.get(&keys[*i]) {
+                    Some((_, written)) => written.as_deref(),
+                    None => item.prior.as_ref().and_then(Option::as_deref),
+                };
                 let assessed = images
                     .as_ref()
                     .map(|(fields, images)| conflicts::assess(fields, prior, images))
