@@ -155,17 +155,11 @@ async fn a_field_changed_on_both_sides_is_decided_by_its_owner_and_counted_once(
 
 /// The items of the job's pending tasks, oldest first, as `ferry tasks show` prints them.
 fn pending_items(p: &Pair) -> Vec<serde_json::Value> {
-    let list = p.cfg.ferry(
-        Some(&p.state),
-        &["tasks", "--state", "pending", "--job", "contacts"],
+    let ids = task_ids(
+        &p.cfg,
+        &p.state,
+        &["--state", "pending", "--job", "contacts"],
     );
-    let text = String::from_utf8_lossy(&list.stdout).into_owned();
-    // Newest first, after a header line; the id leads each line.
-    let ids: Vec<&str> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
     let mut items = Vec::new();
     for id in ids.iter().rev() {
         let shown = p.cfg.ferry(Some(&p.state), &["tasks", "show", id]);

@@ -193,13 +193,7 @@ async fn poison_rows_are_isolated_by_bisection() {
         );
         assert_eq!(db.count("SELECT count(*) FROM dst").await, 49_995);
 
-        let list = cfg.ferry(Some(&state_url), &["tasks", "--state", "dead"]);
-        let listing = String::from_utf8_lossy(&list.stdout).to_string();
-        let ids: Vec<String> = listing
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
-            .collect();
+        let ids = task_ids(&cfg, &state_url, &["--state", "dead"]);
         let mut dead_keys = Vec::new();
         for id in &ids {
             let shown: serde_json::Value =

@@ -410,18 +410,25 @@ pub fn run_after_killed(cfg: &ConfigDir, state: &str) -> Output {
         .expect("run")
 }
 
-/// The items of `job`'s oldest dead task, as `ferry tasks show` prints them.
-pub fn dead_items(cfg: &ConfigDir, state: &str, job: &str) -> String {
-    let list = cfg.ferry(Some(state), &["tasks", "--state", "dead", "--job", job]);
-    let text = String::from_utf8_lossy(&list.stdout).into_owned();
-    // Newest first, after a header line; the id leads each line.
-    let Some(id) = text
+/// The ids `ferry tasks` lists for its filters (`--state`, `--job`), newest first.
+pub fn task_ids(cfg: &ConfigDir, state: &str, filters: &[&str]) -> Vec<String> {
+    let args: Vec<&str> = std::iter::once("tasks")
+        .chain(filters.iter().copied())
+        .collect();
+    let list = cfg.ferry(Some(state), &args);
+    // A header line, then a task per line, its id first.
+    String::from_utf8_lossy(&list.stdout)
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .last()
-    else {
-        return format!("no dead task of {job}: {text}");
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// The items of `job`'s oldest dead task, as `ferry tasks show` prints them.
+pub fn dead_items(cfg: &ConfigDir, state: &str, job: &str) -> String {
+    let ids = task_ids(cfg, state, &["--state", "dead", "--job", job]);
+    let Some(id) = ids.last() else {
+        return format!("no dead task of {job}");
     };
     let shown = cfg.ferry(Some(state), &["tasks", "show", id]);
     String::from_utf8_lossy(&shown.stdout).into_owned()
