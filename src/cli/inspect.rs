@@ -1,14 +1,14 @@
 //! Commands that read: check, jobs, status, tasks.
 use chrono::{TimeZone, Utc};
 
-use super::{load_config, open_store, state_url, Cli, ExitCode, TasksAction};
+use super::{load_config, open_store, state_url, Cli, ExitCode, OutputFormat, TasksAction};
 use crate::config::Config;
 use crate::state::TaskState;
 
 pub fn check(cli: &Cli) -> ExitCode {
     match load_config(cli) {
         Ok(config) => {
-            println!(
+            out!(
                 "ok: {} job(s), {} schedule(s) in {}",
                 config.jobs.len(),
                 config.schedules.len(),
@@ -25,38 +25,58 @@ pub fn jobs(cli: &Cli) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    println!(
-        "{:<24} {:<40} {:<8} {:<24} NEXT",
-        "JOB", "SOURCE → TARGET", "DETECT", "SCHEDULE"
-    );
+    let mut listed = Vec::new();
     for job in config.jobs.values() {
-        let flow = format!(
-            "{} → {}",
-            describe_source(&config, &job.name),
-            describe_target(&config, &job.name)
-        );
-        let (schedule, next) = match config.schedules.get(&job.name) {
-            Some(s) => {
-                let next: Vec<String> = s
-                    .upcoming(Utc::now(), 3)
-                    .iter()
+        let schedule = config.schedules.get(&job.name);
+        let next: Vec<chrono::DateTime<chrono_tz::Tz>> =
+            schedule.map_or_else(Vec::new, |s| s.upcoming(Utc::now(), 3));
+        listed.push(serde_json::json!({
+            "job": job.name,
+            "source": describe_source(&config, &job.name),
+            "target": describe_target(&config, &job.name),
+            "strategy": job.detect.name(),
+            "schedule": schedule.map(|s| s.expression.clone()),
+            "timezone": schedule.map(|s| s.timezone.to_string()),
+            "next_fire_times": next.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+            "after": job.after,
+        }));
+        if cli.output == OutputFormat::Json {
+            continue;
+        }
+        if listed.len() == 1 {
+            out!(
+                "{:<24} {:<40} {:<8} {:<24} NEXT",
+                "JOB",
+                "SOURCE → TARGET",
+                "DETECT",
+                "SCHEDULE"
+            );
+        }
+        let (schedule, next) = match schedule {
+            Some(s) => (
+                format!("{} ({})", s.expression, s.timezone),
+                next.iter()
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
-                    .collect();
-                (
-                    format!("{} ({})", s.expression, s.timezone),
-                    next.join(", "),
-                )
-            }
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             None => ("-".to_string(), "on trigger or run --once".to_string()),
         };
-        println!(
+        out!(
             "{:<24} {:<40} {:<8} {:<24} {}",
             job.name,
-            flow,
+            format!(
+                "{} → {}",
+                describe_source(&config, &job.name),
+                describe_target(&config, &job.name)
+            ),
             job.detect.name(),
             schedule,
             next
         );
+    }
+    if cli.output == OutputFormat::Json {
+        print_json(&serde_json::json!({ "jobs": listed }));
     }
     ExitCode::Ok
 }
@@ -82,10 +102,7 @@ fn describe_target(config: &Config, job: &str) -> String {
 }
 
 fn time(ms: Option<i64>) -> String {
-    ms.and_then(|m| Utc.timestamp_millis_opt(m).single())
-        .map_or("-".to_string(), |t| {
-            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-        })
+    ms.map_or("-".to_string(), crate::model::utc_text)
 }
 
 pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
@@ -105,47 +122,128 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    for job in jobs {
-        let result = async {
-            let (last, last_success, conflicts) = store.last_run(&job.name).await?;
-            let id_map = match job.generated_key() {
-                Some(_) => Some(store.id_map_size(&job.name).await?),
-                None => None,
-            };
-            let queue = store.queue_counts(&job.name).await?;
-            let watermark = store.watermark(&job.name).await?;
-            let present = store.live_count(&job.name).await?;
-            let paused = store.is_paused(&job.name).await?;
-            Ok::<_, crate::state::StateError>((
-                (last, conflicts, id_map),
-                last_success,
-                queue,
-                watermark,
-                present,
-                paused,
-            ))
+    let result = async {
+        let daemons = store.live_daemons().await?;
+        let mut statuses = Vec::new();
+        for job in jobs {
+            statuses.push(job_status(&store, job).await?);
         }
-        .await;
-        let ((last, conflicts, id_map), last_success, q, watermark, present, paused) = match result
-        {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("ferry: {e}");
-                return ExitCode::Unavailable;
-            }
-        };
-        println!(
+        Ok::<_, crate::state::StateError>((daemons, statuses))
+    }
+    .await;
+    store.close().await;
+    let (daemons, statuses) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::Unavailable;
+        }
+    };
+    if cli.output == OutputFormat::Json {
+        print_json(&serde_json::json!({
+            "daemons": daemons.iter().map(|d| serde_json::json!({
+                "instance": d.instance, "host": d.host, "pid": d.pid, "version": d.version,
+                "started_at": iso(Some(d.started_at)), "heartbeat_at": iso(Some(d.heartbeat_at)),
+            })).collect::<Vec<_>>(),
+            "jobs": statuses.iter().map(JobStatus::json).collect::<Vec<_>>(),
+        }));
+        return ExitCode::Ok;
+    }
+    if daemons.is_empty() {
+        out!("daemons      none running on this state store (`ferry trigger` needs one)");
+    }
+    for d in &daemons {
+        out!(
+            "daemon       {} pid {} (ferry {}) started {}, last heartbeat {}",
+            d.host,
+            d.pid,
+            d.version,
+            time(Some(d.started_at)),
+            time(Some(d.heartbeat_at))
+        );
+    }
+    for s in &statuses {
+        s.print();
+    }
+    ExitCode::Ok
+}
+
+/// What `ferry status` knows of one job.
+struct JobStatus {
+    job: String,
+    paused: bool,
+    last: Option<crate::state::RunInfo>,
+    last_success: Option<i64>,
+    conflicts: i64,
+    id_map: Option<i64>,
+    queue: crate::state::QueueCounts,
+    watermark: Option<String>,
+    present: i64,
+    discarded: i64,
+}
+
+async fn job_status(
+    store: &crate::state::Store,
+    job: &crate::config::Job,
+) -> Result<JobStatus, crate::state::StateError> {
+    let (last, last_success, conflicts) = store.last_run(&job.name).await?;
+    let id_map = match job.generated_key() {
+        Some(_) => Some(store.id_map_size(&job.name).await?),
+        None => None,
+    };
+    Ok(JobStatus {
+        job: job.name.clone(),
+        paused: store.is_paused(&job.name).await?,
+        last,
+        last_success,
+        conflicts,
+        id_map,
+        queue: store.queue_counts(&job.name).await?,
+        watermark: store.watermark(&job.name).await?,
+        present: store.live_count(&job.name).await?,
+        discarded: store.discarded_count(&job.name).await?,
+    })
+}
+
+impl JobStatus {
+    fn json(&self) -> serde_json::Value {
+        let q = &self.queue;
+        serde_json::json!({
+            "job": self.job,
+            "paused": self.paused,
+            "last_run": self.last.as_ref().map(|r| serde_json::json!({
+                "id": r.id, "trigger": r.trigger, "started_at": iso(Some(r.started_at)),
+                "finished_at": iso(r.finished_at), "outcome": r.outcome,
+                "scanned": r.counts.scanned, "changed": r.counts.changed, "synced": r.counts.synced,
+                "failed": r.counts.failed, "conflicts": r.counts.conflicts, "message": r.error,
+            })),
+            "last_success_at": iso(self.last_success),
+            "watermark": self.watermark,
+            "ledger_objects": self.present,
+            "id_map_size": self.id_map,
+            "conflicts_total": self.conflicts,
+            "discarded_keys": self.discarded,
+            "queue": {
+                "pending": q.pending, "running": q.running, "failed": q.failed, "dead": q.dead,
+                "open_items": q.open_items,
+            },
+        })
+    }
+
+    fn print(&self) {
+        let q = &self.queue;
+        out!(
             "{}{}",
-            job.name,
-            if paused {
+            self.job,
+            if self.paused {
                 " (paused: nothing is sent)"
             } else {
                 ""
             }
         );
-        match last {
+        match &self.last {
             Some(r) => {
-                println!(
+                out!(
                     "  last run     #{} ({}) started {}: {} — scanned {}, changed {}, synced {}, failed {}, conflicts {}",
                     r.id,
                     r.trigger,
@@ -157,32 +255,50 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
                     r.counts.failed,
                     r.counts.conflicts
                 );
-                if let Some(e) = r.error {
-                    println!("  last error   {e}");
+                if let Some(e) = &r.error {
+                    out!("  last error   {e}");
                 }
             }
-            None => println!("  last run     never"),
+            None => out!("  last run     never"),
         }
-        println!("  last success {}", time(last_success));
-        println!("  watermark    {}", watermark.as_deref().unwrap_or("-"));
-        println!("  objects      {present} in the ledger");
-        if let Some(n) = id_map {
-            println!("  id map       {n} source key(s) translated to the target's own keys");
+        out!("  last success {}", time(self.last_success));
+        out!("  watermark    {}", self.watermark.as_deref().unwrap_or("-"));
+        out!("  objects      {} in the ledger", self.present);
+        if let Some(n) = self.id_map {
+            out!("  id map       {n} source key(s) translated to the target's own keys");
         }
-        println!("  conflicts    {conflicts} in all runs (fields both sides changed; the owner rules decided)");
-        println!(
-            "  queue        pending {}, running {}, failed {}, dead {}",
-            q.pending, q.running, q.failed, q.dead
+        out!("  conflicts    {} in all runs (fields both sides changed; the owner rules decided)", self.conflicts);
+        out!(
+            "  queue        pending {}, running {}, failed {}, dead {} ({} item(s) not sent yet)",
+            q.pending, q.running, q.failed, q.dead, q.open_items
         );
         if q.dead > 0 {
-            println!(
+            out!(
                 "  dead tasks   {} (inspect with `ferry tasks --job {} --state dead`)",
-                q.dead, job.name
+                q.dead,
+                self.job
+            );
+        }
+        if self.discarded > 0 {
+            out!(
+                "  out of sync  {} key(s) whose last change was discarded: the target keeps what was last written until the key changes again (a diff job resends them on its next run; `ferry run --once --full {}` repairs now)",
+                self.discarded,
+                self.job
             );
         }
     }
-    store.close().await;
-    ExitCode::Ok
+}
+
+/// A unix-millisecond time as RFC 3339 (UTC), for JSON output; null when absent.
+fn iso(ms: Option<i64>) -> Option<String> {
+    ms.and_then(|m| Utc.timestamp_millis_opt(m).single())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// One JSON document on stdout.
+pub(super) fn print_json(value: &serde_json::Value) {
+    // Serialising a serde_json::Value cannot fail.
+    out!("{}", serde_json::to_string_pretty(value).expect("json value"));
 }
 
 pub async fn tasks(
@@ -213,19 +329,33 @@ pub async fn tasks(
                 eprintln!("ferry: name task ids, or --dead for every dead task");
                 ExitCode::Usage
             } else {
-                done(store.retry_tasks(ids, job.as_deref()).await, |n| {
-                    println!("{n} task(s) queued again")
-                })
+                match store.retry_tasks(ids, job.as_deref()).await {
+                    Ok(retried) => {
+                        out!("{} task(s) queued again", retried.len());
+                        refused(&store, ids, &retried, "retried").await
+                    }
+                    Err(e) => {
+                        eprintln!("ferry: {e}");
+                        ExitCode::Unavailable
+                    }
+                }
             }
         }
         Some(TasksAction::Discard { ids, yes }) => {
             if !yes {
-                eprintln!("ferry: discarding loses the tasks' items; add --yes to confirm");
+                eprintln!("ferry: discarding gives up on the tasks' items; add --yes to confirm");
                 ExitCode::Usage
             } else {
-                done(store.discard_tasks(ids).await, |n| {
-                    println!("{n} task(s) discarded")
-                })
+                match store.discard_tasks(ids).await {
+                    Ok(discarded) => {
+                        out!("{} task(s) discarded; their keys are marked out of sync until their next change (a diff run sends them again)", discarded.len());
+                        refused(&store, ids, &discarded, "discarded").await
+                    }
+                    Err(e) => {
+                        eprintln!("ferry: {e}");
+                        ExitCode::Unavailable
+                    }
+                }
             }
         }
         Some(TasksAction::Show { id }) => match store.task(*id).await {
@@ -241,7 +371,7 @@ pub async fn tasks(
                     "last_error": t.last_error, "items": items,
                 });
                 // A json! value always pretty-prints.
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(&out).expect("json value")
                 );
@@ -257,13 +387,24 @@ pub async fn tasks(
             }
         },
         None => match store.tasks(job, state, limit).await {
+            Ok(list) if cli.output == OutputFormat::Json => {
+                print_json(&serde_json::json!({
+                    "tasks": list.iter().map(|t| serde_json::json!({
+                        "id": t.id, "job": t.job, "run_id": t.run_id, "state": t.state,
+                        "item_count": t.item_count, "attempts": t.attempts,
+                        "created_at": iso(Some(t.created_at)), "run_after": iso(Some(t.run_after)),
+                        "last_error": t.last_error,
+                    })).collect::<Vec<_>>(),
+                }));
+                ExitCode::Ok
+            }
             Ok(list) => {
-                println!(
+                out!(
                     "{:>8} {:<24} {:>6} {:<8} {:>6} {:>8}  {:<23}  ERROR",
                     "ID", "JOB", "RUN", "STATE", "ITEMS", "ATTEMPTS", "CREATED"
                 );
                 for t in list {
-                    println!(
+                    out!(
                         "{:>8} {:<24} {:>6} {:<8} {:>6} {:>8}  {:<23}  {}",
                         t.id,
                         t.job,
@@ -301,12 +442,33 @@ pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {
     };
     let code = done(store.set_paused(job, paused).await, |()| {
         if paused {
-            println!("{job} paused: changes are still detected and queued, nothing is sent");
+            out!("{job} paused: changes are still detected and queued, nothing is sent");
         } else {
-            println!("{job} resumed");
+            out!("{job} resumed");
         }
     });
     store.close().await;
+    code
+}
+
+/// Names each of `asked` that is not in `acted` and why (`verb`: retried,
+/// discarded): exit 1 if any, else 0.
+async fn refused(store: &crate::state::Store, asked: &[i64], acted: &[i64], verb: &str) -> ExitCode {
+    let mut code = ExitCode::Ok;
+    for id in asked.iter().filter(|id| !acted.contains(id)) {
+        code = ExitCode::Failed;
+        let why = match store.task(*id).await {
+            Ok(None) => "there is no such task".to_string(),
+            Ok(Some(t)) => match t.state.as_str() {
+                "done" => "it is done: its items reached the target".to_string(),
+                "pending" => "it is pending: it is queued already".to_string(),
+                "running" => "it is running: a worker holds it (wait for it to end)".to_string(),
+                other => format!("it is {other}"),
+            },
+            Err(e) => format!("cannot read it: {e}"),
+        };
+        eprintln!("ferry: task {id} not {verb}: {why}");
+    }
     code
 }
 

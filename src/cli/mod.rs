@@ -1,5 +1,7 @@
 //! The command line: argument parsing, loading config and state, exit codes,
 //! and what each command prints. Nothing below this module knows about it.
+#[macro_use]
+mod output;
 mod inspect;
 mod run;
 mod test;
@@ -36,8 +38,18 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// What commands print: tables for people, or one JSON document
+    /// (`run --once`, `plan`, `status`, `jobs`, `tasks`, `tasks show`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: OutputFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -60,6 +72,9 @@ pub enum Command {
     },
     /// Dry run: detect changes and print what would be written; writes nothing.
     Plan {
+        /// Preview the deletes a diff would refuse (max_delete_ratio, an empty source).
+        #[arg(long)]
+        allow_mass_delete: bool,
         /// Jobs to plan (all when none).
         jobs: Vec<String>,
     },
@@ -88,6 +103,9 @@ pub enum Command {
         /// Wait for the runs and exit with their outcome.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up waiting after this long (exit 75; the runs go on).
+        #[arg(long, value_parser = humantime::parse_duration, requires = "wait")]
+        timeout: Option<std::time::Duration>,
         jobs: Vec<String>,
     },
     /// Per job: last run and outcome, watermark, queue depth by state.
@@ -153,7 +171,10 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
         Command::Check => inspect::check(&cli),
         Command::Jobs => inspect::jobs(&cli),
         Command::Test { jobs } => test::test(&cli, jobs),
-        Command::Plan { jobs } => run::plan(&cli, jobs).await,
+        Command::Plan {
+            jobs,
+            allow_mass_delete,
+        } => run::plan(&cli, jobs, *allow_mass_delete).await,
         Command::Run {
             once: true,
             full,
@@ -186,7 +207,11 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             }
             run::daemon(&cli, signals, *grace).await
         }
-        Command::Trigger { wait, jobs } => run::trigger(&cli, jobs, *wait).await,
+        Command::Trigger {
+            wait,
+            timeout,
+            jobs,
+        } => run::trigger(&cli, signals, jobs, *wait, *timeout).await,
         Command::Status { job } => inspect::status(&cli, job.as_deref()).await,
         Command::Tasks {
             job,

@@ -2,7 +2,7 @@
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
 
-use super::{load_config, open_store, select_jobs, state_url, Cli, ExitCode};
+use super::{load_config, open_store, select_jobs, state_url, Cli, ExitCode, OutputFormat};
 use crate::config::Config;
 use crate::detect::DetectOptions;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
 use crate::runner::{self, JobRun, RunOptions, Trigger};
-use crate::schedule::{Daemon, Signals};
+use crate::schedule::{Daemon, Received, Signals};
 use crate::state::StateError;
 use crate::state::Store;
 
@@ -23,7 +23,7 @@ pub async fn migrate(cli: &Cli) -> ExitCode {
     let url = state_url(cli, config.as_ref());
     match open_store(&url).await {
         Ok(store) => {
-            println!("state store {} is up to date", crate::redact::url(&url));
+            out!("state store {} is up to date", crate::redact::url(&url));
             store.close().await;
             ExitCode::Ok
         }
@@ -86,14 +86,66 @@ pub async fn once(
         runs.push(run);
     }
     store.close().await;
-    print_summary(&runs);
+    let stopped_by = stop_signal.get().copied();
+    match cli.output {
+        OutputFormat::Json => super::inspect::print_json(&serde_json::json!({
+            "stopped_by": stopped_by.map(signal_name),
+            "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Text => print_summary(&runs, stopped_by),
+    }
     if let Some(g) = &gateway {
         crate::push::push(g, &crate::push::group(&order), &metrics).await;
     }
-    match stop_signal.get() {
+    match stopped_by {
         Some(signal) => signal.exit_code(),
         None => exit_code(&runs),
     }
+}
+
+fn signal_name(signal: Received) -> &'static str {
+    match signal {
+        Received::Interrupt => "SIGINT",
+        Received::Terminate => "SIGTERM",
+        Received::RunAll => "SIGUSR1",
+        Received::Reload => "SIGHUP",
+    }
+}
+
+/// One run as `run --once --output json` and `plan --output json` print it.
+fn run_json(r: &JobRun) -> serde_json::Value {
+    let d = &r.detect;
+    serde_json::json!({
+        "job": r.job,
+        "run_id": r.run_id,
+        "outcome": r.outcome.as_str(),
+        "exit_code": r.exit_code().code(),
+        "seconds": r.elapsed.as_secs_f64(),
+        "scanned": d.scanned,
+        "changed": d.changed(),
+        "inserts": d.inserts,
+        "updates": d.updates,
+        "deletes": d.deletes,
+        "unchanged": d.unchanged,
+        "refused_deletes": r.refused_deletes(),
+        "synced": r.sync.synced,
+        "failed": r.failed(),
+        "skipped": r.sync.skipped,
+        "superseded": r.sync.superseded,
+        "writes": r.sync.writes,
+        "conflicts": r.sync.conflicts,
+        "left_unchanged": r.sync.unchanged,
+        "mirrored": r.sync.mirrored,
+        "left_queued_items": r.left.open_items,
+        "queue": {
+            "pending": r.left.pending, "running": r.left.running,
+            "failed": r.left.failed, "dead": r.left.dead,
+        },
+        "busy_holder": r.busy.as_ref().map(|h| serde_json::json!({
+            "host": h.host, "pid": h.pid, "since": h.since, "expires_at": h.expires_at,
+        })),
+        "message": r.error.as_ref().map(|e| e.to_string()).or_else(|| r.explanation()),
+    })
 }
 
 /// A spinner with the run's counters, when stderr is a terminal; plain
@@ -143,7 +195,13 @@ pub async fn daemon(cli: &Cli, signals: Signals, grace: Duration) -> ExitCode {
 }
 
 /// `ferry trigger JOB...`: ask the daemons on this state store to run jobs now.
-pub async fn trigger(cli: &Cli, names: &[String], wait: bool) -> ExitCode {
+pub async fn trigger(
+    cli: &Cli,
+    signals: Signals,
+    names: &[String],
+    wait: bool,
+    timeout: Option<Duration>,
+) -> ExitCode {
     let config = match load_config(cli) {
         Ok(c) => c,
         Err(code) => return code,
@@ -163,48 +221,90 @@ pub async fn trigger(cli: &Cli, names: &[String], wait: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let code = request_and_wait(&store, names, wait)
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("ferry: {e}");
-            ExitCode::Unavailable
-        });
+    let stop = CancellationToken::new();
+    let stopped_by = signals.drain_on_stop(stop.clone());
+    let waiting = request_and_wait(&store, names, wait, &stop);
+    let code = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, waiting).await {
+            Ok(result) => result,
+            Err(_) => {
+                eprintln!(
+                    "ferry: still waiting after {}; the runs go on in the daemon (ferry status)",
+                    humantime::format_duration(limit)
+                );
+                Ok(ExitCode::Unavailable)
+            }
+        },
+        None => waiting.await,
+    }
+    .unwrap_or_else(|e| {
+        eprintln!("ferry: {e}");
+        ExitCode::Unavailable
+    });
     store.close().await;
-    code
+    match stopped_by.get() {
+        Some(signal) => signal.exit_code(),
+        None => code,
+    }
 }
+
+/// No daemon is running on this state store: nobody would answer a trigger.
+const NO_DAEMON: &str =
+    "no daemon is running on this state store; start `ferry run`, or use `ferry run --once JOB`";
 
 async fn request_and_wait(
     store: &Store,
     names: &[String],
     wait: bool,
+    stop: &CancellationToken,
 ) -> Result<ExitCode, StateError> {
+    if store.live_daemons().await?.is_empty() {
+        eprintln!("ferry: {NO_DAEMON}");
+        return Ok(ExitCode::Unavailable);
+    }
     let mut requests = Vec::new();
     for name in names {
         let id = store.request_trigger(name).await?;
-        println!("requested a run of {name} (request {id})");
+        out!("requested a run of {name} (request {id})");
         requests.push(id);
     }
     let mut codes = Vec::new();
     for id in requests.into_iter().filter(|_| wait) {
         loop {
-            match store.trigger_status(id).await? {
+            let status = store.trigger_status(id).await?;
+            match status {
                 Some(s) if s.state == "done" => {
-                    println!("{}: {}", s.job, s.outcome.as_deref().unwrap_or("done"));
+                    out!("{}: {}", s.job, s.outcome.as_deref().unwrap_or("done"));
+                    if let Some(message) = s.message.filter(|_| s.exit_code != Some(0)) {
+                        eprintln!("ferry: {}: {message}", s.job);
+                    }
                     codes.push(match s.exit_code {
                         Some(0) => ExitCode::Ok,
                         Some(75) => ExitCode::Unavailable,
+                        Some(78) => ExitCode::Config,
                         _ => ExitCode::Failed,
                     });
                     break;
                 }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                // Not picked up yet, and the daemons went away meanwhile.
+                Some(s) if s.state == "pending" && store.live_daemons().await?.is_empty() => {
+                    eprintln!("ferry: {}: {NO_DAEMON}", s.job);
+                    codes.push(ExitCode::Unavailable);
+                    break;
+                }
+                _ => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(ExitCode::worst(codes)),
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
             }
         }
     }
     Ok(ExitCode::worst(codes))
 }
 
-pub async fn plan(cli: &Cli, names: &[String]) -> ExitCode {
+pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitCode {
     let (config, order) = match selected(cli, names) {
         Ok(x) => x,
         Err(code) => return code,
@@ -215,25 +315,48 @@ pub async fn plan(cli: &Cli, names: &[String]) -> ExitCode {
     };
     let detect = DetectOptions {
         dry_run: true,
+        allow_mass_delete,
         ..Default::default()
     };
     let opts = RunOptions::new(Trigger::Manual, detect, CancellationToken::new());
-    println!(
-        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "JOB", "SCANNED", "INSERT", "UPDATE", "DELETE", "UNCHANGED"
-    );
+    let text = cli.output == OutputFormat::Text;
+    if text {
+        out!(
+            "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "JOB",
+            "SCANNED",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "UNCHANGED"
+        );
+    }
     let mut runs = Vec::new();
     for name in &order {
-        let run = runner::run_job(&config.jobs[name], &store, "plan", opts.clone()).await;
+        let mut job_opts = opts.clone();
+        job_opts.progress = Default::default();
+        let run = runner::run_job(&config.jobs[name], &store, "plan", job_opts).await;
         let d = &run.detect;
-        println!(
-            "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            run.job, d.scanned, d.inserts, d.updates, d.deletes, d.unchanged
-        );
+        if text {
+            out!(
+                "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                run.job,
+                d.scanned,
+                d.inserts,
+                d.updates,
+                d.deletes,
+                d.unchanged
+            );
+        }
         report_errors(&run);
         runs.push(run);
     }
     store.close().await;
+    if !text {
+        super::inspect::print_json(&serde_json::json!({
+            "plans": runs.iter().map(run_json).collect::<Vec<_>>(),
+        }));
+    }
     exit_code(&runs)
 }
 
@@ -297,13 +420,13 @@ fn report_errors(run: &JobRun) {
     }
 }
 
-fn print_summary(runs: &[JobRun]) {
+fn print_summary(runs: &[JobRun], stopped_by: Option<Received>) {
     let interactive = std::io::stdout().is_terminal();
     if interactive {
-        println!();
+        out!();
     }
-    println!(
-        "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>9}",
+    out!(
+        "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>9} {:>8}",
         "JOB",
         "OUTCOME",
         "SCANNED",
@@ -313,11 +436,12 @@ fn print_summary(runs: &[JobRun]) {
         "TIME",
         "SUPERSEDED",
         "WRITES",
-        "CONFLICTS"
+        "CONFLICTS",
+        "SKIPPED"
     );
     for r in runs {
-        println!(
-            "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>8.2}s {:>10} {:>8} {:>9}",
+        out!(
+            "{:<24} {:<9} {:>10} {:>10} {:>10} {:>10} {:>8.2}s {:>10} {:>8} {:>9} {:>8}",
             r.job,
             r.outcome.as_str(),
             r.detect.scanned,
@@ -327,17 +451,33 @@ fn print_summary(runs: &[JobRun]) {
             r.elapsed.as_secs_f64(),
             r.sync.superseded,
             r.sync.writes,
-            r.sync.conflicts
+            r.sync.conflicts,
+            r.sync.skipped
+        );
+    }
+    if let Some(signal) = stopped_by {
+        out!(
+            "stopped by {}: tasks in flight finished, nothing was lost; what is left stays queued for the next run",
+            signal_name(signal)
+        );
+    }
+    for line in runs.iter().filter_map(JobRun::explanation) {
+        out!("{line}");
+    }
+    for r in runs.iter().filter(|r| r.sync.skipped > 0) {
+        out!(
+            "{}: {} delete(s) skipped: deletes = \"ignore\" keeps them from the target",
+            r.job, r.sync.skipped
         );
     }
     for r in runs.iter().filter(|r| r.sync.unchanged > 0) {
-        println!(
+        out!(
             "{}: {} item(s) left the target row as it was (nothing to change)",
             r.job, r.sync.unchanged
         );
     }
     for r in runs.iter().filter(|r| r.sync.mirrored > 0) {
-        println!(
+        out!(
             "{}: mirror removed {} target row(s) whose key the source does not have",
             r.job, r.sync.mirrored
         );

@@ -26,17 +26,17 @@ pub fn test(cli: &Cli, names: &[String]) -> ExitCode {
             );
             let differences = differences(t, &got);
             if differences.is_empty() {
-                println!("ok    {}: {}", job.name, t.name);
+                out!("ok    {}: {}", job.name, t.name);
             } else {
                 failed += 1;
-                println!("FAIL  {}: {} ({})", job.name, t.name, t.location);
+                out!("FAIL  {}: {} ({})", job.name, t.name, t.location);
                 for d in differences {
-                    println!("      {d}");
+                    out!("      {d}");
                 }
             }
         }
     }
-    println!("{run} test(s), {failed} failed");
+    out!("{run} test(s), {failed} failed");
     if failed > 0 {
         ExitCode::Failed
     } else {

@@ -24,6 +24,16 @@ pub fn load(
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
             .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            errors.push(file_error(
+                &jobs_dir,
+                format!(
+                    "no jobs/ folder in {} — pass --config DIR or set FERRY_CONFIG",
+                    dir.display()
+                ),
+            ));
+            Vec::new()
+        }
         Err(e) => {
             errors.push(file_error(
                 &jobs_dir,
@@ -217,6 +227,9 @@ fn check_after_cycles(jobs: &BTreeMap<String, Job>, errors: &mut Vec<Diagnostic>
     }
 }
 
+/// A schedule with no fire time this far ahead (`0 0 31 2 *`) is an error.
+const NEVER_FIRES_HORIZON_YEARS: i32 = 5;
+
 fn schedules_file(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -308,32 +321,43 @@ fn schedules_file(
             continue;
         }
         let raw = spec.get_ref();
+        // Every error of the schedule is reported, not only the first.
         let tz = match &raw.timezone {
-            Some(t) => match t.parse::<chrono_tz::Tz>() {
-                Ok(tz) => tz,
-                Err(_) => {
-                    ctx.src.error(spec.span(), format!("schedule `{job}`: unknown time zone `{t}`; use an IANA name like \"Europe/Prague\""));
-                    continue;
-                }
-            },
-            None => engine.timezone,
+            Some(t) => t.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!("schedule `{job}`: unknown time zone `{t}`; use an IANA name like \"Europe/Prague\"")
+            }),
+            None => Ok(engine.timezone),
         };
         let missed = match raw.missed.as_deref() {
-            None | Some("run_once") => Missed::RunOnce,
-            Some("skip") => Missed::Skip,
-            Some(m) => {
-                ctx.src.error(
-                    spec.span(),
-                    format!("schedule `{job}`: `missed` is `{m}`; expected `skip` or `run_once`"),
-                );
-                continue;
-            }
+            None | Some("run_once") => Ok(Missed::RunOnce),
+            Some("skip") => Ok(Missed::Skip),
+            Some(m) => Err(format!(
+                "schedule `{job}`: `missed` is `{m}`; expected `skip` or `run_once`"
+            )),
         };
-        match Schedule::parse(&raw.cron, tz, missed) {
-            Ok(s) => {
-                schedules.insert(job.clone(), s);
-            }
-            Err(m) => ctx.src.error(spec.span(), format!("schedule `{job}`: {m}")),
+        let parsed = Schedule::parse(
+            &raw.cron,
+            *tz.as_ref().unwrap_or(&chrono_tz::UTC),
+            *missed.as_ref().unwrap_or(&Missed::RunOnce),
+        )
+        .map_err(|m| format!("schedule `{job}`: {m}"))
+        .and_then(|s| match s.fires_within(chrono::Utc::now(), NEVER_FIRES_HORIZON_YEARS) {
+            true => Ok(s),
+            false => Err(format!(
+                "schedule `{job}`: `{}` never fires in the next {NEVER_FIRES_HORIZON_YEARS} years (is the day of the month one that month has?)",
+                raw.cron
+            )),
+        });
+        let mut failed = false;
+        for message in [tz.err(), missed.err(), parsed.as_ref().err().cloned()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.src.error(spec.span(), message);
+            failed = true;
+        }
+        if let (Ok(s), false) = (parsed, failed) {
+            schedules.insert(job.clone(), s);
         }
     }
     errors.extend(ctx.src.errors);

@@ -53,6 +53,13 @@ impl Schedule {
             .ok()
     }
 
+    /// Whether the schedule fires at least once within `years` after `after`.
+    pub fn fires_within(&self, after: DateTime<Utc>, years: i32) -> bool {
+        let horizon = after + chrono::Duration::days(365 * i64::from(years) + 2);
+        self.next_after(after)
+            .is_some_and(|t| t.with_timezone(&Utc) <= horizon)
+    }
+
     /// The next `n` fire times after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
         let mut out = Vec::with_capacity(n);
@@ -108,6 +115,15 @@ mod tests {
                 .to_string(),
             "07"
         );
+    }
+
+    #[test]
+    fn a_day_no_month_has_never_fires() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
+        let never = Schedule::parse("0 0 31 2 *", chrono_tz::UTC, Missed::Skip).unwrap();
+        assert!(!never.fires_within(now, 5));
+        let leap = Schedule::parse("0 0 29 2 *", chrono_tz::UTC, Missed::Skip).unwrap();
+        assert!(leap.fires_within(now, 5));
     }
 
     #[test]

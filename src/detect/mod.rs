@@ -43,11 +43,14 @@ pub struct DetectReport {
     /// recorded (a diff sees them again next run).
     pub left_out: u64,
     pub tasks: u64,
+    /// Changes a failed detection committed to the queue before it failed,
+    /// known only as a total (its report was lost with the error).
+    pub unclassified: u64,
 }
 
 impl DetectReport {
     pub fn changed(&self) -> u64 {
-        self.inserts + self.updates + self.deletes
+        self.inserts + self.updates + self.deletes + self.unclassified
     }
 }
 

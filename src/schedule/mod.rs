@@ -22,7 +22,7 @@ use crate::config::{self, Config};
 use crate::detect::DetectOptions;
 use crate::exit::ExitCode;
 use crate::runner::{self, JobRun, RunOptions, Trigger};
-use crate::state::Store;
+use crate::state::{daemon_heartbeat, Store};
 
 pub struct Daemon {
     config: RwLock<Arc<Config>>,
@@ -113,6 +113,7 @@ impl Daemon {
         };
         self.init_handled_until().await;
         self.init_job_metrics().await;
+        let heartbeat = self.clone().spawn_heartbeat();
 
         let mut runs: JoinSet<Finished> = JoinSet::new();
         let mut run_all_at: Option<tokio::time::Instant> = None;
@@ -162,8 +163,28 @@ impl Daemon {
             _ = signals.next() => tracing::warn!("second signal: stopping at once"),
         }
         let _ = server.await;
+        heartbeat.abort();
+        if let Err(e) = self.store.daemon_stopped(&self.owner).await {
+            tracing::warn!("could not remove this daemon's heartbeat (it ages out): {e}");
+        }
         self.store.close().await;
         stopped_by.exit_code()
+    }
+
+    /// Writes this daemon's heartbeat into the state store every
+    /// [`daemon_heartbeat`] period, so that `ferry trigger` knows someone
+    /// will answer and `ferry status` lists the daemon.
+    fn spawn_heartbeat(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let started_at = crate::model::now_millis();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(daemon_heartbeat());
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.store.daemon_heartbeat(&self.owner, started_at).await {
+                    tracing::warn!("could not write this daemon's heartbeat: {e}");
+                }
+            }
+        })
     }
 
     /// A run asked for by a signal or a trigger request: now, or right after

@@ -7,6 +7,10 @@ use sqlx::{Any, Row, Transaction};
 use super::{args, json_param, placeholders, Backend, Bind, Kind, StateError, Store};
 use crate::model::{now_millis, Item};
 
+/// The content hash a discarded key that was never written gets: no object
+/// hashes to it (xxh3 would, once in 2^64), so the next diff sees a change.
+const NEVER_WRITTEN_HASH: i64 = 0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
     Pending,
@@ -89,6 +93,8 @@ pub struct QueueCounts {
     pub dead: i64,
     pub done: i64,
     pub oldest_pending_ms: Option<i64>,
+    /// Items in the open tasks (pending, running, awaiting retry): not sent yet.
+    pub open_items: i64,
 }
 
 impl QueueCounts {
@@ -338,14 +344,14 @@ impl Store {
         // scans every key of the job for each statement.
         let update = format!(
             "WITH x AS MATERIALIZED {rows} \
-             UPDATE ferry_ledger SET synced_hash = x.hash, synced_version = x.version, written = x.written FROM x \
+             UPDATE ferry_ledger SET synced_hash = x.hash, synced_version = x.version, written = x.written, discarded = 0 FROM x \
              WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key \
              AND (ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < x.version)"
         );
         let upsert = format!(
             "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written) \
              SELECT $1, key, hash, version, hash, version, written FROM {rows} AS x WHERE true \
-             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written \
+             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written, discarded = 0 \
              WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version"
         );
         let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
@@ -430,7 +436,7 @@ impl Store {
         let mut a = args();
         a.push(job.to_string());
         let rows = sqlx::query_with(
-            "SELECT state, count(*), min(created_at) FROM ferry_tasks WHERE job = $1 GROUP BY state",
+            "SELECT state, count(*), min(created_at), CAST(COALESCE(sum(item_count), 0) AS BIGINT) FROM ferry_tasks WHERE job = $1 GROUP BY state",
             a,
         )
         .fetch_all(&self.pool)
@@ -439,7 +445,14 @@ impl Store {
         let mut c = QueueCounts::default();
         for r in rows {
             let n: i64 = r.get(1);
-            match TaskState::parse(&r.get::<String, _>(0)) {
+            let state = TaskState::parse(&r.get::<String, _>(0));
+            if matches!(
+                state,
+                Some(TaskState::Pending | TaskState::Running | TaskState::Failed)
+            ) {
+                c.open_items += r.get::<i64, _>(3);
+            }
+            match state {
                 Some(TaskState::Pending) => {
                     c.pending = n;
                     c.oldest_pending_ms = r.get(2);
@@ -505,7 +518,12 @@ impl Store {
 
     /// Puts failed or dead tasks back in the queue, due now, with their
     /// attempts reset. `ids` empty: every dead task (of `job`, if given).
-    pub async fn retry_tasks(&self, ids: &[i64], job: Option<&str>) -> Result<u64, StateError> {
+    /// Returns the ids queued again.
+    pub async fn retry_tasks(
+        &self,
+        ids: &[i64],
+        job: Option<&str>,
+    ) -> Result<Vec<i64>, StateError> {
         let mut a = args();
         a.push(now_millis());
         let filter = if ids.is_empty() {
@@ -525,25 +543,30 @@ impl Store {
                 placeholders(2, ids.len())
             )
         };
-        let sql = format!("UPDATE ferry_tasks SET state = 'pending', attempts = 0, run_after = $1, last_error = NULL, stale_check = 1 WHERE {filter}");
-        let r = sqlx::query_with(&sql, a)
-            .execute(&self.pool)
+        let sql = format!("UPDATE ferry_tasks SET state = 'pending', attempts = 0, run_after = $1, last_error = NULL, stale_check = 1 WHERE {filter} RETURNING id");
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(r.rows_affected())
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Deletes tasks that are not running, items and all.
-    pub async fn discard_tasks(&self, ids: &[i64]) -> Result<u64, StateError> {
+    /// Deletes tasks that are not running, items and all, and returns their
+    /// ids. Discarding gives up on those attempts, not on the objects: the
+    /// ledger entry of each discarded item whose change is still the key's
+    /// latest goes back to what was last written to the target (a key never
+    /// written gets a hash no object has), so a diff finds it changed again,
+    /// and is flagged `discarded` until a later change of the key is synced.
+    pub async fn discard_tasks(&self, ids: &[i64]) -> Result<Vec<i64>, StateError> {
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut a = args();
         for id in ids {
             a.push(*id);
         }
         let sql = format!(
-            "DELETE FROM ferry_tasks WHERE state <> 'running' AND id IN ({}) RETURNING id",
+            "DELETE FROM ferry_tasks WHERE state <> 'running' AND id IN ({}) RETURNING id, job",
             placeholders(1, ids.len())
         );
         let mut tx = self.write_tx().await?;
@@ -551,10 +574,68 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let gone: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let gone: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        for (id, job) in &gone {
+            self.reset_discarded(&mut tx, *id, job).await?;
+        }
+        let gone: Vec<i64> = gone.into_iter().map(|(id, _)| id).collect();
         self.drop_items(&mut tx, &gone).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(gone.len() as u64)
+        Ok(gone)
+    }
+
+    /// The ledger side of discarding task `id` (see [`Store::discard_tasks`]).
+    async fn reset_discarded(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        id: i64,
+        job: &str,
+    ) -> Result<(), StateError> {
+        let mut a = args();
+        a.push(id);
+        let items: Option<String> =
+            sqlx::query_scalar_with("SELECT items FROM ferry_task_items WHERE task_id = $1", a)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        let Some(items) = items else { return Ok(()) };
+        let items: Vec<Item> = serde_json::from_str(&items).map_err(|e| StateError::Corrupt {
+            url: self.url.clone(),
+            detail: format!("items of task {id}: {e}"),
+        })?;
+        let keys: Vec<(String, i64)> = items
+            .iter()
+            .map(|i| (crate::model::key_text(&i.key), i.version))
+            .collect();
+        let sql = format!(
+            "WITH x AS MATERIALIZED {rows} \
+             UPDATE ferry_ledger SET detected_hash = COALESCE(synced_hash, {NEVER_WRITTEN_HASH}), \
+             synced_version = COALESCE(synced_version, detected_version), \
+             detected_version = COALESCE(synced_version, detected_version), deleted = 0, discarded = 1 FROM x \
+             WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key AND ferry_ledger.detected_version = x.version",
+            rows = self.json_rows(2, &[("key", Kind::Text), ("version", Kind::Int)])
+        );
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(json_param(&keys));
+        sqlx::query_with(&sql, a)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Keys of `job` whose last change was discarded and not synced since.
+    pub async fn discarded_count(&self, job: &str) -> Result<i64, StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        sqlx::query_scalar_with(
+            "SELECT count(*) FROM ferry_ledger WHERE job = $1 AND discarded = 1",
+            a,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))
     }
 
     /// Forgets finished tasks older than `age` (their items were already

@@ -19,6 +19,9 @@ pub struct TriggerStatus {
     pub state: String,
     pub outcome: Option<String>,
     pub exit_code: Option<i64>,
+    /// What the run said when it was not a success (its error, or why it
+    /// was paused, busy or stopped).
+    pub message: Option<String>,
 }
 
 impl Store {
@@ -146,7 +149,8 @@ impl Store {
         let mut a = args();
         a.push(id);
         let row = sqlx::query_with(
-            "SELECT job, state, outcome, exit_code FROM ferry_triggers WHERE id = $1",
+            "SELECT t.job, t.state, t.outcome, t.exit_code, r.error FROM ferry_triggers AS t \
+             LEFT JOIN ferry_runs AS r ON r.id = t.run_id WHERE t.id = $1",
             a,
         )
         .fetch_optional(&self.pool)
@@ -157,6 +161,7 @@ impl Store {
             state: r.get(1),
             outcome: r.get(2),
             exit_code: r.get(3),
+            message: r.get(4),
         }))
     }
 }

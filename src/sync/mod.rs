@@ -55,6 +55,8 @@ pub struct SyncReport {
     pub conflicts: u64,
     /// Written items that left the target row as it was.
     pub unchanged: u64,
+    /// Deletes that `deletes = "ignore"` kept from the target.
+    pub skipped: u64,
 }
 
 #[derive(Default)]
@@ -66,6 +68,7 @@ struct Shared {
     writes: AtomicU64,
     conflicts: AtomicU64,
     unchanged: AtomicU64,
+    skipped: AtomicU64,
     stop: AtomicBool,
     first_error: Mutex<Option<ConnectorError>>,
     progress: Arc<Progress>,
@@ -187,6 +190,7 @@ pub async fn drain(
         mirrored: 0,
         conflicts: shared.conflicts.load(Ordering::Relaxed),
         unchanged: shared.unchanged.load(Ordering::Relaxed),
+        skipped: shared.skipped.load(Ordering::Relaxed),
     })
 }
 

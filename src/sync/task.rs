@@ -303,10 +303,18 @@ pub(super) async fn sync_task(
     }
 
     let dead = settlement.dead.len() as u64;
-    shared
-        .synced
-        .fetch_add(settlement.synced.len() as u64, Ordering::Relaxed);
-    shared.progress.synced(settlement.synced.len() as u64);
+    // `deletes = "ignore"`: the target was not touched; the ledger still
+    // records the delete as handled, but the item was skipped, not synced.
+    let ignored_deletes = if job.rules.deletes == crate::config::Deletes::Ignore {
+        std::mem::take(&mut written_by_op[1])
+    } else {
+        0
+    };
+    let synced = settlement.synced.len() as u64 - ignored_deletes;
+    shared.synced.fetch_add(synced, Ordering::Relaxed);
+    shared.skipped.fetch_add(ignored_deletes, Ordering::Relaxed);
+    shared.progress.synced(synced);
+    crate::metrics::items_skipped(&job.name, ignored_deletes, unchanged);
     shared.superseded.fetch_add(superseded, Ordering::Relaxed);
     shared.conflicts.fetch_add(conflicts, Ordering::Relaxed);
     shared.unchanged.fetch_add(unchanged, Ordering::Relaxed);
