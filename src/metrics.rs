@@ -248,7 +248,10 @@ pub fn items_failed(job: &str, retry: u64, reject: u64, dead: u64) {
 /// and written items that left the target row as it was (those also count
 /// as synced: the target holds them).
 pub fn items_skipped(job: &str, ignored_deletes: u64, unchanged: u64) {
-    for (reason, n) in [("ignored_delete", ignored_deletes), ("unchanged", unchanged)] {
+    for (reason, n) in [
+        ("ignored_delete", ignored_deletes),
+        ("unchanged", unchanged),
+    ] {
         counter!("ferry_items_skipped_total", "sync_job" => job.to_string(), "reason" => reason)
             .increment(n);
     }

@@ -367,10 +367,10 @@ pub fn now_millis() -> i64 {
 /// A unix-millisecond time as `2026-12-05 07:08:27 UTC`, for people.
 pub fn utc_text(ms: i64) -> String {
     use chrono::TimeZone;
-    chrono::Utc
-        .timestamp_millis_opt(ms)
-        .single()
-        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    chrono::Utc.timestamp_millis_opt(ms).single().map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 /// The inverse of [`hash_hex`]; an unreadable hash reads as 0, which matches nothing.

@@ -262,15 +262,25 @@ impl JobStatus {
             None => out!("  last run     never"),
         }
         out!("  last success {}", time(self.last_success));
-        out!("  watermark    {}", self.watermark.as_deref().unwrap_or("-"));
+        out!(
+            "  watermark    {}",
+            self.watermark.as_deref().unwrap_or("-")
+        );
         out!("  objects      {} in the ledger", self.present);
         if let Some(n) = self.id_map {
             out!("  id map       {n} source key(s) translated to the target's own keys");
         }
-        out!("  conflicts    {} in all runs (fields both sides changed; the owner rules decided)", self.conflicts);
+        out!(
+            "  conflicts    {} in all runs (fields both sides changed; the owner rules decided)",
+            self.conflicts
+        );
         out!(
             "  queue        pending {}, running {}, failed {}, dead {} ({} item(s) not sent yet)",
-            q.pending, q.running, q.failed, q.dead, q.open_items
+            q.pending,
+            q.running,
+            q.failed,
+            q.dead,
+            q.open_items
         );
         if q.dead > 0 {
             out!(
@@ -298,7 +308,10 @@ fn iso(ms: Option<i64>) -> Option<String> {
 /// One JSON document on stdout.
 pub(super) fn print_json(value: &serde_json::Value) {
     // Serialising a serde_json::Value cannot fail.
-    out!("{}", serde_json::to_string_pretty(value).expect("json value"));
+    out!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("json value")
+    );
 }
 
 pub async fn tasks(
@@ -401,7 +414,13 @@ pub async fn tasks(
             Ok(list) => {
                 out!(
                     "{:>8} {:<24} {:>6} {:<8} {:>6} {:>8}  {:<23}  ERROR",
-                    "ID", "JOB", "RUN", "STATE", "ITEMS", "ATTEMPTS", "CREATED"
+                    "ID",
+                    "JOB",
+                    "RUN",
+                    "STATE",
+                    "ITEMS",
+                    "ATTEMPTS",
+                    "CREATED"
                 );
                 for t in list {
                     out!(
@@ -453,7 +472,12 @@ pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {
 
 /// Names each of `asked` that is not in `acted` and why (`verb`: retried,
 /// discarded): exit 1 if any, else 0.
-async fn refused(store: &crate::state::Store, asked: &[i64], acted: &[i64], verb: &str) -> ExitCode {
+async fn refused(
+    store: &crate::state::Store,
+    asked: &[i64],
+    acted: &[i64],
+    verb: &str,
+) -> ExitCode {
     let mut code = ExitCode::Ok;
     for id in asked.iter().filter(|id| !acted.contains(id)) {
         code = ExitCode::Failed;

@@ -467,19 +467,22 @@ fn print_summary(runs: &[JobRun], stopped_by: Option<Received>) {
     for r in runs.iter().filter(|r| r.sync.skipped > 0) {
         out!(
             "{}: {} delete(s) skipped: deletes = \"ignore\" keeps them from the target",
-            r.job, r.sync.skipped
+            r.job,
+            r.sync.skipped
         );
     }
     for r in runs.iter().filter(|r| r.sync.unchanged > 0) {
         out!(
             "{}: {} item(s) left the target row as it was (nothing to change)",
-            r.job, r.sync.unchanged
+            r.job,
+            r.sync.unchanged
         );
     }
     for r in runs.iter().filter(|r| r.sync.mirrored > 0) {
         out!(
             "{}: mirror removed {} target row(s) whose key the source does not have",
-            r.job, r.sync.mirrored
+            r.job,
+            r.sync.mirrored
         );
     }
 }

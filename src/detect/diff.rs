@@ -33,7 +33,10 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
         chunker.report.left_out += deletes.count();
         return Ok(chunker.report);
     }
-    if deletes.count() > 0 && !d.opts.allow_mass_delete {
+    // Deletes the rules ignore remove nothing from the target: no guard.
+    let deletes_remove = d.job.rules.deletes != crate::config::Deletes::Ignore
+        || d.job.target.mode == crate::config::Mode::Mirror;
+    if deletes.count() > 0 && deletes_remove && !d.opts.allow_mass_delete {
         if chunker.report.scanned == 0 {
             return Err(DetectError::EmptySource { present });
         }
