@@ -20,13 +20,16 @@ impl ExitCode {
         self as i32
     }
 
-    /// How bad an outcome is, to pick the exit code of several runs:
-    /// unreachable beats failed beats ok.
+    /// How bad an outcome is, to pick the exit code of several runs: a
+    /// configuration someone must fix beats unreachable (retry later) beats
+    /// failed beats ok.
     fn severity(self) -> u8 {
         match self {
             ExitCode::Ok => 0,
             ExitCode::Failed => 1,
-            _ => 2,
+            ExitCode::Unavailable => 2,
+            ExitCode::Usage | ExitCode::Config => 3,
+            ExitCode::Interrupted | ExitCode::Terminated => 4,
         }
     }
 

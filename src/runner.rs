@@ -94,6 +94,18 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// A system refused our credentials or has no such database: only a
+    /// change of configuration helps (exit 78).
+    pub fn is_refused(&self) -> bool {
+        match self {
+            RunError::Detect(DetectError::Source(e)) | RunError::Target(e) => e.is_refused(),
+            RunError::Detect(DetectError::State(e)) | RunError::State(e) => e.is_refused(),
+            RunError::Mirror(sync::MirrorError::Target(e)) => e.is_refused(),
+            RunError::Mirror(sync::MirrorError::State(e)) => e.is_refused(),
+            _ => false,
+        }
+    }
+
     /// A system could not be reached: nothing was lost, retry later.
     pub fn is_unreachable(&self) -> bool {
         match self {
@@ -159,7 +171,10 @@ impl JobRun {
     /// found the job paused, else 0. (A stopped run's exit code is the
     /// signal's, chosen by the command.)
     pub fn exit_code(&self) -> ExitCode {
-        if self.error.as_ref().is_some_and(|e| e.is_unreachable()) || self.outcome == Outcome::Busy
+        if self.error.as_ref().is_some_and(RunError::is_refused) {
+            ExitCode::Config
+        } else if self.error.as_ref().is_some_and(|e| e.is_unreachable())
+            || self.outcome == Outcome::Busy
         {
             ExitCode::Unavailable
         } else if self.outcome == Outcome::Success {
@@ -297,7 +312,15 @@ async fn run_leased(
         .await?;
     run.run_id = Some(run_id);
     tracing::Span::current().record("run_id", run_id);
-    let result = detect_and_sync(job, store, owner, run_id, opts, run).await;
+    let mut result = detect_and_sync(job, store, owner, run_id, opts, run).await;
+    // The holder of the lease has often finished detecting by the time this
+    // run has helped drain its queue: then this run detects after all.
+    if result.is_ok() && run.detect_skipped() && !opts.shutdown.is_cancelled() {
+        let drained = std::mem::take(&mut run.sync);
+        run.busy = None;
+        result = detect_and_sync(job, store, owner, run_id, opts, run).await;
+        run.sync.absorb(drained);
+    }
     if result.is_err() {
         run.count_progress(&opts.progress);
     }
@@ -348,6 +371,9 @@ async fn detect_exclusively(
 ) -> Result<Leased<DetectReport>, RunError> {
     let report = with_job_lease(job, store, owner, async {
         crate::fault::point("detecting");
+        probe(&job.source.url, "source", job.source.connect_timeout)
+            .await
+            .map_err(DetectError::Source)?;
         let source = connectors::source(job).map_err(DetectError::Source)?;
         let report = detect::detect(Detection {
             job,
@@ -412,6 +438,17 @@ async fn with_job_lease<T>(
     result.map(Leased::Done)
 }
 
+/// Fails fast, naming host and port, when nothing answers at `url`.
+async fn probe(url: &Option<String>, role: &str, timeout: Duration) -> Result<(), ConnectorError> {
+    let Some(url) = url else { return Ok(()) };
+    crate::reach::probe(url, role, timeout)
+        .await
+        .map_err(|detail| ConnectorError::Unreachable {
+            system: format!("{role} {}", crate::redact::url(url)),
+            detail,
+        })
+}
+
 async fn detect_and_sync(
     job: &Job,
     store: &Store,
@@ -439,6 +476,9 @@ async fn detect_and_sync(
         if !crate::fault::pipelined() {
             detected.cancelled().await;
         }
+        probe(&job.target.url, "target", job.target.connect_timeout)
+            .await
+            .map_err(RunError::Target)?;
         let target: Arc<dyn connectors::Target> =
             Arc::from(connectors::target(job).map_err(RunError::Target)?);
         let report = sync::drain(
@@ -462,7 +502,7 @@ async fn detect_and_sync(
         Leased::Held(holder) => run.busy = Some(holder),
     }
     synced?;
-    if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.is_unreachable()) {
+    if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.stops_run()) {
         return Err(RunError::Target(first.clone()));
     }
     // A mirror removes what the source never had, once everything it did

@@ -183,3 +183,81 @@ fn the_examples_pass_check() {
         );
     }
 }
+
+#[test]
+fn every_structural_error_of_every_file_is_reported_in_one_run() {
+    let cfg = ConfigDir::new();
+    // Two unknown keys and a wrong type in one file, an unknown table in another.
+    cfg.job(
+        "first",
+        "[source]\ntype = \"file\"\npath = \"a.csv\"\ncolour = \"red\"\nkey = [\"id\"]\n[batch]\nsize = \"big\"\nsped = 3\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n",
+    );
+    cfg.job(
+        "second",
+        "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[targte]\ntype = \"sqlite\"\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n",
+    );
+    let (code, err) = check(&cfg);
+    assert_eq!(code, 78, "{err}");
+    for (file, at, message) in [
+        ("first.toml", "4:1", "unknown field `colour`"),
+        ("first.toml", "7:8", "invalid type"),
+        ("first.toml", "8:1", "unknown field `sped`"),
+        ("second.toml", "5:2", "unknown field `targte`"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("{file}:{at}: ")) && l.contains(message)),
+            "`{file}:{at}: {message}` missing:\n{err}"
+        );
+    }
+    assert!(err.contains("4 configuration error(s)"), "{err}");
+}
+
+#[test]
+fn a_schedule_that_never_fires_and_every_error_of_a_schedule_are_reported() {
+    let cfg = ConfigDir::new();
+    cfg.job("a", "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n");
+    cfg.job("b", "[source]\ntype = \"file\"\npath = \"b.csv\"\nkey = [\"id\"]\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n[rules]\nowner = \"source\"\n");
+    cfg.schedules(
+        "[schedules]\na = \"0 0 31 2 *\"\nb = { cron = \"0 0 99 * *\", timezone = \"Mars/Olympus\", missed = \"sometimes\" }\n",
+    );
+    let (code, err) = check(&cfg);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("schedules.toml:2:5: ")
+            && l.contains("`0 0 31 2 *` never fires in the next 5 years")),
+        "{err}"
+    );
+    for message in [
+        "unknown time zone `Mars/Olympus`",
+        "`missed` is `sometimes`",
+        "invalid cron expression `0 0 99 * *`",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("schedules.toml:3:5: ") && l.contains(message)),
+            "`{message}` missing:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_folder_without_jobs_says_how_to_point_at_one() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--config")
+        .arg(empty.path())
+        .arg("check")
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .expect("run ferry");
+    assert_eq!(code(&out), 78);
+    assert!(
+        stderr(&out).contains(&format!(
+            "no jobs/ folder in {} — pass --config DIR or set FERRY_CONFIG",
+            empty.path().display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -183,7 +183,7 @@ async fn a_change_carries_the_last_write_only_while_no_other_change_of_its_key_i
     );
     p.db.exec("UPDATE people SET email = 'first@x', updated_at = clock_timestamp() WHERE id = 1")
         .await;
-    p.cfg.run_once_ok(&p.state);
+    detect_while_paused(&p);
     let items = pending_items(&p);
     assert_eq!(items.len(), 1, "{items:?}");
     let carried = items[0]["prior"].as_str().unwrap_or_default().to_string();
@@ -194,7 +194,7 @@ async fn a_change_carries_the_last_write_only_while_no_other_change_of_its_key_i
 
     p.db.exec("UPDATE people SET email = 'second@x', updated_at = clock_timestamp() WHERE id = 1")
         .await;
-    p.cfg.run_once_ok(&p.state);
+    detect_while_paused(&p);
     let items = pending_items(&p);
     assert_eq!(items.len(), 2, "{items:?}");
     assert_eq!(
@@ -397,4 +397,12 @@ async fn a_chain_through_a_table_carries_every_row() {
             .await,
         ["1|one", "2|two"]
     );
+}
+
+/// `run --once` of the paused job: it detects and queues, sends nothing,
+/// and exits 1 (a paused job is not in sync).
+fn detect_while_paused(p: &Pair) {
+    let out = p.cfg.ferry(Some(&p.state), &["run", "--once"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("paused"));
 }

@@ -133,7 +133,10 @@ async fn target_down_mid_run_then_everything_arrives() {
         })
         .await
     );
-    db.exec(&format!("ALTER ROLE {role} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';")).await;
+    // An outage, not a refusal: the role may log in, but no connection is
+    // free for it (53300), and its sessions are killed (57P01). A role
+    // that may not log in at all (28000) is a configuration refusal: exit 78.
+    db.exec(&format!("ALTER ROLE {role} CONNECTION LIMIT 0; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';")).await;
     let out = child.wait_with_output().expect("wait");
     let down_exit = code(&out);
     let partial = db.count("SELECT count(*) FROM dst").await;
@@ -143,14 +146,15 @@ async fn target_down_mid_run_then_everything_arrives() {
     assert_eq!(
         code(&out),
         75,
-        "refused logins and killed sessions are an unreachable target"
+        "no free connection and killed sessions are an unreachable target"
     );
     assert!(
         pending > 0 && partial < 100_000,
         "pending tasks {pending}, rows {partial}"
     );
 
-    db.exec(&format!("ALTER ROLE {role} LOGIN")).await;
+    db.exec(&format!("ALTER ROLE {role} CONNECTION LIMIT -1"))
+        .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let out = cfg.ferry(Some(&db.url), &["run", "--once"]);
     assert_eq!(

@@ -30,8 +30,8 @@ async fn a_paused_job_queues_changes_and_sends_them_on_resume() {
         let out = cfg.ferry(Some(&state), &["run", "--once"]);
         assert_eq!(
             (code(&out), changed(&out, "sync"), synced(&out, "sync")),
-            (0, 500, 0),
-            "{state_kind:?}"
+            (1, 500, 0),
+            "{state_kind:?}: a paused job is not in sync"
         );
         assert_eq!(db.count("SELECT count(*) FROM dst").await, 0);
         let status = String::from_utf8_lossy(&cfg.ferry(Some(&state), &["status", "sync"]).stdout)

@@ -118,7 +118,7 @@ pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
         Ok(j) => j,
         Err(code) => return code,
     };
-    let store = match open_store(&state_url(cli, Some(&config))).await {
+    let store = match open_store(&state_url(cli, Some(&config)), Some(&config)).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -332,7 +332,7 @@ pub async fn tasks(
         Some((_, parsed)) => parsed,
         None => None,
     };
-    let store = match open_store(&state_url(cli, config.as_ref())).await {
+    let store = match open_store(&state_url(cli, config.as_ref()), config.as_ref()).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -455,7 +455,7 @@ pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {
     if let Err(code) = super::select_jobs(&config, &[job.to_string()]) {
         return code;
     }
-    let store = match open_store(&state_url(cli, Some(&config))).await {
+    let store = match open_store(&state_url(cli, Some(&config)), Some(&config)).await {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -266,16 +266,30 @@ fn state_url(cli: &Cli, config: Option<&Config>) -> String {
         .unwrap_or_else(|| format!("sqlite://{}", cli.config.join("ferry-state.db").display()))
 }
 
-async fn open_store(url: &str) -> Result<Store, ExitCode> {
-    let store = Store::open(url).await.map_err(|e| {
-        eprintln!("ferry: {e}");
-        ExitCode::Unavailable
-    })?;
-    store.migrate().await.map_err(|e| {
-        eprintln!("ferry: {e}");
-        ExitCode::Unavailable
-    })?;
+async fn open_store(url: &str, config: Option<&Config>) -> Result<Store, ExitCode> {
+    let store = Store::open_within(url, state_connect_timeout(config))
+        .await
+        .map_err(state_failed)?;
+    store.migrate().await.map_err(state_failed)?;
     Ok(store)
+}
+
+/// `[engine] connect_timeout`, or the default without a configuration.
+fn state_connect_timeout(config: Option<&Config>) -> std::time::Duration {
+    config.map_or(crate::reach::DEFAULT_CONNECT_TIMEOUT, |c| {
+        c.engine.connect_timeout
+    })
+}
+
+/// A state store that refuses our credentials needs a new configuration
+/// (78); one that cannot be reached now, a retry (75).
+fn state_failed(e: crate::state::StateError) -> ExitCode {
+    eprintln!("ferry: {e}");
+    if e.is_refused() {
+        ExitCode::Config
+    } else {
+        ExitCode::Unavailable
+    }
 }
 
 /// The named jobs (all when none), or exit 2 naming the unknown ones.

@@ -21,7 +21,7 @@ use crate::state::Store;
 pub async fn migrate(cli: &Cli) -> ExitCode {
     let config = load_config(cli).ok();
     let url = state_url(cli, config.as_ref());
-    match open_store(&url).await {
+    match open_store(&url, config.as_ref()).await {
         Ok(store) => {
             out!("state store {} is up to date", crate::redact::url(&url));
             store.close().await;
@@ -50,7 +50,7 @@ pub async fn once(
     let gateway = pushgateway
         .map(str::to_string)
         .or_else(|| config.engine.pushgateway.clone());
-    let store = match open_store(&state_url(cli, Some(&config))).await {
+    let store = match open_store(&state_url(cli, Some(&config)), Some(&config)).await {
         Ok(s) => s,
         Err(code) => {
             if let Some(g) = &gateway {
@@ -184,7 +184,7 @@ pub async fn daemon(cli: &Cli, signals: Signals, grace: Duration) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let store = match open_store(&state_url(cli, Some(&config))).await {
+    let store = match open_store(&state_url(cli, Some(&config)), Some(&config)).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -217,7 +217,7 @@ pub async fn trigger(
     if let Err(code) = select_jobs(&config, names) {
         return code;
     }
-    let store = match open_store(&state_url(cli, Some(&config))).await {
+    let store = match open_store(&state_url(cli, Some(&config)), Some(&config)).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -309,7 +309,7 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitC
         Ok(x) => x,
         Err(code) => return code,
     };
-    let store = match open_for_reading(&state_url(cli, Some(&config))).await {
+    let store = match open_for_reading(&state_url(cli, Some(&config)), Some(&config)).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -362,19 +362,18 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitC
 
 /// The state store without creating or migrating anything: a plan writes
 /// nothing. A SQLite store that does not exist yet reads as empty.
-async fn open_for_reading(url: &str) -> Result<Store, ExitCode> {
+async fn open_for_reading(url: &str, config: Option<&Config>) -> Result<Store, ExitCode> {
     let missing_sqlite = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .map(|p| p.split('?').next().unwrap_or(p))
         .is_some_and(|p| !std::path::Path::new(p).exists());
     if missing_sqlite {
-        return open_store("sqlite::memory:").await;
+        return open_store("sqlite::memory:", None).await;
     }
-    Store::open(url).await.map_err(|e| {
-        eprintln!("ferry: {e}");
-        ExitCode::Unavailable
-    })
+    Store::open_within(url, super::state_connect_timeout(config))
+        .await
+        .map_err(super::state_failed)
 }
 
 /// The configuration, and the names of the selected jobs (all when none) in

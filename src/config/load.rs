@@ -74,7 +74,7 @@ pub fn load(
                 format!("job name `{name}` (the file name) must match [a-z0-9_]+"),
             );
         }
-        match toml::from_str::<raw::JobFile>(&text) {
+        match parse_reporting_all::<raw::JobFile>(&text) {
             Ok(file) => {
                 let mut refs = Vec::new();
                 if let Some(job) = validate::job(&mut ctx, &name, &file, &registry, &mut refs) {
@@ -82,7 +82,11 @@ pub fn load(
                 }
                 references.extend(refs.into_iter().map(|r| (path.clone(), text.clone(), r)));
             }
-            Err(e) => ctx.src.error(e.span().unwrap_or(0..0), toml_message(&e)),
+            Err(structural) => {
+                for (span, message) in structural {
+                    ctx.src.error(span, message);
+                }
+            }
         }
         errors.extend(ctx.src.errors);
     }
@@ -142,6 +146,79 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
 }
 
 /// The toml crate's message without its own rendering of the location.
+/// At most this many structural errors are reported per file.
+const MAX_STRUCTURAL_ERRORS: usize = 50;
+
+/// Parses a whole file, reporting every unknown key and wrong type rather
+/// than the first: after each such error the offending lines are blanked
+/// (spaces, so later spans still point into the user's text) and the file is
+/// parsed again. A syntax error or a missing key ends the search, as what
+/// follows it could only be a consequence of it.
+fn parse_reporting_all<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, Vec<(std::ops::Range<usize>, String)>> {
+    let mut text = text.to_string();
+    let mut errors: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    while errors.len() < MAX_STRUCTURAL_ERRORS {
+        let e = match toml::from_str::<T>(&text) {
+            Ok(parsed) if errors.is_empty() => return Ok(parsed),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let message = toml_message(&e);
+        let span = e.span().unwrap_or(0..0);
+        let recoverable = message.starts_with("unknown field")
+            || message.starts_with("invalid type")
+            || message.starts_with("invalid value");
+        if !recoverable {
+            // A missing key right after a blanked one is the blanking's doing.
+            if errors.is_empty() || !message.starts_with("missing field") {
+                errors.push((span, message));
+            }
+            break;
+        }
+        errors.push((span.clone(), message));
+        if !blank(&mut text, span) {
+            break;
+        }
+    }
+    Err(errors)
+}
+
+/// Blanks the lines `span` touches: a table header with its whole table (so
+/// that its keys do not fall into the table before it), else the key's lines.
+/// False when there was nothing left to blank.
+fn blank(text: &mut String, span: std::ops::Range<usize>) -> bool {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line_end = |from: usize| text[from..].find('\n').map_or(text.len(), |i| from + i);
+    let mut end = line_end(span.end.min(text.len()).max(start));
+    if text[start..].trim_start().starts_with('[') {
+        // The table runs until the next header.
+        let mut at = end;
+        while at < text.len() {
+            let next = line_end(at + 1);
+            if text[at + 1..next].trim_start().starts_with('[') {
+                break;
+            }
+            at = next;
+        }
+        end = at;
+    }
+    if text[start..end].trim().is_empty() {
+        return false;
+    }
+    let blanked: String = text[start..end]
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
+    // Multi-byte characters become one space each: pad to keep offsets.
+    let pad = (end - start) - blanked.len();
+    text.replace_range(start..end, &(blanked + &" ".repeat(pad)));
+    true
+}
+
 fn toml_message(e: &toml::de::Error) -> String {
     e.message()
         .trim()
@@ -243,6 +320,7 @@ fn schedules_file(
         pushgateway: None,
         timezone: chrono_tz::UTC,
         retention: Retention::default(),
+        connect_timeout: crate::reach::DEFAULT_CONNECT_TIMEOUT,
     };
     let mut schedules = BTreeMap::new();
     let text = match std::fs::read_to_string(&path) {
@@ -258,10 +336,12 @@ fn schedules_file(
         env,
         dir,
     };
-    let file = match toml::from_str::<raw::SchedulesFile>(&text) {
+    let file = match parse_reporting_all::<raw::SchedulesFile>(&text) {
         Ok(f) => f,
-        Err(e) => {
-            ctx.src.error(e.span().unwrap_or(0..0), toml_message(&e));
+        Err(structural) => {
+            for (span, message) in structural {
+                ctx.src.error(span, message);
+            }
             errors.extend(ctx.src.errors);
             return (engine, schedules);
         }
@@ -302,6 +382,11 @@ fn schedules_file(
         engine.retention.tasks =
             ctx.duration(&e.retain_tasks, "retain_tasks", engine.retention.tasks);
         engine.retention.runs = ctx.duration(&e.retain_runs, "retain_runs", engine.retention.runs);
+        engine.connect_timeout = ctx.duration(
+            &e.connect_timeout,
+            "connect_timeout",
+            engine.connect_timeout,
+        );
         if let Some(tz) = &e.timezone {
             if let Some(tz) = timezone(&mut ctx, tz) {
                 engine.timezone = tz;

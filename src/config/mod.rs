@@ -34,6 +34,8 @@ pub struct Engine {
     pub pushgateway: Option<String>,
     pub timezone: chrono_tz::Tz,
     pub retention: Retention,
+    /// How long connecting to the state store may take (`[engine] connect_timeout`).
+    pub connect_timeout: Duration,
 }
 
 /// How long finished work is kept in the state store.
@@ -174,6 +176,8 @@ pub struct SourceConfig {
     pub stream: Option<String>,
     pub consumer: Option<String>,
     pub subject: Option<String>,
+    /// How long connecting may take before the system counts as unreachable.
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -194,6 +198,8 @@ pub struct TargetConfig {
     pub amqp: Option<AmqpTarget>,
     /// `type = "nats"`: the subject items are published on (may use `{job}`, `{op}`).
     pub subject: Option<String>,
+    /// How long connecting may take before the system counts as unreachable.
+    pub connect_timeout: Duration,
 }
 
 /// A RabbitMQ exchange as target.

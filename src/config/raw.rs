@@ -26,6 +26,7 @@ pub struct EngineRaw {
     pub timezone: Option<S<String>>,
     pub retain_tasks: Option<S<String>>,
     pub retain_runs: Option<S<String>>,
+    pub connect_timeout: Option<S<String>>,
 }
 
 /// `name = "cron"` or `name = { cron, timezone, missed }`.
@@ -129,6 +130,7 @@ pub struct SourceRaw {
     pub stream: Option<S<String>>,
     pub consumer: Option<S<String>>,
     pub subject: Option<S<String>>,
+    pub connect_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +181,7 @@ pub struct TargetRaw {
     pub routing_key: Option<S<String>>,
     pub subject: Option<S<String>>,
     pub stream: Option<S<String>>,
+    pub connect_timeout: Option<S<String>>,
 }
 
 /// `target = "source_field"` or `target = { from, owner, lookup }`.

@@ -494,6 +494,20 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     }
 }
 
+/// `connect_timeout` of a source or target: how long connecting may take
+/// (default 5 s); a file has nothing to connect to.
+fn connect_timeout(ctx: &mut Ctx, v: &Option<S<String>>, kind: &str, what: &str) -> Duration {
+    if kind == "file" {
+        ctx.unused(v, "connect_timeout", kind, what);
+    }
+    let timeout = ctx.duration(v, "connect_timeout", crate::reach::DEFAULT_CONNECT_TIMEOUT);
+    if let (Some(v), true) = (v, timeout.is_zero()) {
+        ctx.src
+            .error(v.span(), "`connect_timeout` must be longer than 0s");
+    }
+    timeout
+}
+
 fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig {
     let span = s.span();
     let r = s.get_ref();
@@ -503,6 +517,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
     };
     let mut out = SourceConfig {
         key: ctx.columns(&r.key, span.clone(), what),
+        connect_timeout: connect_timeout(ctx, &r.connect_timeout, &kind, "source"),
         ..Default::default()
     };
     if SQL_KINDS.contains(&kind.as_str()) {
@@ -897,6 +912,7 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
     let mut out = TargetConfig {
         mode,
         updated_at: ctx.opt_text(&r.updated_at),
+        connect_timeout: connect_timeout(ctx, &r.connect_timeout, &kind, "target"),
         ..Default::default()
     };
     if SQL_KINDS.contains(&kind.as_str()) {

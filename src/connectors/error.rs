@@ -7,6 +7,11 @@ pub enum ConnectorError {
     /// The system could not be reached; nothing was written, retry later.
     #[error("{system} could not be reached: {detail}")]
     Unreachable { system: String, detail: String },
+    /// The system refused us for good: wrong credentials, no such database,
+    /// no permission. Nothing is sent or retried until someone changes the
+    /// configuration (exit 78).
+    #[error("{system} refused access: {detail} (fix the configuration: credentials, database name, permissions)")]
+    Refused { system: String, detail: String },
     /// The system answered, but the object does not exist.
     #[error("{system}: {object} does not exist: {detail}")]
     MissingObject {
@@ -49,6 +54,24 @@ impl ConnectorError {
 
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ConnectorError::Unreachable { .. })
+    }
+
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ConnectorError::Refused { .. })
+    }
+
+    /// The system cannot be used now (unreachable, or refusing our
+    /// credentials): the run stops sending, and its items stay queued
+    /// without spending an attempt.
+    pub fn stops_run(&self) -> bool {
+        self.is_unreachable() || self.is_refused()
+    }
+
+    pub fn refused(system: &str, detail: impl fmt::Display) -> ConnectorError {
+        ConnectorError::Refused {
+            system: system.to_string(),
+            detail: detail.to_string(),
+        }
     }
 
     /// The target refused these items themselves: retrying them as they are

@@ -191,16 +191,14 @@ pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError 
     };
     let code = db.code().map(|c| c.to_string()).unwrap_or_default();
     let detail = first_line(db.message());
+    if crate::sql_error::refuses_access(db.as_ref()) {
+        return ConnectorError::Refused { system, detail };
+    }
     // SQLite's extended result codes keep the primary code in the low byte.
     let sqlite = code.parse::<i32>().ok().map(|c| c & 0xff);
-    // Connection failures, shutdowns, too many connections, and refused
-    // credentials (28xxx): the system cannot be used now; nothing was written.
-    if code.starts_with("08")
-        || code.starts_with("57P")
-        || code.starts_with("28")
-        || code == "53300"
-        || sqlite == Some(14)
-    {
+    // Connection failures, shutdowns, too many connections: the system
+    // cannot be used now; nothing was written.
+    if code.starts_with("08") || code.starts_with("57P") || code == "53300" || sqlite == Some(14) {
         ConnectorError::Unreachable { system, detail }
     } else if matches!(code.as_str(), "40001" | "40P01" | "55P03" | "57014")
         || matches!(sqlite, Some(5 | 6))

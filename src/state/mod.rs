@@ -32,8 +32,11 @@ pub enum Backend {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state store {url} could not be reached: {source}")]
-    Unreachable { url: String, source: sqlx::Error },
+    #[error("state store {url} could not be reached: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// Wrong credentials or no such database: only a change of configuration helps.
+    #[error("state store {url} refused access: {source} (fix the state URL: credentials, database name)")]
+    Refused { url: String, source: sqlx::Error },
     #[error("state store {url}: {source}")]
     Query { url: String, source: sqlx::Error },
     #[error("state store {url}: schema migration failed: {source}")]
@@ -50,6 +53,10 @@ pub enum StateError {
 impl StateError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, StateError::Unreachable { .. })
+    }
+
+    pub fn is_refused(&self) -> bool {
+        matches!(self, StateError::Refused { .. })
     }
 
     /// A statement met a key already there (a primary key or unique index).
@@ -72,6 +79,12 @@ static DRIVERS: Once = Once::new();
 impl Store {
     /// Connects (creating an SQLite file if needed). Call [`Store::migrate`] before use.
     pub async fn open(url: &str) -> Result<Store, StateError> {
+        Store::open_within(url, crate::reach::DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// Connects, giving up on a server that does not answer within
+    /// `connect_timeout` (a refused connection fails at once).
+    pub async fn open_within(url: &str, connect_timeout: Duration) -> Result<Store, StateError> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let redacted = crate::redact::url(url);
         let (backend, connect_url) = if url.starts_with("sqlite:") {
@@ -81,7 +94,7 @@ impl Store {
         } else {
             return Err(StateError::BadUrl(redacted));
         };
-        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let mut opts = AnyPoolOptions::new().acquire_timeout(connect_timeout);
         opts = match backend {
             // Each connection to `:memory:` is a database of its own: keep one.
             Backend::Sqlite => opts
@@ -122,15 +135,32 @@ impl Store {
                 }
             }
         }
-        let unreachable = |source| StateError::Unreachable {
-            url: redacted.clone(),
-            source,
+        let failed = |source: sqlx::Error| {
+            if crate::sql_error::is_refusal(&source) {
+                StateError::Refused {
+                    url: redacted.clone(),
+                    source,
+                }
+            } else {
+                StateError::Unreachable {
+                    url: redacted.clone(),
+                    detail: source.to_string(),
+                }
+            }
         };
-        let connect_opts = AnyConnectOptions::from_str(&connect_url).map_err(unreachable)?;
+        let connect_opts = AnyConnectOptions::from_str(&connect_url).map_err(failed)?;
+        if backend == Backend::Postgres {
+            crate::reach::probe(url, "state store", connect_timeout)
+                .await
+                .map_err(|detail| StateError::Unreachable {
+                    url: redacted.clone(),
+                    detail,
+                })?;
+        }
         let pool = opts
             .connect_with(crate::sql_log::slow_statements_at_debug(connect_opts))
             .await
-            .map_err(unreachable)?;
+            .map_err(failed)?;
         Ok(Store {
             pool,
             backend,
@@ -206,6 +236,10 @@ impl Store {
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed => StateError::Unreachable {
+                url: self.url.clone(),
+                detail: source.to_string(),
+            },
+            source if crate::sql_error::is_refusal(&source) => StateError::Refused {
                 url: self.url.clone(),
                 source,
             },

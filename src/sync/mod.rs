@@ -59,6 +59,25 @@ pub struct SyncReport {
     pub skipped: u64,
 }
 
+impl SyncReport {
+    /// Adds an earlier drain's counts to this one's (a run that drained twice).
+    pub fn absorb(&mut self, earlier: SyncReport) {
+        self.synced += earlier.synced;
+        self.superseded += earlier.superseded;
+        self.retrying += earlier.retrying;
+        self.dead += earlier.dead;
+        self.writes += earlier.writes;
+        self.conflicts += earlier.conflicts;
+        self.unchanged += earlier.unchanged;
+        self.skipped += earlier.skipped;
+        self.mirrored += earlier.mirrored;
+        self.paused |= earlier.paused;
+        if self.first_error.is_none() {
+            self.first_error = earlier.first_error;
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     synced: AtomicU64,

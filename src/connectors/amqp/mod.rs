@@ -16,6 +16,10 @@ use super::ConnectorError;
 /// was not confirmed or acknowledged is sent again.
 fn error(system: &str, object: &str, e: lapin::Error) -> ConnectorError {
     let detail = crate::redact::text(&e.to_string());
+    // Wrong credentials or a virtual host the user may not use.
+    if detail.contains("ACCESS_REFUSED") || detail.contains("NOT_ALLOWED") {
+        return ConnectorError::refused(system, detail);
+    }
     if detail.contains("NOT_FOUND") {
         ConnectorError::MissingObject {
             system: system.to_string(),

@@ -72,6 +72,12 @@ impl Reader {
                 .text()
                 .await
                 .map_err(|e| transport(&self.system, &object, e))?;
+            if matches!(status.as_u16(), 401 | 403) {
+                return Err(ConnectorError::refused(
+                    &self.system,
+                    format!("{status}: {}", first_line(&text)),
+                ));
+            }
             if !status.is_success() {
                 return Err(ConnectorError::Failed {
                     system: self.system.clone(),

@@ -102,6 +102,10 @@ impl HttpTarget {
             let text = response.text().await.map_err(|e| self.transport(e))?;
             return match status.as_u16() {
                 200..=299 => Ok(Outcome::Ok(serde_json::from_str(&text).ok())),
+                401 | 403 => Err(ConnectorError::refused(
+                    &self.system,
+                    format!("{status}: {}", first_line(&text)),
+                )),
                 408 => Err(ConnectorError::Transient {
                     system: self.system.clone(),
                     object: self.object(),

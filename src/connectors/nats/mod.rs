@@ -22,3 +22,17 @@ fn unreachable(system: &str, e: impl std::fmt::Display) -> ConnectorError {
         detail: crate::redact::text(&e.to_string()),
     }
 }
+
+/// A failed connect: refused credentials are for good (exit 78), anything
+/// else means the server cannot be reached now.
+fn connect_error(system: &str, e: async_nats::ConnectError) -> ConnectorError {
+    let detail = crate::redact::text(&e.to_string());
+    match e.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation
+        | async_nats::ConnectErrorKind::Authentication => ConnectorError::refused(system, detail),
+        _ => ConnectorError::Unreachable {
+            system: system.to_string(),
+            detail,
+        },
+    }
+}

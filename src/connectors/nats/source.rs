@@ -4,7 +4,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{system, unreachable};
+use super::{connect_error, system, unreachable};
 use crate::config::SourceConfig;
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
 
@@ -49,7 +49,7 @@ impl NatsSource {
     async fn consumer(&self) -> Result<PullConsumer, ConnectorError> {
         let client = async_nats::connect(&self.url)
             .await
-            .map_err(|e| unreachable(&self.system, e))?;
+            .map_err(|e| connect_error(&self.system, e))?;
         let jetstream = async_nats::jetstream::new(client);
         let stream = jetstream.get_stream(&self.stream).await.map_err(|e| {
             ConnectorError::MissingObject {

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{system, unreachable};
+use super::{connect_error, system, unreachable};
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target, WriteBatch, Written};
 use crate::model::{key_text, Envelope, Op};
@@ -53,7 +53,7 @@ impl Target for NatsTarget {
             .get_or_try_init(|| async {
                 let client = async_nats::connect(&self.url)
                     .await
-                    .map_err(|e| unreachable(&self.system, e))?;
+                    .map_err(|e| connect_error(&self.system, e))?;
                 Ok::<_, ConnectorError>(async_nats::jetstream::new(client))
             })
             .await?;
