@@ -20,6 +20,10 @@ pub fn job_lease() -> Duration {
     crate::fault::lease("FERRY_JOB_LEASE", Duration::from_secs(15))
 }
 
+/// How long a run that found the job busy waits for the job lease before it
+/// detects in its second pass (after it helped drain the queue).
+const SECOND_PASS_LEASE_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     Schedule,
@@ -312,13 +316,16 @@ async fn run_leased(
         .await?;
     run.run_id = Some(run_id);
     tracing::Span::current().record("run_id", run_id);
-    let mut result = detect_and_sync(job, store, owner, run_id, opts, run).await;
+    let mut result = detect_and_sync(job, store, owner, run_id, opts, run, Duration::ZERO).await;
     // The holder of the lease has often finished detecting by the time this
-    // run has helped drain its queue: then this run detects after all.
+    // run has helped drain its queue: then this run detects after all,
+    // waiting a moment for a detection that is about to end (another run
+    // like this one, in its own second pass).
     if result.is_ok() && run.detect_skipped() && !opts.shutdown.is_cancelled() {
         let drained = std::mem::take(&mut run.sync);
         run.busy = None;
-        result = detect_and_sync(job, store, owner, run_id, opts, run).await;
+        result =
+            detect_and_sync(job, store, owner, run_id, opts, run, SECOND_PASS_LEASE_WAIT).await;
         run.sync.absorb(drained);
     }
     if result.is_err() {
@@ -368,12 +375,18 @@ async fn detect_exclusively(
     owner: &str,
     run_id: i64,
     opts: &RunOptions,
+    lease_wait: Duration,
 ) -> Result<Leased<DetectReport>, RunError> {
-    let report = with_job_lease(job, store, owner, async {
+    let report = with_job_lease(job, store, owner, lease_wait, async {
         crate::fault::point("detecting");
-        probe(&job.source.url, "source", job.source.connect_timeout)
-            .await
-            .map_err(DetectError::Source)?;
+        probe(
+            &job.source.kind,
+            &job.source.url,
+            "source",
+            job.source.connect_timeout,
+        )
+        .await
+        .map_err(DetectError::Source)?;
         let source = connectors::source(job).map_err(DetectError::Source)?;
         let report = detect::detect(Detection {
             job,
@@ -406,12 +419,17 @@ async fn with_job_lease<T>(
     job: &Job,
     store: &Store,
     owner: &str,
+    wait: Duration,
     work: impl std::future::Future<Output = Result<T, RunError>>,
 ) -> Result<Leased<T>, RunError> {
     let lease_name = format!("job:{}", job.name);
-    let token = match store.try_lease(&lease_name, owner, job_lease()).await? {
-        Lease::Taken(token) => token,
-        Lease::Held(holder) => return Ok(Leased::Held(holder)),
+    let deadline = Instant::now() + wait;
+    let token = loop {
+        match store.try_lease(&lease_name, owner, job_lease()).await? {
+            Lease::Taken(token) => break token,
+            Lease::Held(holder) if Instant::now() >= deadline => return Ok(Leased::Held(holder)),
+            Lease::Held(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     };
     let heartbeat = {
         let (store, name) = (store.clone(), lease_name.clone());
@@ -439,12 +457,17 @@ async fn with_job_lease<T>(
 }
 
 /// Fails fast, naming host and port, when nothing answers at `url`.
-async fn probe(url: &Option<String>, role: &str, timeout: Duration) -> Result<(), ConnectorError> {
+async fn probe(
+    kind: &str,
+    url: &Option<String>,
+    role: &str,
+    timeout: Duration,
+) -> Result<(), ConnectorError> {
     let Some(url) = url else { return Ok(()) };
     crate::reach::probe(url, role, timeout)
         .await
         .map_err(|detail| ConnectorError::Unreachable {
-            system: format!("{role} {}", crate::redact::url(url)),
+            system: format!("{kind} {}", crate::redact::url(url)),
             detail,
         })
 }
@@ -456,6 +479,7 @@ async fn detect_and_sync(
     run_id: i64,
     opts: &RunOptions,
     run: &mut JobRun,
+    lease_wait: Duration,
 ) -> Result<(), RunError> {
     if let Err(e) = store.purge(opts.retention.tasks, opts.retention.runs).await {
         tracing::warn!("could not prune old tasks and runs: {e}");
@@ -465,7 +489,7 @@ async fn detect_and_sync(
     // empty. (Fault injection at the boundary runs them one after the other.)
     let detected = CancellationToken::new();
     let detect = async {
-        let report = detect_exclusively(job, store, owner, run_id, opts).await;
+        let report = detect_exclusively(job, store, owner, run_id, opts, lease_wait).await;
         if report.is_ok() {
             crate::fault::point("after-enqueue");
         }
@@ -476,9 +500,14 @@ async fn detect_and_sync(
         if !crate::fault::pipelined() {
             detected.cancelled().await;
         }
-        probe(&job.target.url, "target", job.target.connect_timeout)
-            .await
-            .map_err(RunError::Target)?;
+        probe(
+            &job.target.kind,
+            &job.target.url,
+            "target",
+            job.target.connect_timeout,
+        )
+        .await
+        .map_err(RunError::Target)?;
         let target: Arc<dyn connectors::Target> =
             Arc::from(connectors::target(job).map_err(RunError::Target)?);
         let report = sync::drain(
@@ -513,7 +542,7 @@ async fn detect_and_sync(
     if job.target.mode == Mode::Mirror && !run.detect_skipped() && !run.sync.paused && clean {
         let target = connectors::target(job).map_err(RunError::Target)?;
         let allow = opts.detect.allow_mass_delete;
-        let pruned = with_job_lease(job, store, owner, async {
+        let pruned = with_job_lease(job, store, owner, Duration::ZERO, async {
             Ok(sync::prune(job, store, target.as_ref(), allow).await?)
         })
         .await?;

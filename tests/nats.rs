@@ -209,3 +209,47 @@ async fn a_stream_into_postgres_and_a_kill_between_enqueue_and_ack_syncs_once() 
     assert_eq!(people(&db).await, ["1|a@x"]);
     stream.delete().await;
 }
+
+/// `[target] stream` is honoured: a stream that does not exist, or that
+/// does not take the job's subjects, stops the run before anything is sent;
+/// the right one stores every message.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_target_stream_must_exist_and_take_the_subjects() {
+    let stream = Stream::new().await;
+    let other = Stream::new().await;
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE people (id bigint PRIMARY KEY, email text); INSERT INTO people VALUES (1, 'a@x'), (2, 'b@x');")
+        .await;
+    let job = |stream_name: &str| {
+        format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"people\"\nkey = [\"id\"]\n\n\
+             [target]\ntype = \"nats\"\nurl = \"{URL}\"\nsubject = \"{}.{{job}}.{{op}}\"\nstream = \"{stream_name}\"\n\n\
+             [rules]\nowner = \"source\"\ndeletes = \"propagate\"\n",
+            db.url, stream.name
+        )
+    };
+    for (named, expected) in [
+        ("ferry_no_such_stream".to_string(), "does not exist"),
+        (other.name.clone(), "does not take subject"),
+    ] {
+        let cfg = ConfigDir::new();
+        cfg.job("people", &job(&named));
+        let state = state_url(StateKind::Sqlite, &cfg, &db);
+        let out = cfg.ferry(Some(&state), &["run", "--once"]);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("stream `{named}`")) && stderr(&out).contains(expected),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stream.count().await, 0);
+        assert_eq!(other.count().await, 0);
+    }
+    let cfg = ConfigDir::new();
+    cfg.job("people", &job(&stream.name));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    assert_eq!(stream.count().await, 2);
+    stream.delete().await;
+    other.delete().await;
+}

@@ -198,6 +198,9 @@ pub struct TargetConfig {
     pub amqp: Option<AmqpTarget>,
     /// `type = "nats"`: the subject items are published on (may use `{job}`, `{op}`).
     pub subject: Option<String>,
+    /// `type = "nats"`: the JetStream stream that must store them (checked
+    /// at the first write; each message expects it).
+    pub stream: Option<String>,
     /// How long connecting may take before the system counts as unreachable.
     pub connect_timeout: Duration,
 }

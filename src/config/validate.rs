@@ -649,8 +649,71 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
             ("http", "timeout", r.timeout.as_ref().map(|v| v.span())),
         ],
     );
+    let keys = [
+        ("url", span_of(&r.url)),
+        ("table", span_of(&r.table)),
+        ("query", span_of(&r.query)),
+        ("where", span_of(&r.filter)),
+        ("path", span_of(&r.path)),
+        ("format", span_of(&r.format)),
+    ];
+    refuse_keys_of_other_kinds(ctx, "source", &kind, &keys, source_keys(&kind));
     out.kind = kind;
     out
+}
+
+/// The keys beyond `type` and `key` that a source of `kind` reads (those
+/// of one kind only are checked where that kind's keys are read).
+fn source_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "postgres" | "mysql" | "sqlite" => &["url", "table", "query", "where"],
+        "file" => &["path", "format"],
+        _ => &["url"],
+    }
+}
+
+/// The keys a target of `kind` reads, as [`source_keys`].
+fn target_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "sqlite" => &["url", "table", "create_table"],
+        "postgres" | "mysql" => &["url", "table"],
+        "file" => &["path", "format"],
+        _ => &["url"],
+    }
+}
+
+fn span_of<T>(v: &Option<S<T>>) -> Option<Range<usize>> {
+    v.as_ref().map(|v| v.span())
+}
+
+/// No key is accepted and ignored: one that `kind` does not read is an
+/// error (unless that spot was already reported).
+fn refuse_keys_of_other_kinds(
+    ctx: &mut Ctx,
+    what: &str,
+    kind: &str,
+    present: &[(&str, Option<Range<usize>>)],
+    allowed: &[&str],
+) {
+    for (key, span) in present {
+        let Some(span) = span else { continue };
+        if allowed.contains(key) {
+            continue;
+        }
+        let at = ctx.src.diagnostic(span.clone(), "");
+        if ctx
+            .src
+            .errors
+            .iter()
+            .any(|e| e.line == at.line && e.col == at.col)
+        {
+            continue;
+        }
+        ctx.src.error(
+            span.clone(),
+            format!("`{key}` does not apply to a {what} of type `{kind}`"),
+        );
+    }
 }
 
 fn detect(
@@ -970,6 +1033,7 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
                 "[target] of type `nats` needs `subject` (may use `{job}` and `{op}`)",
             ),
         }
+        out.stream = ctx.opt_text(&r.stream);
     }
     foreign_keys(
         ctx,
@@ -991,6 +1055,14 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
             ("nats", "stream", r.stream.as_ref().map(|v| v.span())),
         ],
     );
+    let keys = [
+        ("url", span_of(&r.url)),
+        ("table", span_of(&r.table)),
+        ("create_table", span_of(&r.create_table)),
+        ("path", span_of(&r.path)),
+        ("format", span_of(&r.format)),
+    ];
+    refuse_keys_of_other_kinds(ctx, "target", &kind, &keys, target_keys(&kind));
     out.kind = kind;
     out
 }

@@ -12,6 +12,8 @@ pub struct NatsTarget {
     system: String,
     children: Vec<String>,
     ignore_deletes: bool,
+    /// The stream that must store the messages, when the job names one.
+    stream: Option<String>,
     /// Connected at the first write.
     jetstream: tokio::sync::OnceCell<async_nats::jetstream::Context>,
 }
@@ -26,8 +28,49 @@ impl NatsTarget {
             job: job.name.clone(),
             children: job.children.keys().cloned().collect(),
             ignore_deletes: job.rules.deletes == crate::config::Deletes::Ignore,
+            stream: job.target.stream.clone(),
             jetstream: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// `[target] stream`: it must exist and take every subject this job
+    /// publishes on, else nothing is sent.
+    async fn check_stream(
+        &self,
+        jetstream: &async_nats::jetstream::Context,
+    ) -> Result<(), ConnectorError> {
+        let Some(name) = &self.stream else {
+            return Ok(());
+        };
+        let object = format!("stream `{name}`");
+        let mut stream =
+            jetstream
+                .get_stream(name)
+                .await
+                .map_err(|e| ConnectorError::MissingObject {
+                    system: self.system.clone(),
+                    object: object.clone(),
+                    detail: e.to_string(),
+                })?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unreachable(&self.system, e))?;
+        let filters = &info.config.subjects;
+        for op in [Op::Upsert, Op::Delete] {
+            let subject = self.subject(op);
+            if !filters.iter().any(|f| subject_matches(f, &subject)) {
+                return Err(ConnectorError::MissingObject {
+                    system: self.system.clone(),
+                    object,
+                    detail: format!(
+                        "it does not take subject `{subject}` (its subjects: {})",
+                        filters.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn subject(&self, op: Op) -> String {
@@ -54,7 +97,9 @@ impl Target for NatsTarget {
                 let client = async_nats::connect(&self.url)
                     .await
                     .map_err(|e| connect_error(&self.system, e))?;
-                Ok::<_, ConnectorError>(async_nats::jetstream::new(client))
+                let jetstream = async_nats::jetstream::new(client);
+                self.check_stream(&jetstream).await?;
+                Ok::<_, ConnectorError>(jetstream)
             })
             .await?;
         // Publish everything, then wait for every acknowledgement.
@@ -68,6 +113,10 @@ impl Target for NatsTarget {
                 "Nats-Msg-Id",
                 format!("{}-{}", self.job, item.version).as_str(),
             );
+            if let Some(stream) = &self.stream {
+                // The server refuses a message that would land in another stream.
+                headers.insert("Nats-Expected-Stream", stream.as_str());
+            }
             headers.insert("ferry-job", self.job.as_str());
             headers.insert("ferry-key", key_text(&item.key).as_str());
             headers.insert("ferry-op", item.op.as_str());
@@ -93,5 +142,35 @@ impl Target for NatsTarget {
             })?;
         }
         Ok(Written::default())
+    }
+}
+
+/// Whether NATS subject `filter` (tokens, `*` for one, `>` for the rest)
+/// takes `subject`.
+fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for f in filter.split('.') {
+        match (f, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subject_filters_match_as_nats_does() {
+        assert!(subject_matches("ferry.>", "ferry.people.upsert"));
+        assert!(subject_matches("ferry.*.upsert", "ferry.people.upsert"));
+        assert!(!subject_matches("ferry.*", "ferry.people.upsert"));
+        assert!(!subject_matches("ferry.>", "ferry"));
+        assert!(subject_matches("ferry.people", "ferry.people"));
+        assert!(!subject_matches("other.>", "ferry.people"));
     }
 }
