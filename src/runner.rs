@@ -450,10 +450,33 @@ async fn with_job_lease<T>(
     };
     let result = work.await;
     heartbeat.abort();
-    if let Err(e) = store.release_lease(&lease_name, token).await {
-        tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself): {e}");
-    }
+    release_job_lease(store, &lease_name, token).await;
     result.map(Leased::Done)
+}
+
+/// Releases the job lease. A state store that is down now may be back in
+/// a moment: trying again for a few seconds spares the next run of the job
+/// waiting out the lease (it expires by itself otherwise).
+async fn release_job_lease(store: &Store, lease_name: &str, token: i64) {
+    const PATIENCE: Duration = Duration::from_secs(5);
+    let tries = async {
+        loop {
+            match store.release_lease(lease_name, token).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_unreachable() => {
+                    tracing::info!(lease = %lease_name, "could not release the job lease, trying again: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let failed = match tokio::time::timeout(PATIENCE, tries).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(_) => "the state store did not come back in time".to_string(),
+    };
+    tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself within {}): {failed}", humantime::format_duration(job_lease()));
 }
 
 /// Fails fast, naming host and port, when nothing answers at `url`.

@@ -92,6 +92,12 @@ impl Daemon {
                 return ExitCode::Unavailable;
             }
         };
+        // Registered before anyone can see the daemon up (/healthz), so that
+        // a `ferry trigger` that waited for it finds it live.
+        let started_at = crate::model::now_millis();
+        if let Err(e) = self.store.daemon_heartbeat(&self.owner, started_at).await {
+            tracing::warn!("could not write this daemon's heartbeat: {e}");
+        }
         tracing::info!(address = %addr, instance = %self.owner, jobs = self.config().jobs.len(), "ferry daemon started");
         let server = {
             let router = http::router(self.clone());
@@ -113,7 +119,7 @@ impl Daemon {
         };
         self.init_handled_until().await;
         self.init_job_metrics().await;
-        let heartbeat = self.clone().spawn_heartbeat();
+        let heartbeat = self.clone().spawn_heartbeat(started_at);
 
         let mut runs: JoinSet<Finished> = JoinSet::new();
         let mut run_all_at: Option<tokio::time::Instant> = None;
@@ -174,8 +180,7 @@ impl Daemon {
     /// Writes this daemon's heartbeat into the state store every
     /// [`daemon_heartbeat`] period, so that `ferry trigger` knows someone
     /// will answer and `ferry status` lists the daemon.
-    fn spawn_heartbeat(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let started_at = crate::model::now_millis();
+    fn spawn_heartbeat(self: Arc<Self>, started_at: i64) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(daemon_heartbeat());
             loop {

@@ -2,7 +2,11 @@
 //! folder, and the real `ferry` binary.
 #![allow(dead_code)]
 
+mod proxy;
 mod target_db;
+
+#[allow(unused_imports)]
+pub use proxy::Proxy;
 
 #[allow(unused_imports)]
 pub use target_db::{target_url, Target, TargetDb, BOTH};
