@@ -431,7 +431,10 @@ async fn ignored_deletes_are_skipped_and_refused_mass_deletes_count_the_scan() {
     assert_eq!(number(run, "skipped"), 80, "{run}");
     assert_eq!(number(run, "synced"), 0, "{run}");
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 100);
-    let text = cfg.ferry(Some(&state), &["run", "--once", "ignoring"]);
+    let text = cfg
+        .command(Some(&state), &["run", "--once", "ignoring"])
+        .output()
+        .expect("run");
     assert_eq!(skipped_column(&text, "ignoring"), 0);
 
     // 80 of 100 deletes: refused, with the scan and the refusal counted.

@@ -148,8 +148,17 @@ impl ConfigDir {
         p
     }
 
-    /// `ferry --config DIR ARGS…` with `--state` when given.
+    /// `ferry --config DIR ARGS…` with `--state` when given. A `run --once`
+    /// prints its summary as JSON, which [`synced`] and the other summary
+    /// helpers read.
     pub fn ferry(&self, state: Option<&str>, args: &[&str]) -> Output {
+        let once = args.first() == Some(&"run") && args.contains(&"--once");
+        let args: Vec<&str> = if once && !args.contains(&"--output") {
+            ["--output", "json"].iter().chain(args).copied().collect()
+        } else {
+            args.to_vec()
+        };
+        let args = args.as_slice();
         let out = self.command(state, args).output().expect("run ferry");
         eprintln!(
             "$ ferry {}\n{}{}",
@@ -189,42 +198,56 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The SYNCED column of `job`'s line in a `run --once` summary.
+/// Items `job`'s run synced, from a `run --once --output json` summary.
 pub fn synced(out: &Output, job: &str) -> u64 {
-    summary_column(out, job, 4)
+    summary_field(out, job, "synced")
 }
 
 pub fn conflicts(out: &Output, job: &str) -> u64 {
-    summary_column(out, job, 9)
+    summary_field(out, job, "conflicts")
 }
 
 pub fn changed(out: &Output, job: &str) -> u64 {
-    summary_column(out, job, 3)
+    summary_field(out, job, "changed")
 }
 
 pub fn failed(out: &Output, job: &str) -> u64 {
-    summary_column(out, job, 5)
+    summary_field(out, job, "failed")
 }
 
 pub fn superseded(out: &Output, job: &str) -> u64 {
-    summary_column(out, job, 7)
+    summary_field(out, job, "superseded")
 }
 
 /// Write calls to the target: more than tasks when refused batches were split.
 pub fn writes(out: &Output, job: &str) -> u64 {
-    summary_column(out, job, 8)
+    summary_field(out, job, "writes")
 }
 
-fn summary_column(out: &Output, job: &str, column: usize) -> u64 {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(job))
-        .unwrap_or_else(|| panic!("no summary line for {job} in:\n{stdout}"));
-    line.split_whitespace()
-        .nth(column)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("bad summary line: {line}"))
+/// The run of `job` in a `run --once --output json` (or `plan`) document.
+pub fn summary_run(out: &Output, job: &str) -> serde_json::Value {
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the summary is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let runs = doc
+        .get("runs")
+        .or_else(|| doc.get("plans"))
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    runs.into_iter()
+        .find(|r| r["job"] == job)
+        .unwrap_or_else(|| panic!("no run of {job} in {doc}"))
+}
+
+fn summary_field(out: &Output, job: &str, field: &str) -> u64 {
+    let run = summary_run(out, job);
+    run[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{field}` of {job}: {run}"))
 }
 
 /// The state store to use: a SQLite file in the config folder, or the test database.
