@@ -37,6 +37,20 @@ fn run_twice(cfg: &ConfigDir, state: &str) -> Output {
     first
 }
 
+/// A job from `db`'s source into `target` (the body of a `[target]`), run
+/// twice: both runs exit 78, naming `system` and `detail`.
+fn target_refuses(db: &TestDb, target: &str, system: &str, detail: &str) -> Output {
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "j",
+        &format!("{}[target]\n{target}\n{RULES}", source_section(db)),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, db);
+    let out = run_twice(&cfg, &state);
+    assert_refused(&out, system, detail);
+    out
+}
+
 fn assert_refused(out: &Output, system: &str, detail: &str) {
     assert_eq!(code(out), 78, "{}", stderr(out));
     let err = stderr(out);
@@ -60,17 +74,12 @@ async fn postgres_unknown_database_and_role_exit_78_every_time() {
             "role \"ferry_no_such_role\" does not exist",
         ),
     ] {
-        let cfg = ConfigDir::new();
-        cfg.job(
-            "j",
-            &format!(
-                "{}[target]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"dst\"\nkey = [\"id\"]\n{RULES}",
-                source_section(&db)
-            ),
+        let out = target_refuses(
+            &db,
+            &format!("type = \"postgres\"\nurl = \"{url}\"\ntable = \"dst\"\nkey = [\"id\"]"),
+            "postgres postgres://",
+            detail,
         );
-        let state = state_url(StateKind::Sqlite, &cfg, &db);
-        let out = run_twice(&cfg, &state);
-        assert_refused(&out, "postgres postgres://", detail);
         assert!(!stderr(&out).contains(":pw@"), "no password in messages");
     }
 }
@@ -96,17 +105,12 @@ async fn mariadb_wrong_password_and_unknown_database_exit_78() {
             "Unknown database",
         ),
     ] {
-        let cfg = ConfigDir::new();
-        cfg.job(
-            "j",
-            &format!(
-                "{}[target]\ntype = \"mysql\"\nurl = \"{url}\"\ntable = \"dst\"\nkey = [\"id\"]\n{RULES}",
-                source_section(&db)
-            ),
+        let out = target_refuses(
+            &db,
+            &format!("type = \"mysql\"\nurl = \"{url}\"\ntable = \"dst\"\nkey = [\"id\"]"),
+            "mysql mysql://",
+            detail,
         );
-        let state = state_url(StateKind::Sqlite, &cfg, &db);
-        let out = run_twice(&cfg, &state);
-        assert_refused(&out, "mysql mysql://", detail);
         assert!(!stderr(&out).contains("wrong"), "no password in messages");
     }
 }
@@ -115,24 +119,29 @@ async fn mariadb_wrong_password_and_unknown_database_exit_78() {
 async fn rabbitmq_access_refused_exits_78() {
     let db = TestDb::new().await;
     source(&db).await;
-    let cfg = ConfigDir::new();
-    cfg.job(
-        "j",
-        &format!(
-            "{}[target]\ntype = \"amqp\"\nurl = \"amqp://guest:wrong@127.0.0.1:5672/%2f\"\nexchange = \"\"\nrouting_key = \"ferry_none\"\n{RULES}",
-            source_section(&db)
-        ),
+    target_refuses(
+        &db,
+        "type = \"amqp\"\nurl = \"amqp://guest:wrong@127.0.0.1:5672/%2f\"\nexchange = \"\"\nrouting_key = \"ferry_none\"",
+        "amqp",
+        "ACCESS_REFUSED",
     );
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
-    let out = run_twice(&cfg, &state);
-    assert_refused(&out, "amqp", "ACCESS_REFUSED");
+}
+
+/// A child process that ends with the test, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_authorization_violation_exits_78() {
     // A NATS server of the test's own that requires a user.
     let port = free_port();
-    let mut server = std::process::Command::new("nats-server")
+    let server = std::process::Command::new("nats-server")
         .args([
             "-a",
             "127.0.0.1",
@@ -147,6 +156,7 @@ async fn nats_authorization_violation_exits_78() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("nats-server must be installed (bash .ci/run installs the machine's services)");
+    let _server = KillOnDrop(server);
     let up = eventually(10, || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -156,19 +166,14 @@ async fn nats_authorization_violation_exits_78() {
     assert!(up, "nats-server did not start");
     let db = TestDb::new().await;
     source(&db).await;
-    let cfg = ConfigDir::new();
-    cfg.job(
-        "j",
+    target_refuses(
+        &db,
         &format!(
-            "{}[target]\ntype = \"nats\"\nurl = \"nats://ferry:wrong@127.0.0.1:{port}\"\nsubject = \"ferry.x\"\n{RULES}",
-            source_section(&db)
+            "type = \"nats\"\nurl = \"nats://ferry:wrong@127.0.0.1:{port}\"\nsubject = \"ferry.x\""
         ),
+        "nats",
+        "authorization",
     );
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
-    let out = run_twice(&cfg, &state);
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_refused(&out, "nats", "authorization");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,8 +204,7 @@ async fn http_401_and_403_exit_78_and_keep_the_items_queued() {
             ),
         );
         let state = state_url(StateKind::Sqlite, &cfg, &db);
-        let out = run_twice(&cfg, &state);
-        assert_refused(&out, "http", &status.to_string());
+        assert_refused(&run_twice(&cfg, &state), "http", &status.to_string());
         // Nothing went dead: the items wait for the configuration to be fixed.
         assert!(task_ids(&cfg, &state, &["--state", "dead"]).is_empty());
         server.abort();

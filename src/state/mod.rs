@@ -6,6 +6,7 @@ mod daemons;
 mod idmap;
 mod lease;
 mod ledger;
+mod operate;
 mod queue;
 mod runs;
 mod schedule;
@@ -20,7 +21,8 @@ use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 pub use daemons::{daemon_heartbeat, DaemonInfo};
 pub use lease::{host_name, Lease, LeaseHolder};
 pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, LedgerWalk, WrittenEntry};
-pub use queue::{ClaimedTask, QueueCounts, Settlement, Synced, TaskInfo, TaskState};
+pub use operate::{QueueCounts, TaskInfo};
+pub use queue::{ClaimedTask, Settlement, Synced, TaskState};
 pub use runs::{RunCounts, RunInfo};
 pub use schedule::{TriggerRequest, TriggerStatus};
 
