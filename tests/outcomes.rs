@@ -147,7 +147,7 @@ async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
     }
     // The text summary says it too.
     let child = cfg
-        .command(Some(&state), &["run", "--once"])
+        .command(Some(&state), &["--output", "text", "run", "--once"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -432,7 +432,10 @@ async fn ignored_deletes_are_skipped_and_refused_mass_deletes_count_the_scan() {
     assert_eq!(number(run, "synced"), 0, "{run}");
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 100);
     let text = cfg
-        .command(Some(&state), &["run", "--once", "ignoring"])
+        .command(
+            Some(&state),
+            &["--output", "text", "run", "--once", "ignoring"],
+        )
         .output()
         .expect("run");
     assert_eq!(skipped_column(&text, "ignoring"), 0);

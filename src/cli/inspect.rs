@@ -380,7 +380,7 @@ pub async fn tasks(
                 let out = serde_json::json!({
                     "id": t.id, "job": t.job, "run_id": t.run_id, "state": t.state,
                     "attempts": t.attempts, "item_count": t.item_count,
-                    "created_at": time(Some(t.created_at)), "run_after": time(Some(t.run_after)),
+                    "created_at": iso(Some(t.created_at)), "run_after": iso(Some(t.run_after)),
                     "last_error": t.last_error, "items": items,
                 });
                 // A json! value always pretty-prints.

@@ -148,17 +148,8 @@ impl ConfigDir {
         p
     }
 
-    /// `ferry --config DIR ARGS…` with `--state` when given. A `run --once`
-    /// prints its summary as JSON, which [`synced`] and the other summary
-    /// helpers read.
+    /// `ferry --config DIR ARGS…` with `--state` when given.
     pub fn ferry(&self, state: Option<&str>, args: &[&str]) -> Output {
-        let once = args.first() == Some(&"run") && args.contains(&"--once");
-        let args: Vec<&str> = if once && !args.contains(&"--output") {
-            ["--output", "json"].iter().chain(args).copied().collect()
-        } else {
-            args.to_vec()
-        };
-        let args = args.as_slice();
         let out = self.command(state, args).output().expect("run ferry");
         eprintln!(
             "$ ferry {}\n{}{}",
@@ -176,9 +167,16 @@ impl ConfigDir {
         out
     }
 
+    /// The `ferry` command. A `run --once` prints its summary as JSON
+    /// (unless the test asks for `--output text`), which [`synced`] and the
+    /// other summary helpers read.
     pub fn command(&self, state: Option<&str>, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.arg("--config").arg(self.path());
+        let once = args.first() == Some(&"run") && args.contains(&"--once");
+        if once && !args.contains(&"--output") {
+            cmd.args(["--output", "json"]);
+        }
         if let Some(s) = state {
             cmd.arg("--state").arg(s);
         }
