@@ -30,8 +30,9 @@ STATE_PG="$PG/ferry_bench_state"
 WORK=bench/out
 mkdir -p "$WORK"
 
-cargo build --release --quiet
-FERRY=$PWD/target/release/ferry
+# The profiling profile: release code with full symbols, for perf and massif.
+cargo build --profile profiling --quiet
+FERRY=$PWD/target/profiling/ferry
 
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 

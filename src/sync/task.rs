@@ -331,7 +331,12 @@ pub(super) async fn sync_task(
     crate::metrics::items_superseded(&job.name, superseded);
     if let Some(e) = &error {
         shared.note_error(e);
-        tracing::warn!(job = %job.name, task = task.id, attempt = task.attempts, retrying = retried, dead, "sync failed: {e}");
+        if unreachable && !wrote_any {
+            // Released above: the attempt was given back, as the message says.
+            tracing::warn!(job = %job.name, task = task.id, attempts = task.attempts - 1, retrying = retried, "sync stopped, attempt not counted: {e}");
+        } else {
+            tracing::warn!(job = %job.name, task = task.id, attempt = task.attempts, retrying = retried, dead, "sync failed: {e}");
+        }
         if unreachable {
             shared.stop.store(true, Ordering::Relaxed);
         }
