@@ -154,7 +154,7 @@ impl WriteKind {
     }
 }
 
-/// A connector's settings; which keys apply depends on `kind` (see DESIGN.md).
+/// A connector's settings; which keys apply depends on `kind` (README, "Job files").
 #[derive(Debug, Clone, Default)]
 pub struct SourceConfig {
     pub kind: String,

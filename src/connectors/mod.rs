@@ -300,7 +300,7 @@ impl WriteRules {
     }
 }
 
-/// Source types this build can run (the contract lists more; see DESIGN.md).
+/// Source types this build can run.
 pub const SOURCES: &[&str] = &[
     "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
 ];
