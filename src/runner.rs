@@ -197,11 +197,16 @@ impl JobRun {
                 "job {} is paused: {left} item(s) wait unsent (ferry resume {})",
                 self.job, self.job
             )),
-            Outcome::Busy => Some(format!(
-                "job {}: detection skipped, the job runs in another process ({}); {left} item(s) left queued or running; run again later",
-                self.job,
-                self.busy.as_ref().map_or(String::new(), |h| h.to_string())
-            )),
+            Outcome::Busy => Some(match &self.busy {
+                Some(holder) => format!(
+                    "job {}: detection skipped, the job runs in another process ({holder}); {left} item(s) left queued or running; run again later",
+                    self.job
+                ),
+                None => format!(
+                    "job {}: {left} item(s) queued or running in another process; run again later",
+                    self.job
+                ),
+            }),
             Outcome::Stopped => Some(format!(
                 "job {}: stopped before it was done; {left} item(s) left queued for the next run",
                 self.job
@@ -350,6 +355,8 @@ async fn run_leased(
         Ok(()) if run.sync.paused => Outcome::Paused,
         Ok(()) if run.failed() > 0 || run.left.failed + run.left.dead > 0 => Outcome::Partial,
         Ok(()) if run.detect_skipped() => Outcome::Busy,
+        // Queued by another process after this one's drain ended.
+        Ok(()) if run.left.pending + run.left.running > 0 => Outcome::Busy,
         Ok(()) if opts.shutdown.is_cancelled() => Outcome::Stopped,
         Ok(()) => Outcome::Success,
     };

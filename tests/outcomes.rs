@@ -528,3 +528,40 @@ fn a_closed_stdout_ends_a_command_quietly() {
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     }
 }
+
+/// A second `run --once` while another process still syncs the job exits
+/// 0 only once nothing of the job is queued or running: it helps drain and
+/// waits for the other's tasks in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_succeeds_only_when_nothing_of_the_job_is_left_in_flight() {
+    let db = TestDb::new().await;
+    slow_tables(&db, 300, 20).await;
+    let cfg = ConfigDir::new();
+    cfg.job("slow", &slow_job(&db));
+    let state = state_url(StateKind::Postgres, &cfg, &db);
+    let first = cfg
+        .command(Some(&state), &["run", "--once"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        eventually(30, || async {
+            db.count("SELECT count(*) FROM dst").await > 0
+        })
+        .await,
+        "nothing synced"
+    );
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "slow")["outcome"], "success");
+    // At its exit everything is in the target and nothing is in flight.
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 300);
+    assert_eq!(
+        db.count("SELECT count(*) FROM ferry_tasks WHERE state <> 'done'")
+            .await,
+        0
+    );
+    let (out, _) = finish(first, 30);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

@@ -79,6 +79,20 @@ impl Store {
         Ok(c)
     }
 
+    /// Whether any task of `job` is running (in any process).
+    pub async fn has_running(&self, job: &str) -> Result<bool, StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        let row = sqlx::query_with(
+            "SELECT 1 FROM ferry_tasks WHERE job = $1 AND state = 'running' LIMIT 1",
+            a,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.is_some())
+    }
+
     /// Tasks, newest first, optionally of one job and/or state.
     pub async fn tasks(
         &self,

@@ -166,8 +166,19 @@ pub async fn drain(
                 // claim means the queue is drained for good.
                 let detection_over = detected.is_cancelled();
                 let Some(claimed) = store.claim(&job.name, &owner, lease).await? else {
-                    if detection_over {
+                    // Tasks of the job still running elsewhere (another
+                    // process's, or one whose holder died: its lease
+                    // expires and it is claimed here) are waited for, so a
+                    // drain ends only when nothing of the job is in flight.
+                    if detection_over && !store.has_running(&job.name).await? {
                         break;
+                    }
+                    if detection_over {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                        continue;
                     }
                     tokio::select! {
                         _ = detected.cancelled() => {}
