@@ -97,26 +97,41 @@ pub enum RunError {
     Mirror(#[from] sync::MirrorError),
 }
 
+/// The system a run failed on, when one did.
+enum FailedSystem<'a> {
+    Connector(&'a ConnectorError),
+    State(&'a StateError),
+}
+
 impl RunError {
+    fn failed_system(&self) -> Option<FailedSystem<'_>> {
+        match self {
+            RunError::Detect(DetectError::Source(e))
+            | RunError::Target(e)
+            | RunError::Mirror(sync::MirrorError::Target(e)) => Some(FailedSystem::Connector(e)),
+            RunError::Detect(DetectError::State(e))
+            | RunError::State(e)
+            | RunError::Mirror(sync::MirrorError::State(e)) => Some(FailedSystem::State(e)),
+            _ => None,
+        }
+    }
+
     /// A system refused our credentials or has no such database: only a
     /// change of configuration helps (exit 78).
     pub fn is_refused(&self) -> bool {
-        match self {
-            RunError::Detect(DetectError::Source(e)) | RunError::Target(e) => e.is_refused(),
-            RunError::Detect(DetectError::State(e)) | RunError::State(e) => e.is_refused(),
-            RunError::Mirror(sync::MirrorError::Target(e)) => e.is_refused(),
-            RunError::Mirror(sync::MirrorError::State(e)) => e.is_refused(),
-            _ => false,
+        match self.failed_system() {
+            Some(FailedSystem::Connector(e)) => e.is_refused(),
+            Some(FailedSystem::State(e)) => e.is_refused(),
+            None => false,
         }
     }
 
     /// A system could not be reached: nothing was lost, retry later.
     pub fn is_unreachable(&self) -> bool {
-        match self {
-            RunError::Detect(DetectError::Source(e)) | RunError::Target(e) => e.is_unreachable(),
-            RunError::Detect(DetectError::State(e)) | RunError::State(e) => e.is_unreachable(),
-            RunError::Mirror(e) => e.is_unreachable(),
-            _ => false,
+        match self.failed_system() {
+            Some(FailedSystem::Connector(e)) => e.is_unreachable(),
+            Some(FailedSystem::State(e)) => e.is_unreachable(),
+            None => false,
         }
     }
 }

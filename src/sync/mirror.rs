@@ -37,16 +37,6 @@ pub enum MirrorError {
     },
 }
 
-impl MirrorError {
-    pub fn is_unreachable(&self) -> bool {
-        match self {
-            MirrorError::Target(e) => e.is_unreachable(),
-            MirrorError::State(e) => e.is_unreachable(),
-            _ => false,
-        }
-    }
-}
-
 /// Deletes the target rows whose key the job's ledger does not hold; returns
 /// how many. Call it only when the job's queue has drained cleanly.
 pub async fn prune(
