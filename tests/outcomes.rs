@@ -53,6 +53,17 @@ async fn slow_tables(db: &TestDb, rows: i64, sleep_ms: u32) {
     .await;
 }
 
+/// A test database with [`slow_tables`], a config folder with the job
+/// `slow` over them, and a state store of `kind`.
+async fn slow_job_on(rows: i64, sleep_ms: u32, kind: StateKind) -> (TestDb, ConfigDir, String) {
+    let db = TestDb::new().await;
+    slow_tables(&db, rows, sleep_ms).await;
+    let cfg = ConfigDir::new();
+    cfg.job("slow", &slow_job(&db));
+    let state = state_url(kind, &cfg, &db);
+    (db, cfg, state)
+}
+
 fn slow_job(db: &TestDb) -> String {
     pg_job(
         &db.url,
@@ -105,11 +116,7 @@ fn finish(child: Child, secs: u64) -> (Output, Duration) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
-    let db = TestDb::new().await;
-    slow_tables(&db, 600, 20).await;
-    let cfg = ConfigDir::new();
-    cfg.job("slow", &slow_job(&db));
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let (db, cfg, state) = slow_job_on(600, 20, StateKind::Sqlite).await;
     for (name, code_expected) in [("TERM", 143), ("INT", 130)] {
         let before = db.count("SELECT count(*) FROM dst").await;
         let child = cfg
@@ -163,11 +170,7 @@ async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trigger_wait_fails_fast_without_a_daemon_and_stops_on_signals_and_timeouts() {
-    let db = TestDb::new().await;
-    slow_tables(&db, 2000, 20).await;
-    let cfg = ConfigDir::new();
-    cfg.job("slow", &slow_job(&db));
-    let state = state_url(StateKind::Postgres, &cfg, &db);
+    let (_db, cfg, state) = slow_job_on(2000, 20, StateKind::Postgres).await;
     let hb = [("FERRY_DAEMON_HEARTBEAT", "300ms")];
 
     // No daemon: exit 75 at once, saying what to do.
@@ -249,11 +252,7 @@ async fn trigger_wait_fails_fast_without_a_daemon_and_stops_on_signals_and_timeo
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_job_is_not_a_success_for_trigger_wait_or_run_once() {
-    let db = TestDb::new().await;
-    slow_tables(&db, 30, 0).await;
-    let cfg = ConfigDir::new();
-    cfg.job("slow", &slow_job(&db));
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let (db, cfg, state) = slow_job_on(30, 0, StateKind::Sqlite).await;
     let out = cfg.ferry(Some(&state), &["pause", "slow"]);
     assert_eq!(code(&out), 0);
 
@@ -278,11 +277,7 @@ async fn a_paused_job_is_not_a_success_for_trigger_wait_or_run_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_that_finds_the_job_busy_names_the_holder_and_a_dead_holder_is_taken_over() {
     for kind in [StateKind::Sqlite, StateKind::Postgres] {
-        let db = TestDb::new().await;
-        slow_tables(&db, 300, 0).await;
-        let cfg = ConfigDir::new();
-        cfg.job("slow", &slow_job(&db));
-        let state = state_url(kind, &cfg, &db);
+        let (db, cfg, state) = slow_job_on(300, 0, kind).await;
         // Holder: a run that stops itself right after taking the job lease.
         let mut holder = cfg
             .command(Some(&state), &["run", "--once"])
@@ -475,11 +470,7 @@ fn skipped_column(out: &Output, job: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_commands_name_each_id_they_cannot_act_on() {
-    let db = TestDb::new().await;
-    slow_tables(&db, 5, 0).await;
-    let cfg = ConfigDir::new();
-    cfg.job("slow", &slow_job(&db));
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let (_db, cfg, state) = slow_job_on(5, 0, StateKind::Sqlite).await;
     cfg.run_once_ok(&state);
     let tasks = json(&cfg.ferry(
         Some(&state),
@@ -534,11 +525,7 @@ fn a_closed_stdout_ends_a_command_quietly() {
 /// waits for the other's tasks in flight.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_succeeds_only_when_nothing_of_the_job_is_left_in_flight() {
-    let db = TestDb::new().await;
-    slow_tables(&db, 300, 20).await;
-    let cfg = ConfigDir::new();
-    cfg.job("slow", &slow_job(&db));
-    let state = state_url(StateKind::Postgres, &cfg, &db);
+    let (db, cfg, state) = slow_job_on(300, 20, StateKind::Postgres).await;
     let first = cfg
         .command(Some(&state), &["run", "--once"])
         .stdout(Stdio::null())
