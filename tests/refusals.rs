@@ -141,7 +141,12 @@ impl Drop for KillOnDrop {
 async fn nats_authorization_violation_exits_78() {
     // A NATS server of the test's own that requires a user.
     let port = free_port();
-    let server = std::process::Command::new("nats-server")
+    // Where Debian's package puts it (.ci/run starts the machine's from there).
+    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nats-server");
+    let server = std::process::Command::new(binary)
         .args([
             "-a",
             "127.0.0.1",
