@@ -171,7 +171,7 @@ async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
 #[tokio::test(flavor = "multi_thread")]
 async fn trigger_wait_fails_fast_without_a_daemon_and_stops_on_signals_and_timeouts() {
     let (_db, cfg, state) = slow_job_on(2000, 20, StateKind::Postgres).await;
-    let hb = [("FERRY_DAEMON_HEARTBEAT", "300ms")];
+    let hb = [("FERRY_DAEMON_HEARTBEAT", "1s")];
 
     // No daemon: exit 75 at once, saying what to do.
     let started = Instant::now();
