@@ -153,13 +153,20 @@ async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
         );
     }
     // The text summary says it too.
+    let before = db.count("SELECT count(*) FROM dst").await;
     let child = cfg
         .command(Some(&state), &["--output", "text", "run", "--once"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        eventually(30, || async {
+            db.count("SELECT count(*) FROM dst").await > before
+        })
+        .await,
+        "the third run synced nothing"
+    );
     signal(&child, "TERM");
     let (out, _) = finish(child, 30);
     let text = String::from_utf8_lossy(&out.stdout);
