@@ -81,6 +81,27 @@ async fn in_sync(db: &TestDb) -> bool {
         == 0
 }
 
+/// `ferry ARGS` started with piped output, returned once the target has
+/// rows it did not have before (the run is syncing).
+async fn spawn_syncing(db: &TestDb, cfg: &ConfigDir, state: &str, args: &[&str]) -> Child {
+    let before = db.count("SELECT count(*) FROM dst").await;
+    let child = cfg
+        .command(Some(state), args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        eventually(30, || async {
+            db.count("SELECT count(*) FROM dst").await > before
+        })
+        .await,
+        "`ferry {}` synced nothing",
+        args.join(" ")
+    );
+    child
+}
+
 fn signal(child: &Child, name: &str) {
     let ok = std::process::Command::new("kill")
         .arg(format!("-{name}"))
@@ -118,20 +139,7 @@ fn finish(child: Child, secs: u64) -> (Output, Duration) {
 async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
     let (db, cfg, state) = slow_job_on(600, 20, StateKind::Sqlite).await;
     for (name, code_expected) in [("TERM", 143), ("INT", 130)] {
-        let before = db.count("SELECT count(*) FROM dst").await;
-        let child = cfg
-            .command(Some(&state), &["--output", "json", "run", "--once"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        assert!(
-            eventually(30, || async {
-                db.count("SELECT count(*) FROM dst").await > before
-            })
-            .await,
-            "nothing synced"
-        );
+        let child = spawn_syncing(&db, &cfg, &state, &["--output", "json", "run", "--once"]).await;
         signal(&child, name);
         let (out, took) = finish(child, 30);
         assert_eq!(code(&out), code_expected, "{}", stderr(&out));
@@ -153,20 +161,7 @@ async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
         );
     }
     // The text summary says it too.
-    let before = db.count("SELECT count(*) FROM dst").await;
-    let child = cfg
-        .command(Some(&state), &["--output", "text", "run", "--once"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    assert!(
-        eventually(30, || async {
-            db.count("SELECT count(*) FROM dst").await > before
-        })
-        .await,
-        "the third run synced nothing"
-    );
+    let child = spawn_syncing(&db, &cfg, &state, &["--output", "text", "run", "--once"]).await;
     signal(&child, "TERM");
     let (out, _) = finish(child, 30);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -286,22 +281,7 @@ async fn a_run_that_finds_the_job_busy_names_the_holder_and_a_dead_holder_is_tak
     for kind in [StateKind::Sqlite, StateKind::Postgres] {
         let (db, cfg, state) = slow_job_on(300, 0, kind).await;
         // Holder: a run that stops itself right after taking the job lease.
-        let mut holder = cfg
-            .command(Some(&state), &["run", "--once"])
-            .env("FERRY_FAULT", "stop-detecting")
-            .env("FERRY_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        {
-            use std::io::{BufRead, BufReader};
-            let log = holder.stderr.take().expect("stderr");
-            assert!(BufReader::new(log)
-                .lines()
-                .map_while(Result::ok)
-                .any(|l| l.contains("fault point detecting")));
-        }
+        let mut holder = spawn_at_fault(&cfg, &state, "stop", "detecting", &[]);
         let out = cfg.ferry(Some(&state), &["--output", "json", "run", "--once"]);
         assert_eq!(code(&out), 75, "{kind:?}: {}", stderr(&out));
         let doc = json(&out);

@@ -401,14 +401,20 @@ pub fn count_writes(table: &str) -> String {
     )
 }
 
-/// Starts `run --once` with a 1 s job lease, waits until it reaches the
-/// fault point `point` (where it pauses), and kills it there.
-pub fn kill_at_fault(cfg: &ConfigDir, state: &str, point: &str) {
+/// Starts `run --once` with `FERRY_FAULT=<mode>-<point>` (`pause` or
+/// `stop`) and the extra `env`, and returns it once it has reached `point`.
+pub fn spawn_at_fault(
+    cfg: &ConfigDir,
+    state: &str,
+    mode: &str,
+    point: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     use std::io::{BufRead, BufReader};
     let mut child = cfg
         .command(Some(state), &["run", "--once"])
-        .env("FERRY_FAULT", format!("pause-{point}"))
-        .env("FERRY_JOB_LEASE", "1s")
+        .env("FERRY_FAULT", format!("{mode}-{point}"))
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -421,6 +427,13 @@ pub fn kill_at_fault(cfg: &ConfigDir, state: &str, point: &str) {
             .any(|l| l.contains(&format!("fault point {point}"))),
         "ferry never reached the fault point {point}"
     );
+    child
+}
+
+/// Starts `run --once` with a 1 s job lease, waits until it reaches the
+/// fault point `point` (where it pauses), and kills it there.
+pub fn kill_at_fault(cfg: &ConfigDir, state: &str, point: &str) {
+    let mut child = spawn_at_fault(cfg, state, "pause", point, &[("FERRY_JOB_LEASE", "1s")]);
     child.kill().expect("kill");
     child.wait().expect("wait");
 }
