@@ -92,6 +92,10 @@ fn describe() {
         "Items not written: ignored_delete (deletes = \"ignore\"), unchanged (the target row already held them; also counted as synced)."
     );
     describe_counter!(
+        "ferry_schema_changes_total",
+        "Changes ferry made to a target table because the source's columns changed: column_added, type_widened."
+    );
+    describe_counter!(
         "ferry_items_superseded_total",
         "Items dropped because a newer version of their key was detected."
     );
@@ -158,6 +162,9 @@ pub fn register_job(job: &str) {
     }
     for reason in SKIP_REASONS {
         counter!("ferry_items_skipped_total", "sync_job" => j(), "reason" => reason).absolute(0);
+    }
+    for change in SCHEMA_CHANGES {
+        counter!("ferry_schema_changes_total", "sync_job" => j(), "change" => change).absolute(0);
     }
     for stage in STAGES {
         let _ = histogram!("ferry_batch_duration_seconds", "sync_job" => j(), "stage" => stage);
@@ -256,6 +263,14 @@ pub fn items_skipped(job: &str, ignored_deletes: u64, unchanged: u64) {
         counter!("ferry_items_skipped_total", "sync_job" => job.to_string(), "reason" => reason)
             .increment(n);
     }
+}
+
+/// Label values of `ferry_schema_changes_total`.
+pub const SCHEMA_CHANGES: [&str; 2] = ["column_added", "type_widened"];
+
+pub fn schema_changed(job: &str, change: &'static str) {
+    counter!("ferry_schema_changes_total", "sync_job" => job.to_string(), "change" => change)
+        .increment(1);
 }
 
 pub fn items_superseded(job: &str, n: u64) {

@@ -11,6 +11,7 @@ use crate::connectors::{self, ConnectorError};
 use crate::detect::{self, DetectError, DetectOptions, DetectReport, Detection};
 use crate::exit::ExitCode;
 use crate::progress::Progress;
+use crate::schema::{self, Applied, SchemaError};
 use crate::state::{Lease, QueueCounts, RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
 
@@ -87,6 +88,8 @@ impl Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     #[error("source {0}")]
     Detect(#[from] DetectError),
     #[error("target {0}")]
@@ -107,9 +110,11 @@ impl RunError {
     fn failed_system(&self) -> Option<FailedSystem<'_>> {
         match self {
             RunError::Detect(DetectError::Source(e))
+            | RunError::Schema(SchemaError::Source(e) | SchemaError::Target(e))
             | RunError::Target(e)
             | RunError::Mirror(sync::MirrorError::Target(e)) => Some(FailedSystem::Connector(e)),
             RunError::Detect(DetectError::State(e))
+            | RunError::Schema(SchemaError::State(e))
             | RunError::State(e)
             | RunError::Mirror(sync::MirrorError::State(e)) => Some(FailedSystem::State(e)),
             _ => None,
@@ -119,6 +124,9 @@ impl RunError {
     /// A system refused our credentials or has no such database: only a
     /// change of configuration helps (exit 78).
     pub fn is_refused(&self) -> bool {
+        if matches!(self, RunError::Schema(SchemaError::Refused { .. })) {
+            return true;
+        }
         match self.failed_system() {
             Some(FailedSystem::Connector(e)) => e.is_refused(),
             Some(FailedSystem::State(e)) => e.is_refused(),
@@ -151,6 +159,8 @@ pub struct JobRun {
     pub busy: Option<crate::state::LeaseHolder>,
     /// The job's queue when the run ended.
     pub left: QueueCounts,
+    /// Changes the schema stage made to the target (a dry run: would make).
+    pub schema_changes: Vec<Applied>,
 }
 
 impl JobRun {
@@ -284,6 +294,7 @@ async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions
         error: None,
         busy: None,
         left: QueueCounts::default(),
+        schema_changes: Vec::new(),
     };
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, true);
@@ -317,6 +328,9 @@ async fn run_leased(
     run: &mut JobRun,
 ) -> Result<(), RunError> {
     if opts.detect.dry_run {
+        let prepared = schema::prepare(job, Some(store), true).await?;
+        run.schema_changes = prepared.changes;
+        let job = &prepared.job;
         let source = connectors::source(job).map_err(DetectError::Source)?;
         run.detect = detect::detect(Detection {
             job,
@@ -336,18 +350,34 @@ async fn run_leased(
         .await?;
     run.run_id = Some(run_id);
     tracing::Span::current().record("run_id", run_id);
-    let mut result = detect_and_sync(job, store, owner, run_id, opts, run, Duration::ZERO).await;
-    // The holder of the lease has often finished detecting by the time this
-    // run has helped drain its queue: then this run detects after all,
-    // waiting a moment for a detection that is about to end (another run
-    // like this one, in its own second pass).
-    if result.is_ok() && run.detect_skipped() && !opts.shutdown.is_cancelled() {
-        let drained = std::mem::take(&mut run.sync);
-        run.busy = None;
-        result =
-            detect_and_sync(job, store, owner, run_id, opts, run, SECOND_PASS_LEASE_WAIT).await;
-        run.sync.absorb(drained);
-    }
+    let result = match prepare_schema(job, store, run).await {
+        Ok((job, unreachable)) => {
+            let job = &job;
+            let mut result = detect_and_sync(job, store, owner, run_id, opts, run, Duration::ZERO, &unreachable).await;
+            // The holder of the lease has often finished detecting by the time this
+            // run has helped drain its queue: then this run detects after all,
+            // waiting a moment for a detection that is about to end (another run
+            // like this one, in its own second pass).
+            if result.is_ok() && run.detect_skipped() && !opts.shutdown.is_cancelled() {
+                let drained = std::mem::take(&mut run.sync);
+                run.busy = None;
+                result = detect_and_sync(
+                    job,
+                    store,
+                    owner,
+                    run_id,
+                    opts,
+                    run,
+                    SECOND_PASS_LEASE_WAIT,
+                    &unreachable,
+                )
+                .await;
+                run.sync.absorb(drained);
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
     if result.is_err() {
         run.count_progress(&opts.progress);
     }
@@ -387,6 +417,36 @@ async fn run_leased(
     result
 }
 
+/// The schema stage of a run: the job as this run executes it. When the
+/// source cannot be reached, the stage cannot run: the job then drains
+/// what earlier runs queued (with the fields they added), and detection
+/// reports the source's error.
+async fn prepare_schema(
+    job: &Job,
+    store: &Store,
+    run: &mut JobRun,
+) -> Result<(Job, Option<ConnectorError>), RunError> {
+    let reached = probe(
+        &job.source.kind,
+        &job.source.url,
+        "source",
+        job.source.connect_timeout,
+    )
+    .await;
+    let failed = match reached {
+        Ok(()) => match schema::prepare(job, Some(store), false).await {
+            Ok(prepared) => {
+                run.schema_changes = prepared.changes;
+                return Ok((prepared.job, None));
+            }
+            Err(SchemaError::Source(e)) if e.is_unreachable() => e,
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => e,
+    };
+    Ok((schema::with_added_fields(job, store).await?, Some(failed)))
+}
+
 /// Detection is one runner's at a time (the job lease): two detections could
 /// advance the watermark past each other's uncommitted reads. Draining is
 /// everyone's: tasks are claimed one by one under fenced leases, so a run
@@ -398,9 +458,13 @@ async fn detect_exclusively(
     run_id: i64,
     opts: &RunOptions,
     lease_wait: Duration,
+    unreachable: &Option<ConnectorError>,
 ) -> Result<Leased<DetectReport>, RunError> {
     let report = with_job_lease(job, store, owner, lease_wait, async {
         crate::fault::point("detecting");
+        if let Some(e) = unreachable {
+            return Err(DetectError::Source(e.clone()).into());
+        }
         probe(
             &job.source.kind,
             &job.source.url,
@@ -525,6 +589,7 @@ async fn detect_and_sync(
     opts: &RunOptions,
     run: &mut JobRun,
     lease_wait: Duration,
+    unreachable: &Option<ConnectorError>,
 ) -> Result<(), RunError> {
     if let Err(e) = store.purge(opts.retention.tasks, opts.retention.runs).await {
         tracing::warn!("could not prune old tasks and runs: {e}");
@@ -534,7 +599,8 @@ async fn detect_and_sync(
     // empty. (Fault injection at the boundary runs them one after the other.)
     let detected = CancellationToken::new();
     let detect = async {
-        let report = detect_exclusively(job, store, owner, run_id, opts, lease_wait).await;
+        let report =
+            detect_exclusively(job, store, owner, run_id, opts, lease_wait, unreachable).await;
         if report.is_ok() {
             crate::fault::point("after-enqueue");
         }

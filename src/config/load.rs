@@ -271,6 +271,7 @@ fn link_echo_partners(jobs: &mut BTreeMap<String, Job>) {
             .map(|b| EchoPartner {
                 job: b.name.clone(),
                 key: b.source.key.clone(),
+                columns: b.read_columns(),
             })
             .collect();
     }

@@ -71,6 +71,7 @@ pub struct Job {
     /// Target field ← source field. Empty: every source field, under its own name.
     pub fields: Vec<FieldMap>,
     pub rules: Rules,
+    pub schema: SchemaPolicy,
     pub children: BTreeMap<String, Child>,
     /// `[[tests]]`: rule tests `ferry test` runs offline.
     pub tests: Vec<RuleTest>,
@@ -80,14 +81,61 @@ pub struct Job {
     pub echo: Vec<EchoPartner>,
 }
 
+/// `[schema]`: what a run does when the source's columns changed since
+/// the job's last run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchemaPolicy {
+    pub on_new_column: OnNewColumn,
+    pub on_type_change: OnTypeChange,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnNewColumn {
+    /// Not read, not sent; nothing changes.
+    #[default]
+    Ignore,
+    /// Added to the target table and sent from now on.
+    Add,
+    /// The job stops until someone maps or ignores it.
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnTypeChange {
+    /// The job stops until someone looks.
+    #[default]
+    Fail,
+    /// A change that keeps every value (int → bigint, varchar(20) →
+    /// varchar(40)) is made to the target column too; any other stops.
+    Widen,
+}
+
 #[derive(Debug, Clone)]
 pub struct EchoPartner {
     pub job: String,
     /// Its `[source] key`.
     pub key: Vec<String>,
+    /// The columns it reads (see [`Job::read_columns`]): its content hashes
+    /// cover these only.
+    pub columns: Option<Vec<String>>,
 }
 
 impl Job {
+    /// The source columns a job with `[fields]` reads: the mapped ones, the
+    /// key and the cursor. None: every column (a job without `[fields]`).
+    pub fn read_columns(&self) -> Option<Vec<String>> {
+        if self.fields.is_empty() {
+            return None;
+        }
+        let mut columns: Vec<String> = self.fields.iter().map(|f| f.from.clone()).collect();
+        columns.extend(self.source.key.iter().cloned());
+        if let Detect::Cursor { column, .. } = &self.detect {
+            columns.push(column.clone());
+        }
+        columns.dedup();
+        Some(columns)
+    }
+
     /// The target key column the target generates: a one-column target key
     /// that no field maps from the source. The job keeps an id map.
     pub fn generated_key(&self) -> Option<&str> {
@@ -178,6 +226,10 @@ pub struct SourceConfig {
     pub subject: Option<String>,
     /// How long connecting may take before the system counts as unreachable.
     pub connect_timeout: Duration,
+    /// The columns the job reads, in the table's order, as each run's
+    /// schema check resolves them (mapped fields, key, cursor); None: all.
+    /// Never set from the file.
+    pub columns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -187,8 +239,9 @@ pub struct TargetConfig {
     pub table: Option<String>,
     pub key: Vec<String>,
     pub mode: Mode,
-    /// SQLite only: create the table (untyped columns, key as primary key) if missing.
-    pub create_table: bool,
+    /// SQL targets: create the table if it is missing, from the source's
+    /// columns (`create`; `create_table`, SQLite only, is its old name).
+    pub create: bool,
     pub updated_at: Option<String>,
     pub path: Option<PathBuf>,
     pub format: Option<FileFormat>,
@@ -355,6 +408,9 @@ pub struct FieldMap {
     pub from: String,
     pub owner: Owner,
     pub lookup: Option<String>,
+    /// The user accepts that the target's type changes some values
+    /// (`lossy = true`); otherwise such a field stops the job.
+    pub lossy: bool,
 }
 
 #[derive(Debug, Clone)]

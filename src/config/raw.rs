@@ -89,6 +89,8 @@ pub struct JobFile {
     #[serde(default)]
     pub rules: Option<S<RulesRaw>>,
     #[serde(default)]
+    pub schema: Option<S<SchemaRaw>>,
+    #[serde(default)]
     pub children: BTreeMap<S<String>, S<ChildRaw>>,
     /// `[[tests]]` blocks, for `ferry test`.
     #[serde(default)]
@@ -168,6 +170,7 @@ pub struct TargetRaw {
     pub table: Option<S<String>>,
     pub key: Option<S<Vec<S<String>>>>,
     pub mode: Option<S<String>>,
+    pub create: Option<S<bool>>,
     pub create_table: Option<S<bool>>,
     pub updated_at: Option<S<String>>,
     pub path: Option<S<String>>,
@@ -184,12 +187,20 @@ pub struct TargetRaw {
     pub connect_timeout: Option<S<String>>,
 }
 
-/// `target = "source_field"` or `target = { from, owner, lookup }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRaw {
+    pub on_new_column: Option<S<String>>,
+    pub on_type_change: Option<S<String>>,
+}
+
+/// `target = "source_field"` or `target = { from, owner, lookup, lossy }`.
 #[derive(Debug)]
 pub struct FieldRaw {
     pub from: String,
     pub owner: Option<String>,
     pub lookup: Option<String>,
+    pub lossy: bool,
 }
 
 impl<'de> Deserialize<'de> for FieldRaw {
@@ -200,18 +211,21 @@ impl<'de> Deserialize<'de> for FieldRaw {
             from: String,
             owner: Option<String>,
             lookup: Option<String>,
+            #[serde(default)]
+            lossy: bool,
         }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = FieldRaw;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a source field name or a table { from, owner, lookup }")
+                f.write_str("a source field name or a table { from, owner, lookup, lossy }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldRaw, E> {
                 Ok(FieldRaw {
                     from: v.to_string(),
                     owner: None,
                     lookup: None,
+                    lossy: false,
                 })
             }
             fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<FieldRaw, M::Error> {
@@ -220,6 +234,7 @@ impl<'de> Deserialize<'de> for FieldRaw {
                     from: t.from,
                     owner: t.owner,
                     lookup: t.lookup,
+                    lossy: t.lossy,
                 })
             }
         }

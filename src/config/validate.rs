@@ -336,6 +336,7 @@ pub fn job(
 
     let tests = tests(ctx, name, &file.tests);
     let children = children(ctx, file, &source, &detect);
+    let schema = schema_policy(ctx, file.schema.as_ref());
 
     if ctx.src.errors.len() > errors_before {
         return None;
@@ -351,10 +352,46 @@ pub fn job(
         target,
         fields,
         rules,
+        schema,
         children,
         tests,
         echo: Vec::new(),
     })
+}
+
+/// `[schema]`: the drift policy.
+fn schema_policy(ctx: &mut Ctx, s: Option<&S<raw::SchemaRaw>>) -> SchemaPolicy {
+    let Some(s) = s.map(|s| s.get_ref()) else {
+        return SchemaPolicy::default();
+    };
+    SchemaPolicy {
+        on_new_column: s
+            .on_new_column
+            .as_ref()
+            .and_then(|v| {
+                ctx.choice(
+                    v,
+                    "on_new_column",
+                    &[
+                        ("ignore", OnNewColumn::Ignore),
+                        ("add", OnNewColumn::Add),
+                        ("fail", OnNewColumn::Fail),
+                    ],
+                )
+            })
+            .unwrap_or_default(),
+        on_type_change: s
+            .on_type_change
+            .as_ref()
+            .and_then(|v| {
+                ctx.choice(
+                    v,
+                    "on_type_change",
+                    &[("fail", OnTypeChange::Fail), ("widen", OnTypeChange::Widen)],
+                )
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// `[children.NAME]`: a query comparing the parent column with `= $1`, a
@@ -675,8 +712,8 @@ fn source_keys(kind: &str) -> &'static [&'static str] {
 /// The keys a target of `kind` reads, as [`source_keys`].
 fn target_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "sqlite" => &["url", "table", "create_table"],
-        "postgres" | "mysql" => &["url", "table"],
+        "sqlite" => &["url", "table", "create", "create_table"],
+        "postgres" | "mysql" => &["url", "table", "create"],
         "file" => &["path", "format"],
         _ => &["url"],
     }
@@ -989,13 +1026,17 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
             ),
         }
         ctx.unused(&r.path, "path", &kind, "target");
-        match &r.create_table {
-            Some(c) if kind != "sqlite" => ctx.src.error(
-                c.span(),
-                "`create_table` applies to a target of type `sqlite` only",
+        match (&r.create, &r.create_table) {
+            (Some(_), Some(old)) => ctx.src.error(
+                old.span(),
+                "`create_table` is the old name of `create`; give only `create`",
             ),
-            Some(c) => out.create_table = *c.get_ref(),
-            None => {}
+            (_, Some(c)) if kind != "sqlite" => ctx.src.error(
+                c.span(),
+                "`create_table` is the old name of `create`, for `sqlite` only; write `create = true`",
+            ),
+            (Some(c), _) | (None, Some(c)) => out.create = *c.get_ref(),
+            (None, None) => {}
         }
     } else if kind == "file" {
         out.path = ctx.path(&r.path, span.clone(), what);
@@ -1058,6 +1099,7 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
     let keys = [
         ("url", span_of(&r.url)),
         ("table", span_of(&r.table)),
+        ("create", span_of(&r.create)),
         ("create_table", span_of(&r.create_table)),
         ("path", span_of(&r.path)),
         ("format", span_of(&r.format)),
@@ -1241,6 +1283,7 @@ fn fields(
             from: raw.from.clone(),
             owner,
             lookup: raw.lookup.clone(),
+            lossy: raw.lossy,
         });
     }
     out

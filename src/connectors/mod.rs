@@ -5,6 +5,7 @@
 //! Adding a system: a folder here and one line in each registry below.
 pub mod amqp;
 mod children;
+pub mod columns;
 mod error;
 pub mod file;
 pub mod http;
@@ -24,7 +25,20 @@ use serde_json::value::RawValue;
 use crate::config::{Child, Deletes, Job, Mode, Owner};
 use crate::model::{Item, Record, SourceRow};
 
+pub use columns::{Column, ColumnType, Shape, TableSchema};
 pub use error::ConnectorError;
+
+/// A change to a target table's definition, from the source's columns
+/// (each target renders the types in its own dialect: `docs/types.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaChange {
+    /// `[target] create = true`: the table, with the job's key as primary key.
+    CreateTable { columns: Vec<Column>, key: Vec<String> },
+    /// `[schema] on_new_column = "add"`.
+    AddColumn(Column),
+    /// `[schema] on_type_change = "widen"`: the column takes the wider type.
+    WidenColumn(Column),
+}
 
 /// What a detection strategy asks a source for.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +79,11 @@ pub trait Source: Send + Sync {
             "queue",
             "this source is not a queue; use strategy cursor or diff",
         ))
+    }
+    /// The columns the job reads, when the source is a table or a query
+    /// with a schema; what every run checks the job's fields against.
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        Ok(Shape::Schemaless)
     }
     /// Acknowledges received messages up to and including `ack`, once their
     /// changes are durably enqueued: the queue forgets them.
@@ -230,6 +249,34 @@ pub trait Target: Send + Sync {
     /// key the source does not have. None: the target cannot list its keys.
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
         Ok(None)
+    }
+    /// The target table's columns, for the checks every run makes before
+    /// it writes.
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        Ok(Shape::Schemaless)
+    }
+    /// The statements that make `change`, in this target's dialect (shown
+    /// by `ferry plan`); an error when this target cannot make it.
+    fn schema_statements(&self, _change: &SchemaChange) -> Result<Vec<String>, ConnectorError> {
+        Err(ConnectorError::failed(
+            &self.describe(),
+            "schema",
+            "this target has no table definition to change",
+        ))
+    }
+    /// Whether `target`, a column of this target's table, takes every value
+    /// of the `source` column unchanged; Err says what would change.
+    fn holds(&self, target: &Column, source: &Column) -> Result<(), String> {
+        target.ty.holds(&source.ty)
+    }
+    /// Runs [`Target::schema_statements`] of `change`. Safe to repeat: a
+    /// table or column that exists already is left as it is.
+    async fn change_schema(&self, _change: &SchemaChange) -> Result<(), ConnectorError> {
+        Err(ConnectorError::failed(
+            &self.describe(),
+            "schema",
+            "this target has no table definition to change",
+        ))
     }
 }
 

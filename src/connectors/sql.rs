@@ -1,5 +1,9 @@
 //! Helpers shared by the SQL connectors: identifier quoting and error classification.
-use super::{ChildTable, ConnectorError, Images, WriteBatch, WriteRules, Written};
+use std::collections::HashMap;
+
+use super::{
+    ChildTable, Column, ColumnType, ConnectorError, Images, Shape, WriteBatch, WriteRules, Written,
+};
 use crate::config::{Deletes, Mode, Owner};
 use crate::model::Record;
 
@@ -15,8 +19,21 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The `SELECT` that yields a SQL source's rows, and its name for messages.
+/// The name [`quote_ident`] quoted.
+fn unquote(quoted: &str) -> String {
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .map_or_else(|| quoted.to_string(), |q| q.replace("\"\"", "\""))
+}
+
+/// The `SELECT` that yields a SQL source's rows, and its name for messages:
+/// the columns the job reads ([`SourceConfig::columns`], all when unset).
 pub fn relation(cfg: &crate::config::SourceConfig) -> (String, String) {
+    let projection = cfg
+        .columns
+        .as_ref()
+        .map_or_else(|| "*".to_string(), |columns| quoted_list(columns));
     match (&cfg.table, &cfg.query) {
         (Some(t), _) => {
             let filter = cfg
@@ -25,10 +42,17 @@ pub fn relation(cfg: &crate::config::SourceConfig) -> (String, String) {
                 .map(|w| format!(" WHERE {w}"))
                 .unwrap_or_default();
             (
-                format!("SELECT * FROM {}{filter}", quote_qualified(t)),
+                format!("SELECT {projection} FROM {}{filter}", quote_qualified(t)),
                 format!("table {t}"),
             )
         }
+        (None, Some(q)) if cfg.columns.is_some() => (
+            format!(
+                "SELECT {projection} FROM ({}) AS ferry_q",
+                q.trim().trim_end_matches(';')
+            ),
+            "query".to_string(),
+        ),
         (None, Some(q)) => (
             q.trim().trim_end_matches(';').to_string(),
             "query".to_string(),
@@ -327,12 +351,15 @@ pub enum Dialect {
 /// Builds a SQL target's statements under the job's write rules. Every
 /// statement takes a whole batch as one JSON array parameter (`$1`), so a
 /// task of any size is one round trip per statement.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WriteSql {
     /// Quoted, possibly schema-qualified.
     table: String,
     rules: WriteRules,
     dialect: Dialect,
+    /// The target table's columns by name, read once before the first
+    /// write: some types need their own expressions (below).
+    columns: tokio::sync::OnceCell<HashMap<String, Column>>,
 }
 
 impl WriteSql {
@@ -341,6 +368,48 @@ impl WriteSql {
             table: quote_qualified(&rules.table),
             rules,
             dialect,
+            columns: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Reads the table's columns with `schema` the first time it is called.
+    pub async fn load_columns<F, Fut>(&self, schema: F) -> Result<(), ConnectorError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Shape, ConnectorError>>,
+    {
+        self.columns
+            .get_or_try_init(|| async {
+                Ok(match schema().await? {
+                    Shape::Table(table) => table
+                        .columns
+                        .into_iter()
+                        .map(|c| (c.name.clone(), c))
+                        .collect(),
+                    Shape::Missing | Shape::Schemaless => HashMap::new(),
+                })
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.get().and_then(|columns| columns.get(name))
+    }
+
+    /// A column's value in a comparison: PostgreSQL has no equality for
+    /// `json`, `xml` or the geometric types, so those compare as jsonb or text.
+    fn comparable(&self, column: &str, expr: &str) -> String {
+        if self.dialect != Dialect::Postgres {
+            return expr.to_string();
+        }
+        let declared = self.column(column).map(|c| c.declared.as_str());
+        match declared {
+            Some("json") => format!("({expr})::jsonb"),
+            Some("xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle") => {
+                format!("({expr})::text")
+            }
+            _ => expr.to_string(),
         }
     }
 
@@ -478,17 +547,32 @@ impl WriteSql {
             Dialect::Sqlite => {
                 let exprs = cols
                     .iter()
-                    .map(|c| {
-                        format!(
-                            "json_extract(value, '$.\"{}\"') AS {}",
-                            c.replace('\'', "''").replace('"', "\\\""),
-                            quote_ident(c)
-                        )
-                    })
+                    .map(|c| format!("{} AS {}", self.sqlite_value(c), quote_ident(c)))
                     .collect::<Vec<_>>()
                     .join(", ");
                 format!("(SELECT {exprs} FROM json_each($1))")
             }
+        }
+    }
+
+    /// Field `c` of a JSON row (`value`) as the SQLite value to store, by
+    /// the column's type: numbers keep their exact digits in a text column
+    /// (`json_extract` would make a 15-digit float of a wide decimal), and
+    /// `\\x…` hex strings become the bytes in a BLOB column.
+    fn sqlite_value(&self, c: &str) -> String {
+        let path = format!(
+            "'$.\"{}\"'",
+            c.replace('\'', "''").replace('"', "\\\"")
+        );
+        let extract = format!("json_extract(value, {path})");
+        match self.column(c).map(|c| &c.ty) {
+            Some(ColumnType::Text(_) | ColumnType::Char(_)) => format!(
+                "CASE WHEN json_type(value, {path}) IN ('integer', 'real') THEN value -> {path} ELSE {extract} END"
+            ),
+            Some(ColumnType::Bytes) => format!(
+                "CASE WHEN substr({extract}, 1, 2) = '\\x' THEN unhex(substr({extract}, 3)) ELSE {extract} END"
+            ),
+            _ => extract,
         }
     }
 
@@ -557,7 +641,14 @@ impl WriteSql {
             Dialect::Sqlite => "IS NOT",
         };
         sets.iter()
-            .map(|(column, value)| format!("ferry_t.{column} {distinct} {value}"))
+            .map(|(column, value)| {
+                let name = unquote(column);
+                format!(
+                    "{} {distinct} {}",
+                    self.comparable(&name, &format!("ferry_t.{column}")),
+                    self.comparable(&name, value)
+                )
+            })
             .collect::<Vec<_>>()
             .join(" OR ")
     }

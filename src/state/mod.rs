@@ -10,6 +10,7 @@ mod operate;
 mod queue;
 mod runs;
 mod schedule;
+mod schemas;
 
 use std::str::FromStr;
 use std::sync::Once;
@@ -25,6 +26,7 @@ pub use operate::{QueueCounts, TaskInfo};
 pub use queue::{ClaimedTask, Settlement, Synced, TaskState};
 pub use runs::{RunCounts, RunInfo};
 pub use schedule::{TriggerRequest, TriggerStatus};
+pub use schemas::SchemaChangeInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -467,10 +467,19 @@ async fn mark_echo(
 ) -> Result<(), StateError> {
     for partner in partners {
         let key_of = |r: &Record| key_of(r, &partner.key).ok().map(|k| key_text(&k));
+        // The partner hashes the columns it reads, in the table's order.
+        let hash = |r: &Record| match &partner.columns {
+            Some(columns) => {
+                let mut read = r.clone();
+                read.retain(|name, _| columns.contains(name));
+                content_hash(&read)
+            }
+            None => content_hash(r),
+        };
         let before: std::collections::HashMap<String, i64> = rows
             .before
             .iter()
-            .filter_map(|r| Some((key_of(r)?, content_hash(r))))
+            .filter_map(|r| Some((key_of(r)?, hash(r))))
             .collect();
         let present: Vec<(String, i64, Option<i64>)> = rows
             .after
@@ -478,7 +487,7 @@ async fn mark_echo(
             .filter_map(|r| {
                 let key = key_of(r)?;
                 let prior = before.get(&key).copied();
-                Some((key, content_hash(r), prior))
+                Some((key, hash(r), prior))
             })
             .collect();
         let gone: Vec<String> = deleted.iter().filter_map(|r| key_of(r)).collect();

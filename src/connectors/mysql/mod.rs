@@ -3,6 +3,7 @@
 //! KEY UPDATE`). Sessions run with `ANSI_QUOTES`, so identifiers are quoted
 //! as in the other SQL connectors (`"name"`); string literals in a `query`
 //! use single quotes.
+mod schema;
 mod source;
 mod target;
 

@@ -6,7 +6,7 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 use super::literal;
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
-use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
+use crate::connectors::{ConnectorError, Received, RowStream, Scan, Shape, Source};
 use crate::model::{Record, SourceRow};
 
 pub struct MysqlSource {
@@ -17,6 +17,9 @@ pub struct MysqlSource {
     relation: String,
     /// Read when the strategy is `outbox`.
     outbox: OutboxTable,
+    /// The table or query as configured, for its schema.
+    cfg_table: Option<String>,
+    cfg_query: Option<String>,
 }
 
 impl MysqlSource {
@@ -32,6 +35,8 @@ impl MysqlSource {
             object,
             relation,
             outbox,
+            cfg_table: cfg.table.clone(),
+            cfg_query: cfg.query.clone(),
         })
     }
 
@@ -54,10 +59,22 @@ impl MysqlSource {
     }
 
     /// Each row of `from` (aliased `s`) as one JSON object, rendered by the server.
+    /// Each row as one JSON object. Binary columns are rendered as
+    /// PostgreSQL renders bytea (`\\x` and hex), the one form of bytes from
+    /// every SQL source; `JSON_OBJECT` would write `base64:type252:…`.
     fn as_json(columns: &[(String, String)]) -> String {
         let pairs = columns
             .iter()
-            .map(|(c, _)| format!("{}, s.{}", literal(c), quote_ident(c)))
+            .map(|(c, ty)| {
+                let value = format!("s.{}", quote_ident(c));
+                let value = match ty.as_str() {
+                    "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+                        format!("CONCAT('\\\\x', LOWER(HEX({value})))")
+                    }
+                    _ => value,
+                };
+                format!("{}, {value}", literal(c))
+            })
             .collect::<Vec<_>>()
             .join(", ");
         format!("CAST(JSON_OBJECT({pairs}) AS CHAR)")
@@ -133,6 +150,15 @@ impl Source for MysqlSource {
     /// Deletes the outbox rows up to `ack`: safe to repeat.
     async fn acknowledge(&self, ack: u64) -> Result<(), ConnectorError> {
         self.outbox.acknowledge(&self.pool, ack).await
+    }
+
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        let shape = match (&self.cfg_table, &self.cfg_query) {
+            (Some(table), _) => super::schema::table(&self.pool, table).await,
+            (None, Some(query)) => super::schema::query(&self.pool, query).await,
+            (None, None) => Ok(Shape::Schemaless),
+        };
+        shape.map_err(|e| self.err(e))
     }
 
     async fn children(

@@ -7,7 +7,10 @@ use crate::config::{Deletes, Mode, Owner, TargetConfig};
 use crate::connectors::sql::{
     assignments, classify, columns_of, key_stream, quote_ident, quote_qualified,
 };
-use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
+use crate::connectors::{
+    Column, ColumnType, ConnectorError, KeyStream, SchemaChange, Shape, Target, WriteBatch,
+    WriteRules, Written,
+};
 use crate::model::Record;
 
 /// Placeholders one statement may carry.
@@ -19,6 +22,9 @@ pub struct MysqlTarget {
     object: String,
     table: String,
     rules: WriteRules,
+    /// The binary columns, read before the first write: their values
+    /// travel as `\\x…` hex and are bound as bytes.
+    binary: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl MysqlTarget {
@@ -32,6 +38,7 @@ impl MysqlTarget {
             object: format!("table {}", rules.table),
             table: quote_qualified(&rules.table),
             rules,
+            binary: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -89,10 +96,24 @@ impl MysqlTarget {
         cols: &[String],
     ) -> Result<(String, MySqlArguments), ConnectorError> {
         let mut args = MySqlArguments::default();
+        let binary: Vec<bool> = cols
+            .iter()
+            .map(|c| self.binary.get().is_some_and(|b| b.contains(c)))
+            .collect();
         for r in rows {
-            for c in cols {
-                bind(&mut args, r.get(c).unwrap_or(&Value::Null))
-                    .map_err(|e| self.bind_error(e))?;
+            for (c, binary) in cols.iter().zip(&binary) {
+                let value = r.get(c).unwrap_or(&Value::Null);
+                match value.as_str().and_then(|s| s.strip_prefix("\\x")) {
+                    Some(hex) if *binary => args.add(unhex(hex).ok_or_else(|| {
+                        ConnectorError::Rejected {
+                            system: self.system.clone(),
+                            object: self.object.clone(),
+                            detail: format!("column `{c}`: `\\x{hex}` is not hex-encoded bytes"),
+                        }
+                    })?),
+                    _ => bind(&mut args, value),
+                }
+                .map_err(|e| self.bind_error(e))?;
             }
         }
         let one = format!("({})", vec!["?"; cols.len()].join(", "));
@@ -206,6 +227,17 @@ fn bind(args: &mut MySqlArguments, v: &Value) -> Result<(), sqlx::error::BoxDynE
     }
 }
 
+/// Bytes from lowercase or uppercase hex digits; None when not hex.
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// An RFC 3339 time with an offset (how PostgreSQL renders `timestamptz`)
 /// in the form MySQL's DATETIME and TIMESTAMP columns take: UTC, no offset
 /// (sessions run in UTC).
@@ -224,6 +256,19 @@ impl Target for MysqlTarget {
     }
 
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
+        self.binary
+            .get_or_try_init(|| async {
+                Ok::<_, ConnectorError>(match self.schema().await? {
+                    Shape::Table(table) => table
+                        .columns
+                        .into_iter()
+                        .filter(|c| c.ty == ColumnType::Bytes)
+                        .map(|c| c.name)
+                        .collect(),
+                    Shape::Missing | Shape::Schemaless => vec![],
+                })
+            })
+            .await?;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         if !batch.upserts.is_empty() {
             let cols = columns_of(&batch.upserts);
@@ -277,6 +322,37 @@ impl Target for MysqlTarget {
             self.system.clone(),
             self.object.clone(),
         )))
+    }
+
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        super::schema::table(&self.pool, &self.rules.table)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    fn schema_statements(&self, change: &SchemaChange) -> Result<Vec<String>, ConnectorError> {
+        Ok(super::schema::statements(&self.rules.table, change))
+    }
+
+    /// DDL commits by itself in MySQL: each statement is made safe to
+    /// repeat instead (`IF NOT EXISTS`; a column modified twice the same way).
+    async fn change_schema(&self, change: &SchemaChange) -> Result<(), ConnectorError> {
+        for statement in self.schema_statements(change)? {
+            sqlx::query(&statement)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Times with an offset are written as UTC DATETIMEs (the sessions run
+    /// in UTC), which keeps the instant.
+    fn holds(&self, target: &Column, source: &Column) -> Result<(), String> {
+        match (&source.ty, &target.ty) {
+            (ColumnType::TimestampTz(a), ColumnType::Timestamp(b)) if b >= a => Ok(()),
+            _ => target.ty.holds(&source.ty),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::copy_rows::CopyRows;
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
-use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
+use crate::connectors::{ConnectorError, Received, RowStream, Scan, Shape, Source};
 use crate::model::{Object, Record, SourceRow};
 
 pub struct PostgresSource {
@@ -25,6 +25,9 @@ pub struct PostgresSource {
     /// `row_to_json` renders them, so ferry need not read every field.
     key_json: String,
     key: Vec<String>,
+    /// The table or query as configured, for its schema.
+    cfg_table: Option<String>,
+    cfg_query: Option<String>,
 }
 
 impl PostgresSource {
@@ -53,6 +56,8 @@ impl PostgresSource {
             outbox,
             key_json,
             key: cfg.key.clone(),
+            cfg_table: cfg.table.clone(),
+            cfg_query: cfg.query.clone(),
         })
     }
 
@@ -231,6 +236,15 @@ impl Source for PostgresSource {
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
         self.outbox.receive(&self.pool, max).await
+    }
+
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        let shape = match (&self.cfg_table, &self.cfg_query) {
+            (Some(table), _) => super::schema::table(&self.pool, table).await,
+            (None, Some(query)) => super::schema::query(&self.pool, query).await,
+            (None, None) => Ok(Shape::Schemaless),
+        };
+        shape.map_err(|e| self.err(e))
     }
 
     /// Deletes the outbox rows up to `ack`: safe to repeat.

@@ -7,7 +7,9 @@ use serde_json::Value;
 use crate::connectors::sql::{
     classify, execute_batch, key_stream, quote_qualified, Dialect, WriteSql,
 };
-use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
+use crate::connectors::{
+    ConnectorError, KeyStream, SchemaChange, Shape, Target, WriteBatch, WriteRules, Written,
+};
 
 pub struct PostgresTarget {
     pool: PgPool,
@@ -59,6 +61,9 @@ impl Target for PostgresTarget {
     }
 
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
+        self.sql
+            .load_columns(|| async { self.schema().await })
+            .await?;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let read_back = batch.read_back && batch.upsert_count() > 0;
         let rows_before = match read_back {
@@ -122,5 +127,26 @@ impl Target for PostgresTarget {
             self.system.clone(),
             self.object.clone(),
         )))
+    }
+
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        super::schema::table(&self.pool, &self.sql.rules().table)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    fn schema_statements(&self, change: &SchemaChange) -> Result<Vec<String>, ConnectorError> {
+        Ok(super::schema::statements(&self.sql.rules().table, change))
+    }
+
+    async fn change_schema(&self, change: &SchemaChange) -> Result<(), ConnectorError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for statement in self.schema_statements(change)? {
+            sqlx::query(&statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
     }
 }

@@ -1,5 +1,6 @@
 //! SQLite as source (table or query) and target (one statement per batch
 //! through `json_each`, so a batch of any size is one bound parameter).
+mod schema;
 mod source;
 mod target;
 

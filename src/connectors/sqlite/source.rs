@@ -8,7 +8,7 @@ use sqlx::{Arguments, Column, Row, SqlitePool, TypeInfo, ValueRef};
 
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, relation};
-use crate::connectors::{ConnectorError, RowStream, Scan, Source};
+use crate::connectors::{ConnectorError, RowStream, Scan, Shape, Source};
 use crate::model::{Record, SourceRow};
 
 pub struct SqliteSource {
@@ -16,6 +16,8 @@ pub struct SqliteSource {
     system: String,
     object: String,
     relation: String,
+    cfg_table: Option<String>,
+    cfg_query: Option<String>,
 }
 
 impl SqliteSource {
@@ -29,6 +31,8 @@ impl SqliteSource {
             system,
             object,
             relation,
+            cfg_table: cfg.table.clone(),
+            cfg_query: cfg.query.clone(),
         })
     }
 }
@@ -80,6 +84,15 @@ impl Source for SqliteSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        let shape = match (&self.cfg_table, &self.cfg_query) {
+            (Some(table), _) => super::schema::table(&self.pool, table).await,
+            (None, Some(query)) => super::schema::query(&self.pool, query).await,
+            (None, None) => Ok(Shape::Schemaless),
+        };
+        shape.map_err(|e| classify(e, &self.system, &self.object))
     }
 
     async fn children(
@@ -174,8 +187,15 @@ pub(super) fn record_of(row: &SqliteRow) -> Record {
     rec
 }
 
+/// Bytes as PostgreSQL writes bytea in JSON, `\x` and lowercase hex: one
+/// form for binary values from every SQL source (docs/types.md).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(2 + bytes.len() * 2);
+    out.push_str("\\x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 #[cfg(test)]

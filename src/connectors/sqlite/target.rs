@@ -6,7 +6,9 @@ use crate::config::TargetConfig;
 use crate::connectors::sql::{
     classify, execute_batch, key_stream, quote_ident, quote_qualified, Dialect, WriteSql,
 };
-use crate::connectors::{ConnectorError, KeyStream, Target, WriteBatch, WriteRules, Written};
+use crate::connectors::{
+    ConnectorError, KeyStream, SchemaChange, Shape, Target, WriteBatch, WriteRules, Written,
+};
 
 pub struct SqliteTarget {
     pool: SqlitePool,
@@ -29,14 +31,16 @@ impl SqliteTarget {
             system,
             object: format!("table {}", rules.table),
             sql: WriteSql::new(rules, Dialect::Sqlite),
-            create_table: cfg.create_table,
+            create_table: cfg.create,
             created: tokio::sync::OnceCell::new(),
             allocated: tokio::sync::Mutex::new(0),
         })
     }
 
-    /// `create_table = true`: the table with untyped columns (SQLite keeps
-    /// each value as given) and the key as primary key, if it is missing.
+    /// `create = true` and a source without a schema (a broker, an API):
+    /// the table with untyped columns (SQLite keeps each value as given)
+    /// and the key as primary key, if it is missing. (A table source's
+    /// columns and types make the table before the run writes.)
     async fn ensure_table(&self, batch: &WriteBatch<'_>) -> Result<(), ConnectorError> {
         let rules = self.sql.rules();
         let mut cols = rules.key.clone();
@@ -103,6 +107,9 @@ impl Target for SqliteTarget {
                 .get_or_try_init(|| self.ensure_table(batch))
                 .await?;
         }
+        self.sql
+            .load_columns(|| async { self.schema().await })
+            .await?;
         // IMMEDIATE: take the write lock up front instead of failing to upgrade.
         let mut tx = self
             .pool
@@ -164,5 +171,38 @@ impl Target for SqliteTarget {
             self.system.clone(),
             self.object.clone(),
         )))
+    }
+
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        super::schema::table(&self.pool, &self.sql.rules().table)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    fn schema_statements(&self, change: &SchemaChange) -> Result<Vec<String>, ConnectorError> {
+        Ok(super::schema::statements(&self.sql.rules().table, change))
+    }
+
+    async fn change_schema(&self, change: &SchemaChange) -> Result<(), ConnectorError> {
+        // SQLite has no `ADD COLUMN IF NOT EXISTS`.
+        if let SchemaChange::AddColumn(column) = change {
+            if let Shape::Table(table) = self.schema().await? {
+                if table.column(&column.name).is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.err(e))?;
+        for statement in self.schema_statements(change)? {
+            sqlx::query(&statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
     }
 }

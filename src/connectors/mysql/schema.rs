@@ -1,0 +1,136 @@
+//! MySQL's and MariaDB's catalog (`information_schema`) and the DDL of
+//! schema changes (docs/types.md).
+use sqlx::MySqlPool;
+
+use crate::connectors::columns::{Column, ColumnType, Shape, TableSchema};
+use crate::connectors::sql::{quote_ident, quote_qualified};
+use crate::connectors::SchemaChange;
+
+/// `db.table` or `table` (in the connection's database).
+fn parts(table: &str) -> (Option<&str>, &str) {
+    match table.split_once('.') {
+        Some((db, table)) => (Some(db), table),
+        None => (None, table),
+    }
+}
+
+pub async fn table(pool: &MySqlPool, table: &str) -> Result<Shape, sqlx::Error> {
+    let (db, name) = parts(table);
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+    )
+    .bind(db)
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Shape::Missing);
+    }
+    let primary_key: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+         ORDER BY ORDINAL_POSITION",
+    )
+    .bind(db)
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    Ok(Shape::Table(TableSchema {
+        columns: rows
+            .into_iter()
+            .map(|(name, declared)| Column::mysql(name, declared))
+            .collect(),
+        primary_key,
+    }))
+}
+
+/// The columns a query returns, as the server describes them.
+pub async fn query(pool: &MySqlPool, query: &str) -> Result<Shape, sqlx::Error> {
+    use sqlx::{Column as _, Executor, TypeInfo};
+    let described = format!("SELECT * FROM ({query}) AS s");
+    let description = pool.describe(&described).await?;
+    Ok(Shape::Table(TableSchema {
+        columns: description
+            .columns()
+            .iter()
+            .map(|c| Column::mysql(c.name().to_string(), c.type_info().name().to_lowercase()))
+            .collect(),
+        primary_key: vec![],
+    }))
+}
+
+/// The MySQL/MariaDB type a source column gets in a created or altered table.
+pub fn type_of(column: &Column) -> String {
+    if column.system == "mysql" {
+        return column.declared.clone();
+    }
+    match &column.ty {
+        ColumnType::Bool => "BOOLEAN".into(),
+        ColumnType::Int(1) => "TINYINT".into(),
+        ColumnType::Int(2) => "SMALLINT".into(),
+        ColumnType::Int(3) => "MEDIUMINT".into(),
+        ColumnType::Int(4) => "INT".into(),
+        ColumnType::Int(_) => "BIGINT".into(),
+        ColumnType::Decimal(Some((p, s))) if *p <= 65 && *s <= 30 => format!("DECIMAL({p},{s})"),
+        ColumnType::Decimal(_) | ColumnType::SqliteNumeric => "DECIMAL(65,30)".into(),
+        ColumnType::Float(4) => "FLOAT".into(),
+        ColumnType::Float(_) => "DOUBLE".into(),
+        ColumnType::Text(Some(n)) if *n <= 16_383 => format!("VARCHAR({n})"),
+        ColumnType::Char(n) if *n <= 255 => format!("CHAR({n})"),
+        ColumnType::Bytes => "LONGBLOB".into(),
+        ColumnType::Date => "DATE".into(),
+        ColumnType::Time(p) => format!("TIME({})", p.min(&6)),
+        ColumnType::Timestamp(p) | ColumnType::TimestampTz(p) => {
+            format!("DATETIME({})", p.min(&6))
+        }
+        ColumnType::Uuid => "CHAR(36)".into(),
+        ColumnType::Json => "JSON".into(),
+        _ => "LONGTEXT".into(),
+    }
+}
+
+/// The DDL of `change`; each statement is safe to repeat.
+pub fn statements(table: &str, change: &SchemaChange) -> Vec<String> {
+    let t = quote_qualified(table);
+    match change {
+        SchemaChange::CreateTable { columns, key } => {
+            let defs: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    let not_null = if key.contains(&c.name) { " NOT NULL" } else { "" };
+                    format!("{} {}{not_null}", quote_ident(&c.name), key_type(c, key))
+                })
+                .collect();
+            let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+            vec![format!(
+                "CREATE TABLE IF NOT EXISTS {t} ({}, PRIMARY KEY ({}))",
+                defs.join(", "),
+                keys.join(", ")
+            )]
+        }
+        SchemaChange::AddColumn(c) => vec![format!(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {}",
+            quote_ident(&c.name),
+            type_of(c)
+        )],
+        SchemaChange::WidenColumn(c) => vec![format!(
+            "ALTER TABLE {t} MODIFY COLUMN {} {}",
+            quote_ident(&c.name),
+            type_of(c)
+        )],
+    }
+}
+
+/// A key column cannot be a TEXT or BLOB without a prefix length: an
+/// unbounded text key becomes VARCHAR(255).
+fn key_type(column: &Column, key: &[String]) -> String {
+    use ColumnType as T;
+    match (key.contains(&column.name), &column.ty) {
+        (true, T::Bytes) => "VARBINARY(255)".into(),
+        (true, T::Text(None) | T::Json | T::Any | T::Other(_) | T::Interval) => {
+            "VARCHAR(255)".into()
+        }
+        _ => type_of(column),
+    }
+}

@@ -1,0 +1,173 @@
+//! The schema stage: before a run reads or writes anything, the job's
+//! fields are checked against the columns the source and the target have
+//! now, and against the source's columns at the job's last run.
+//!
+//! Why: a mapped column dropped at the source used to arrive as NULL in
+//! every target row, under a run that reported success. Now a run that
+//! cannot be exact stops here and says why (exit 78); a change the job's
+//! `[schema]` policy allows is made, logged, counted and recorded. The
+//! stage also decides which columns the source reads, so that a column no
+//! field maps changes no content hash.
+mod plan;
+
+use crate::config::Job;
+use crate::connectors::{self, ConnectorError, SchemaChange, Shape};
+use crate::state::{StateError, Store};
+
+pub use plan::{Known, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The job's fields do not fit the systems' columns: only a change of
+    /// the job or of a schema helps (exit 78). Every problem found is listed.
+    #[error("job {job}: {}; nothing was read or written", problems.join("; "))]
+    Refused { job: String, problems: Vec<String> },
+    #[error("source {0}")]
+    Source(ConnectorError),
+    #[error("target {0}")]
+    Target(ConnectorError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl SchemaError {
+    pub fn connector(&self) -> Option<&ConnectorError> {
+        match self {
+            SchemaError::Source(e) | SchemaError::Target(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A change the stage made to the target table, or (dry run) would make.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    /// `table_created`, `column_added`, `type_widened`.
+    pub change: &'static str,
+    pub detail: String,
+    /// The statements, in the target's dialect.
+    pub statements: Vec<String>,
+}
+
+/// What the stage found: the job as this run executes it, and what it
+/// changed or warns about.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// With the columns the source reads, and any fields `on_new_column =
+    /// "add"` added.
+    pub job: Job,
+    pub changes: Vec<Applied>,
+    /// Accepted differences (`lossy = true`), new columns left unread.
+    pub notes: Vec<String>,
+}
+
+/// Checks the job against its systems and, unless `dry_run`, makes the
+/// changes its policy allows and records the source's columns. With no
+/// `store` (a check without a state store) the job counts as never run.
+pub async fn prepare(
+    job: &Job,
+    store: Option<&Store>,
+    dry_run: bool,
+) -> Result<Prepared, SchemaError> {
+    let source = connectors::source(job).map_err(SchemaError::Source)?;
+    let known = match store {
+        Some(store) => Known::parse(store.job_schema(&job.name).await?.as_deref()),
+        None => None,
+    };
+    let columns = match source.schema().await.map_err(SchemaError::Source)? {
+        Shape::Schemaless => {
+            return Ok(Prepared {
+                job: job.clone(),
+                changes: vec![],
+                notes: vec![],
+            })
+        }
+        Shape::Missing => {
+            return Err(SchemaError::Refused {
+                job: job.name.clone(),
+                problems: vec![format!("the source table does not exist: {}", source.describe())],
+            })
+        }
+        Shape::Table(table) => table,
+    };
+    let target = connectors::target(job).map_err(SchemaError::Target)?;
+    // A target that cannot be reached now is left to the drain, which waits
+    // for it; detection goes on, and nothing can be written meanwhile.
+    let target_table = match target.schema().await {
+        Ok(shape) => Some(shape),
+        Err(e) if e.stops_run() && !e.is_refused() => {
+            tracing::info!(job = %job.name, "target columns not checked: {e}");
+            None
+        }
+        Err(e) => return Err(SchemaError::Target(e)),
+    };
+    let plan = Plan::new(
+        job,
+        &source.describe(),
+        &columns,
+        known.as_ref(),
+        target_table.as_ref(),
+        target.as_ref(),
+    );
+    if !plan.problems.is_empty() {
+        return Err(SchemaError::Refused {
+            job: job.name.clone(),
+            problems: plan.problems,
+        });
+    }
+    let mut changes = Vec::new();
+    for (label, detail, change) in &plan.changes {
+        let statements = target
+            .schema_statements(change)
+            .map_err(SchemaError::Target)?;
+        if !dry_run {
+            target.change_schema(change).await.map_err(SchemaError::Target)?;
+            tracing::warn!(job = %job.name, change = *label, "{detail}");
+            if let Some(metric) = crate::metrics::SCHEMA_CHANGES.iter().find(|c| *c == label) {
+                crate::metrics::schema_changed(&job.name, metric);
+            }
+        }
+        changes.push(Applied {
+            change: label,
+            detail: detail.clone(),
+            statements,
+        });
+    }
+    for note in &plan.notes {
+        tracing::info!(job = %job.name, "{note}");
+    }
+    if let (Some(store), false) = (store, dry_run) {
+        let records: Vec<(String, String)> = changes
+            .iter()
+            .map(|c| (c.change.to_string(), c.detail.clone()))
+            .collect();
+        store
+            .save_job_schema(&job.name, &plan.known.to_json(), &records)
+            .await?;
+    }
+    Ok(Prepared {
+        job: plan.job,
+        changes,
+        notes: plan.notes,
+    })
+}
+
+/// The job with the fields earlier runs added (`on_new_column = "add"`),
+/// from the state store alone: what the drain maps queued items with when
+/// the schema stage could not run (the source was unreachable).
+pub async fn with_added_fields(job: &Job, store: &Store) -> Result<Job, StateError> {
+    let known = Known::parse(store.job_schema(&job.name).await?.as_deref());
+    Ok(match known {
+        Some(known) => plan::add_fields(job, &known.added),
+        None => job.clone(),
+    })
+}
+
+/// A target change's name for logs and `ferry status`.
+pub fn label(change: &SchemaChange) -> &'static str {
+    match change {
+        SchemaChange::CreateTable { .. } => "table_created",
+        SchemaChange::AddColumn(_) => "column_added",
+        SchemaChange::WidenColumn(_) => "type_widened",
+    }
+}
