@@ -255,6 +255,7 @@ async fn bidirectional(kind: Target, db: &TestDb, cfg: &ConfigDir) -> String {
              CREATE TRIGGER b_stamp AFTER UPDATE ON b_people FOR EACH ROW
                BEGIN UPDATE b_people SET updated_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') WHERE id = NEW.id; END;"
         }
+        Target::Mysql => unreachable!("bidirectional pairs are tested on PostgreSQL and SQLite"),
     };
     TargetDb::open(kind, &url, db).await.exec(b_ddl).await;
     let job = |source_kind: &str,

@@ -53,6 +53,7 @@ async fn orders_point_at_the_right_customer_and_wait_for_one_not_synced_yet() {
         let serial = match kind {
             Target::Postgres => "serial",
             Target::Sqlite => "INTEGER",
+            Target::Mysql => unreachable!("this test runs on PostgreSQL and SQLite targets"),
         };
         target
             .exec(&format!(

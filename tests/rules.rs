@@ -30,10 +30,7 @@ impl Fixture {
     }
 
     fn job(&self, target_extra: &str, rules: &str) -> &Self {
-        let kind = match self.target {
-            Target::Postgres => "postgres",
-            Target::Sqlite => "sqlite",
-        };
+        let kind = self.target.kind();
         self.cfg.job(
             "contacts",
             &format!(
@@ -359,7 +356,7 @@ async fn newest_lets_the_later_change_win_field_by_field() {
         let url = target_url(target, &cfg, &db);
         let (kind, time_type) = match target {
             Target::Postgres => ("postgres", "timestamptz"),
-            Target::Sqlite => ("sqlite", "text"),
+            Target::Sqlite | Target::Mysql => (target.kind(), "text"),
         };
         let ddl = format!(
             "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, phone text, tier text, modified_at {time_type});

@@ -5,21 +5,6 @@ use super::{load_config, open_store, state_url, Cli, ExitCode, OutputFormat, Tas
 use crate::config::Config;
 use crate::state::TaskState;
 
-pub fn check(cli: &Cli) -> ExitCode {
-    match load_config(cli) {
-        Ok(config) => {
-            out!(
-                "ok: {} job(s), {} schedule(s) in {}",
-                config.jobs.len(),
-                config.schedules.len(),
-                cli.config.display()
-            );
-            ExitCode::Ok
-        }
-        Err(code) => code,
-    }
-}
-
 pub fn jobs(cli: &Cli) -> ExitCode {
     let config = match load_config(cli) {
         Ok(c) => c,
@@ -180,6 +165,7 @@ struct JobStatus {
     watermark: Option<String>,
     present: i64,
     discarded: i64,
+    schema_changes: Vec<crate::state::SchemaChangeInfo>,
 }
 
 async fn job_status(
@@ -202,6 +188,7 @@ async fn job_status(
         watermark: store.watermark(&job.name).await?,
         present: store.live_count(&job.name).await?,
         discarded: store.discarded_count(&job.name).await?,
+        schema_changes: store.schema_changes(&job.name).await?,
     })
 }
 
@@ -223,6 +210,9 @@ impl JobStatus {
             "id_map_size": self.id_map,
             "conflicts_total": self.conflicts,
             "discarded_keys": self.discarded,
+            "schema_changes": self.schema_changes.iter().map(|c| serde_json::json!({
+                "at": iso(Some(c.at)), "change": c.change, "detail": c.detail,
+            })).collect::<Vec<_>>(),
             "queue": {
                 "pending": q.pending, "running": q.running, "failed": q.failed, "dead": q.dead,
                 "open_items": q.open_items,
@@ -294,6 +284,14 @@ impl JobStatus {
                 "  out of sync  {} key(s) whose last change was discarded: the target keeps what was last written until the key changes again (a diff job resends them on its next run; `ferry run --once --full {}` repairs now)",
                 self.discarded,
                 self.job
+            );
+        }
+        for change in &self.schema_changes {
+            out!(
+                "  schema       {} {}: {}",
+                time(Some(change.at)),
+                change.change,
+                change.detail
             );
         }
     }

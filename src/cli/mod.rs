@@ -2,6 +2,7 @@
 //! and what each command prints. Nothing below this module knows about it.
 #[macro_use]
 mod output;
+mod check;
 mod inspect;
 mod run;
 mod test;
@@ -61,7 +62,13 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Validate all configuration; print every error as path:line:col: message.
-    Check,
+    Check {
+        /// Also contact the systems: every mapped column exists in the
+        /// source and the target, each target type holds the source's
+        /// values, tables exist (or `create = true` would make them).
+        #[arg(long)]
+        connect: bool,
+    },
     /// List jobs: source → target, strategy, schedule, next fire times.
     Jobs,
     /// Run the `[[tests]]` blocks of job files offline: exit 0 when every
@@ -168,7 +175,7 @@ pub fn init_logging(format: LogFormat) {
 
 pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
     match &cli.command {
-        Command::Check => inspect::check(&cli),
+        Command::Check { connect } => check::check(&cli, *connect).await,
         Command::Jobs => inspect::jobs(&cli),
         Command::Test { jobs } => test::test(&cli, jobs),
         Command::Plan {

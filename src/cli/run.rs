@@ -144,6 +144,7 @@ fn run_json(r: &JobRun) -> serde_json::Value {
         "busy_holder": r.busy.as_ref().map(|h| serde_json::json!({
             "host": h.host, "pid": h.pid, "since": h.since, "expires_at": h.expires_at,
         })),
+        "schema_changes": r.schema_changes,
         "message": r.error.as_ref().map(|e| e.to_string()).or_else(|| r.explanation()),
     })
 }
@@ -347,6 +348,9 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitC
                 d.deletes,
                 d.unchanged
             );
+            for change in &run.schema_changes {
+                out!("  would {}: {}", change.sentence(false), change.statements.join("; "));
+            }
         }
         report_errors(&run);
         runs.push(run);

@@ -255,7 +255,9 @@ impl ColumnType {
     }
 
     /// Whether a column of this type, as a target, takes every value of a
-    /// `source` column unchanged; Err says what would change.
+    /// `source` column unchanged; Err says what would change. Only silent
+    /// changes count: a value too long or too large for its column is an
+    /// error of the write, which names it (the item goes dead).
     pub fn holds(&self, source: &ColumnType) -> Result<(), String> {
         use ColumnType as T;
         let lossy = |what: &str| Err(format!("{self} cannot hold every {source} value: {what}"));
@@ -263,23 +265,8 @@ impl ColumnType {
             (_, T::Any) | (T::Other(_), _) | (_, T::Other(_)) => Ok(()),
             (T::Bytes, T::Bytes) => Ok(()),
             (T::Bytes, _) => lossy("bytes would arrive as their text rendering"),
-            (T::Int(a), T::Int(b)) if b < a => lossy("large integers would not fit"),
             (T::Int(a), T::Float(b)) if (*a >= 8 && *b == 8) || (*a >= 4 && *b == 4) => {
                 lossy("large integers would be rounded")
-            }
-            (T::Int(a), T::Decimal(Some((p, s)))) => {
-                let digits = match a {
-                    1 => 3,
-                    2 => 5,
-                    3 => 8,
-                    4 => 10,
-                    _ => 19,
-                };
-                if p - s < digits {
-                    lossy("large integers would not fit")
-                } else {
-                    Ok(())
-                }
             }
             (T::Decimal(d), T::Float(b)) => match d {
                 Some((p, _)) if *p <= if *b == 8 { 15 } else { 6 } => Ok(()),
@@ -291,23 +278,18 @@ impl ColumnType {
                 _ => lossy("SQLite keeps only 15 significant digits of a non-integer number"),
             },
             (T::Decimal(Some((_, s))), t) if t.is_integer() && *s > 0 => {
-                lossy("fractions would be cut off")
+                lossy("fractions would be rounded off")
             }
-            (T::Decimal(None), t) if t.is_integer() => lossy("fractions would be cut off"),
-            (T::Decimal(from), T::Decimal(Some((p2, s2)))) => match from {
-                Some((p, s)) if s2 >= s && p2 - s2 >= p - s => Ok(()),
+            (T::Decimal(None), t) if t.is_integer() => lossy("fractions would be rounded off"),
+            (T::Decimal(from), T::Decimal(Some((_, s2)))) => match from {
                 Some((_, s)) if s2 < s => lossy("fractional digits would be rounded"),
-                _ => lossy("large values would not fit"),
+                None => lossy("fractional digits beyond its scale would be rounded"),
+                _ => Ok(()),
             },
             (T::Float(a), T::Float(b)) if b < a => lossy("doubles would be rounded"),
-            (T::Float(_), T::Decimal(_)) => lossy("NaN and infinities have no decimal form"),
-            (T::Float(_), t) if t.is_integer() => lossy("fractions would be cut off"),
-            (T::Text(a), T::Text(Some(b))) if a.is_none_or(|a| a > *b) => {
-                lossy("longer strings would not fit")
-            }
-            (T::Text(_) | T::Char(_), T::Char(_)) => {
-                lossy("strings would be padded with blanks")
-            }
+            (T::Float(_), T::Decimal(Some(_))) => lossy("fractional digits would be rounded"),
+            (T::Float(_), t) if t.is_integer() => lossy("fractions would be rounded off"),
+            (T::Text(_), T::Char(_)) => lossy("strings would be padded with blanks"),
             (T::TimestampTz(_), T::Timestamp(_)) => lossy("the time zone offset would be dropped"),
             (T::Timestamp(a) | T::TimestampTz(a), T::Timestamp(b) | T::TimestampTz(b))
                 if b < a =>
@@ -323,17 +305,41 @@ impl ColumnType {
     /// kept (the change `on_type_change = "widen"` applies to the target).
     pub fn widens_to(&self, wider: &ColumnType) -> bool {
         use ColumnType as T;
-        let same_family = matches!(
-            (self, wider),
-            (T::Int(_), T::Int(_) | T::Decimal(_))
-                | (T::Decimal(_), T::Decimal(_))
-                | (T::Float(_), T::Float(_))
-                | (T::Text(_) | T::Char(_), T::Text(_))
-                | (T::Timestamp(_), T::Timestamp(_))
-                | (T::TimestampTz(_), T::TimestampTz(_))
-                | (T::Time(_), T::Time(_))
-        );
-        same_family && self != wider && wider.holds(self).is_ok()
+        let at_least = |wide: &Option<u32>, narrow: u32| wide.is_none_or(|w| w >= narrow);
+        self != wider
+            && match (self, wider) {
+                (T::Int(a), T::Int(b)) => b >= a,
+                (T::Int(a), T::Decimal(d)) => {
+                    d.is_none_or(|(p, s)| p - s >= integer_digits(*a))
+                }
+                (T::Decimal(Some((p, s))), T::Decimal(d)) => {
+                    d.is_none_or(|(p2, s2)| s2 >= *s && p2 - s2 >= p - s)
+                }
+                (T::Float(a), T::Float(b)) => b >= a,
+                (T::Text(Some(a)) | T::Char(a), T::Text(b)) => at_least(b, *a),
+                (T::Text(None), T::Text(None)) => true,
+                (T::Timestamp(a), T::Timestamp(b))
+                | (T::TimestampTz(a), T::TimestampTz(b))
+                | (T::Time(a), T::Time(b)) => b >= a,
+                _ => false,
+            }
+    }
+
+    /// Whether this column takes every value of `source`, by kind and by
+    /// size: the same type, or a wider one.
+    pub fn fits(&self, source: &ColumnType) -> bool {
+        self == source || source.widens_to(self)
+    }
+}
+
+/// Decimal digits of the largest integer of `bytes` bytes.
+fn integer_digits(bytes: u8) -> u32 {
+    match bytes {
+        1 => 3,
+        2 => 5,
+        3 => 8,
+        4 => 10,
+        _ => 19,
     }
 }
 
@@ -367,6 +373,9 @@ mod tests {
         assert!(T::Text(None).holds(&wide).is_ok());
         assert!(T::Decimal(Some((40, 12))).holds(&wide).is_ok());
         assert!(T::Decimal(Some((38, 8))).holds(&wide).is_err());
+        // Too long or too large is the write's error, not a silent change.
+        assert!(T::Text(Some(10)).holds(&T::Text(None)).is_ok());
+        assert!(T::Int(4).holds(&T::Int(8)).is_ok());
         assert!(T::Float(8).holds(&T::Decimal(Some((10, 2)))).is_ok());
     }
 

@@ -10,7 +10,7 @@
 //! field maps changes no content hash.
 mod plan;
 
-use crate::config::Job;
+use crate::config::{Detect, Job};
 use crate::connectors::{self, ConnectorError, SchemaChange, Shape};
 use crate::state::{StateError, Store};
 
@@ -20,7 +20,7 @@ pub use plan::{Known, Plan};
 pub enum SchemaError {
     /// The job's fields do not fit the systems' columns: only a change of
     /// the job or of a schema helps (exit 78). Every problem found is listed.
-    #[error("job {job}: {}; nothing was read or written", problems.join("; "))]
+    #[error("{}; nothing was read or written", problems.join("; "))]
     Refused { job: String, problems: Vec<String> },
     #[error("source {0}")]
     Source(ConnectorError),
@@ -70,11 +70,22 @@ pub async fn prepare(
     dry_run: bool,
 ) -> Result<Prepared, SchemaError> {
     let source = connectors::source(job).map_err(SchemaError::Source)?;
-    let known = match store {
-        Some(store) => Known::parse(store.job_schema(&job.name).await?.as_deref()),
+    let known = match store.map(|store| store.job_schema(&job.name)) {
+        Some(read) => match read.await {
+            Ok(json) => Known::parse(json.as_deref()),
+            // A plan reads a state store it does not migrate, which may
+            // predate the record: the job counts as never checked.
+            Err(_) if dry_run => None,
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
-    let columns = match source.schema().await.map_err(SchemaError::Source)? {
+    // An outbox table holds change messages, not the job's columns.
+    let shape = match job.detect {
+        Detect::Outbox => Shape::Schemaless,
+        _ => source.schema().await.map_err(SchemaError::Source)?,
+    };
+    let columns = match shape {
         Shape::Schemaless => {
             return Ok(Prepared {
                 job: job.clone(),
@@ -82,18 +93,36 @@ pub async fn prepare(
                 notes: vec![],
             })
         }
+        // Often a deployment's order (the table comes with the next
+        // release): the run fails, and the next one finds the table.
         Shape::Missing => {
-            return Err(SchemaError::Refused {
-                job: job.name.clone(),
-                problems: vec![format!("the source table does not exist: {}", source.describe())],
-            })
+            let described = source.describe();
+            let (system, object) = described
+                .split_once(" table ")
+                .map_or((described.as_str(), "table"), |(s, t)| (s, t));
+            return Err(SchemaError::Source(ConnectorError::MissingObject {
+                system: system.to_string(),
+                object: format!("table {object}"),
+                detail: "no such table".to_string(),
+            }));
         }
         Shape::Table(table) => table,
     };
     let target = connectors::target(job).map_err(SchemaError::Target)?;
     // A target that cannot be reached now is left to the drain, which waits
     // for it; detection goes on, and nothing can be written meanwhile.
-    let target_table = match target.schema().await {
+    let reachable = match &job.target.url {
+        Some(url) => crate::reach::probe(url, "target", job.target.connect_timeout).await,
+        None => Ok(()),
+    };
+    let shape = match reachable {
+        Ok(()) => target.schema().await,
+        Err(detail) => Err(ConnectorError::Unreachable {
+            system: target.describe(),
+            detail,
+        }),
+    };
+    let target_table = match shape {
         Ok(shape) => Some(shape),
         Err(e) if e.stops_run() && !e.is_refused() => {
             tracing::info!(job = %job.name, "target columns not checked: {e}");
@@ -116,14 +145,15 @@ pub async fn prepare(
         });
     }
     let mut changes = Vec::new();
-    for (label, detail, change) in &plan.changes {
+    for (detail, change) in &plan.changes {
+        let label = label(change);
         let statements = target
             .schema_statements(change)
             .map_err(SchemaError::Target)?;
         if !dry_run {
             target.change_schema(change).await.map_err(SchemaError::Target)?;
-            tracing::warn!(job = %job.name, change = *label, "{detail}");
-            if let Some(metric) = crate::metrics::SCHEMA_CHANGES.iter().find(|c| *c == label) {
+            tracing::warn!(job = %job.name, change = label, "{}", sentence(label, detail, true));
+            if let Some(metric) = crate::metrics::SCHEMA_CHANGES.iter().find(|c| **c == label) {
                 crate::metrics::schema_changed(&job.name, metric);
             }
         }
@@ -139,7 +169,7 @@ pub async fn prepare(
     if let (Some(store), false) = (store, dry_run) {
         let records: Vec<(String, String)> = changes
             .iter()
-            .map(|c| (c.change.to_string(), c.detail.clone()))
+            .map(|c| (c.change.to_string(), c.sentence(true)))
             .collect();
         store
             .save_job_schema(&job.name, &plan.known.to_json(), &records)
@@ -163,8 +193,27 @@ pub async fn with_added_fields(job: &Job, store: &Store) -> Result<Job, StateErr
     })
 }
 
+impl Applied {
+    /// `created the target table …` (done) or `create the target table …`.
+    pub fn sentence(&self, done: bool) -> String {
+        sentence(self.change, &self.detail, done)
+    }
+}
+
+fn sentence(label: &str, detail: &str, done: bool) -> String {
+    let verb = match (label, done) {
+        ("table_created", true) => "created",
+        ("table_created", false) => "create",
+        ("column_added", true) => "added",
+        ("column_added", false) => "add",
+        (_, true) => "widened",
+        (_, false) => "widen",
+    };
+    format!("{verb} {detail}")
+}
+
 /// A target change's name for logs and `ferry status`.
-pub fn label(change: &SchemaChange) -> &'static str {
+fn label(change: &SchemaChange) -> &'static str {
     match change {
         SchemaChange::CreateTable { .. } => "table_created",
         SchemaChange::AddColumn(_) => "column_added",

@@ -79,8 +79,8 @@ pub struct Plan {
     pub problems: Vec<String>,
     /// Differences accepted or left alone, for the log and `check --connect`.
     pub notes: Vec<String>,
-    /// (label, what, change) for the target, in order.
-    pub changes: Vec<(&'static str, String, SchemaChange)>,
+    /// (what, change) for the target, in order.
+    pub changes: Vec<(String, SchemaChange)>,
     /// The source's columns, as the next run compares them.
     pub known: Known,
 }
@@ -270,9 +270,8 @@ impl Plan {
             return;
         }
         self.changes.push((
-            "table_created",
             format!(
-                "created the target table {} with {} column(s) from the source's types",
+                "the target table {} with {} column(s), typed from the source",
                 target.describe(),
                 columns.len()
             ),
@@ -296,9 +295,8 @@ impl Plan {
             let Some(column) = table.column(&w.target) else {
                 match w.source {
                     Some(source) if added.contains(&source.name) => self.changes.push((
-                        "column_added",
                         format!(
-                            "added column `{}` ({}) to {name}: the source gained it",
+                            "column `{}` ({}) to {name}: the source gained it",
                             w.target, source.declared
                         ),
                         SchemaChange::AddColumn(Column {
@@ -316,14 +314,10 @@ impl Plan {
             let Some(source) = w.source.filter(|_| !w.translated) else {
                 continue;
             };
-            let Err(why) = target.holds(column, source) else {
-                continue;
-            };
-            if widened.contains(&source.name) {
+            if widened.contains(&source.name) && !column.ty.fits(&source.ty) {
                 self.changes.push((
-                    "type_widened",
                     format!(
-                        "widened column `{}` of {name} from {} to the source's {}",
+                        "column `{}` of {name} from {} to the source's {}",
                         w.target, column.declared, source.declared
                     ),
                     SchemaChange::WidenColumn(Column {
@@ -331,7 +325,12 @@ impl Plan {
                         ..source.clone()
                     }),
                 ));
-            } else if w.lossy {
+                continue;
+            }
+            let Err(why) = target.holds(column, source) else {
+                continue;
+            };
+            if w.lossy {
                 self.notes.push(format!(
                     "field `{}`: {why} (accepted: lossy = true)",
                     w.target

@@ -2,14 +2,17 @@
 //! folder, and the real `ferry` binary.
 #![allow(dead_code)]
 
+mod mysql_db;
 mod proxy;
 mod target_db;
 
 #[allow(unused_imports)]
+pub use mysql_db::{mysql_server, MysqlDb};
+#[allow(unused_imports)]
 pub use proxy::Proxy;
 
 #[allow(unused_imports)]
-pub use target_db::{target_url, Target, TargetDb, BOTH};
+pub use target_db::{target_url, Target, TargetDb, ALL_SQL, BOTH};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,37 +1,43 @@
 //! A target of either SQL kind, set up and read back by the tests.
 use sqlx::sqlite::SqlitePoolOptions;
 
-use super::{ConfigDir, TestDb};
+use super::{ConfigDir, MysqlDb, TestDb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Postgres,
     Sqlite,
+    Mysql,
 }
 
 pub const BOTH: [Target; 2] = [Target::Postgres, Target::Sqlite];
+pub const ALL_SQL: [Target; 3] = [Target::Postgres, Target::Sqlite, Target::Mysql];
 
 impl Target {
     pub fn kind(self) -> &'static str {
         match self {
             Target::Postgres => "postgres",
             Target::Sqlite => "sqlite",
+            Target::Mysql => "mysql",
         }
     }
 }
 
-/// The target's URL: the test database, or an SQLite file in the config folder.
+/// The target's URL: the test database, or an SQLite file in the config
+/// folder. (A MariaDB target has a database of its own: [`TargetDb::url`].)
 pub fn target_url(target: Target, cfg: &ConfigDir, db: &TestDb) -> String {
     match target {
         Target::Postgres => db.url.clone(),
         Target::Sqlite => format!("sqlite://{}?mode=rwc", cfg.path().join("crm.db").display()),
+        Target::Mysql => panic!("a MariaDB target's URL comes from TargetDb::url"),
     }
 }
 
-/// A target database of either kind, for tests that set it up and read it back.
+/// A target database of any SQL kind, for tests that set it up and read it back.
 pub enum TargetDb<'a> {
     Postgres(&'a TestDb),
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(sqlx::SqlitePool, String),
+    Mysql(MysqlDb),
 }
 
 impl<'a> TargetDb<'a> {
@@ -43,23 +49,46 @@ impl<'a> TargetDb<'a> {
                     .connect(url)
                     .await
                     .expect("sqlite target"),
+                url.to_string(),
             ),
+            Target::Mysql => TargetDb::Mysql(MysqlDb::new().await),
+        }
+    }
+
+    /// A target of `target`'s kind: the test database, an SQLite file in
+    /// `cfg`, or a new MariaDB database.
+    pub async fn new(target: Target, cfg: &ConfigDir, db: &'a TestDb) -> TargetDb<'a> {
+        match target {
+            Target::Mysql => TargetDb::Mysql(MysqlDb::new().await),
+            _ => TargetDb::open(target, &target_url(target, cfg, db), db).await,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TargetDb::Postgres(db) => db.url.clone(),
+            TargetDb::Sqlite(_, url) => url.clone(),
+            TargetDb::Mysql(db) => db.url.clone(),
         }
     }
 
     pub async fn exec(&self, sql: &str) {
         match self {
             TargetDb::Postgres(db) => db.exec(sql).await,
-            TargetDb::Sqlite(pool) => {
+            TargetDb::Sqlite(pool, _) => {
                 sqlx::raw_sql(sql).execute(pool).await.expect("sqlite ddl");
             }
+            TargetDb::Mysql(db) => db.exec(sql).await,
         }
     }
 
     pub async fn strings(&self, sql: &str) -> Vec<String> {
         match self {
             TargetDb::Postgres(db) => db.strings(sql).await,
-            TargetDb::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.expect("read"),
+            TargetDb::Sqlite(pool, _) => {
+                sqlx::query_scalar(sql).fetch_all(pool).await.expect("read")
+            }
+            TargetDb::Mysql(db) => db.strings(sql).await,
         }
     }
 }
