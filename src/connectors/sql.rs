@@ -750,11 +750,24 @@ impl WriteSql {
         ))
     }
 
-    /// `fields` of the row `alias` as one JSON array (text).
+    /// `fields` of the row `alias` as one JSON array (text). SQLite's JSON
+    /// takes no BLOB: bytes are compared as their `\\x…` hex.
     fn image_array(&self, alias: &str, fields: &[String]) -> String {
         let values = fields
             .iter()
-            .map(|c| format!("{alias}.{}", quote_ident(c)))
+            .map(|c| {
+                let value = format!("{alias}.{}", quote_ident(c));
+                let bytes = matches!(
+                    self.column(c).map(|c| &c.ty),
+                    Some(ColumnType::Bytes | ColumnType::Any)
+                );
+                match (self.dialect, bytes) {
+                    (Dialect::Sqlite, true) => format!(
+                        "CASE WHEN typeof({value}) = 'blob' THEN '\\x' || lower(hex({value})) ELSE {value} END"
+                    ),
+                    _ => value,
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         match self.dialect {
