@@ -353,7 +353,11 @@ async fn run_leased(
     let result = match prepare_schema(job, store, run).await {
         Ok((job, unreachable)) => {
             let job = &job;
-            let mut result = detect_and_sync(job, store, owner, run_id, opts, run, Duration::ZERO, &unreachable).await;
+            let first = Pass {
+                lease_wait: Duration::ZERO,
+                source_down: unreachable.as_ref(),
+            };
+            let mut result = detect_and_sync(job, store, owner, run_id, opts, run, first).await;
             // The holder of the lease has often finished detecting by the time this
             // run has helped drain its queue: then this run detects after all,
             // waiting a moment for a detection that is about to end (another run
@@ -361,17 +365,11 @@ async fn run_leased(
             if result.is_ok() && run.detect_skipped() && !opts.shutdown.is_cancelled() {
                 let drained = std::mem::take(&mut run.sync);
                 run.busy = None;
-                result = detect_and_sync(
-                    job,
-                    store,
-                    owner,
-                    run_id,
-                    opts,
-                    run,
-                    SECOND_PASS_LEASE_WAIT,
-                    &unreachable,
-                )
-                .await;
+                let second = Pass {
+                    lease_wait: SECOND_PASS_LEASE_WAIT,
+                    ..first
+                };
+                result = detect_and_sync(job, store, owner, run_id, opts, run, second).await;
                 run.sync.absorb(drained);
             }
             result
@@ -457,12 +455,11 @@ async fn detect_exclusively(
     owner: &str,
     run_id: i64,
     opts: &RunOptions,
-    lease_wait: Duration,
-    unreachable: &Option<ConnectorError>,
+    pass: Pass<'_>,
 ) -> Result<Leased<DetectReport>, RunError> {
-    let report = with_job_lease(job, store, owner, lease_wait, async {
+    let report = with_job_lease(job, store, owner, pass.lease_wait, async {
         crate::fault::point("detecting");
-        if let Some(e) = unreachable {
+        if let Some(e) = pass.source_down {
             return Err(DetectError::Source(e.clone()).into());
         }
         probe(
@@ -490,6 +487,16 @@ async fn detect_exclusively(
         tracing::info!(job = %job.name, "another process is detecting changes of this job ({holder}); this run only drains the queue");
     }
     Ok(report)
+}
+
+/// How one detect-and-drain pass of a run goes.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    /// How long to wait for the job lease before only draining.
+    lease_wait: Duration,
+    /// The source could not be reached by the schema stage: detection
+    /// reports this, the drain goes on.
+    source_down: Option<&'a ConnectorError>,
 }
 
 /// What running under the job's lease came to.
@@ -588,8 +595,7 @@ async fn detect_and_sync(
     run_id: i64,
     opts: &RunOptions,
     run: &mut JobRun,
-    lease_wait: Duration,
-    unreachable: &Option<ConnectorError>,
+    pass: Pass<'_>,
 ) -> Result<(), RunError> {
     if let Err(e) = store.purge(opts.retention.tasks, opts.retention.runs).await {
         tracing::warn!("could not prune old tasks and runs: {e}");
@@ -599,8 +605,7 @@ async fn detect_and_sync(
     // empty. (Fault injection at the boundary runs them one after the other.)
     let detected = CancellationToken::new();
     let detect = async {
-        let report =
-            detect_exclusively(job, store, owner, run_id, opts, lease_wait, unreachable).await;
+        let report = detect_exclusively(job, store, owner, run_id, opts, pass).await;
         if report.is_ok() {
             crate::fault::point("after-enqueue");
         }

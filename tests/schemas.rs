@@ -44,8 +44,10 @@ async fn a_dropped_mapped_column_stops_the_job_and_leaves_the_target_as_it_was()
         cfg.run_once_ok(&state);
         assert_eq!(db.count("SELECT count(email) FROM dst").await, 50);
 
-        db.exec("ALTER TABLE src DROP COLUMN email; UPDATE src SET name = 'renamed' WHERE id <= 10")
-            .await;
+        db.exec(
+            "ALTER TABLE src DROP COLUMN email; UPDATE src SET name = 'renamed' WHERE id <= 10",
+        )
+        .await;
         let out = run(&cfg, &state);
         assert_eq!(code(&out), 78, "fields {fields:?}: {}", stderr(&out));
         let err = stderr(&out);
@@ -57,7 +59,11 @@ async fn a_dropped_mapped_column_stops_the_job_and_leaves_the_target_as_it_was()
         );
         // Nothing was written: every email is still there, no name changed.
         assert_eq!(db.count("SELECT count(email) FROM dst").await, 50);
-        assert_eq!(db.count("SELECT count(*) FROM dst WHERE name = 'renamed'").await, 0);
+        assert_eq!(
+            db.count("SELECT count(*) FROM dst WHERE name = 'renamed'")
+                .await,
+            0
+        );
 
         let check = cfg.ferry(Some(&state), &["check", "--connect"]);
         assert_eq!(code(&check), 78, "{}", stderr(&check));
@@ -80,7 +86,11 @@ async fn a_new_column_no_field_maps_changes_no_row() {
             .await;
         let out = cfg.run_once_ok(&state);
         assert_eq!(changed(&out, "customers"), 1, "fields {fields:?}");
-        assert_eq!(db.count("SELECT count(*) FROM dst WHERE name = 'changed'").await, 1);
+        assert_eq!(
+            db.count("SELECT count(*) FROM dst WHERE name = 'changed'")
+                .await,
+            1
+        );
     }
 }
 
@@ -91,11 +101,15 @@ async fn on_new_column_add_adds_it_to_the_target_and_fail_stops() {
         customers(&db).await;
         let cfg = ConfigDir::new();
         let add = "[schema]\non_new_column = \"add\"\n";
-        cfg.job("customers", &job(&db.url, "postgres", &db.url, "", &format!("{fields}{add}")));
+        cfg.job(
+            "customers",
+            &job(&db.url, "postgres", &db.url, "", &format!("{fields}{add}")),
+        );
         let state = state_url(StateKind::Sqlite, &cfg, &db);
         cfg.run_once_ok(&state);
 
-        db.exec("ALTER TABLE src ADD COLUMN tier numeric(6,2) DEFAULT 12.50").await;
+        db.exec("ALTER TABLE src ADD COLUMN tier numeric(6,2) DEFAULT 12.50")
+            .await;
         let out = cfg.run_once_ok(&state);
         assert_eq!(changed(&out, "customers"), 50, "fields {fields:?}");
         assert_eq!(
@@ -107,19 +121,30 @@ async fn on_new_column_add_adds_it_to_the_target_and_fail_stops() {
             vec!["numeric(6,2)".to_string()]
         );
         let status = cfg.ferry(Some(&state), &["status", "--output", "json"]);
-        let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+        let status: serde_json::Value =
+            serde_json::from_slice(&status.stdout).expect("status json");
         let changes = &status["jobs"][0]["schema_changes"];
         assert_eq!(changes[0]["change"], "column_added", "{status}");
-        assert!(changes[0]["detail"].as_str().unwrap().contains("`tier`"), "{status}");
+        assert!(
+            changes[0]["detail"].as_str().unwrap().contains("`tier`"),
+            "{status}"
+        );
         // The next run finds nothing new.
         assert_eq!(changed(&cfg.run_once_ok(&state), "customers"), 0);
 
         let fail = "[schema]\non_new_column = \"fail\"\n";
-        cfg.job("customers", &job(&db.url, "postgres", &db.url, "", &format!("{fields}{fail}")));
+        cfg.job(
+            "customers",
+            &job(&db.url, "postgres", &db.url, "", &format!("{fields}{fail}")),
+        );
         db.exec("ALTER TABLE src ADD COLUMN region text").await;
         let out = run(&cfg, &state);
         assert_eq!(code(&out), 78, "{}", stderr(&out));
-        assert!(stderr(&out).contains("new column `region`"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("new column `region`"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
@@ -142,11 +167,21 @@ async fn a_changed_type_stops_unless_widening_is_allowed() {
         .await;
     let out = run(&cfg, &state);
     assert_eq!(code(&out), 78, "{}", stderr(&out));
-    assert!(stderr(&out).contains("`qty` changed type from integer to bigint"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`qty` changed type from integer to bigint"),
+        "{}",
+        stderr(&out)
+    );
 
     cfg.job(
         "items",
-        &job(&db.url, "postgres", &db.url, "", "[schema]\non_type_change = \"widen\"\n"),
+        &job(
+            &db.url,
+            "postgres",
+            &db.url,
+            "",
+            "[schema]\non_type_change = \"widen\"\n",
+        ),
     );
     cfg.run_once_ok(&state);
     assert_eq!(
@@ -155,7 +190,8 @@ async fn a_changed_type_stops_unless_widening_is_allowed() {
     );
 
     // Narrowing is never followed.
-    db.exec("ALTER TABLE src ALTER COLUMN qty TYPE integer USING 1").await;
+    db.exec("ALTER TABLE src ALTER COLUMN qty TYPE integer USING 1")
+        .await;
     let out = run(&cfg, &state);
     assert_eq!(code(&out), 78, "{}", stderr(&out));
     assert!(stderr(&out).contains("not a widening"), "{}", stderr(&out));
@@ -175,7 +211,11 @@ async fn a_missing_target_column_or_table_stops_the_job() {
     let state = state_url(StateKind::Sqlite, &cfg, &db);
     let out = run(&cfg, &state);
     assert_eq!(code(&out), 78, "{}", stderr(&out));
-    assert!(stderr(&out).contains("target column `name` is missing"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("target column `name` is missing"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 0);
 
     db.exec("DROP TABLE dst").await;
@@ -208,8 +248,14 @@ async fn create_true_makes_the_table_on_every_sql_target() {
         let plan = cfg.ferry(Some(&state), &["plan"]);
         assert_eq!(code(&plan), 0, "{kind:?}: {}", stderr(&plan));
         let text = String::from_utf8_lossy(&plan.stdout).to_string();
-        assert!(text.contains("would create the target table"), "{kind:?}: {text}");
-        assert!(text.contains("CREATE TABLE IF NOT EXISTS \"dst\""), "{kind:?}: {text}");
+        assert!(
+            text.contains("would create the target table"),
+            "{kind:?}: {text}"
+        );
+        assert!(
+            text.contains("CREATE TABLE IF NOT EXISTS \"dst\""),
+            "{kind:?}: {text}"
+        );
 
         cfg.run_once_ok(&state);
         let read = match kind {
@@ -260,17 +306,30 @@ async fn a_lossy_target_type_is_refused_unless_the_field_accepts_it() {
     let check = cfg.ferry(Some(&state), &["check", "--connect"]);
     assert_eq!(code(&check), 78);
     let text = String::from_utf8_lossy(&check.stdout).to_string();
-    assert!(text.contains("field `wide`") && text.contains("15 significant digits"), "{text}");
-    assert!(text.contains("field `raw`") && text.contains("bytes"), "{text}");
+    assert!(
+        text.contains("field `wide`") && text.contains("15 significant digits"),
+        "{text}"
+    );
+    assert!(
+        text.contains("field `raw`") && text.contains("bytes"),
+        "{text}"
+    );
     let out = run(&cfg, &state);
     assert_eq!(code(&out), 78, "{}", stderr(&out));
-    assert!(target.strings("SELECT CAST(count(*) AS TEXT) FROM dst").await == vec!["0"]);
+    assert!(
+        target
+            .strings("SELECT CAST(count(*) AS TEXT) FROM dst")
+            .await
+            == vec!["0"]
+    );
 
     let accepted = "[fields]\nid = \"id\"\nwide = { from = \"wide\", lossy = true }\nraw = { from = \"raw\", lossy = true }\n";
     cfg.job("j", &job(&db.url, "sqlite", &target.url(), "", accepted));
     cfg.run_once_ok(&state);
     assert_eq!(
-        target.strings("SELECT CAST(wide AS TEXT) || ' ' || raw FROM dst").await,
+        target
+            .strings("SELECT CAST(wide AS TEXT) || ' ' || raw FROM dst")
+            .await,
         vec!["1.23456789012346e+27 \\x00ff".to_string()]
     );
 }
@@ -292,7 +351,8 @@ async fn json_columns_bytes_and_wide_decimals_arrive_exactly() {
     db.exec("UPDATE src SET doc = '{\"b\": 2}'").await;
     cfg.run_once_ok(&state);
     assert_eq!(
-        db.strings("SELECT doc::text || ' ' || wide::text || ' ' || encode(raw, 'hex') FROM dst").await,
+        db.strings("SELECT doc::text || ' ' || wide::text || ' ' || encode(raw, 'hex') FROM dst")
+            .await,
         // `json` keeps its text; ferry sends it compact (docs/types.md).
         vec!["{\"b\":2} -0.0000000001 000102ff".to_string()]
     );

@@ -49,7 +49,10 @@ pub async fn check(cli: &Cli, connect: bool) -> ExitCode {
         code = ExitCode::worst([code, job_code]);
         if cli.output == OutputFormat::Text {
             if problems.is_empty() {
-                out!("ok: job {}: the fields fit the source and target columns", job.name);
+                out!(
+                    "ok: job {}: the fields fit the source and target columns",
+                    job.name
+                );
             }
             for problem in &problems {
                 out!("error: job {}: {problem}", job.name);

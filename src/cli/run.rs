@@ -349,7 +349,11 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitC
                 d.unchanged
             );
             for change in &run.schema_changes {
-                out!("  would {}: {}", change.sentence(false), change.statements.join("; "));
+                out!(
+                    "  would {}: {}",
+                    change.sentence(false),
+                    change.statements.join("; ")
+                );
             }
         }
         report_errors(&run);

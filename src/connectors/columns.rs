@@ -18,17 +18,32 @@ pub struct Column {
 impl Column {
     pub fn postgres(name: String, declared: String) -> Column {
         let ty = ColumnType::postgres(&declared);
-        Column { name, declared, ty, system: "postgres" }
+        Column {
+            name,
+            declared,
+            ty,
+            system: "postgres",
+        }
     }
 
     pub fn mysql(name: String, declared: String) -> Column {
         let ty = ColumnType::mysql(&declared);
-        Column { name, declared, ty, system: "mysql" }
+        Column {
+            name,
+            declared,
+            ty,
+            system: "mysql",
+        }
     }
 
     pub fn sqlite(name: String, declared: String) -> Column {
         let ty = ColumnType::sqlite(&declared);
-        Column { name, declared, ty, system: "sqlite" }
+        Column {
+            name,
+            declared,
+            ty,
+            system: "sqlite",
+        }
     }
 }
 
@@ -120,7 +135,9 @@ fn modifiers(declared: &str) -> Vec<u32> {
     let Some(open) = declared.find('(') else {
         return vec![];
     };
-    let close = declared[open..].find(')').map_or(declared.len(), |c| open + c);
+    let close = declared[open..]
+        .find(')')
+        .map_or(declared.len(), |c| open + c);
     declared[open + 1..close]
         .split(',')
         .filter_map(|p| p.trim().parse().ok())
@@ -131,7 +148,9 @@ fn base(declared: &str) -> String {
     let lower = declared.trim().to_ascii_lowercase();
     match lower.find('(') {
         Some(open) => {
-            let close = lower[open..].find(')').map_or(lower.len(), |c| open + c + 1);
+            let close = lower[open..]
+                .find(')')
+                .map_or(lower.len(), |c| open + c + 1);
             format!("{}{}", lower[..open].trim_end(), &lower[close..])
         }
         None => lower,
@@ -291,9 +310,7 @@ impl ColumnType {
             (T::Float(_), t) if t.is_integer() => lossy("fractions would be rounded off"),
             (T::Text(_), T::Char(_)) => lossy("strings would be padded with blanks"),
             (T::TimestampTz(_), T::Timestamp(_)) => lossy("the time zone offset would be dropped"),
-            (T::Timestamp(a) | T::TimestampTz(a), T::Timestamp(b) | T::TimestampTz(b))
-                if b < a =>
-            {
+            (T::Timestamp(a) | T::TimestampTz(a), T::Timestamp(b) | T::TimestampTz(b)) if b < a => {
                 lossy("fractional seconds would be rounded")
             }
             (T::Time(a), T::Time(b)) if b < a => lossy("fractional seconds would be rounded"),
@@ -309,9 +326,7 @@ impl ColumnType {
         self != wider
             && match (self, wider) {
                 (T::Int(a), T::Int(b)) => b >= a,
-                (T::Int(a), T::Decimal(d)) => {
-                    d.is_none_or(|(p, s)| p - s >= integer_digits(*a))
-                }
+                (T::Int(a), T::Decimal(d)) => d.is_none_or(|(p, s)| p - s >= integer_digits(*a)),
                 (T::Decimal(Some((p, s))), T::Decimal(d)) => {
                     d.is_none_or(|(p2, s2)| s2 >= *s && p2 - s2 >= p - s)
                 }
@@ -349,11 +364,11 @@ mod tests {
 
     #[test]
     fn reads_declared_types_of_each_database() {
+        assert_eq!(T::postgres("numeric(38,10)"), T::Decimal(Some((38, 10))));
         assert_eq!(
-            T::postgres("numeric(38,10)"),
-            T::Decimal(Some((38, 10)))
+            T::postgres("timestamp(3) with time zone"),
+            T::TimestampTz(3)
         );
-        assert_eq!(T::postgres("timestamp(3) with time zone"), T::TimestampTz(3));
         assert_eq!(T::postgres("character varying(20)"), T::Text(Some(20)));
         assert_eq!(T::postgres("integer[]"), T::Other("integer[]".into()));
         assert_eq!(T::mysql("bigint(20) unsigned"), T::Decimal(Some((20, 0))));

@@ -33,7 +33,10 @@ pub use error::ConnectorError;
 #[derive(Debug, Clone, PartialEq)]
 pub enum SchemaChange {
     /// `[target] create = true`: the table, with the job's key as primary key.
-    CreateTable { columns: Vec<Column>, key: Vec<String> },
+    CreateTable {
+        columns: Vec<Column>,
+        key: Vec<String>,
+    },
     /// `[schema] on_new_column = "add"`.
     AddColumn(Column),
     /// `[schema] on_type_change = "widen"`: the column takes the wider type.

@@ -560,10 +560,7 @@ impl WriteSql {
     /// (`json_extract` would make a 15-digit float of a wide decimal), and
     /// `\\x…` hex strings become the bytes in a BLOB column.
     fn sqlite_value(&self, c: &str) -> String {
-        let path = format!(
-            "'$.\"{}\"'",
-            c.replace('\'', "''").replace('"', "\\\"")
-        );
+        let path = format!("'$.\"{}\"'", c.replace('\'', "''").replace('"', "\\\""));
         let extract = format!("json_extract(value, {path})");
         match self.column(c).map(|c| &c.ty) {
             Some(ColumnType::Text(_) | ColumnType::Char(_)) => format!(

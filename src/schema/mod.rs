@@ -151,7 +151,10 @@ pub async fn prepare(
             .schema_statements(change)
             .map_err(SchemaError::Target)?;
         if !dry_run {
-            target.change_schema(change).await.map_err(SchemaError::Target)?;
+            target
+                .change_schema(change)
+                .await
+                .map_err(SchemaError::Target)?;
             tracing::warn!(job = %job.name, change = label, "{}", sentence(label, detail, true));
             if let Some(metric) = crate::metrics::SCHEMA_CHANGES.iter().find(|c| **c == label) {
                 crate::metrics::schema_changed(&job.name, metric);

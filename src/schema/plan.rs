@@ -49,7 +49,11 @@ pub fn add_fields(job: &Job, names: &[String]) -> Job {
         return job;
     }
     for name in names {
-        if !job.fields.iter().any(|f| &f.from == name || &f.target == name) {
+        if !job
+            .fields
+            .iter()
+            .any(|f| &f.from == name || &f.target == name)
+        {
             job.fields.push(FieldMap {
                 target: name.clone(),
                 from: name.clone(),
@@ -110,7 +114,12 @@ impl Plan {
             .iter()
             .map(|f| (f.from.clone(), format!("mapped to `{}`", f.target)))
             .collect();
-        required.extend(job.source.key.iter().map(|k| (k.clone(), "[source] key".into())));
+        required.extend(
+            job.source
+                .key
+                .iter()
+                .map(|k| (k.clone(), "[source] key".into())),
+        );
         if let Detect::Cursor { column, .. } = &job.detect {
             required.push((column.clone(), "[detect] cursor".into()));
         }
@@ -132,7 +141,11 @@ impl Plan {
         // Columns the source gained since the last run.
         let mut added_now: Vec<&Column> = vec![];
         if let Some(known) = known {
-            for column in source.columns.iter().filter(|c| known.seen(&c.name).is_none()) {
+            for column in source
+                .columns
+                .iter()
+                .filter(|c| known.seen(&c.name).is_none())
+            {
                 let name = &column.name;
                 match job.schema.on_new_column {
                     OnNewColumn::Ignore if !listed.contains(name) => plan.notes.push(format!(

@@ -98,7 +98,11 @@ pub fn statements(table: &str, change: &SchemaChange) -> Vec<String> {
             let defs: Vec<String> = columns
                 .iter()
                 .map(|c| {
-                    let not_null = if key.contains(&c.name) { " NOT NULL" } else { "" };
+                    let not_null = if key.contains(&c.name) {
+                        " NOT NULL"
+                    } else {
+                        ""
+                    };
                     format!("{} {}{not_null}", quote_ident(&c.name), key_type(c, key))
                 })
                 .collect();

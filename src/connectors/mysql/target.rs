@@ -104,13 +104,13 @@ impl MysqlTarget {
             for (c, binary) in cols.iter().zip(&binary) {
                 let value = r.get(c).unwrap_or(&Value::Null);
                 match value.as_str().and_then(|s| s.strip_prefix("\\x")) {
-                    Some(hex) if *binary => args.add(unhex(hex).ok_or_else(|| {
-                        ConnectorError::Rejected {
+                    Some(hex) if *binary => {
+                        args.add(unhex(hex).ok_or_else(|| ConnectorError::Rejected {
                             system: self.system.clone(),
                             object: self.object.clone(),
                             detail: format!("column `{c}`: `\\x{hex}` is not hex-encoded bytes"),
-                        }
-                    })?),
+                        })?)
+                    }
                     _ => bind(&mut args, value),
                 }
                 .map_err(|e| self.bind_error(e))?;

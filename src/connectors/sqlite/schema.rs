@@ -85,7 +85,11 @@ pub fn type_of(column: &Column) -> String {
 
 pub fn statements(table: &str, change: &SchemaChange) -> Vec<String> {
     let t = quote_qualified(table);
-    let def = |c: &Column| format!("{} {}", quote_ident(&c.name), type_of(c)).trim_end().to_string();
+    let def = |c: &Column| {
+        format!("{} {}", quote_ident(&c.name), type_of(c))
+            .trim_end()
+            .to_string()
+    };
     match change {
         SchemaChange::CreateTable { columns, key } => {
             let defs: Vec<String> = columns.iter().map(def).collect();
