@@ -241,3 +241,78 @@ async fn mariadb_and_sqlite_targets_get_the_documented_values() {
         }
     }
 }
+
+/// MariaDB's types, edge values included, into PostgreSQL (`create = true`).
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_source_values_arrive_in_postgresql_as_documented() {
+    let my = MysqlDb::new().await;
+    my.exec(
+        "CREATE TABLE golden (id int PRIMARY KEY, ti tinyint, u bigint unsigned, i8 bigint,
+           d decimal(65,30), f double, flag tinyint(1), vc varchar(10), c char(4), t text,
+           bl blob, dt datetime(6), da date, tm time(6), j json, e enum('a','b'));
+         INSERT INTO golden VALUES
+          (1, -128, 18446744073709551615, -9223372036854775808,
+           -99999999999999999999999999999999999.999999999999999999999999999999, 1e-300, 1,
+           'ž✓', 'ab', 'x\ty', 0x00ff00, '1000-01-01 00:00:00.000001', '9999-12-31',
+           '23:59:59.999999', '{\"a\": [1, null], \"n\": 123456789012345678901234567890}', 'b'),
+          (2, NULL, 0, NULL, 0.000000000000000000000000000001, -1.5, 0, '', '', '', '', NULL,
+           NULL, NULL, NULL, NULL);",
+    )
+    .await;
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "golden",
+        &format!(
+            "[source]\ntype = \"mysql\"\nurl = \"{}\"\ntable = \"golden\"\nkey = [\"id\"]\n\n\
+             [detect]\nstrategy = \"diff\"\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"dst\"\nkey = [\"id\"]\ncreate = true\n\n\
+             [rules]\nowner = \"source\"\ndeletes = \"propagate\"\n",
+            my.url, db.url
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    let expected = [
+        ("ti", ["-128", "<NULL>"]),
+        ("u", ["18446744073709551615", "0"]),
+        ("i8", ["-9223372036854775808", "<NULL>"]),
+        (
+            "d",
+            [
+                "-99999999999999999999999999999999999.999999999999999999999999999999",
+                "0.000000000000000000000000000001",
+            ],
+        ),
+        ("f", ["1e-300", "-1.5"]),
+        ("flag", ["true", "false"]),
+        ("vc", ["ž✓", ""]),
+        ("c", ["ab", ""]),
+        ("t", ["x\ty", ""]),
+        ("bl", ["\\x00ff00", "\\x"]),
+        ("dt", ["1000-01-01 00:00:00.000001", "<NULL>"]),
+        ("da", ["9999-12-31", "<NULL>"]),
+        ("tm", ["23:59:59.999999", "<NULL>"]),
+        (
+            "j",
+            [
+                r#"{"a": [1, null], "n": 123456789012345678901234567890}"#,
+                "<NULL>",
+            ],
+        ),
+        ("e", ["b", "<NULL>"]),
+    ];
+    assert_eq!(
+        db.strings("SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'dst'::regclass AND attnum > 0").await,
+        ["integer,smallint,numeric(20,0),bigint,numeric(65,30),double precision,boolean,character varying(10),character(4),text,bytea,timestamp(6) without time zone,date,time(6) without time zone,jsonb,text"]
+    );
+    for (column, values) in expected {
+        let got = db
+            .strings(&format!(
+                "SELECT coalesce({column}::text, '<NULL>') FROM dst ORDER BY id"
+            ))
+            .await;
+        assert_eq!(got, values, "column {column}");
+    }
+    assert_eq!(changed(&cfg.run_once_ok(&state), "golden"), 0);
+}

@@ -36,10 +36,27 @@ pub async fn table(pool: &MySqlPool, table: &str) -> Result<Shape, sqlx::Error> 
     .bind(name)
     .fetch_all(pool)
     .await?;
+    // MariaDB's JSON is LONGTEXT with a `json_valid` check (MySQL's is a type).
+    let checks: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+         WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+    )
+    .bind(db)
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    // Quoted as the session's sql_mode quotes (ANSI_QUOTES: "j").
+    let json = |column: &str| {
+        checks.contains(&format!("json_valid(`{column}`)"))
+            || checks.contains(&format!("json_valid(\"{column}\")"))
+    };
     Ok(Shape::Table(TableSchema {
         columns: rows
             .into_iter()
-            .map(|(name, declared)| Column::mysql(name, declared))
+            .map(|(name, declared)| match json(&name) {
+                true => Column::mysql(name, "json".to_string()),
+                false => Column::mysql(name, declared),
+            })
             .collect(),
         primary_key,
     }))

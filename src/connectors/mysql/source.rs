@@ -6,7 +6,7 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 use super::literal;
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
-use crate::connectors::{ConnectorError, Received, RowStream, Scan, Shape, Source};
+use crate::connectors::{ColumnType, ConnectorError, Received, RowStream, Scan, Shape, Source};
 use crate::model::{Record, SourceRow};
 
 pub struct MysqlSource {
@@ -58,20 +58,38 @@ impl MysqlSource {
             .collect())
     }
 
-    /// Each row of `from` (aliased `s`) as one JSON object, rendered by the server.
-    /// Each row as one JSON object. Binary columns are rendered as
-    /// PostgreSQL renders bytea (`\\x` and hex), the one form of bytes from
-    /// every SQL source; `JSON_OBJECT` would write `base64:type252:…`.
-    fn as_json(columns: &[(String, String)]) -> String {
+    /// The binary columns: from the catalog for a table (the driver calls
+    /// a JSON column, text with a binary collation, a BLOB too); for a
+    /// query, as the driver describes its columns.
+    async fn binary_columns(
+        &self,
+        described: &[(String, String)],
+    ) -> Result<Vec<String>, ConnectorError> {
+        if self.cfg_table.is_some() {
+            if let Shape::Table(table) = self.schema().await? {
+                return Ok(table
+                    .columns
+                    .into_iter()
+                    .filter(|c| c.ty == ColumnType::Bytes)
+                    .map(|c| c.name)
+                    .collect());
+            }
+        }
+        Ok(described_binary(described))
+    }
+
+    /// Each row as one JSON object, rendered by the server. Binary columns
+    /// are rendered as PostgreSQL renders bytea (`\\x` and hex), the one
+    /// form of bytes from every SQL source; `JSON_OBJECT` would write
+    /// `base64:type252:…`.
+    fn as_json(columns: &[(String, String)], binary: &[String]) -> String {
         let pairs = columns
             .iter()
-            .map(|(c, ty)| {
+            .map(|(c, _)| {
                 let value = format!("s.{}", quote_ident(c));
-                let value = match ty.as_str() {
-                    "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
-                        format!("CONCAT('\\\\x', LOWER(HEX({value})))")
-                    }
-                    _ => value,
+                let value = match binary.contains(c) {
+                    true => format!("CONCAT('\\\\x', LOWER(HEX({value})))"),
+                    false => value,
                 };
                 format!("{}, {value}", literal(c))
             })
@@ -79,6 +97,20 @@ impl MysqlSource {
             .join(", ");
         format!("CAST(JSON_OBJECT({pairs}) AS CHAR)")
     }
+}
+
+/// The columns the driver describes as binary.
+fn described_binary(described: &[(String, String)]) -> Vec<String> {
+    described
+        .iter()
+        .filter(|(_, ty)| {
+            matches!(
+                ty.as_str(),
+                "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB"
+            )
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 #[async_trait]
@@ -89,7 +121,8 @@ impl Source for MysqlSource {
 
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
         let columns = self.columns(&self.relation).await?;
-        let json = Self::as_json(&columns);
+        let binary = self.binary_columns(&columns).await?;
+        let json = Self::as_json(&columns, &binary);
         let from = format!("({}) AS s", self.relation);
         let mut binds: Vec<String> = Vec::new();
         let sql = match scan {
@@ -168,7 +201,10 @@ impl Source for MysqlSource {
     ) -> Result<Vec<Record>, ConnectorError> {
         let query = child.batched("IN (SELECT value FROM JSON_TABLE(?, '$[*]' COLUMNS (value TEXT PATH '$')) AS ferry_parents)");
         let columns = self.columns(&query).await?;
-        let sql = format!("SELECT {} FROM ({query}) AS s", Self::as_json(&columns));
+        let sql = format!(
+            "SELECT {} FROM ({query}) AS s",
+            Self::as_json(&columns, &described_binary(&columns))
+        );
         let parents = serde_json::to_string(parents)
             .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))?;
         let rows: Vec<String> = sqlx::query_scalar(&sql)
