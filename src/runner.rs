@@ -327,6 +327,9 @@ async fn run_leased(
     opts: &RunOptions,
     run: &mut JobRun,
 ) -> Result<(), RunError> {
+    if job.source.tables.is_some() {
+        return Err(schema::expand::unexpanded(job).await.into());
+    }
     if opts.detect.dry_run {
         let prepared = schema::prepare(job, Some(store), true).await?;
         run.schema_changes = prepared.changes;

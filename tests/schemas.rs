@@ -379,3 +379,96 @@ async fn json_columns_bytes_and_wide_decimals_arrive_exactly() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_file_replicates_a_whole_schema_into_created_tables() {
+    let db = TestDb::new().await;
+    let mut ddl = String::new();
+    for i in 1..=15 {
+        ddl.push_str(&format!(
+            "CREATE TABLE t{i:02} (id bigint PRIMARY KEY, v numeric(10,{s}), note text);
+             INSERT INTO t{i:02} SELECT g, g * 1.5, 'row ' || g FROM generate_series(1, {i}) g;",
+            s = i % 4
+        ));
+    }
+    ddl.push_str(
+        "CREATE TABLE pairs (a int, b text, n int, PRIMARY KEY (a, b));
+         INSERT INTO pairs VALUES (1, 'x', 10), (1, 'y', 11);
+         CREATE TABLE audit_log (id bigint PRIMARY KEY, what text);
+         CREATE TABLE audit_trail (id bigint PRIMARY KEY, what text);
+         CREATE TABLE heap1 (v text); CREATE TABLE heap2 (v text); CREATE TABLE heap3 (v text);
+         CREATE SCHEMA other; CREATE TABLE other.t01 (id int PRIMARY KEY);",
+    );
+    db.exec(&ddl).await;
+    let target = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "shop",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"public.*\", \"!public.audit_*\"]\n\n\
+             [detect]\n{DIFF}\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"copy_{{table}}\"\ncreate = true\n\n\
+             [rules]\nowner = \"source\"\ndeletes = \"propagate\"\n",
+            db.url, target.url
+        ),
+    );
+    cfg.schedules("[schedules]\nshop = \"*/5 * * * *\"\n");
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+
+    let jobs = cfg.ferry(Some(&state), &["jobs", "--output", "json"]);
+    assert_eq!(code(&jobs), 0, "{}", stderr(&jobs));
+    let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).expect("jobs json");
+    let names: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<String> = (1..=15).map(|i| format!("shop.t{i:02}")).collect();
+    expected.push("shop.pairs".to_string());
+    expected.sort();
+    assert_eq!(names, expected);
+    assert!(jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["schedule"] == "*/5 * * * *"));
+    let skipped: Vec<&str> = jobs["skipped_tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["public.heap1", "public.heap2", "public.heap3"]);
+
+    let out = cfg.run_once_ok(&state);
+    for i in 1..=15 {
+        assert_eq!(changed(&out, &format!("shop.t{i:02}")), i);
+        assert_eq!(
+            target
+                .count(&format!("SELECT count(*) FROM copy_t{i:02}"))
+                .await,
+            i as i64
+        );
+    }
+    assert_eq!(
+        target
+            .strings("SELECT a || b || n FROM copy_pairs ORDER BY b")
+            .await,
+        ["1x10", "1y11"]
+    );
+    assert_eq!(
+        target.strings("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'copy_t03'::regclass AND attname = 'v'").await,
+        ["numeric(10,3)"]
+    );
+    assert_eq!(
+        target.count("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'copy_audit%' OR tablename LIKE 'copy_heap%'").await,
+        0
+    );
+    // One job of the schema runs alone, by its name.
+    db.exec("UPDATE t07 SET note = 'changed' WHERE id = 7")
+        .await;
+    let out = cfg.ferry(Some(&state), &["run", "--once", "shop.t07"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(changed(&out, "shop.t07"), 1);
+}

@@ -6,7 +6,7 @@ use crate::schema::{self, SchemaError};
 use crate::state::Store;
 
 pub async fn check(cli: &Cli, connect: bool) -> ExitCode {
-    let config = match load_config(cli) {
+    let mut config = match load_config(cli) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -19,6 +19,7 @@ pub async fn check(cli: &Cli, connect: bool) -> ExitCode {
         );
         return ExitCode::Ok;
     }
+    crate::schema::expand::expand(&mut config).await;
     // The last run's columns tell new and retyped ones; without a state
     // store every job is checked as if it never ran.
     let url = state_url(cli, Some(&config));

@@ -1,12 +1,14 @@
 //! Commands that read: check, jobs, status, tasks.
 use chrono::{TimeZone, Utc};
 
-use super::{load_config, open_store, state_url, Cli, ExitCode, OutputFormat, TasksAction};
+use super::{
+    load_config, load_jobs, open_store, state_url, Cli, ExitCode, OutputFormat, TasksAction,
+};
 use crate::config::Config;
 use crate::state::TaskState;
 
-pub fn jobs(cli: &Cli) -> ExitCode {
-    let config = match load_config(cli) {
+pub async fn jobs(cli: &Cli) -> ExitCode {
+    let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -61,7 +63,16 @@ pub fn jobs(cli: &Cli) -> ExitCode {
         );
     }
     if cli.output == OutputFormat::Json {
-        print_json(&serde_json::json!({ "jobs": listed }));
+        print_json(&serde_json::json!({ "jobs": listed, "skipped_tables": config.skipped }));
+    } else {
+        for skipped in &config.skipped {
+            out!(
+                "skipped: job {} does not sync table {}: {}",
+                skipped.job,
+                skipped.table,
+                skipped.reason
+            );
+        }
     }
     ExitCode::Ok
 }
@@ -91,7 +102,7 @@ fn time(ms: Option<i64>) -> String {
 }
 
 pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
-    let config = match load_config(cli) {
+    let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -446,7 +457,7 @@ pub async fn tasks(
 }
 
 pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {
-    let config = match load_config(cli) {
+    let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };

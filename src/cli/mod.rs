@@ -176,7 +176,7 @@ pub fn init_logging(format: LogFormat) {
 pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
     match &cli.command {
         Command::Check { connect } => check::check(&cli, *connect).await,
-        Command::Jobs => inspect::jobs(&cli),
+        Command::Jobs => inspect::jobs(&cli).await,
         Command::Test { jobs } => test::test(&cli, jobs),
         Command::Plan {
             jobs,
@@ -256,6 +256,16 @@ fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
         eprintln!("ferry: {} configuration error(s)", errors.0.len());
         ExitCode::Config
     })
+}
+
+/// The configuration with its whole-schema jobs expanded into one job per
+/// table: what every command that runs or names jobs works with. (The
+/// tables are listed from the sources, so `check` and `test` use
+/// [`load_config`] and stay offline.)
+async fn load_jobs(cli: &Cli) -> Result<Config, ExitCode> {
+    let mut config = load_config(cli)?;
+    crate::schema::expand::expand(&mut config).await;
+    Ok(config)
 }
 
 /// The state-store URL: `--state`/`FERRY_STATE_URL`, else `[engine] state`,

@@ -2,7 +2,9 @@
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
 
-use super::{load_config, open_store, select_jobs, state_url, Cli, ExitCode, OutputFormat};
+use super::{
+    load_config, load_jobs, open_store, select_jobs, state_url, Cli, ExitCode, OutputFormat,
+};
 use crate::config::Config;
 use crate::detect::DetectOptions;
 use std::sync::Arc;
@@ -39,7 +41,7 @@ pub async fn once(
     allow_mass_delete: bool,
     pushgateway: Option<&str>,
 ) -> ExitCode {
-    let (config, order) = match selected(cli, names) {
+    let (config, order) = match selected(cli, names).await {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -181,7 +183,7 @@ fn progress_bar(
 
 /// `ferry run`: the daemon.
 pub async fn daemon(cli: &Cli, signals: Signals, grace: Duration) -> ExitCode {
-    let config = match load_config(cli) {
+    let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -203,7 +205,7 @@ pub async fn trigger(
     wait: bool,
     timeout: Option<Duration>,
 ) -> ExitCode {
-    let config = match load_config(cli) {
+    let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -306,7 +308,7 @@ async fn request_and_wait(
 }
 
 pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitCode {
-    let (config, order) = match selected(cli, names) {
+    let (config, order) = match selected(cli, names).await {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -386,8 +388,8 @@ async fn open_for_reading(url: &str, config: Option<&Config>) -> Result<Store, E
 
 /// The configuration, and the names of the selected jobs (all when none) in
 /// run order: jobs named in another's `after` run first.
-fn selected(cli: &Cli, names: &[String]) -> Result<(Config, Vec<String>), ExitCode> {
-    let config = load_config(cli)?;
+async fn selected(cli: &Cli, names: &[String]) -> Result<(Config, Vec<String>), ExitCode> {
+    let config = load_jobs(cli).await?;
     let jobs = select_jobs(&config, names)?;
     let wanted: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     let mut order: Vec<String> = Vec::with_capacity(jobs.len());

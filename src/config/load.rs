@@ -130,6 +130,7 @@ pub fn load(
             engine,
             jobs,
             schedules,
+            skipped: Vec::new(),
         })
     } else {
         Err(ConfigErrors(errors))

@@ -24,6 +24,16 @@ pub struct Config {
     pub engine: Engine,
     pub jobs: BTreeMap<String, Job>,
     pub schedules: BTreeMap<String, Schedule>,
+    /// Tables a whole-schema job matched and cannot sync (no primary key).
+    pub skipped: Vec<SkippedTable>,
+}
+
+/// A table a whole-schema job left out, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedTable {
+    pub job: String,
+    pub table: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +219,9 @@ pub struct SourceConfig {
     pub url: Option<String>,
     pub table: Option<String>,
     pub query: Option<String>,
+    /// `tables = ["public.*", "!public.audit_*"]`: a whole-schema job, which
+    /// expands into one job per matching table with a primary key.
+    pub tables: Option<Vec<String>>,
     pub filter: Option<String>,
     pub key: Vec<String>,
     pub path: Option<PathBuf>,

@@ -116,6 +116,7 @@ pub struct SourceRaw {
     pub url: Option<S<String>>,
     pub table: Option<S<String>>,
     pub query: Option<S<String>>,
+    pub tables: Option<S<Vec<S<String>>>>,
     #[serde(rename = "where")]
     pub filter: Option<S<String>>,
     pub key: Option<S<Vec<S<String>>>>,

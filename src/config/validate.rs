@@ -308,7 +308,7 @@ pub fn job(
     let detect = detect(ctx, file.detect.as_ref(), &source, file.source.span());
     let ops = ops(ctx, file.detect.as_ref(), &detect);
     let batch = batch(ctx, file.batch.as_ref());
-    let target = target(ctx, &file.target, reg);
+    let target = target(ctx, &file.target, reg, source.tables.is_some());
     if target.mode == Mode::Mirror && !matches!(detect, Detect::Diff { .. }) {
         let span = file
             .target
@@ -552,8 +552,20 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
     let Some(kind) = ctx.kind(&r.kind, SOURCE_KINDS, reg.sources, "source") else {
         return SourceConfig::default();
     };
+    let whole_schema = r.tables.is_some() && SQL_KINDS.contains(&kind.as_str());
+    let key = match (&r.key, whole_schema) {
+        (Some(k), true) => {
+            ctx.src.error(
+                k.span(),
+                "with `tables`, each table's primary key is its key: leave `key` out",
+            );
+            vec![]
+        }
+        (None, true) => vec![],
+        (_, false) => ctx.columns(&r.key, span.clone(), what),
+    };
     let mut out = SourceConfig {
-        key: ctx.columns(&r.key, span.clone(), what),
+        key,
         connect_timeout: connect_timeout(ctx, &r.connect_timeout, &kind, "source"),
         ..Default::default()
     };
@@ -562,13 +574,31 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         out.table = ctx.opt_text(&r.table);
         out.query = ctx.opt_text(&r.query);
         out.filter = ctx.opt_text(&r.filter);
-        match (&r.table, &r.query) {
-            (None, None) => ctx
+        if let Some(tables) = &r.tables {
+            let patterns: Vec<String> = tables
+                .get_ref()
+                .iter()
+                .filter_map(|t| ctx.text(t))
+                .collect();
+            if patterns.iter().all(|p| p.starts_with('!')) {
+                ctx.src.error(
+                    tables.span(),
+                    "`tables` needs at least one pattern that includes tables (like \"public.*\"); `!` patterns only exclude",
+                );
+            }
+            out.tables = Some(patterns);
+        }
+        match (&r.table, &r.query, &r.tables) {
+            (None, None, None) => ctx
                 .src
-                .error(span.clone(), "[source] needs `table` or `query`"),
-            (Some(_), Some(q)) => ctx
+                .error(span.clone(), "[source] needs `table`, `query` or `tables`"),
+            (Some(_), Some(q), _) => ctx
                 .src
                 .error(q.span(), "[source] takes `table` or `query`, not both"),
+            (Some(_), _, Some(t)) | (_, Some(_), Some(t)) => ctx.src.error(
+                t.span(),
+                "[source] takes `tables` (one job per table) or a single `table` or `query`",
+            ),
             _ => {}
         }
         if let (Some(q), Some(w)) = (&r.query, &r.filter) {
@@ -690,6 +720,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         ("url", span_of(&r.url)),
         ("table", span_of(&r.table)),
         ("query", span_of(&r.query)),
+        ("tables", span_of(&r.tables)),
         ("where", span_of(&r.filter)),
         ("path", span_of(&r.path)),
         ("format", span_of(&r.format)),
@@ -703,7 +734,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
 /// of one kind only are checked where that kind's keys are read).
 fn source_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "postgres" | "mysql" | "sqlite" => &["url", "table", "query", "where"],
+        "postgres" | "mysql" | "sqlite" => &["url", "table", "query", "tables", "where"],
         "file" => &["path", "format"],
         _ => &["url"],
     }
@@ -970,7 +1001,12 @@ fn batch(ctx: &mut Ctx, b: Option<&S<raw::BatchRaw>>) -> Batch {
     }
 }
 
-fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig {
+fn target(
+    ctx: &mut Ctx,
+    t: &S<raw::TargetRaw>,
+    reg: &Registry,
+    whole_schema: bool,
+) -> TargetConfig {
     let span = t.span();
     let r = t.get_ref();
     let what = "[target]";
@@ -1017,9 +1053,14 @@ fn target(ctx: &mut Ctx, t: &S<raw::TargetRaw>, reg: &Registry) -> TargetConfig 
     };
     if SQL_KINDS.contains(&kind.as_str()) {
         out.url = ctx.url(&r.url, &kind, span.clone(), what);
-        out.key = ctx.columns(&r.key, span.clone(), what);
+        // A whole-schema job keys each target table by its source table's key.
+        out.key = match (&r.key, whole_schema) {
+            (None, true) => vec![],
+            _ => ctx.columns(&r.key, span.clone(), what),
+        };
         match &r.table {
             Some(tb) => out.table = ctx.text(tb),
+            None if whole_schema => out.table = Some("{table}".to_string()),
             None => ctx.src.error(
                 span.clone(),
                 format!("{what} of type `{kind}` needs `table`"),
@@ -1299,7 +1340,11 @@ fn check_keys_mapped(
     fields: &[FieldMap],
     rules: &Rules,
 ) {
-    if fields.is_empty() || source.kind.is_empty() || target.kind.is_empty() {
+    if fields.is_empty()
+        || source.kind.is_empty()
+        || target.kind.is_empty()
+        || source.tables.is_some()
+    {
         return;
     }
     let span = file

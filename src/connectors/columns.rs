@@ -61,6 +61,22 @@ impl TableSchema {
     }
 }
 
+/// A table a database lists, for whole-schema jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTable {
+    /// `schema.table` (PostgreSQL), `database.table` (MySQL), `main.table` (SQLite).
+    pub name: String,
+    /// Empty: the table has no primary key.
+    pub primary_key: Vec<String>,
+}
+
+impl ListedTable {
+    /// The name without its schema.
+    pub fn short(&self) -> &str {
+        self.name.rsplit_once('.').map_or(&self.name, |(_, t)| t)
+    }
+}
+
 /// What a system says about a job's table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shape {

@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use crate::config::{Child, Deletes, Job, Mode, Owner};
 use crate::model::{Item, Record, SourceRow};
 
-pub use columns::{Column, ColumnType, Shape, TableSchema};
+pub use columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
 pub use error::ConnectorError;
 
 /// A change to a target table's definition, from the source's columns
@@ -87,6 +87,11 @@ pub trait Source: Send + Sync {
     /// with a schema; what every run checks the job's fields against.
     async fn schema(&self) -> Result<Shape, ConnectorError> {
         Ok(Shape::Schemaless)
+    }
+    /// Every table of the database, with its primary key (whole-schema
+    /// jobs). None: this source has no tables to list.
+    async fn list_tables(&self) -> Result<Option<Vec<ListedTable>>, ConnectorError> {
+        Ok(None)
     }
     /// Acknowledges received messages up to and including `ack`, once their
     /// changes are durably enqueued: the queue forgets them.

@@ -144,7 +144,7 @@ impl Daemon {
                     Received::RunAll => {
                         run_all_at.get_or_insert_with(|| tokio::time::Instant::now() + SIGNAL_DEBOUNCE);
                     }
-                    Received::Reload => self.reload(),
+                    Received::Reload => self.reload().await,
                     stop @ (Received::Terminate | Received::Interrupt) => break stop,
                 },
             }
@@ -442,15 +442,17 @@ impl Daemon {
     }
 
     /// SIGHUP: validate the new configuration first; keep the old one on error.
-    fn reload(&self) {
+    async fn reload(&self) {
         let env = |name: &str| std::env::var(name).ok();
-        match config::load(
+        let loaded = config::load(
             &self.config_dir,
             &env,
             crate::connectors::SOURCES,
             crate::connectors::TARGETS,
-        ) {
-            Ok(new) => {
+        );
+        match loaded {
+            Ok(mut new) => {
+                crate::schema::expand::expand(&mut new).await;
                 for job in new.jobs.keys() {
                     crate::metrics::register_job(job);
                 }

@@ -8,6 +8,7 @@
 //! `[schema]` policy allows is made, logged, counted and recorded. The
 //! stage also decides which columns the source reads, so that a column no
 //! field maps changes no content hash.
+pub mod expand;
 mod plan;
 
 use crate::config::{Detect, Job};

@@ -2,7 +2,7 @@
 //! schema changes (docs/types.md).
 use sqlx::MySqlPool;
 
-use crate::connectors::columns::{Column, ColumnType, Shape, TableSchema};
+use crate::connectors::columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
 use crate::connectors::sql::{quote_ident, quote_qualified};
 use crate::connectors::SchemaChange;
 
@@ -60,6 +60,29 @@ pub async fn table(pool: &MySqlPool, table: &str) -> Result<Shape, sqlx::Error> 
             .collect(),
         primary_key,
     }))
+}
+
+/// Every base table of the connection's database, with its primary key.
+pub async fn list(pool: &MySqlPool) -> Result<Vec<ListedTable>, sqlx::Error> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT CAST(t.TABLE_SCHEMA AS CHAR), CAST(t.TABLE_NAME AS CHAR), \
+           CAST((SELECT JSON_ARRAYAGG(k.COLUMN_NAME) FROM (SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE k \
+              WHERE k.TABLE_SCHEMA = t.TABLE_SCHEMA AND k.TABLE_NAME = t.TABLE_NAME AND k.CONSTRAINT_NAME = 'PRIMARY' \
+              ORDER BY k.ORDINAL_POSITION) AS k) AS CHAR) \
+         FROM information_schema.TABLES t WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = 'BASE TABLE' \
+         ORDER BY t.TABLE_NAME",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(db, table, key)| ListedTable {
+            name: format!("{db}.{table}"),
+            primary_key: key
+                .and_then(|k| serde_json::from_str(&k).ok())
+                .unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// The columns a query returns, as the server describes them.

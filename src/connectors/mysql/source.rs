@@ -6,7 +6,9 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 use super::literal;
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
-use crate::connectors::{ColumnType, ConnectorError, Received, RowStream, Scan, Shape, Source};
+use crate::connectors::{
+    ColumnType, ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source,
+};
 use crate::model::{Record, SourceRow};
 
 pub struct MysqlSource {
@@ -183,6 +185,13 @@ impl Source for MysqlSource {
     /// Deletes the outbox rows up to `ack`: safe to repeat.
     async fn acknowledge(&self, ack: u64) -> Result<(), ConnectorError> {
         self.outbox.acknowledge(&self.pool, ack).await
+    }
+
+    async fn list_tables(&self) -> Result<Option<Vec<ListedTable>>, ConnectorError> {
+        super::schema::list(&self.pool)
+            .await
+            .map(Some)
+            .map_err(|e| self.err(e))
     }
 
     async fn schema(&self) -> Result<Shape, ConnectorError> {

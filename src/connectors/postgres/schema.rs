@@ -3,7 +3,7 @@
 //! is PostgreSQL too, mapped otherwise: docs/types.md).
 use sqlx::{Column as _, Executor, PgPool, Statement, TypeInfo};
 
-use crate::connectors::columns::{Column, ColumnType, Shape, TableSchema};
+use crate::connectors::columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
 use crate::connectors::sql::{quote_ident, quote_qualified};
 use crate::connectors::SchemaChange;
 
@@ -42,6 +42,27 @@ pub async fn table(pool: &PgPool, table: &str) -> Result<Shape, sqlx::Error> {
             .collect(),
         primary_key,
     }))
+}
+
+/// Every ordinary or partitioned table outside the system schemas, with
+/// its primary key in key order.
+pub async fn list(pool: &PgPool) -> Result<Vec<ListedTable>, sqlx::Error> {
+    let rows: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT n.nspname || '.' || c.relname, \
+           coalesce((SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)) \
+              FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+              WHERE i.indrelid = c.oid AND i.indisprimary), '{}') \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, primary_key)| ListedTable { name, primary_key })
+        .collect())
 }
 
 /// The columns a query returns, as the server describes them (types

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::copy_rows::CopyRows;
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
-use crate::connectors::{ConnectorError, Received, RowStream, Scan, Shape, Source};
+use crate::connectors::{ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source};
 use crate::model::{Object, Record, SourceRow};
 
 pub struct PostgresSource {
@@ -236,6 +236,13 @@ impl Source for PostgresSource {
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
         self.outbox.receive(&self.pool, max).await
+    }
+
+    async fn list_tables(&self) -> Result<Option<Vec<ListedTable>>, ConnectorError> {
+        super::schema::list(&self.pool)
+            .await
+            .map(Some)
+            .map_err(|e| self.err(e))
     }
 
     async fn schema(&self) -> Result<Shape, ConnectorError> {

@@ -3,7 +3,7 @@
 //! where their digits stay exact.
 use sqlx::SqlitePool;
 
-use crate::connectors::columns::{Column, ColumnType, Shape, TableSchema};
+use crate::connectors::columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
 use crate::connectors::sql::{quote_ident, quote_qualified};
 use crate::connectors::SchemaChange;
 
@@ -39,6 +39,28 @@ pub async fn table(pool: &SqlitePool, table: &str) -> Result<Shape, sqlx::Error>
             .collect(),
         primary_key: primary.into_iter().map(|(_, name)| name).collect(),
     }))
+}
+
+/// Every table of the main database (SQLite's own left out), with its
+/// primary key.
+pub async fn list(pool: &SqlitePool) -> Result<Vec<ListedTable>, sqlx::Error> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for name in names {
+        let primary_key = match table(pool, &name).await? {
+            Shape::Table(t) => t.primary_key,
+            _ => vec![],
+        };
+        out.push(ListedTable {
+            name: format!("main.{name}"),
+            primary_key,
+        });
+    }
+    Ok(out)
 }
 
 /// The columns a query returns, typed by the declared type of the table

@@ -8,7 +8,7 @@ use sqlx::{Arguments, Column, Row, SqlitePool, TypeInfo, ValueRef};
 
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{classify, quote_ident, relation};
-use crate::connectors::{ConnectorError, RowStream, Scan, Shape, Source};
+use crate::connectors::{ConnectorError, ListedTable, RowStream, Scan, Shape, Source};
 use crate::model::{Record, SourceRow};
 
 pub struct SqliteSource {
@@ -84,6 +84,13 @@ impl Source for SqliteSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    async fn list_tables(&self) -> Result<Option<Vec<ListedTable>>, ConnectorError> {
+        super::schema::list(&self.pool)
+            .await
+            .map(Some)
+            .map_err(|e| classify(e, &self.system, &self.object))
     }
 
     async fn schema(&self) -> Result<Shape, ConnectorError> {
