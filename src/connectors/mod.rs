@@ -258,6 +258,11 @@ pub trait Target: Send + Sync {
     async fn keys(&self) -> Result<Option<KeyStream>, ConnectorError> {
         Ok(None)
     }
+    /// Whether the target writes a table with columns ([`Target::schema`]
+    /// reads them): only then does a run check them.
+    fn has_columns(&self) -> bool {
+        false
+    }
     /// The target table's columns, for the checks every run makes before
     /// it writes.
     async fn schema(&self) -> Result<Shape, ConnectorError> {

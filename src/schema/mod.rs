@@ -12,7 +12,7 @@ pub mod expand;
 mod plan;
 
 use crate::config::{Detect, Job};
-use crate::connectors::{self, ConnectorError, SchemaChange, Shape};
+use crate::connectors::{self, ConnectorError, SchemaChange, Shape, Target};
 use crate::state::{StateError, Store};
 
 pub use plan::{Known, Plan};
@@ -110,26 +110,9 @@ pub async fn prepare(
         Shape::Table(table) => table,
     };
     let target = connectors::target(job).map_err(SchemaError::Target)?;
-    // A target that cannot be reached now is left to the drain, which waits
-    // for it; detection goes on, and nothing can be written meanwhile.
-    let reachable = match &job.target.url {
-        Some(url) => crate::reach::probe(url, "target", job.target.connect_timeout).await,
-        None => Ok(()),
-    };
-    let shape = match reachable {
-        Ok(()) => target.schema().await,
-        Err(detail) => Err(ConnectorError::Unreachable {
-            system: target.describe(),
-            detail,
-        }),
-    };
-    let target_table = match shape {
-        Ok(shape) => Some(shape),
-        Err(e) if e.stops_run() && !e.is_refused() => {
-            tracing::info!(job = %job.name, "target columns not checked: {e}");
-            None
-        }
-        Err(e) => return Err(SchemaError::Target(e)),
+    let target_table = match target.has_columns() {
+        true => target_shape(job, target.as_ref()).await?,
+        false => Some(Shape::Schemaless),
     };
     let plan = Plan::new(
         job,
@@ -170,13 +153,15 @@ pub async fn prepare(
     for note in &plan.notes {
         tracing::info!(job = %job.name, "{note}");
     }
-    if let (Some(store), false) = (store, dry_run) {
+    let recorded = plan.known.to_json();
+    let unchanged = known.as_ref().is_some_and(|k| k.to_json() == recorded);
+    if let (Some(store), false, false) = (store, dry_run, unchanged && changes.is_empty()) {
         let records: Vec<(String, String)> = changes
             .iter()
             .map(|c| (c.change.to_string(), c.sentence(true)))
             .collect();
         store
-            .save_job_schema(&job.name, &plan.known.to_json(), &records)
+            .save_job_schema(&job.name, &recorded, &records)
             .await?;
     }
     Ok(Prepared {
@@ -184,6 +169,31 @@ pub async fn prepare(
         changes,
         notes: plan.notes,
     })
+}
+
+/// The target table's columns; None when the target cannot be reached now:
+/// the drain waits for it, detection goes on, and nothing can be written
+/// meanwhile.
+async fn target_shape(job: &Job, target: &dyn Target) -> Result<Option<Shape>, SchemaError> {
+    let reachable = match &job.target.url {
+        Some(url) => crate::reach::probe(url, "target", job.target.connect_timeout).await,
+        None => Ok(()),
+    };
+    let shape = match reachable {
+        Ok(()) => target.schema().await,
+        Err(detail) => Err(ConnectorError::Unreachable {
+            system: target.describe(),
+            detail,
+        }),
+    };
+    match shape {
+        Ok(shape) => Ok(Some(shape)),
+        Err(e) if e.is_unreachable() => {
+            tracing::info!(job = %job.name, "target columns not checked: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(SchemaError::Target(e)),
+    }
 }
 
 /// The job with the fields earlier runs added (`on_new_column = "add"`),

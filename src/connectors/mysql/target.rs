@@ -324,6 +324,10 @@ impl Target for MysqlTarget {
         )))
     }
 
+    fn has_columns(&self) -> bool {
+        true
+    }
+
     async fn schema(&self) -> Result<Shape, ConnectorError> {
         super::schema::table(&self.pool, &self.rules.table)
             .await

@@ -173,6 +173,10 @@ impl Target for SqliteTarget {
         )))
     }
 
+    fn has_columns(&self) -> bool {
+        true
+    }
+
     async fn schema(&self) -> Result<Shape, ConnectorError> {
         super::schema::table(&self.pool, &self.sql.rules().table)
             .await
