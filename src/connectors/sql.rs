@@ -27,6 +27,33 @@ fn unquote(quoted: &str) -> String {
         .map_or_else(|| quoted.to_string(), |q| q.replace("\"\"", "\""))
 }
 
+/// `CREATE TABLE IF NOT EXISTS` with `columns`, each typed by `type_of`
+/// (the target dialect's type map), and `key` as the primary key.
+pub fn create_table(
+    table: &str,
+    columns: &[Column],
+    key: &[String],
+    type_of: impl Fn(&Column) -> String,
+) -> String {
+    let defs: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let not_null = if key.contains(&c.name) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{} {}{not_null}", quote_ident(&c.name), type_of(c)).replace("  ", " ")
+        })
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+        quote_qualified(table),
+        defs.join(", "),
+        quoted_list(key)
+    )
+}
+
 /// The `SELECT` that yields a SQL source's rows, and its name for messages:
 /// the columns the job reads ([`SourceConfig::columns`], all when unset).
 pub fn relation(cfg: &crate::config::SourceConfig) -> (String, String) {

@@ -3,7 +3,7 @@
 use sqlx::MySqlPool;
 
 use crate::connectors::columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
-use crate::connectors::sql::{quote_ident, quote_qualified};
+use crate::connectors::sql::{create_table, quote_ident, quote_qualified};
 use crate::connectors::SchemaChange;
 
 /// `db.table` or `table` (in the connection's database).
@@ -135,23 +135,7 @@ pub fn statements(table: &str, change: &SchemaChange) -> Vec<String> {
     let t = quote_qualified(table);
     match change {
         SchemaChange::CreateTable { columns, key } => {
-            let defs: Vec<String> = columns
-                .iter()
-                .map(|c| {
-                    let not_null = if key.contains(&c.name) {
-                        " NOT NULL"
-                    } else {
-                        ""
-                    };
-                    format!("{} {}{not_null}", quote_ident(&c.name), key_type(c, key))
-                })
-                .collect();
-            let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-            vec![format!(
-                "CREATE TABLE IF NOT EXISTS {t} ({}, PRIMARY KEY ({}))",
-                defs.join(", "),
-                keys.join(", ")
-            )]
+            vec![create_table(table, columns, key, |c| key_type(c, key))]
         }
         SchemaChange::AddColumn(c) => vec![format!(
             "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {}",

@@ -4,7 +4,7 @@
 use sqlx::{Column as _, Executor, PgPool, Statement, TypeInfo};
 
 use crate::connectors::columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
-use crate::connectors::sql::{quote_ident, quote_qualified};
+use crate::connectors::sql::{create_table, quote_ident, quote_qualified};
 use crate::connectors::SchemaChange;
 
 /// The table's columns in order and its primary key; Missing when there is
@@ -113,23 +113,7 @@ pub fn statements(table: &str, change: &SchemaChange) -> Vec<String> {
     let t = quote_qualified(table);
     match change {
         SchemaChange::CreateTable { columns, key } => {
-            let defs: Vec<String> = columns
-                .iter()
-                .map(|c| {
-                    let not_null = if key.contains(&c.name) {
-                        " NOT NULL"
-                    } else {
-                        ""
-                    };
-                    format!("{} {}{not_null}", quote_ident(&c.name), type_of(c))
-                })
-                .collect();
-            let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-            vec![format!(
-                "CREATE TABLE IF NOT EXISTS {t} ({}, PRIMARY KEY ({}))",
-                defs.join(", "),
-                keys.join(", ")
-            )]
+            vec![create_table(table, columns, key, type_of)]
         }
         SchemaChange::AddColumn(c) => vec![format!(
             "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {}",

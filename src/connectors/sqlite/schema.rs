@@ -4,7 +4,7 @@
 use sqlx::SqlitePool;
 
 use crate::connectors::columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
-use crate::connectors::sql::{quote_ident, quote_qualified};
+use crate::connectors::sql::{create_table, quote_ident, quote_qualified};
 use crate::connectors::SchemaChange;
 
 /// `schema.table` or `table` as pragma arguments.
@@ -114,13 +114,7 @@ pub fn statements(table: &str, change: &SchemaChange) -> Vec<String> {
     };
     match change {
         SchemaChange::CreateTable { columns, key } => {
-            let defs: Vec<String> = columns.iter().map(def).collect();
-            let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-            vec![format!(
-                "CREATE TABLE IF NOT EXISTS {t} ({}, PRIMARY KEY ({}))",
-                defs.join(", "),
-                keys.join(", ")
-            )]
+            vec![create_table(table, columns, key, type_of)]
         }
         SchemaChange::AddColumn(c) => vec![format!("ALTER TABLE {t} ADD COLUMN {}", def(c))],
         // SQLite stores any value in any column: a wider source type
