@@ -472,3 +472,54 @@ async fn one_file_replicates_a_whole_schema_into_created_tables() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(changed(&out, "shop.t07"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_lists_the_tables_again_and_runs_a_new_one() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'x');")
+        .await;
+    let target = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "shop",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"*\"]\n\n\
+             [detect]\n{DIFF}\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{}\"\ncreate = true\n\n\
+             [rules]\nowner = \"source\"\ndeletes = \"propagate\"\n",
+            db.url, target.url
+        ),
+    );
+    let mut d = cfg.daemon(&db.url, "shop = \"*/1 * * * * *\"", &[]).await;
+    assert!(
+        eventually(20, || async {
+            target
+                .count("SELECT count(*) FROM pg_tables WHERE tablename = 'a'")
+                .await
+                == 1
+        })
+        .await,
+        "{}",
+        d.log_text()
+    );
+    db.exec("CREATE TABLE b (id int PRIMARY KEY, v text); INSERT INTO b VALUES (2, 'y');")
+        .await;
+    d.signal("HUP");
+    assert!(
+        eventually(20, || async {
+            target
+                .count("SELECT count(*) FROM pg_tables WHERE tablename = 'b'")
+                .await
+                == 1
+                && target.count("SELECT count(*) FROM b").await == 1
+        })
+        .await,
+        "the new table was not synced after SIGHUP:\n{}",
+        d.log_text()
+    );
+    let metrics = d.get("/metrics").await.unwrap_or_default();
+    assert!(metrics.contains("sync_job=\"shop.b\""), "{metrics}");
+    // The state store shares the source's database: its tables are not synced.
+    assert!(!metrics.contains("sync_job=\"shop.ferry_"), "{metrics}");
+    d.terminate();
+}

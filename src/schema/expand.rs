@@ -60,6 +60,16 @@ fn jobs_for(template: &Job, listed: &[ListedTable]) -> (Vec<Job>, Vec<SkippedTab
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
     for table in &matching {
+        // The state store may share the source's database.
+        if table.short().starts_with("ferry_") || table.short() == "_sqlx_migrations" {
+            skipped.push(SkippedTable {
+                job: template.name.clone(),
+                table: table.name.clone(),
+                reason: "a table of ferry's state store (name it in a job of its own to sync it)"
+                    .to_string(),
+            });
+            continue;
+        }
         if table.primary_key.is_empty() {
             skipped.push(SkippedTable {
                 job: template.name.clone(),
