@@ -424,6 +424,9 @@ pub struct FieldMap {
     /// The user accepts that the target's type changes some values
     /// (`lossy = true`); otherwise such a field stops the job.
     pub lossy: bool,
+    /// `jobs/<file>.toml:<line>` of its definition, for messages; empty for
+    /// a field ferry added (`on_new_column = "add"`).
+    pub location: String,
 }
 
 #[derive(Debug, Clone)]

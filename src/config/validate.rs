@@ -359,6 +359,18 @@ pub fn job(
     })
 }
 
+/// `jobs/<file>.toml:<line>` of a byte offset in the file being read.
+fn location(ctx: &Ctx, offset: usize) -> String {
+    let (line, _) = super::diagnostic::line_col(ctx.src.text, offset);
+    let file = ctx
+        .src
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("jobs/{file}:{line}")
+}
+
 /// `[schema]`: the drift policy.
 fn schema_policy(ctx: &mut Ctx, s: Option<&S<raw::SchemaRaw>>) -> SchemaPolicy {
     let Some(s) = s.map(|s| s.get_ref()) else {
@@ -1325,6 +1337,7 @@ fn fields(
             owner,
             lookup: raw.lookup.clone(),
             lossy: raw.lossy,
+            location: location(ctx, spec.span().start),
         });
     }
     out

@@ -60,15 +60,26 @@ pub fn add_fields(job: &Job, names: &[String]) -> Job {
                 owner: job.rules.owner,
                 lookup: None,
                 lossy: false,
+                location: String::new(),
             });
         }
     }
     job
 }
 
+/// ` at jobs/j.toml:12`, or nothing for a field without a definition.
+fn at(location: &str) -> String {
+    match location {
+        "" => String::new(),
+        l => format!(" at {l}"),
+    }
+}
+
 /// What a target field is written from.
 struct Written<'a> {
     target: String,
+    /// Where the field is defined (`at jobs/j.toml:12`), or empty.
+    at: String,
     source: Option<&'a Column>,
     lossy: bool,
     /// A lookup writes the other job's target key, not the source value.
@@ -112,7 +123,12 @@ impl Plan {
             .job
             .fields
             .iter()
-            .map(|f| (f.from.clone(), format!("mapped to `{}`", f.target)))
+            .map(|f| {
+                (
+                    f.from.clone(),
+                    format!("mapped to `{}`{}", f.target, at(&f.location)),
+                )
+            })
             .collect();
         required.extend(
             job.source
@@ -345,13 +361,13 @@ impl Plan {
             };
             if w.lossy {
                 self.notes.push(format!(
-                    "field `{}`: {why} (accepted: lossy = true)",
-                    w.target
+                    "field `{}`{}: {why} (accepted: lossy = true)",
+                    w.target, w.at
                 ));
             } else {
                 self.problems.push(format!(
-                    "field `{}`: {why} (source column `{}` is {}, target column is {}); change the target column, or set `lossy = true` on the field to accept it",
-                    w.target, source.name, source.declared, column.declared
+                    "field `{}`{}: {why} (source column `{}` is {}, target column is {}); change the target column, or set `lossy = true` on the field to accept it",
+                    w.target, w.at, source.name, source.declared, column.declared
                 ));
             }
         }
@@ -364,6 +380,7 @@ fn written<'a>(job: &Job, source: &'a TableSchema, read: &[String]) -> Vec<Writt
         read.iter()
             .map(|r| Written {
                 target: r.clone(),
+                at: String::new(),
                 source: source.column(r),
                 lossy: false,
                 translated: false,
@@ -374,6 +391,7 @@ fn written<'a>(job: &Job, source: &'a TableSchema, read: &[String]) -> Vec<Writt
             .iter()
             .map(|f| Written {
                 target: f.target.clone(),
+                at: at(&f.location),
                 source: source.column(&f.from),
                 lossy: f.lossy,
                 translated: f.lookup.is_some(),
@@ -384,6 +402,7 @@ fn written<'a>(job: &Job, source: &'a TableSchema, read: &[String]) -> Vec<Writt
         if !out.iter().any(|w| w.target == name) {
             out.push(Written {
                 target: name.to_string(),
+                at: String::new(),
                 source: from,
                 lossy: false,
                 translated: false,
