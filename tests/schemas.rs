@@ -307,7 +307,7 @@ async fn a_lossy_target_type_is_refused_unless_the_field_accepts_it() {
     assert_eq!(code(&check), 78);
     let text = String::from_utf8_lossy(&check.stdout).to_string();
     assert!(
-        text.contains("field `wide`") && text.contains("15 significant digits"),
+        text.contains("field `wide` at jobs/j.toml:23") && text.contains("15 significant digits"),
         "{text}"
     );
     assert!(
