@@ -1,11 +1,13 @@
 //! Secrets never reach logs, errors or status: URLs are shown without passwords.
 
-/// `url` with any password replaced by `***`; text that is not a URL is kept
-/// only up to its scheme, since it may hold a secret in a form we cannot parse.
+/// `url` with any password (and secret query parameter) replaced by `***`;
+/// host, port, database and user stay visible, so that a wrong one can be
+/// seen. Text that does not parse as a URL keeps everything but what stands
+/// between the first `:` of its user part and its last `@`.
 pub fn url(raw: &str) -> String {
     match url::Url::parse(raw) {
         // An opaque URL with an `@` may be `scheme:user:password@…` misparsed.
-        Ok(u) if u.cannot_be_a_base() && raw.contains('@') => format!("{}:***", u.scheme()),
+        Ok(u) if u.cannot_be_a_base() && raw.contains('@') => userinfo_masked(raw),
         Ok(mut u) => {
             if u.password().is_some() {
                 // set_password only fails for URLs that cannot have one, and this one has one.
@@ -28,10 +30,22 @@ pub fn url(raw: &str) -> String {
             }
             u.to_string()
         }
-        Err(_) => match raw.split_once(':') {
-            Some((scheme, _)) => format!("{scheme}:***"),
-            None => "***".to_string(),
-        },
+        Err(_) => userinfo_masked(raw),
+    }
+}
+
+/// `[scheme://]user:password@rest` with the password masked; text without
+/// an `@` as it is.
+fn userinfo_masked(raw: &str) -> String {
+    let Some(at) = raw.rfind('@') else {
+        return raw.to_string();
+    };
+    let start = raw.find("://").map_or(0, |i| i + 3).min(at);
+    match raw[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &raw[..start + colon], &raw[at..]),
+        // No user:password form: the whole user part may be a token.
+        None if start < at => format!("{}***{}", &raw[..start], &raw[at..]),
+        None => raw.to_string(),
     }
 }
 
@@ -91,5 +105,21 @@ mod tests {
         );
         assert_eq!(super::url("sqlite://state.db"), "sqlite://state.db");
         assert!(!super::url("weird:hunter2@@").contains("hunter2"));
+    }
+
+    #[test]
+    fn keeps_what_is_not_secret_even_in_a_bad_url() {
+        // Host, port, database and user stay visible.
+        assert_eq!(
+            super::url("postgres://nc@127.0.0.1:5432/nc_dst"),
+            "postgres://nc@127.0.0.1:5432/nc_dst"
+        );
+        assert_eq!(super::url("x"), "x");
+        // A password with characters a URL cannot hold: still masked.
+        assert_eq!(
+            super::url("postgres://nc:p@ss w/rd@127.0.0.1:5432/nc_dst"),
+            "postgres://nc:***@127.0.0.1:5432/nc_dst"
+        );
+        assert_eq!(super::url("db.internal:5432/shop"), "db.internal:5432/shop");
     }
 }

@@ -212,7 +212,7 @@ async fn a_missing_target_column_or_table_stops_the_job() {
     let out = run(&cfg, &state);
     assert_eq!(code(&out), 78, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("target column `name` is missing"),
+        stderr(&out).contains("target column `name` at jobs/customers.toml:"),
         "{}",
         stderr(&out)
     );

@@ -334,8 +334,8 @@ impl Plan {
                         }),
                     )),
                     _ => self.problems.push(format!(
-                        "target column `{}` is missing from {name}",
-                        w.target
+                        "target column `{}`{} is missing from {name}",
+                        w.target, w.at
                     )),
                 }
                 continue;

@@ -1,0 +1,112 @@
+//! A new user's first mistakes are caught and explained: logs without colour
+//! codes in a file, URLs that show everything but the password, a typo in a
+//! field named with the line that defines it.
+mod common;
+
+use common::*;
+
+fn job(source_url: &str, target_url: &str, fields: &str) -> String {
+    format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{source_url}\"\ntable = \"src\"\nkey = [\"id\"]\n\n\
+         [detect]\nstrategy = \"diff\"\n\n\
+         [target]\ntype = \"postgres\"\nurl = \"{target_url}\"\ntable = \"dst\"\nkey = [\"id\"]\n\n\
+         {fields}\n[rules]\nowner = \"source\"\ndeletes = \"propagate\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_into_a_file_or_pipe_carry_no_colour_codes() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE src (id int PRIMARY KEY, v text); CREATE TABLE dst (id int PRIMARY KEY, v text);
+             INSERT INTO src VALUES (1, 'a');")
+        .await;
+    let cfg = ConfigDir::new();
+    // `create = true` on an existing table logs nothing; a new column under
+    // `add` logs a WARN line: some log output is sure to come.
+    cfg.job(
+        "j",
+        &format!(
+            "{}\n[schema]\non_new_column = \"add\"\n",
+            job(&db.url, &db.url, "")
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec("ALTER TABLE src ADD COLUMN w text").await;
+    let out = cfg.run_once_ok(&state);
+    let err = stderr(&out);
+    assert!(err.contains("WARN"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in redirected logs: {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn urls_show_host_port_database_and_user_but_never_the_password() {
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "j",
+        &job("x", "postgres://nc:s3cret@127.0.0.1:1/nc_dst", ""),
+    );
+    let out = cfg.ferry(None, &["check"]);
+    assert_eq!(code(&out), 78);
+    assert!(
+        stderr(&out).contains("url `x` must start with"),
+        "{}",
+        stderr(&out)
+    );
+
+    let db = TestDb::new().await;
+    cfg.job(
+        "j",
+        &job("postgres://nc:s3cret@127.0.0.1:1/nc_src", &db.url, ""),
+    );
+    let out = cfg.ferry(
+        Some(&state_url(StateKind::Sqlite, &cfg, &db)),
+        &["run", "--once"],
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("postgres://nc:***@127.0.0.1:1/nc_src"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_typo_in_a_field_is_named_with_its_line_before_anything_is_written() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE src (id int PRIMARY KEY, name text); CREATE TABLE dst (id int PRIMARY KEY, name text);
+             INSERT INTO src VALUES (1, 'a');")
+        .await;
+    let cfg = ConfigDir::new();
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    // A target field that the table does not have, then a source column
+    // that does not exist: each stops the run (78), naming the field's line.
+    cfg.job(
+        "j",
+        &job(&db.url, &db.url, "[fields]\nid = \"id\"\nnmae = \"name\"\n"),
+    );
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("target column `nmae` at jobs/j.toml:18 is missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("ferry_t."), "{}", stderr(&out));
+    cfg.job(
+        "j",
+        &job(&db.url, &db.url, "[fields]\nid = \"id\"\nname = \"nmae\"\n"),
+    );
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("source column `nmae` (mapped to `name` at jobs/j.toml:18)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 0);
+}
