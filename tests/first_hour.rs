@@ -110,3 +110,39 @@ async fn a_typo_in_a_field_is_named_with_its_line_before_anything_is_written() {
     );
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_jobs_work_with_a_job_variable_unset() {
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.job("j", &job("${FERRY_TEST_UNSET_SHOP_URL}", &db.url, ""));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let jobs = cfg
+        .command(Some(&state), &["jobs"])
+        .env_remove("FERRY_TEST_UNSET_SHOP_URL")
+        .output()
+        .expect("jobs");
+    assert_eq!(code(&jobs), 0, "{}", stderr(&jobs));
+    let text = String::from_utf8_lossy(&jobs.stdout).to_string();
+    assert!(text.contains("${FERRY_TEST_UNSET_SHOP_URL}"), "{text}");
+    let status = cfg
+        .command(Some(&state), &["status"])
+        .env_remove("FERRY_TEST_UNSET_SHOP_URL")
+        .output()
+        .expect("status");
+    assert_eq!(code(&status), 0, "{}", stderr(&status));
+    // Commands that contact the systems still need it, and say where.
+    let check = cfg
+        .command(Some(&state), &["check"])
+        .env_remove("FERRY_TEST_UNSET_SHOP_URL")
+        .output()
+        .expect("check");
+    assert_eq!(code(&check), 78);
+    assert!(
+        stderr(&check).contains(
+            "jobs/j.toml:3:7: environment variable `FERRY_TEST_UNSET_SHOP_URL` is not set"
+        ),
+        "{}",
+        stderr(&check)
+    );
+}

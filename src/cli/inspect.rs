@@ -1,14 +1,12 @@
 //! Commands that read: check, jobs, status, tasks.
 use chrono::{TimeZone, Utc};
 
-use super::{
-    load_config, load_jobs, open_store, state_url, Cli, ExitCode, OutputFormat, TasksAction,
-};
+use super::{load_jobs_offline, open_store, state_url, Cli, ExitCode, OutputFormat, TasksAction};
 use crate::config::Config;
 use crate::state::TaskState;
 
 pub async fn jobs(cli: &Cli) -> ExitCode {
-    let config = match load_jobs(cli).await {
+    let config = match load_jobs_offline(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -26,6 +24,7 @@ pub async fn jobs(cli: &Cli) -> ExitCode {
             "timezone": schedule.map(|s| s.timezone.to_string()),
             "next_fire_times": next.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
             "after": job.after,
+            "unset_variables": unset_variables(job),
         }));
         if cli.output == OutputFormat::Json {
             continue;
@@ -65,6 +64,16 @@ pub async fn jobs(cli: &Cli) -> ExitCode {
     if cli.output == OutputFormat::Json {
         print_json(&serde_json::json!({ "jobs": listed, "skipped_tables": config.skipped }));
     } else {
+        for job in config.jobs.values() {
+            let unset = unset_variables(job);
+            if !unset.is_empty() {
+                out!(
+                    "note: job {} uses environment variable(s) not set here: {} (runs need them; `ferry check` names where)",
+                    job.name,
+                    unset.join(", ")
+                );
+            }
+        }
         for skipped in &config.skipped {
             out!(
                 "skipped: job {} does not sync table {}: {}",
@@ -92,6 +101,26 @@ fn describe_source(config: &Config, job: &str) -> String {
     format!("{}:{what}", s.kind)
 }
 
+/// The `${VAR}`s a job's URLs still hold: variables unset in this
+/// environment (see `config::load_offline`).
+fn unset_variables(job: &crate::config::Job) -> Vec<String> {
+    let mut names = Vec::new();
+    for url in [&job.source.url, &job.target.url].into_iter().flatten() {
+        let mut rest = url.as_str();
+        while let Some(start) = rest.find("${") {
+            let Some(end) = rest[start..].find('}') else {
+                break;
+            };
+            let name = rest[start..start + end + 1].to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+            rest = &rest[start + end + 1..];
+        }
+    }
+    names
+}
+
 fn describe_target(config: &Config, job: &str) -> String {
     let t = &config.jobs[job].target;
     format!("{}:{}", t.kind, t.table.clone().unwrap_or_default())
@@ -102,7 +131,7 @@ fn time(ms: Option<i64>) -> String {
 }
 
 pub async fn status(cli: &Cli, only: Option<&str>) -> ExitCode {
-    let config = match load_jobs(cli).await {
+    let config = match load_jobs_offline(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -330,7 +359,7 @@ pub async fn tasks(
     limit: i64,
     action: Option<&TasksAction>,
 ) -> ExitCode {
-    let config = load_config(cli).ok();
+    let config = super::load_config_offline(cli).ok();
     let state = match state.map(|s| (s, TaskState::parse(s))) {
         Some((s, None)) => {
             eprintln!(
@@ -457,7 +486,7 @@ pub async fn tasks(
 }
 
 pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {
-    let config = match load_jobs(cli).await {
+    let config = match load_jobs_offline(cli).await {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -247,8 +247,25 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
+    load_config_with(cli, config::load)
+}
+
+/// The configuration for a command that reads only the state store: an
+/// unset environment variable stays `${VAR}` instead of failing it.
+fn load_config_offline(cli: &Cli) -> Result<Config, ExitCode> {
+    load_config_with(cli, config::load_offline)
+}
+
+type Loader = fn(
+    &std::path::Path,
+    &dyn Fn(&str) -> Option<String>,
+    &[&str],
+    &[&str],
+) -> Result<Config, config::ConfigErrors>;
+
+fn load_config_with(cli: &Cli, load: Loader) -> Result<Config, ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
-    config::load(
+    load(
         &cli.config,
         &env,
         crate::connectors::SOURCES,
@@ -269,6 +286,14 @@ fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
 /// [`load_config`] and stay offline.)
 async fn load_jobs(cli: &Cli) -> Result<Config, ExitCode> {
     let mut config = load_config(cli)?;
+    crate::schema::expand::expand(&mut config).await;
+    Ok(config)
+}
+
+/// [`load_jobs`] for commands that read only the state store
+/// ([`load_config_offline`]).
+async fn load_jobs_offline(cli: &Cli) -> Result<Config, ExitCode> {
+    let mut config = load_config_offline(cli)?;
     crate::schema::expand::expand(&mut config).await;
     Ok(config)
 }

@@ -25,6 +25,17 @@ pub fn interpolate(
     input: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, InterpolateError> {
+    interpolate_or_keep(input, lookup, false)
+}
+
+/// As [`interpolate`]; with `keep_unset`, a variable that is unset and has
+/// no default stays as `${VAR}` instead of being an error (for commands
+/// that never contact the systems the value points at).
+pub fn interpolate_or_keep(
+    input: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+    keep_unset: bool,
+) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -48,6 +59,7 @@ pub fn interpolate(
             match (lookup(name), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
+                (None, None) if keep_unset => out.push_str(&format!("${{{name}}}")),
                 (None, None) => return Err(InterpolateError::Unset(name.to_string())),
             }
             rest = &body[end + 1..];

@@ -15,6 +15,29 @@ pub fn load(
     sources: &[&str],
     targets: &[&str],
 ) -> Result<Config, ConfigErrors> {
+    load_with(dir, env, sources, targets, false)
+}
+
+/// As [`load`], for commands that read only the state store (`status`,
+/// `jobs`, `tasks`, `pause`): an environment variable that is unset stays
+/// as `${VAR}` instead of failing the whole configuration, since those
+/// commands never contact the systems such values point at.
+pub fn load_offline(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    sources: &[&str],
+    targets: &[&str],
+) -> Result<Config, ConfigErrors> {
+    load_with(dir, env, sources, targets, true)
+}
+
+fn load_with(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    sources: &[&str],
+    targets: &[&str],
+    keep_unset: bool,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let registry = Registry { sources, targets };
 
@@ -63,6 +86,7 @@ pub fn load(
             src: SourceText::new(path, &text),
             env,
             dir,
+            keep_unset,
         };
         if name.is_empty()
             || !name
@@ -123,7 +147,7 @@ pub fn load(
     check_after_cycles(&jobs, &mut errors, dir);
     link_echo_partners(&mut jobs);
 
-    let (engine, schedules) = schedules_file(dir, env, &known, &mut errors);
+    let (engine, schedules) = schedules_file(dir, env, keep_unset, &known, &mut errors);
     if errors.is_empty() {
         Ok(Config {
             dir: dir.to_path_buf(),
@@ -312,6 +336,7 @@ const NEVER_FIRES_HORIZON_YEARS: i32 = 5;
 fn schedules_file(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    keep_unset: bool,
     jobs: &[String],
     errors: &mut Vec<Diagnostic>,
 ) -> (Engine, BTreeMap<String, Schedule>) {
@@ -337,6 +362,7 @@ fn schedules_file(
         src: SourceText::new(&path, &text),
         env,
         dir,
+        keep_unset,
     };
     let file = match parse_reporting_all::<raw::SchedulesFile>(&text) {
         Ok(f) => f,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use interpolate::{interpolate, InterpolateError};
-pub use load::load;
+pub use load::{load, load_offline};
 pub use schedule::{Missed, Schedule};
 pub use validate::resolve_sqlite_url;
 

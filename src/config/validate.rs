@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::diagnostic::SourceText;
-use super::interpolate::interpolate;
+use super::interpolate::interpolate_or_keep;
 use super::raw::{self, S};
 use super::*;
 
@@ -30,12 +30,14 @@ pub struct Ctx<'a, 'e> {
     pub src: SourceText<'a>,
     pub env: &'e dyn Fn(&str) -> Option<String>,
     pub dir: &'a Path,
+    /// Unset variables stay as `${VAR}` (see [`super::load_offline`]).
+    pub keep_unset: bool,
 }
 
 impl Ctx<'_, '_> {
     /// The interpolated string value, or None after recording why it failed.
     pub fn text(&mut self, v: &S<String>) -> Option<String> {
-        match interpolate(v.get_ref(), |n| (self.env)(n)) {
+        match interpolate_or_keep(v.get_ref(), |n| (self.env)(n), self.keep_unset) {
             Ok(s) => Some(s),
             Err(e) => {
                 self.src.error(v.span(), e.to_string());
@@ -149,6 +151,10 @@ impl Ctx<'_, '_> {
             return None;
         };
         let url = self.text(v)?;
+        // An unset variable kept as `${VAR}`: nothing to check yet.
+        if self.keep_unset && url.contains("${") {
+            return Some(url);
+        }
         let schemes: &[&str] = match kind {
             "postgres" => &["postgres", "postgresql"],
             "mysql" => &["mysql", "mariadb"],
