@@ -146,3 +146,26 @@ async fn status_and_jobs_work_with_a_job_variable_unset() {
         stderr(&check)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_warns_when_a_cursor_job_claims_to_carry_deletes() {
+    let cfg = ConfigDir::new();
+    let cursor = "[source]\ntype = \"postgres\"\nurl = \"postgres://u@h/db\"\ntable = \"src\"\nkey = [\"id\"]\n\n\
+         [detect]\nstrategy = \"cursor\"\ncursor = \"updated_at\"\n\n\
+         [target]\ntype = \"postgres\"\nurl = \"postgres://u@h/db2\"\ntable = \"dst\"\nkey = [\"id\"]\n\n\
+         [rules]\nowner = \"source\"\ndeletes = \"propagate\"\n";
+    cfg.job("c", cursor);
+    let out = cfg.ferry(None, &["check"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("jobs/c.toml:19:11: warning: `strategy = \"cursor\"` never sees a row deleted at the source"),
+        "{}",
+        stderr(&out)
+    );
+    cfg.job(
+        "c",
+        &cursor.replace("deletes = \"propagate\"", "deletes = \"ignore\""),
+    );
+    let out = cfg.ferry(None, &["check"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}

@@ -278,6 +278,18 @@ fn load_config_with(cli: &Cli, load: Loader) -> Result<Config, ExitCode> {
         eprintln!("ferry: {} configuration error(s)", errors.0.len());
         ExitCode::Config
     })
+    .inspect(|config| {
+        // Located like errors, in the same place; they do not fail a command.
+        for d in &config.warnings {
+            eprintln!(
+                "{}:{}:{}: warning: {}",
+                d.path.display(),
+                d.line,
+                d.col,
+                d.message
+            );
+        }
+    })
 }
 
 /// The configuration with its whole-schema jobs expanded into one job per

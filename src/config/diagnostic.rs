@@ -46,6 +46,9 @@ pub struct SourceText<'a> {
     pub path: &'a Path,
     pub text: &'a str,
     pub errors: Vec<Diagnostic>,
+    /// Valid, but probably not what was meant: `ferry check` prints them,
+    /// runs log them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl<'a> SourceText<'a> {
@@ -54,6 +57,7 @@ impl<'a> SourceText<'a> {
             path,
             text,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -70,6 +74,11 @@ impl<'a> SourceText<'a> {
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let d = self.diagnostic(span, message);
         self.errors.push(d);
+    }
+
+    pub fn warning(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.diagnostic(span, message);
+        self.warnings.push(d);
     }
 }
 

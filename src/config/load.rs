@@ -39,6 +39,7 @@ fn load_with(
     keep_unset: bool,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let registry = Registry { sources, targets };
 
     let jobs_dir = dir.join("jobs");
@@ -113,6 +114,7 @@ fn load_with(
             }
         }
         errors.extend(ctx.src.errors);
+        warnings.extend(ctx.src.warnings);
     }
     let known: Vec<String> = job_files
         .iter()
@@ -155,6 +157,7 @@ fn load_with(
             jobs,
             schedules,
             skipped: Vec::new(),
+            warnings,
         })
     } else {
         Err(ConfigErrors(errors))

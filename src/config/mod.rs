@@ -26,6 +26,8 @@ pub struct Config {
     pub schedules: BTreeMap<String, Schedule>,
     /// Tables a whole-schema job matched and cannot sync (no primary key).
     pub skipped: Vec<SkippedTable>,
+    /// Valid settings that probably do not do what they appear to.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// A table a whole-schema job left out, and why.

@@ -337,6 +337,7 @@ pub fn job(
         file.fields.as_ref().map(|f| f.get_ref()),
     );
     let fields = fields(ctx, file.fields.as_ref(), &target, &rules, refs);
+    warn_unseen_deletes(ctx, file, &detect, &rules);
     check_newest(ctx, file, &detect, &target, &rules, &fields);
     check_keys_mapped(ctx, file, &source, &target, &fields, &rules);
 
@@ -363,6 +364,29 @@ pub fn job(
         tests,
         echo: Vec::new(),
     })
+}
+
+/// A cursor reads rows that changed; a row deleted at the source is not
+/// there to read, so a delete rule other than `ignore` never applies.
+fn warn_unseen_deletes(ctx: &mut Ctx, file: &raw::JobFile, detect: &Detect, rules: &Rules) {
+    if !matches!(detect, Detect::Cursor { .. }) || rules.deletes == Deletes::Ignore {
+        return;
+    }
+    let rule = match rules.deletes {
+        Deletes::Soft => "soft",
+        _ => "propagate",
+    };
+    let span = file
+        .rules
+        .as_ref()
+        .and_then(|r| r.get_ref().deletes.as_ref())
+        .map(|d| d.span())
+        .or_else(|| file.detect.as_ref().map(|d| d.get_ref().strategy.span()))
+        .unwrap_or(0..0);
+    ctx.src.warning(
+        span,
+        format!("`strategy = \"cursor\"` never sees a row deleted at the source, so `deletes = \"{rule}\"` never applies: use `strategy = \"diff\"` (or an outbox) to carry deletes, or say `deletes = \"ignore\"`"),
+    );
 }
 
 /// `jobs/<file>.toml:<line>` of a byte offset in the file being read.
