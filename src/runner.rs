@@ -161,6 +161,9 @@ pub struct JobRun {
     pub left: QueueCounts,
     /// Changes the schema stage made to the target (a dry run: would make).
     pub schema_changes: Vec<Applied>,
+    /// The job's fields or rules changed since its rows were written: this
+    /// run wrote (a plan: would write) every row again.
+    pub rewrite: bool,
 }
 
 impl JobRun {
@@ -295,6 +298,7 @@ async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions
         busy: None,
         left: QueueCounts::default(),
         schema_changes: Vec::new(),
+        rewrite: false,
     };
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, true);
@@ -333,6 +337,7 @@ async fn run_leased(
     if opts.detect.dry_run {
         let prepared = schema::prepare(job, Some(store), true).await?;
         run.schema_changes = prepared.changes;
+        run.rewrite = prepared.rewrite;
         let job = &prepared.job;
         let source = connectors::source(job).map_err(DetectError::Source)?;
         run.detect = detect::detect(Detection {
@@ -340,7 +345,10 @@ async fn run_leased(
             source: source.as_ref(),
             store,
             run_id: 0,
-            opts: opts.detect,
+            opts: DetectOptions {
+                full: opts.detect.full || prepared.rewrite,
+                ..opts.detect
+            },
             progress: &opts.progress,
         })
         .await?;
@@ -353,9 +361,18 @@ async fn run_leased(
         .await?;
     run.run_id = Some(run_id);
     tracing::Span::current().record("run_id", run_id);
+    let mut rewriting = opts.clone();
     let result = match prepare_schema(job, store, run).await {
         Ok((job, unreachable)) => {
             let job = &job;
+            // New fields or rules: every row again, under them.
+            let opts = if run.rewrite {
+                tracing::warn!(job = %job.name, "the job's fields or rules changed since its rows were written: this run writes every row again under the new ones");
+                rewriting.detect.full = true;
+                &rewriting
+            } else {
+                opts
+            };
             let first = Pass {
                 lease_wait: Duration::ZERO,
                 source_down: unreachable.as_ref(),
@@ -374,6 +391,13 @@ async fn run_leased(
                 };
                 result = detect_and_sync(job, store, owner, run_id, opts, run, second).await;
                 run.sync.absorb(drained);
+            }
+            // Every row is queued under the new rules: later runs compare
+            // with them. (A failed or skipped detection rewrites next run.)
+            if run.rewrite && result.is_ok() && !run.detect_skipped() {
+                if let Err(e) = schema::record_rewritten(job, store).await {
+                    tracing::warn!(job = %job.name, "could not record the job's new rules; the next run writes every row again: {e}");
+                }
             }
             result
         }
@@ -438,6 +462,7 @@ async fn prepare_schema(
         Ok(()) => match schema::prepare(job, Some(store), false).await {
             Ok(prepared) => {
                 run.schema_changes = prepared.changes;
+                run.rewrite = prepared.rewrite;
                 return Ok((prepared.job, None));
             }
             Err(SchemaError::Source(e)) if e.is_unreachable() => e,

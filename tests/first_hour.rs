@@ -169,3 +169,45 @@ async fn check_warns_when_a_cursor_job_claims_to_carry_deletes() {
     let out = cfg.ferry(None, &["check"]);
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_rules_rewrite_the_rows_written_under_the_old_ones() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, name text, note text);
+         CREATE TABLE dst (id int PRIMARY KEY, name text, note text);
+         INSERT INTO src SELECT g, 'n' || g, 'source note' FROM generate_series(1, 20) g;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let fields = |owner: &str| {
+        format!("[fields]\nid = \"id\"\nname = \"name\"\nnote = {{ from = \"note\", owner = \"{owner}\" }}\n")
+    };
+    cfg.job("j", &job(&db.url, &db.url, &fields("target")));
+    cfg.run_once_ok(&state);
+    // The CRM edits its notes; the job leaves them alone (owner = "target").
+    db.exec("UPDATE dst SET note = 'crm note'").await;
+    assert_eq!(changed(&cfg.run_once_ok(&state), "j"), 0);
+
+    // The operator decides the shop owns notes after all.
+    cfg.job("j", &job(&db.url, &db.url, &fields("source")));
+    let plan = cfg.ferry(Some(&state), &["plan"]);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(text.contains("would write every row again"), "{text}");
+    let out = cfg.run_once_ok(&state);
+    assert_eq!(changed(&out, "j"), 20);
+    assert_eq!(summary_run(&out, "j")["rewrite"], true);
+    assert!(
+        stderr(&out).contains("fields or rules changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM dst WHERE note = 'source note'")
+            .await,
+        20
+    );
+    // Recorded: the next run compares with the new rules.
+    assert_eq!(changed(&cfg.run_once_ok(&state), "j"), 0);
+}

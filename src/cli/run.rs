@@ -147,6 +147,7 @@ fn run_json(r: &JobRun) -> serde_json::Value {
             "host": h.host, "pid": h.pid, "since": h.since, "expires_at": h.expires_at,
         })),
         "schema_changes": r.schema_changes,
+        "rewrite": r.rewrite,
         "message": r.error.as_ref().map(|e| e.to_string()).or_else(|| r.explanation()),
     })
 }
@@ -356,6 +357,9 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitC
                     change.sentence(false),
                     change.statements.join("; ")
                 );
+            }
+            if run.rewrite {
+                out!("  would write every row again: the job's fields or rules changed since its rows were written");
             }
         }
         report_errors(&run);

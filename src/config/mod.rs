@@ -133,6 +133,32 @@ pub struct EchoPartner {
 }
 
 impl Job {
+    /// What decides how the job writes a row: its fields (target, source,
+    /// owner, lookup), delete rules and target table, key, mode and change
+    /// time. When it differs from the last run's, the rows the old one
+    /// wrote are written again (the ledger's hashes cover the source's
+    /// values only, so nothing else would resend them).
+    pub fn write_fingerprint(&self) -> String {
+        let mut text = String::new();
+        for f in &self.fields {
+            text.push_str(&format!(
+                "field {}={}/{:?}/{:?};",
+                f.target, f.from, f.owner, f.lookup
+            ));
+        }
+        text.push_str(&format!(
+            "rules {:?}/{:?}/{:?};target {:?}/{:?}/{:?}/{:?}",
+            self.rules.owner,
+            self.rules.deletes,
+            self.rules.soft_delete,
+            self.target.table,
+            self.target.key,
+            self.target.mode,
+            self.target.updated_at
+        ));
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+    }
+
     /// The source columns a job with `[fields]` reads: the mapped ones, the
     /// key and the cursor. None: every column (a job without `[fields]`).
     pub fn read_columns(&self) -> Option<Vec<String>> {

@@ -60,6 +60,10 @@ pub struct Prepared {
     pub changes: Vec<Applied>,
     /// Accepted differences (`lossy = true`), new columns left unread.
     pub notes: Vec<String>,
+    /// The job's fields or rules changed since the rows were last written
+    /// under them: this run writes every row again (then
+    /// [`record_rewritten`]).
+    pub rewrite: bool,
 }
 
 /// Checks the job against its systems and, unless `dry_run`, makes the
@@ -92,6 +96,7 @@ pub async fn prepare(
                 job: job.clone(),
                 changes: vec![],
                 notes: vec![],
+                rewrite: false,
             })
         }
         // Often a deployment's order (the table comes with the next
@@ -165,10 +170,23 @@ pub async fn prepare(
             .await?;
     }
     Ok(Prepared {
+        rewrite: known.as_ref().is_some_and(|k| k.rules_changed(job)),
         job: plan.job,
         changes,
         notes: plan.notes,
     })
+}
+
+/// The run that rewrote the job's rows under its new fields or rules has
+/// detected them all: later runs compare with these.
+pub async fn record_rewritten(job: &Job, store: &Store) -> Result<(), StateError> {
+    let Some(mut known) = Known::parse(store.job_schema(&job.name).await?.as_deref()) else {
+        return Ok(());
+    };
+    known.fingerprint = Some(job.write_fingerprint());
+    store
+        .save_job_schema(&job.name, &known.to_json(), &[])
+        .await
 }
 
 /// The target table's columns; None when the target cannot be reached now:

@@ -16,6 +16,10 @@ pub struct Known {
     read: Vec<String>,
     /// Fields `on_new_column = "add"` added to a job with `[fields]`.
     pub added: Vec<String>,
+    /// [`Job::write_fingerprint`] of the last run that detected in full
+    /// under it; None from versions before it was kept.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +32,14 @@ impl Known {
     /// None before the first run (or from a record this version cannot read).
     pub fn parse(json: Option<&str>) -> Option<Known> {
         serde_json::from_str(json?).ok()
+    }
+
+    /// Whether the job's fields or rules changed since the last run that
+    /// wrote under them.
+    pub fn rules_changed(&self, job: &Job) -> bool {
+        self.fingerprint
+            .as_ref()
+            .is_some_and(|f| *f != job.write_fingerprint())
     }
 
     pub fn to_json(&self) -> String {
@@ -247,6 +259,12 @@ impl Plan {
                 .into_iter()
                 .chain(added_names.iter().filter(|_| fields_given).cloned())
                 .collect(),
+            // Recorded here only the first time: after a change, once the
+            // run that rewrites the rows has detected them all (the runner).
+            fingerprint: match known {
+                Some(k) if k.fingerprint.is_some() => k.fingerprint.clone(),
+                _ => Some(job.write_fingerprint()),
+            },
         };
         plan.job.source.columns = Some(read);
         plan
