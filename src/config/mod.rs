@@ -140,7 +140,9 @@ impl Job {
     /// values only, so nothing else would resend them).
     pub fn write_fingerprint(&self) -> String {
         let mut text = String::new();
-        for f in &self.fields {
+        // Fields the drift policy added (no location) are ferry's, not the
+        // user's rules: they are in the hashes already.
+        for f in self.fields.iter().filter(|f| !f.location.is_empty()) {
             text.push_str(&format!(
                 "field {}={}/{:?}/{:?};",
                 f.target, f.from, f.owner, f.lookup
