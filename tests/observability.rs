@@ -273,6 +273,32 @@ async fn metrics_are_right_lint_clean_and_feed_every_dashboard_panel() {
 
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{prom_port}/api/v1/query");
+    // Rates and increases need two scrapes inside their window: wait until
+    // Prometheus has scraped the daemon a few times (a loaded machine starts
+    // it slowly).
+    let scraped = eventually(60, || async {
+        let scrapes = async {
+            let text = client
+                .get(&api)
+                .query(&[("query", "count_over_time(ferry_build_info[10s]) >= 4")])
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+            body["data"]["result"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .map(|_| ())
+        };
+        scrapes.await.is_some()
+    });
+    assert!(
+        scraped.await,
+        "Prometheus never scraped the daemon four times in 10 s"
+    );
     let mut empty = Vec::new();
     for expr in dashboard_exprs() {
         let q = expr
