@@ -211,3 +211,41 @@ async fn changed_rules_rewrite_the_rows_written_under_the_old_ones() {
     // Recorded: the next run compares with the new rules.
     assert_eq!(changed(&cfg.run_once_ok(&state), "j"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_names_the_first_keys_of_each_change() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, name text, note text);
+         CREATE TABLE dst (id int PRIMARY KEY, name text, note text);
+         INSERT INTO src SELECT g, 'n' || g, '' FROM generate_series(1, 10) g;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.job("j", &job(&db.url, &db.url, ""));
+    cfg.run_once_ok(&state);
+    db.exec(
+        "INSERT INTO src SELECT g, 'n' || g, '' FROM generate_series(11, 22) g;
+         UPDATE src SET name = 'changed' WHERE id IN (3, 4);
+         DELETE FROM src WHERE id = 5;",
+    )
+    .await;
+    let plan = cfg.ferry(Some(&state), &["plan", "--limit", "3"]);
+    assert_eq!(code(&plan), 0, "{}", stderr(&plan));
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(
+        text.contains("  insert [11] [12] [13] … and 9 more"),
+        "{text}"
+    );
+    assert!(text.contains("  update [3] [4]\n"), "{text}");
+    assert!(text.contains("  delete [5]\n"), "{text}");
+    let json = cfg.ferry(Some(&state), &["plan", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("plan json");
+    let keys = &json["plans"][0]["keys"];
+    assert_eq!(keys["inserts"].as_array().unwrap().len(), 10);
+    assert_eq!(keys["updates"], serde_json::json!(["[3]", "[4]"]));
+    assert_eq!(keys["deletes"], serde_json::json!(["[5]"]));
+    // Nothing was written.
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 10);
+}

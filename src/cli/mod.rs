@@ -82,6 +82,9 @@ pub enum Command {
         /// Preview the deletes a diff would refuse (max_delete_ratio, an empty source).
         #[arg(long)]
         allow_mass_delete: bool,
+        /// Keys shown per kind of change (insert, update, delete).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
         /// Jobs to plan (all when none).
         jobs: Vec<String>,
     },
@@ -186,7 +189,8 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
         Command::Plan {
             jobs,
             allow_mass_delete,
-        } => run::plan(&cli, jobs, *allow_mass_delete).await,
+            limit,
+        } => run::plan(&cli, jobs, *allow_mass_delete, *limit).await,
         Command::Run {
             once: true,
             full,

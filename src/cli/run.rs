@@ -67,7 +67,7 @@ pub async fn once(
     let detect = DetectOptions {
         full,
         allow_mass_delete,
-        dry_run: false,
+        ..Default::default()
     };
     let mut opts = RunOptions::new(Trigger::Once, detect, shutdown.clone());
     opts.retention = config.engine.retention;
@@ -147,6 +147,7 @@ fn run_json(r: &JobRun) -> serde_json::Value {
             "host": h.host, "pid": h.pid, "since": h.since, "expires_at": h.expires_at,
         })),
         "schema_changes": r.schema_changes,
+        "keys": d.samples,
         "rewrite": r.rewrite,
         "message": r.error.as_ref().map(|e| e.to_string()).or_else(|| r.explanation()),
     })
@@ -308,7 +309,7 @@ async fn request_and_wait(
     Ok(ExitCode::worst(codes))
 }
 
-pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitCode {
+pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool, limit: usize) -> ExitCode {
     let (config, order) = match selected(cli, names).await {
         Ok(x) => x,
         Err(code) => return code,
@@ -320,6 +321,7 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitC
     let detect = DetectOptions {
         dry_run: true,
         allow_mass_delete,
+        sample: limit,
         ..Default::default()
     };
     let opts = RunOptions::new(Trigger::Manual, detect, CancellationToken::new());
@@ -360,6 +362,22 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool) -> ExitC
             }
             if run.rewrite {
                 out!("  would write every row again: the job's fields or rules changed since its rows were written");
+            }
+            let s = &d.samples;
+            for (kind, keys, total) in [
+                ("insert", &s.inserts, d.inserts),
+                ("update", &s.updates, d.updates),
+                ("delete", &s.deletes, d.deletes),
+            ] {
+                if !keys.is_empty() {
+                    let more = total.saturating_sub(keys.len() as u64);
+                    let more = if more > 0 {
+                        format!(" … and {more} more")
+                    } else {
+                        String::new()
+                    };
+                    out!("  {kind} {}{more}", keys.join(" "));
+                }
             }
         }
         report_errors(&run);

@@ -52,6 +52,14 @@ pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectRep
     }
     if d.opts.dry_run {
         chunker.report.deletes = deletes.count();
+        for line in deletes.into_lines()?.take(d.opts.sample) {
+            // `DeleteSpill::push` writes a one-byte flag before the key.
+            chunker
+                .report
+                .samples
+                .deletes
+                .push(line?.split_at(1).1.to_string());
+        }
         return Ok(chunker.report);
     }
     enqueue_deletes(&mut chunker, deletes).await?;
@@ -154,7 +162,7 @@ fn change(
     entry: Option<&LedgerEntry>,
     objects: &SpilledObjects,
 ) -> Result<(), DetectError> {
-    if !chunker.changed(entry, object.hash, &mut batch.supersedes) {
+    if !chunker.changed(&object.key, entry, object.hash, &mut batch.supersedes) {
         return Ok(());
     }
     // Both were written by `sort_scan` from valid JSON values.

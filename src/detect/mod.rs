@@ -25,6 +25,9 @@ pub struct DetectOptions {
     pub allow_mass_delete: bool,
     /// Count what would change; write nothing.
     pub dry_run: bool,
+    /// With `dry_run`: keep up to this many keys of each kind of change
+    /// (`ferry plan --limit`).
+    pub sample: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +49,25 @@ pub struct DetectReport {
     /// Changes a failed detection committed to the queue before it failed,
     /// known only as a total (its report was lost with the error).
     pub unclassified: u64,
+    /// A dry run's first keys of each kind ([`DetectOptions::sample`]).
+    pub samples: KeySamples,
+}
+
+/// The first keys (as JSON arrays of the key's values) that a dry run
+/// would insert, update and delete.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct KeySamples {
+    pub inserts: Vec<String>,
+    pub updates: Vec<String>,
+    pub deletes: Vec<String>,
+}
+
+impl KeySamples {
+    fn keep(list: &mut Vec<String>, limit: usize, key: &str) {
+        if list.len() < limit {
+            list.push(key.to_string());
+        }
+    }
 }
 
 impl DetectReport {
@@ -206,6 +228,7 @@ impl<'a> Chunker<'a> {
             let mut item = Item::upsert_object(key, row.object);
             let found = ledger.get(&text);
             if self.changed(
+                &text,
                 found.map(|(entry, _)| entry),
                 parse_hash(&item.hash),
                 &mut batch.supersedes,
@@ -250,6 +273,7 @@ impl<'a> Chunker<'a> {
     /// it replaces a version still queued.
     fn changed(
         &mut self,
+        key: &str,
         entry: Option<&LedgerEntry>,
         hash: i64,
         supersedes: &mut Option<bool>,
@@ -277,10 +301,17 @@ impl<'a> Chunker<'a> {
                 if entry.is_some_and(LedgerEntry::queued) {
                     *supersedes = Some(true);
                 }
+                let limit = if self.opts.dry_run {
+                    self.opts.sample
+                } else {
+                    0
+                };
                 if update {
                     self.report.updates += 1;
+                    KeySamples::keep(&mut self.report.samples.updates, limit, key);
                 } else {
                     self.report.inserts += 1;
+                    KeySamples::keep(&mut self.report.samples.inserts, limit, key);
                 }
                 true
             }

@@ -53,7 +53,8 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
             let item = match op {
                 Op::Upsert => {
                     let item = Item::upsert(key, &data);
-                    if !chunker.changed(entry, parse_hash(&item.hash), &mut batch.supersedes) {
+                    if !chunker.changed(&text, entry, parse_hash(&item.hash), &mut batch.supersedes)
+                    {
                         continue;
                     }
                     Item {
