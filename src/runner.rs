@@ -487,17 +487,11 @@ async fn detect_exclusively(
 ) -> Result<Leased<DetectReport>, RunError> {
     let report = with_job_lease(job, store, owner, pass.lease_wait, async {
         crate::fault::point("detecting");
+        // The run's schema stage probed the source already; what it found
+        // unreachable is reported here.
         if let Some(e) = pass.source_down {
             return Err(DetectError::Source(e.clone()).into());
         }
-        probe(
-            &job.source.kind,
-            &job.source.url,
-            "source",
-            job.source.connect_timeout,
-        )
-        .await
-        .map_err(DetectError::Source)?;
         let source = connectors::source(job).map_err(DetectError::Source)?;
         let report = detect::detect(Detection {
             job,
