@@ -151,3 +151,62 @@ async fn an_emptied_source_is_not_mirrored_as_mass_deletes() {
     assert_eq!(code(&out), 0);
     assert_eq!(contacts(cfg.path()).await.len(), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_table_is_typed_so_numbers_compare_as_numbers() {
+    let cfg = ConfigDir::new();
+    copy_demo(cfg.path());
+    let out = cfg.ferry(None, &["run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let url = format!("sqlite://{}", cfg.path().join("demo/crm.db").display());
+    let pool = SqlitePoolOptions::new().connect(&url).await.expect("open");
+    let found: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT shop_id, typeof(balance) FROM contacts WHERE shop_id IN (5, 6) ORDER BY shop_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("query");
+    assert_eq!(found, [(5, "real".to_string()), (6, "real".to_string())]);
+    pool.close().await;
+
+    // A cell that is not of its column's type stops the run, located.
+    let csv_path = cfg.path().join("demo/customers.csv");
+    let csv = std::fs::read_to_string(&csv_path).expect("read csv");
+    std::fs::write(&csv_path, csv.replacen("\n4,", "\n4x,", 1)).expect("write csv");
+    let out = cfg.ferry(None, &["run", "--once"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("customers.csv line 5: column `id`: `4x` is not an integer"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_field_naming_a_column_the_csv_lacks_stops_before_writing() {
+    let cfg = ConfigDir::new();
+    copy_demo(cfg.path());
+    let job_path = cfg.path().join("jobs/customers_demo.toml");
+    let job = std::fs::read_to_string(&job_path).expect("read job");
+    std::fs::write(
+        &job_path,
+        job.replace("country = \"country\"", "country = \"contry\""),
+    )
+    .expect("write job");
+    let out = cfg.ferry(None, &["run", "--once"]);
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("source column `contry`"), "{err}");
+    let db = cfg.path().join("demo/crm.db");
+    if db.exists() {
+        let url = format!("sqlite://{}", db.display());
+        let pool = SqlitePoolOptions::new().connect(&url).await.expect("open");
+        let tables: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'contacts'")
+                .fetch_one(&pool)
+                .await
+                .expect("query");
+        assert_eq!(tables, 0, "the target table was created");
+        pool.close().await;
+    }
+}

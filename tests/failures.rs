@@ -1,5 +1,5 @@
 //! Failures lose nothing: clear one-line errors naming job, system and object,
-//! the exit codes of DESIGN.md, and a rerun that succeeds once fixed.
+//! the exit codes the README documents, and a rerun that succeeds once fixed.
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -239,6 +239,11 @@ async fn plan_names_the_first_keys_of_each_change() {
         "{text}"
     );
     assert!(text.contains("  update [3] [4]\n"), "{text}");
+    // The target's row is read: the plan names what an update changes.
+    assert!(
+        text.contains("    [3]: name: \"n3\" → \"changed\"\n"),
+        "{text}"
+    );
     assert!(text.contains("  delete [5]\n"), "{text}");
     let json = cfg.ferry(Some(&state), &["plan", "--output", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("plan json");
@@ -246,6 +251,95 @@ async fn plan_names_the_first_keys_of_each_change() {
     assert_eq!(keys["inserts"].as_array().unwrap().len(), 10);
     assert_eq!(keys["updates"], serde_json::json!(["[3]", "[4]"]));
     assert_eq!(keys["deletes"], serde_json::json!(["[5]"]));
+    assert_eq!(
+        json["plans"][0]["update_fields"]["[4]"],
+        serde_json::json!([{"field": "name", "now": "n4", "after": "changed"}])
+    );
     // Nothing was written.
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_counts_objects_not_attempts() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int);
+         CREATE TABLE crm_customers (id serial PRIMARY KEY, name text);
+         CREATE TABLE crm_orders (id int PRIMARY KEY, customer_id int);
+         INSERT INTO customers VALUES (1, 'Ada');
+         INSERT INTO orders SELECT g, 1 FROM generate_series(1, 40) g;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    let (url, target) = (&db.url, &db.url);
+    cfg.job(
+        "customers",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"customers\"\nkey = [\"id\"]\n\n\
+             [detect]\nstrategy = \"diff\"\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{target}\"\ntable = \"crm_customers\"\nkey = [\"id\"]\n\n\
+             [fields]\nname = \"name\"\n\n[rules]\nowner = \"source\"\n"
+        ),
+    );
+    // Every order waits for its customer, whose job has not run: each task
+    // is tried three times within this run, 1 ms apart, then goes dead.
+    cfg.job(
+        "orders",
+        &format!(
+            "after = [\"customers\"]\n\n\
+             [source]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"orders\"\nkey = [\"id\"]\n\n\
+             [detect]\nstrategy = \"diff\"\n\n\
+             [batch]\nsize = 4\nmax_attempts = 3\nbackoff = {{ initial = \"1ms\", max = \"1ms\" }}\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{target}\"\ntable = \"crm_orders\"\nkey = [\"id\"]\n\n\
+             [fields]\nid = \"id\"\ncustomer_id = {{ from = \"customer_id\", lookup = \"customers\" }}\n\n\
+             [rules]\nowner = \"source\"\n"
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let out = cfg.ferry(Some(&state), &["run", "--once", "orders"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        failed(&out, "orders"),
+        40,
+        "40 objects failed, each after 3 attempts: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_row_names_the_field_and_where_the_job_defines_it() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, email text);
+         CREATE TABLE dst (id int PRIMARY KEY, mail text NOT NULL);
+         INSERT INTO src VALUES (1, 'a@example.com'), (2, NULL);",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "j",
+        &job(
+            &db.url,
+            &db.url,
+            "[fields]\nid = \"id\"\nmail = \"email\"\n",
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let out = cfg.ferry(Some(&state), &["run", "--once"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = "mail = \"email\"";
+    let at = std::fs::read_to_string(cfg.path().join("jobs/j.toml"))
+        .expect("job file")
+        .lines()
+        .position(|l| l == line)
+        .expect("the field's line")
+        + 1;
+    assert!(
+        err.contains(&format!("(field `mail`, jobs/j.toml:{at})")),
+        "{err}"
+    );
+    assert!(!err.contains("ferry_t."), "{err}");
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 1);
 }

@@ -337,12 +337,14 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool, limit: u
             "UNCHANGED"
         );
     }
-    let mut runs = Vec::new();
+    let (mut runs, mut plans) = (Vec::new(), Vec::new());
     for name in &order {
         let mut job_opts = opts.clone();
         job_opts.progress = Default::default();
-        let run = runner::run_job(&config.jobs[name], &store, "plan", job_opts).await;
+        let job = &config.jobs[name];
+        let run = runner::run_job(job, &store, "plan", job_opts).await;
         let d = &run.detect;
+        let field_changes = update_field_changes(job, &d.samples.update_items).await;
         if text {
             out!(
                 "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -379,17 +381,57 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool, limit: u
                     out!("  {kind} {}{more}", keys.join(" "));
                 }
             }
+            for (key, changes) in &field_changes {
+                let list: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("{}: {} → {}", c.field, c.now, c.after))
+                    .collect();
+                match list.is_empty() {
+                    true => out!("    {key}: no mapped field differs from the target's row"),
+                    false => out!("    {key}: {}", list.join(", ")),
+                }
+            }
         }
         report_errors(&run);
+        let mut json = run_json(&run);
+        json["update_fields"] = serde_json::Value::Object(
+            field_changes
+                .iter()
+                .map(|(key, changes)| (key.clone(), serde_json::json!(changes)))
+                .collect(),
+        );
+        plans.push(json);
         runs.push(run);
     }
     store.close().await;
     if !text {
         super::inspect::print_json(&serde_json::json!({
-            "plans": runs.iter().map(run_json).collect::<Vec<_>>(),
+            "plans": plans,
         }));
     }
     exit_code(&runs)
+}
+
+/// What the sampled updates would change in the target's rows, by key;
+/// empty when the target cannot read its rows (it says why at debug level).
+async fn update_field_changes(
+    job: &crate::config::Job,
+    items: &[(String, crate::model::Item)],
+) -> Vec<(String, Vec<crate::sync::FieldChange>)> {
+    if items.is_empty() {
+        return vec![];
+    }
+    let read = match crate::connectors::target(job) {
+        Ok(target) => crate::sync::field_changes(job, target.as_ref(), items).await,
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(changes) => changes.unwrap_or_default(),
+        Err(e) => {
+            tracing::info!(job = %job.name, "the target's rows could not be read to show what updates change: {e}");
+            vec![]
+        }
+    }
 }
 
 /// The state store without creating or migrating anything: a plan writes

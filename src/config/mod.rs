@@ -133,6 +133,32 @@ pub struct EchoPartner {
 }
 
 impl Job {
+    /// A target's error message with the job's field it names, and where
+    /// the field is defined: `… (field `email`, jobs/j.toml:12)`. Databases
+    /// name a column as `"email"` (PostgreSQL), `'email'` (MySQL) or
+    /// `table.email` (SQLite).
+    pub fn locate_in_message(&self, message: &str) -> String {
+        let names = |f: &&FieldMap| {
+            let t = &f.target;
+            message.contains(&format!("\"{t}\""))
+                || message.contains(&format!("'{t}'"))
+                || message.ends_with(&format!(".{t}"))
+                || message.contains(&format!(".{t} "))
+                || message.contains(&format!(".{t}:"))
+        };
+        match self
+            .fields
+            .iter()
+            .filter(|f| !f.location.is_empty())
+            .find(names)
+        {
+            Some(f) if !message.contains(&f.location) => {
+                format!("{message} (field `{}`, {})", f.target, f.location)
+            }
+            _ => message.to_string(),
+        }
+    }
+
     /// What decides how the job writes a row: its fields (target, source,
     /// owner, lookup), delete rules and target table, key, mode and change
     /// time. When it differs from the last run's, the rows the old one
@@ -256,6 +282,10 @@ pub struct SourceConfig {
     pub key: Vec<String>,
     pub path: Option<PathBuf>,
     pub format: Option<FileFormat>,
+    /// `type = "file"`, CSV: declared column types (`bigint`,
+    /// `numeric(12,2)`, …), in the file's column order once read; the
+    /// other columns are text.
+    pub types: Vec<(String, String)>,
     /// `type = "amqp"`: the queue to consume.
     pub queue: Option<String>,
     /// `type = "amqp"`: messages the broker sends ahead of their acks.

@@ -122,6 +122,8 @@ pub struct SourceRaw {
     pub key: Option<S<Vec<S<String>>>>,
     pub path: Option<S<String>>,
     pub format: Option<S<String>>,
+    /// `type = "file"`, CSV: column types, `{ id = "bigint" }`.
+    pub types: Option<S<toml::Table>>,
     pub items: Option<S<String>>,
     pub next: Option<S<String>>,
     pub page_param: Option<S<String>>,

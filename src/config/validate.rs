@@ -655,6 +655,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
     } else if kind == "file" {
         out.path = ctx.path(&r.path, span.clone(), what);
         out.format = ctx.format(&r.format, out.path.as_deref(), span.clone(), what);
+        out.types = file_types(ctx, &r.types, out.format);
         ctx.unused(&r.url, "url", &kind, "source");
         ctx.unused(&r.table, "table", &kind, "source");
         ctx.unused(&r.query, "query", &kind, "source");
@@ -766,9 +767,45 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         ("where", span_of(&r.filter)),
         ("path", span_of(&r.path)),
         ("format", span_of(&r.format)),
+        ("types", span_of(&r.types)),
     ];
     refuse_keys_of_other_kinds(ctx, "source", &kind, &keys, source_keys(&kind));
     out.kind = kind;
+    out
+}
+
+/// `types = { id = "bigint", balance = "numeric(12,2)" }` of a CSV file:
+/// each a type ferry knows, in PostgreSQL's spelling.
+fn file_types(
+    ctx: &mut Ctx,
+    types: &Option<S<toml::Table>>,
+    format: Option<FileFormat>,
+) -> Vec<(String, String)> {
+    let Some(types) = types else {
+        return vec![];
+    };
+    if format == Some(FileFormat::Jsonl) {
+        ctx.src.error(
+            types.span(),
+            "`types` applies to CSV files; a JSON line carries its own types",
+        );
+        return vec![];
+    }
+    let mut out = Vec::new();
+    for (column, declared) in types.get_ref() {
+        match declared.as_str() {
+            Some(d) if crate::connectors::file::column_type(d).is_some() => {
+                out.push((column.clone(), d.to_string()))
+            }
+            _ => ctx.src.error(
+                types.span(),
+                format!(
+                    "`types.{column}` = {declared}: give one of {}",
+                    crate::connectors::file::COLUMN_TYPES
+                ),
+            ),
+        }
+    }
     out
 }
 
@@ -777,7 +814,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
 fn source_keys(kind: &str) -> &'static [&'static str] {
     match kind {
         "postgres" | "mysql" | "sqlite" => &["url", "table", "query", "tables", "where"],
-        "file" => &["path", "format"],
+        "file" => &["path", "format", "types"],
         _ => &["url"],
     }
 }

@@ -52,6 +52,57 @@ impl ConnectorError {
         }
     }
 
+    /// The same error with its detail rewritten.
+    pub fn map_detail(self, f: impl FnOnce(&str) -> String) -> ConnectorError {
+        use ConnectorError as E;
+        match self {
+            E::Unreachable { system, detail } => E::Unreachable {
+                detail: f(&detail),
+                system,
+            },
+            E::Refused { system, detail } => E::Refused {
+                detail: f(&detail),
+                system,
+            },
+            E::MissingObject {
+                system,
+                object,
+                detail,
+            } => E::MissingObject {
+                detail: f(&detail),
+                system,
+                object,
+            },
+            E::Rejected {
+                system,
+                object,
+                detail,
+            } => E::Rejected {
+                detail: f(&detail),
+                system,
+                object,
+            },
+            E::Transient {
+                system,
+                object,
+                detail,
+            } => E::Transient {
+                detail: f(&detail),
+                system,
+                object,
+            },
+            E::Failed {
+                system,
+                object,
+                detail,
+            } => E::Failed {
+                detail: f(&detail),
+                system,
+                object,
+            },
+        }
+    }
+
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ConnectorError::Unreachable { .. })
     }

@@ -263,6 +263,15 @@ pub trait Target: Send + Sync {
     fn has_columns(&self) -> bool {
         false
     }
+    /// The target's rows for the batch's upserts as they are now, each as
+    /// a source of the table would read it (`ferry plan` shows what an
+    /// update would change). None: this target cannot read its rows.
+    async fn current_rows(
+        &self,
+        _batch: &WriteBatch<'_>,
+    ) -> Result<Option<Vec<Record>>, ConnectorError> {
+        Ok(None)
+    }
     /// The target table's columns, for the checks every run makes before
     /// it writes.
     async fn schema(&self) -> Result<Shape, ConnectorError> {

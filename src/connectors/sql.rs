@@ -241,7 +241,9 @@ pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError 
         }
     };
     let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-    let detail = first_line(db.message());
+    // `ferry_t` is ferry's alias of the target table in its statements:
+    // the user knows the column, not the alias.
+    let detail = first_line(db.message()).replace("ferry_t.", "");
     if crate::sql_error::refuses_access(db.as_ref()) {
         return ConnectorError::Refused { system, detail };
     }

@@ -60,6 +60,10 @@ pub struct KeySamples {
     pub inserts: Vec<String>,
     pub updates: Vec<String>,
     pub deletes: Vec<String>,
+    /// The changes of the sampled updates, to show which fields differ
+    /// from the target's rows.
+    #[serde(skip)]
+    pub update_items: Vec<(String, Item)>,
 }
 
 impl KeySamples {
@@ -324,7 +328,18 @@ impl<'a> Chunker<'a> {
         scanned: u64,
         started: Instant,
     ) -> Result<(), DetectError> {
-        if self.opts.dry_run || (batch.items.is_empty() && batch.watermark.is_none()) {
+        if self.opts.dry_run {
+            let samples = &mut self.report.samples;
+            for (item, key) in batch.items.iter().zip(&batch.keys) {
+                if samples.update_items.len() < samples.updates.len()
+                    && samples.updates.contains(key)
+                {
+                    samples.update_items.push((key.clone(), item.clone()));
+                }
+            }
+            return Ok(());
+        }
+        if batch.items.is_empty() && batch.watermark.is_none() {
             return Ok(());
         }
         let task = self

@@ -212,7 +212,10 @@ impl Plan {
                 let (Some(old), Some(new)) = (known.seen(name), source.column(name)) else {
                     continue;
                 };
-                if old.declared == new.declared {
+                // A CSV column that gains a declared type held text as
+                // given: its target column is checked like any other.
+                if old.declared == new.declared || (new.system == "file" && old.declared == "text")
+                {
                     continue;
                 }
                 let before = ColumnType::of(new.system, &old.declared);

@@ -7,8 +7,10 @@ mod identity;
 mod mapping;
 mod mirror;
 mod predict;
+mod preview;
 mod task;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use tracing::Instrument;
 pub use mapping::Mapping;
 pub use mirror::{prune, MirrorError};
 pub use predict::{predict, Predicted, DELETION_TIME};
+pub use preview::{field_changes, FieldChange};
 
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target};
@@ -37,7 +40,8 @@ pub fn task_lease() -> Duration {
 pub struct SyncReport {
     pub synced: u64,
     pub superseded: u64,
-    /// Items that failed and wait for a retry.
+    /// Objects (keys) whose last attempt in this run failed and that wait
+    /// for a retry: a key tried three times counts once.
     pub retrying: u64,
     /// Items that went dead (rejected, or attempts exhausted).
     pub dead: u64,
@@ -82,7 +86,9 @@ impl SyncReport {
 struct Shared {
     synced: AtomicU64,
     superseded: AtomicU64,
-    retrying: AtomicU64,
+    /// The keys whose latest attempt of this drain failed and will be
+    /// retried; a later attempt that settles them takes them out.
+    retrying: Mutex<HashSet<String>>,
     dead: AtomicU64,
     writes: AtomicU64,
     conflicts: AtomicU64,
@@ -94,6 +100,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// A task's outcome: keys to retry, and keys that are settled (synced
+    /// or dead), so that FAILED counts objects, not attempts.
+    fn track_retries<'k>(
+        &self,
+        retry: impl Iterator<Item = &'k str>,
+        settled: impl Iterator<Item = &'k str>,
+    ) {
+        // A poisoned lock means a worker panicked, which ends the drain.
+        if let Ok(mut keys) = self.retrying.lock() {
+            for key in settled {
+                keys.remove(key);
+            }
+            keys.extend(retry.map(str::to_string));
+        }
+    }
+
     fn note_error(&self, e: &ConnectorError) {
         if let Ok(mut first) = self.first_error.lock() {
             first.get_or_insert_with(|| e.clone());
@@ -212,7 +234,7 @@ pub async fn drain(
     Ok(SyncReport {
         synced: shared.synced.load(Ordering::Relaxed),
         superseded: shared.superseded.load(Ordering::Relaxed),
-        retrying: shared.retrying.load(Ordering::Relaxed),
+        retrying: shared.retrying.lock().map_or(0, |k| k.len() as u64),
         dead: shared.dead.load(Ordering::Relaxed),
         writes: shared.writes.load(Ordering::Relaxed),
         first_error,

@@ -168,7 +168,7 @@ pub(super) async fn sync_task(
                 false,
                 RowsAround::default(),
             ),
-            None => write_isolating(target, store, &task, &live, options, shared, lease).await,
+            None => write_isolating(job, target, store, &task, &live, options, shared, lease).await,
         }
     };
     let ((fates, error, wrote_any, rows), ledger) = if read_beside_write {
@@ -181,11 +181,14 @@ pub(super) async fn sync_task(
         (write.await, ledger)
     };
     crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
+    let error = error.map(|e| e.map_detail(|d| job.locate_in_message(d)));
 
     let mut settlement = Settlement::default();
     let exhausted = task.attempts >= i64::from(job.batch.max_attempts);
     let (mut written_by_op, mut rejected, mut retried) = ([0u64; 2], 0u64, 0u64);
     let (mut conflicts, mut unchanged) = (0u64, 0u64);
+    // By key, for the run's FAILED count: settled (synced or dead) or not.
+    let (mut retry_keys, mut dead_keys): (Vec<&str>, Vec<&str>) = (vec![], vec![]);
     for ((i, op, _), fate) in live.iter().zip(&fates) {
         let item = &task.items[*i];
         match fate {
@@ -213,6 +216,7 @@ pub(super) async fn sync_task(
             }
             Fate::Rejected(message) => {
                 rejected += 1;
+                dead_keys.push(&keys[*i]);
                 settlement.dead.push(Item {
                     error: Some(message.clone()),
                     ..item.clone()
@@ -222,6 +226,7 @@ pub(super) async fn sync_task(
                 let message = error
                     .as_ref()
                     .map(|e| format!("{e} (gave up after {} attempts)", task.attempts));
+                dead_keys.push(&keys[*i]);
                 settlement.dead.push(Item {
                     error: message,
                     ..item.clone()
@@ -229,6 +234,7 @@ pub(super) async fn sync_task(
             }
             Fate::Retry => {
                 retried += 1;
+                retry_keys.push(&keys[*i]);
                 settlement.retry.push(Item {
                     error: error.as_ref().map(|e| e.to_string()),
                     ..item.clone()
@@ -238,6 +244,7 @@ pub(super) async fn sync_task(
     }
     for (i, why) in unreadable {
         rejected += 1;
+        dead_keys.push(&keys[i]);
         settlement.dead.push(Item {
             error: Some(why),
             ..task.items[i].clone()
@@ -258,12 +265,14 @@ pub(super) async fn sync_task(
     for (i, why) in waiting {
         let item = &task.items[i];
         if exhausted {
+            dead_keys.push(&keys[i]);
             settlement.dead.push(Item {
                 error: Some(format!("{why} (gave up after {} attempts)", task.attempts)),
                 ..item.clone()
             });
         } else {
             retried += 1;
+            retry_keys.push(&keys[i]);
             settlement.retry.push(Item {
                 error: Some(why),
                 ..item.clone()
@@ -324,7 +333,10 @@ pub(super) async fn sync_task(
     shared.conflicts.fetch_add(conflicts, Ordering::Relaxed);
     shared.unchanged.fetch_add(unchanged, Ordering::Relaxed);
     crate::metrics::conflicts(&job.name, conflicts);
-    shared.retrying.fetch_add(retried, Ordering::Relaxed);
+    shared.track_retries(
+        retry_keys.into_iter(),
+        (settlement.synced.iter().map(|s| s.key.as_str())).chain(dead_keys),
+    );
     shared.dead.fetch_add(dead, Ordering::Relaxed);
     crate::metrics::items_synced(&job.name, written_by_op[0], written_by_op[1]);
     crate::metrics::items_failed(&job.name, retried, rejected, dead);
@@ -349,7 +361,9 @@ pub(super) async fn sync_task(
 /// rejected. Any other failure leaves the items of that call to retry (all
 /// that are left, when the target is unreachable). Returns each item's fate,
 /// the first non-refusal error, and whether anything was written.
+#[allow(clippy::too_many_arguments)]
 async fn write_isolating(
+    job: &Job,
     target: &dyn Target,
     store: &Store,
     task: &ClaimedTask,
@@ -424,6 +438,8 @@ async fn write_isolating(
                 pending.push(range.start..mid);
             }
             Err(e) if e.is_rejection() => {
+                // The user reads a refusal against their job file.
+                let e = e.map_detail(|d| job.locate_in_message(d));
                 fates[range.start] = Fate::Rejected(e.to_string());
                 shared.note_error(&e);
             }

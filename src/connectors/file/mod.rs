@@ -3,6 +3,8 @@
 //! run ends (a crashed run's part file is completed by the next).
 mod source;
 mod target;
+mod types;
 
 pub use source::FileSource;
 pub use target::FileTarget;
+pub use types::{column_type, COLUMN_TYPES};

@@ -5,13 +5,20 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::types::{cell_value, column_type};
 use crate::config::{FileFormat, SourceConfig};
-use crate::connectors::{ConnectorError, RowStream, Scan, Source};
+use crate::connectors::{
+    Column, ColumnType, ConnectorError, RowStream, Scan, Shape, Source, TableSchema,
+};
 use crate::model::{Record, SourceRow};
 
+#[derive(Clone)]
 pub struct FileSource {
     path: PathBuf,
     format: FileFormat,
+    types: Vec<(String, String)>,
+    /// The columns the run reads (the schema stage's projection); None: all.
+    read: Option<Vec<String>>,
 }
 
 impl FileSource {
@@ -19,7 +26,43 @@ impl FileSource {
         FileSource {
             path: cfg.path.clone().unwrap_or_default(),
             format: cfg.format.unwrap_or(FileFormat::Csv),
+            types: cfg.types.clone(),
+            read: cfg.columns.clone(),
         }
+    }
+
+    fn open(&self) -> Result<std::fs::File, ConnectorError> {
+        std::fs::File::open(&self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ConnectorError::MissingObject {
+                    system: self.system(),
+                    object: self.object(),
+                    detail: e.to_string(),
+                }
+            } else {
+                ConnectorError::failed(&self.system(), &self.object(), e)
+            }
+        })
+    }
+
+    /// A CSV header's columns: declared ones typed, the others text.
+    fn columns(&self, header: &csv::StringRecord) -> Vec<Column> {
+        header
+            .iter()
+            .map(|name| {
+                let declared = self
+                    .types
+                    .iter()
+                    .find(|(column, _)| column == name)
+                    .map_or("text".to_string(), |(_, d)| d.clone());
+                Column {
+                    name: name.to_string(),
+                    ty: column_type(&declared).unwrap_or(ColumnType::Text(None)),
+                    declared,
+                    system: "file",
+                }
+            })
+            .collect()
     }
 
     fn system(&self) -> String {
@@ -37,6 +80,25 @@ impl Source for FileSource {
         format!("file {}", self.path.display())
     }
 
+    /// A CSV file's header, with the declared `types`. A JSONL file names
+    /// its columns on each line: it has no schema to check.
+    async fn schema(&self) -> Result<Shape, ConnectorError> {
+        if self.format == FileFormat::Jsonl {
+            return Ok(Shape::Schemaless);
+        }
+        let file = self.open()?;
+        let header = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(std::io::BufReader::new(file))
+            .headers()
+            .cloned()
+            .map_err(|e| ConnectorError::failed("file", &format!("{} line 1", self.object()), e))?;
+        Ok(Shape::Table(TableSchema {
+            columns: self.columns(&header),
+            primary_key: vec![],
+        }))
+    }
+
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
         if !matches!(scan, Scan::All) {
             return Err(ConnectorError::failed(
@@ -45,20 +107,11 @@ impl Source for FileSource {
                 "a file source supports only the diff strategy",
             ));
         }
-        let file = std::fs::File::open(&self.path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ConnectorError::MissingObject {
-                    system: self.system(),
-                    object: self.object(),
-                    detail: e.to_string(),
-                }
-            } else {
-                ConnectorError::failed(&self.system(), &self.object(), e)
-            }
-        })?;
+        let file = self.open()?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceRow, ConnectorError>>(1024);
         let format = self.format;
         let object = self.object();
+        let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
             let fail = |line: u64, e: &dyn std::fmt::Display| {
@@ -76,26 +129,41 @@ impl Source for FileSource {
                             return;
                         }
                     };
+                    let columns: Vec<Option<Column>> = this
+                        .columns(&headers)
+                        .into_iter()
+                        .map(|c| {
+                            let read = this.read.as_ref().is_none_or(|r| r.contains(&c.name));
+                            read.then_some(c)
+                        })
+                        .collect();
                     let mut record = csv::StringRecord::new();
                     loop {
                         match csv.read_record(&mut record) {
                             Ok(false) => break,
                             Ok(true) => {
-                                let data: Record = headers
-                                    .iter()
-                                    .zip(record.iter())
-                                    .map(|(h, v)| {
-                                        (
-                                            h.to_string(),
-                                            if v.is_empty() {
-                                                Value::Null
-                                            } else {
-                                                Value::String(v.to_string())
-                                            },
-                                        )
-                                    })
-                                    .collect();
-                                if tx.blocking_send(Ok(SourceRow::new(data, None))).is_err() {
+                                // The csv crate counts the header line as line 0 here.
+                                let line = record.position().map_or(0, |p| p.line() + 1);
+                                let data =
+                                    columns.iter().zip(record.iter()).filter_map(|(c, cell)| {
+                                        let c = c.as_ref()?;
+                                        let value = match cell.is_empty() {
+                                            true => Ok(Value::Null),
+                                            false => cell_value(&c.ty, cell).map_err(|e| {
+                                                format!(
+                                                    "column `{}`: {e} (types.{} = \"{}\")",
+                                                    c.name, c.name, c.declared
+                                                )
+                                            }),
+                                        };
+                                        Some(value.map(|v| (c.name.clone(), v)))
+                                    });
+                                let row = match data.collect::<Result<Record, String>>() {
+                                    Ok(data) => Ok(SourceRow::new(data, None)),
+                                    Err(e) => Err(fail(line, &e)),
+                                };
+                                let stop = row.is_err();
+                                if tx.blocking_send(row).is_err() || stop {
                                     return;
                                 }
                             }

@@ -60,6 +60,14 @@ impl Target for PostgresTarget {
         format!("{} {}", self.system, self.object)
     }
 
+    async fn current_rows(
+        &self,
+        batch: &WriteBatch<'_>,
+    ) -> Result<Option<Vec<crate::model::Record>>, ConnectorError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        Ok(Some(self.read_rows(&mut conn, batch, false).await?))
+    }
+
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
         self.sql
             .load_columns(|| async { self.schema().await })

@@ -1,3 +1,5 @@
+use std::str::FromStr;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::SqlitePool;
@@ -19,6 +21,8 @@ pub struct SqliteTarget {
     created: tokio::sync::OnceCell<()>,
     /// The last key this process allocated: workers share the target.
     allocated: tokio::sync::Mutex<i64>,
+    /// The database file (None: in memory), which only a write creates.
+    file: Option<std::path::PathBuf>,
 }
 
 impl SqliteTarget {
@@ -26,7 +30,12 @@ impl SqliteTarget {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
         let pool = super::pool(url, &system, false)?;
+        let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .ok()
+            .map(|o| o.get_filename().to_path_buf())
+            .filter(|f| !f.as_os_str().is_empty() && f.as_os_str() != ":memory:");
         Ok(SqliteTarget {
+            file,
             pool,
             system,
             object: format!("table {}", rules.table),
@@ -99,6 +108,14 @@ impl SqliteTarget {
 impl Target for SqliteTarget {
     fn describe(&self) -> String {
         format!("{} {}", self.system, self.object)
+    }
+
+    async fn current_rows(
+        &self,
+        batch: &WriteBatch<'_>,
+    ) -> Result<Option<Vec<crate::model::Record>>, ConnectorError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        Ok(Some(self.read_rows(&mut conn, batch).await?))
     }
 
     async fn write(&self, batch: &WriteBatch<'_>) -> Result<Written, ConnectorError> {
@@ -178,6 +195,10 @@ impl Target for SqliteTarget {
     }
 
     async fn schema(&self) -> Result<Shape, ConnectorError> {
+        // Connecting would create the file: a plan must leave none behind.
+        if self.file.as_ref().is_some_and(|f| !f.exists()) {
+            return Ok(Shape::Missing);
+        }
         super::schema::table(&self.pool, &self.sql.rules().table)
             .await
             .map_err(|e| self.err(e))
