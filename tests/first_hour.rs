@@ -343,3 +343,59 @@ async fn a_refused_row_names_the_field_and_where_the_job_defines_it() {
     assert!(!err.contains("ferry_t."), "{err}");
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 1);
 }
+
+/// The README's first job file, word for word, with its `${VAR}`s set.
+fn readme_example() -> String {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Job files")
+        .nth(1)
+        .expect("the README has a Job files section");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block in Job files");
+    block.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_example_as_written_carries_deletes() {
+    let shop = TestDb::new().await;
+    let crm = TestDb::new().await;
+    shop.exec(
+        "CREATE TABLE customers (id int PRIMARY KEY, email text, phone text, notes text);
+         INSERT INTO customers SELECT g, 'c' || g || '@example.com', '+420 ' || g, NULL FROM generate_series(1, 50) g;",
+    )
+    .await;
+    crm.exec(
+        "CREATE TABLE contacts (shop_id int PRIMARY KEY, email text, phone text, notes text);",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("customers_to_crm", &readme_example());
+    let state = state_url(StateKind::Sqlite, &cfg, &shop);
+    let run = |cfg: &ConfigDir| {
+        let out = cfg
+            .command(Some(&state), &["run", "--once"])
+            .env("SHOP_DB_URL", &shop.url)
+            .env("CRM_DB_URL", &crm.url)
+            .output()
+            .expect("run ferry");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+        out
+    };
+    assert_eq!(synced(&run(&cfg), "customers_to_crm"), 50);
+    assert_eq!(crm.count("SELECT count(*) FROM contacts").await, 50);
+
+    shop.exec("DELETE FROM customers WHERE id IN (7, 8, 9)").await;
+    assert_eq!(synced(&run(&cfg), "customers_to_crm"), 3);
+    assert_eq!(crm.count("SELECT count(*) FROM contacts").await, 47);
+    assert_eq!(
+        crm.count("SELECT count(*) FROM contacts WHERE shop_id IN (7, 8, 9)")
+            .await,
+        0,
+        "the deleted customers are deleted in the CRM"
+    );
+}
