@@ -263,37 +263,31 @@ fn load_config_offline(cli: &Cli) -> Result<Config, ExitCode> {
 type Loader = fn(
     &std::path::Path,
     &dyn Fn(&str) -> Option<String>,
-    &[&str],
-    &[&str],
+    &config::Registry,
 ) -> Result<Config, config::ConfigErrors>;
 
 fn load_config_with(cli: &Cli, load: Loader) -> Result<Config, ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
-    load(
-        &cli.config,
-        &env,
-        crate::connectors::SOURCES,
-        crate::connectors::TARGETS,
-    )
-    .map_err(|errors| {
-        for d in &errors.0 {
-            eprintln!("{d}");
-        }
-        eprintln!("ferry: {} configuration error(s)", errors.0.len());
-        ExitCode::Config
-    })
-    .inspect(|config| {
-        // Located like errors, in the same place; they do not fail a command.
-        for d in &config.warnings {
-            eprintln!(
-                "{}:{}:{}: warning: {}",
-                d.path.display(),
-                d.line,
-                d.col,
-                d.message
-            );
-        }
-    })
+    load(&cli.config, &env, &crate::connectors::REGISTRY)
+        .map_err(|errors| {
+            for d in &errors.0 {
+                eprintln!("{d}");
+            }
+            eprintln!("ferry: {} configuration error(s)", errors.0.len());
+            ExitCode::Config
+        })
+        .inspect(|config| {
+            // Located like errors, in the same place; they do not fail a command.
+            for d in &config.warnings {
+                eprintln!(
+                    "{}:{}:{}: warning: {}",
+                    d.path.display(),
+                    d.line,
+                    d.col,
+                    d.message
+                );
+            }
+        })
 }
 
 /// The configuration with its whole-schema jobs expanded into one job per

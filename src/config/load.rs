@@ -8,14 +8,13 @@ use super::validate::{self, Ctx, JobReference, Registry};
 use super::*;
 
 /// Loads `dir/schedules.toml` and `dir/jobs/*.toml`. `env` resolves `${VAR}`.
-/// `sources`/`targets` are the connector types this build can run.
+/// `registry` says what the connectors of this build accept.
 pub fn load(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-    sources: &[&str],
-    targets: &[&str],
+    registry: &Registry,
 ) -> Result<Config, ConfigErrors> {
-    load_with(dir, env, sources, targets, false)
+    load_with(dir, env, registry, false)
 }
 
 /// As [`load`], for commands that read only the state store (`status`,
@@ -25,22 +24,19 @@ pub fn load(
 pub fn load_offline(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-    sources: &[&str],
-    targets: &[&str],
+    registry: &Registry,
 ) -> Result<Config, ConfigErrors> {
-    load_with(dir, env, sources, targets, true)
+    load_with(dir, env, registry, true)
 }
 
 fn load_with(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-    sources: &[&str],
-    targets: &[&str],
+    registry: &Registry,
     keep_unset: bool,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let registry = Registry { sources, targets };
 
     let jobs_dir = dir.join("jobs");
     let mut job_files: Vec<PathBuf> = match std::fs::read_dir(&jobs_dir) {
@@ -102,7 +98,7 @@ fn load_with(
         match parse_reporting_all::<raw::JobFile>(&text) {
             Ok(file) => {
                 let mut refs = Vec::new();
-                if let Some(job) = validate::job(&mut ctx, &name, &file, &registry, &mut refs) {
+                if let Some(job) = validate::job(&mut ctx, &name, &file, registry, &mut refs) {
                     jobs.insert(name.clone(), job);
                 }
                 references.extend(refs.into_iter().map(|r| (path.clone(), text.clone(), r)));

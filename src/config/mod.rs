@@ -15,7 +15,7 @@ pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use interpolate::{interpolate, InterpolateError};
 pub use load::{load, load_offline};
 pub use schedule::{Missed, Schedule};
-pub use validate::resolve_sqlite_url;
+pub use validate::{resolve_sqlite_url, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -286,9 +286,15 @@ pub fn resolve_sqlite_url(url: &str, dir: &Path) -> String {
     }
 }
 
+/// What the connectors of this build accept, as they declare it (the
+/// configuration layer names no connector's internals).
 pub struct Registry<'r> {
     pub sources: &'r [&'r str],
     pub targets: &'r [&'r str],
+    /// Whether a column type name is one ferry knows (a CSV's `types`).
+    pub column_type: fn(&str) -> bool,
+    /// The type names it knows, for the error that names one it does not.
+    pub column_types: &'r str,
 }
 
 pub fn job(
@@ -655,7 +661,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
     } else if kind == "file" {
         out.path = ctx.path(&r.path, span.clone(), what);
         out.format = ctx.format(&r.format, out.path.as_deref(), span.clone(), what);
-        out.types = file_types(ctx, &r.types, out.format);
+        out.types = file_types(ctx, &r.types, out.format, reg);
         ctx.unused(&r.url, "url", &kind, "source");
         ctx.unused(&r.table, "table", &kind, "source");
         ctx.unused(&r.query, "query", &kind, "source");
@@ -780,6 +786,7 @@ fn file_types(
     ctx: &mut Ctx,
     types: &Option<S<toml::Table>>,
     format: Option<FileFormat>,
+    reg: &Registry,
 ) -> Vec<(String, String)> {
     let Some(types) = types else {
         return vec![];
@@ -794,14 +801,12 @@ fn file_types(
     let mut out = Vec::new();
     for (column, declared) in types.get_ref() {
         match declared.as_str() {
-            Some(d) if crate::connectors::file::column_type(d).is_some() => {
-                out.push((column.clone(), d.to_string()))
-            }
+            Some(d) if (reg.column_type)(d) => out.push((column.clone(), d.to_string())),
             _ => ctx.src.error(
                 types.span(),
                 format!(
                     "`types.{column}` = {declared}: give one of {}",
-                    crate::connectors::file::COLUMN_TYPES
+                    reg.column_types
                 ),
             ),
         }

@@ -378,6 +378,14 @@ pub const TARGETS: &[&str] = &[
     "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
 ];
 
+/// What this build's connectors accept, for the configuration's checks.
+pub const REGISTRY: crate::config::Registry<'static> = crate::config::Registry {
+    sources: SOURCES,
+    targets: TARGETS,
+    column_type: |declared| file::column_type(declared).is_some(),
+    column_types: file::COLUMN_TYPES,
+};
+
 /// The registry: a job's source.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
     let source: Box<dyn Source> = match job.source.kind.as_str() {

@@ -444,12 +444,7 @@ impl Daemon {
     /// SIGHUP: validate the new configuration first; keep the old one on error.
     async fn reload(&self) {
         let env = |name: &str| std::env::var(name).ok();
-        let loaded = config::load(
-            &self.config_dir,
-            &env,
-            crate::connectors::SOURCES,
-            crate::connectors::TARGETS,
-        );
+        let loaded = config::load(&self.config_dir, &env, &crate::connectors::REGISTRY);
         match loaded {
             Ok(mut new) => {
                 crate::schema::expand::expand(&mut new).await;
