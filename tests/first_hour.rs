@@ -389,7 +389,8 @@ async fn the_readme_example_as_written_carries_deletes() {
     assert_eq!(synced(&run(&cfg), "customers_to_crm"), 50);
     assert_eq!(crm.count("SELECT count(*) FROM contacts").await, 50);
 
-    shop.exec("DELETE FROM customers WHERE id IN (7, 8, 9)").await;
+    shop.exec("DELETE FROM customers WHERE id IN (7, 8, 9)")
+        .await;
     assert_eq!(synced(&run(&cfg), "customers_to_crm"), 3);
     assert_eq!(crm.count("SELECT count(*) FROM contacts").await, 47);
     assert_eq!(
