@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, SourceText};
 use super::raw;
-use super::validate::{self, Ctx, JobReference, Registry};
+use super::registry::Registry;
+use super::validate::{self, Ctx, JobReference};
 use super::*;
 
 /// Loads `dir/schedules.toml` and `dir/jobs/*.toml`. `env` resolves `${VAR}`.
@@ -84,6 +85,7 @@ fn load_with(
             env,
             dir,
             keep_unset,
+            reg: registry,
         };
         if name.is_empty()
             || !name
@@ -98,7 +100,11 @@ fn load_with(
         match parse_reporting_all::<raw::JobFile>(&text) {
             Ok(file) => {
                 let mut refs = Vec::new();
-                if let Some(job) = validate::job(&mut ctx, &name, &file, registry, &mut refs) {
+                // Parsed once already: this second pass cannot fail.
+                let target_keys = toml::from_str::<raw::TargetTable>(&text)
+                    .map(raw::TargetTable::keys)
+                    .unwrap_or_default();
+                if let Some(job) = validate::job(&mut ctx, &name, &file, &target_keys, &mut refs) {
                     jobs.insert(name.clone(), job);
                 }
                 references.extend(refs.into_iter().map(|r| (path.clone(), text.clone(), r)));
@@ -145,7 +151,7 @@ fn load_with(
     check_after_cycles(&jobs, &mut errors, dir);
     link_echo_partners(&mut jobs);
 
-    let (engine, schedules) = schedules_file(dir, env, keep_unset, &known, &mut errors);
+    let (engine, schedules) = schedules_file(dir, env, registry, keep_unset, &known, &mut errors);
     if errors.is_empty() {
         Ok(Config {
             dir: dir.to_path_buf(),
@@ -335,6 +341,7 @@ const NEVER_FIRES_HORIZON_YEARS: i32 = 5;
 fn schedules_file(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
     keep_unset: bool,
     jobs: &[String],
     errors: &mut Vec<Diagnostic>,
@@ -362,6 +369,7 @@ fn schedules_file(
         env,
         dir,
         keep_unset,
+        reg: registry,
     };
     let file = match parse_reporting_all::<raw::SchedulesFile>(&text) {
         Ok(f) => f,

@@ -4,6 +4,7 @@ mod diagnostic;
 mod interpolate;
 mod load;
 mod raw;
+pub mod registry;
 mod schedule;
 mod validate;
 
@@ -14,8 +15,9 @@ use std::time::Duration;
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use interpolate::{interpolate, InterpolateError};
 pub use load::{load, load_offline};
+pub use registry::Registry;
 pub use schedule::{Missed, Schedule};
-pub use validate::{resolve_sqlite_url, Registry};
+pub use validate::resolve_sqlite_url;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -308,6 +310,9 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, Default)]
 pub struct TargetConfig {
     pub kind: String,
+    /// The connector's own keys (those it declares), `${VAR}`s resolved:
+    /// its constructor reads them into its typed options.
+    pub options: toml::Table,
     pub url: Option<String>,
     pub table: Option<String>,
     pub key: Vec<String>,

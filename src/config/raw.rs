@@ -164,8 +164,52 @@ pub struct BackoffRaw {
     pub max: Option<S<String>>,
 }
 
+/// Every key of `[target]` with its span: what a connector's own options
+/// are read from ([`TargetRaw`] reads ferry's).
+pub type TableKeys = Vec<(S<String>, S<toml::Value>)>;
+
+/// The keys [`TargetRaw`] reads; any other key of `[target]` must be one a
+/// connector declares for its own options.
+pub const TARGET_KEYS: &[&str] = &[
+    "type",
+    "url",
+    "table",
+    "key",
+    "mode",
+    "create",
+    "create_table",
+    "updated_at",
+    "path",
+    "format",
+    "method",
+    "batch",
+    "results",
+    "auth",
+    "timeout",
+    "exchange",
+    "routing_key",
+    "subject",
+    "stream",
+    "connect_timeout",
+];
+
+/// `[target]` as a map, read in a second pass over the file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+pub struct TargetTable {
+    pub target: Option<S<BTreeMap<S<String>, S<toml::Value>>>>,
+}
+
+impl TargetTable {
+    pub fn keys(self) -> TableKeys {
+        self.target
+            .map(|t| t.into_inner().into_iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Without `deny_unknown_fields`: a key it does not read may be one a
+/// connector reads into its own options ([`TARGET_KEYS`]).
+#[derive(Debug, Deserialize)]
 pub struct TargetRaw {
     #[serde(rename = "type")]
     pub kind: S<String>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::diagnostic::SourceText;
 use super::interpolate::interpolate_or_keep;
 use super::raw::{self, S};
+use super::registry::{one_of, Reads, Registry, Writes};
 use super::*;
 
 /// A name in one file that must refer to a job; checked once every job is known.
@@ -17,14 +18,6 @@ pub struct JobReference {
     pub what: &'static str,
 }
 
-pub const SOURCE_KINDS: &[&str] = &[
-    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
-];
-pub const TARGET_KINDS: &[&str] = &[
-    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
-];
-const SQL_KINDS: &[&str] = &["postgres", "mysql", "sqlite"];
-
 /// Interpolation and located errors for one file.
 pub struct Ctx<'a, 'e> {
     pub src: SourceText<'a>,
@@ -32,6 +25,8 @@ pub struct Ctx<'a, 'e> {
     pub dir: &'a Path,
     /// Unset variables stay as `${VAR}` (see [`super::load_offline`]).
     pub keep_unset: bool,
+    /// What the connectors of this build accept.
+    pub reg: &'a Registry<'a>,
 }
 
 impl Ctx<'_, '_> {
@@ -155,15 +150,7 @@ impl Ctx<'_, '_> {
         if self.keep_unset && url.contains("${") {
             return Some(url);
         }
-        let schemes: &[&str] = match kind {
-            "postgres" => &["postgres", "postgresql"],
-            "mysql" => &["mysql", "mariadb"],
-            "sqlite" => &["sqlite"],
-            "http" => &["http", "https"],
-            "amqp" => &["amqp", "amqps"],
-            "nats" => &["nats", "tls"],
-            _ => &[],
-        };
+        let schemes: &[&str] = self.reg.spec(kind).map_or(&[], |s| s.schemes);
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
         if !schemes.contains(&scheme) {
             self.src.error(
@@ -180,7 +167,7 @@ impl Ctx<'_, '_> {
             );
             return None;
         }
-        Some(if kind == "sqlite" {
+        Some(if scheme == "sqlite" {
             resolve_sqlite_url(&url, self.dir)
         } else {
             url
@@ -227,14 +214,9 @@ impl Ctx<'_, '_> {
         }
     }
 
-    fn kind(
-        &mut self,
-        v: &S<String>,
-        kinds: &[&str],
-        available: &[&str],
-        what: &str,
-    ) -> Option<String> {
+    fn kind(&mut self, v: &S<String>, what: &str) -> Option<String> {
         let k = self.text(v)?;
+        let kinds = self.reg.kinds(what == "source");
         if !kinds.contains(&k.as_str()) {
             self.src.error(
                 v.span(),
@@ -245,14 +227,19 @@ impl Ctx<'_, '_> {
             );
             return None;
         }
-        if !available.contains(&k.as_str()) {
-            self.src.error(
-                v.span(),
-                format!("{what} type `{k}` is not available in this version of ferry yet (available: {})", available.join(", ")),
-            );
-            return None;
-        }
         Some(k)
+    }
+
+    /// How a source of `kind` (already checked) reads.
+    fn reads(&self, kind: &str) -> Option<Reads> {
+        self.reg.source(kind).map(|s| s.reads)
+    }
+
+    /// Whether a target of `kind` (already checked) writes table rows.
+    fn writes_rows(&self, kind: &str) -> bool {
+        self.reg
+            .target(kind)
+            .is_some_and(|t| t.writes == Writes::Table)
     }
 
     /// Records an error for a key that the connector type does not use.
@@ -286,22 +273,11 @@ pub fn resolve_sqlite_url(url: &str, dir: &Path) -> String {
     }
 }
 
-/// What the connectors of this build accept, as they declare it (the
-/// configuration layer names no connector's internals).
-pub struct Registry<'r> {
-    pub sources: &'r [&'r str],
-    pub targets: &'r [&'r str],
-    /// Whether a column type name is one ferry knows (a CSV's `types`).
-    pub column_type: fn(&str) -> bool,
-    /// The type names it knows, for the error that names one it does not.
-    pub column_types: &'r str,
-}
-
 pub fn job(
     ctx: &mut Ctx,
     name: &str,
     file: &raw::JobFile,
-    reg: &Registry,
+    target_keys: &raw::TableKeys,
     refs: &mut Vec<JobReference>,
 ) -> Option<Job> {
     let errors_before = ctx.src.errors.len();
@@ -316,11 +292,11 @@ pub fn job(
         }
     }
 
-    let source = source(ctx, &file.source, reg);
+    let source = source(ctx, &file.source);
     let detect = detect(ctx, file.detect.as_ref(), &source, file.source.span());
     let ops = ops(ctx, file.detect.as_ref(), &detect);
     let batch = batch(ctx, file.batch.as_ref());
-    let target = target(ctx, &file.target, reg, source.tables.is_some());
+    let target = target(ctx, &file.target, target_keys, source.tables.is_some());
     if target.mode == Mode::Mirror && !matches!(detect, Detect::Diff { .. }) {
         let span = file
             .target
@@ -458,11 +434,12 @@ fn children(
             ctx.src.error(raw.query.span(), format!("`[children.{name}]`: the query must compare the parent's key with `= $1` (e.g. `where order_id = $1`)"));
             continue;
         };
-        if !SQL_KINDS.contains(&source.kind.as_str()) {
+        if ctx.reads(&source.kind) != Some(Reads::Table) {
+            let tables = one_of(&ctx.reg.sources_reading(Reads::Table));
             ctx.src.error(
                 spec.span(),
                 format!(
-                    "`[children.{name}]` needs a `postgres`, `mysql` or `sqlite` source, not `{}`",
+                    "`[children.{name}]` needs a {tables} source, not `{}`",
                     source.kind
                 ),
             );
@@ -582,7 +559,7 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
 /// `connect_timeout` of a source or target: how long connecting may take
 /// (default 5 s); a file has nothing to connect to.
 fn connect_timeout(ctx: &mut Ctx, v: &Option<S<String>>, kind: &str, what: &str) -> Duration {
-    if kind == "file" {
+    if ctx.reg.spec(kind).is_some_and(|s| s.schemes.is_empty()) {
         ctx.unused(v, "connect_timeout", kind, what);
     }
     let timeout = ctx.duration(v, "connect_timeout", crate::reach::DEFAULT_CONNECT_TIMEOUT);
@@ -593,14 +570,15 @@ fn connect_timeout(ctx: &mut Ctx, v: &Option<S<String>>, kind: &str, what: &str)
     timeout
 }
 
-fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig {
+fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>) -> SourceConfig {
     let span = s.span();
     let r = s.get_ref();
     let what = "[source]";
-    let Some(kind) = ctx.kind(&r.kind, SOURCE_KINDS, reg.sources, "source") else {
+    let Some(kind) = ctx.kind(&r.kind, "source") else {
         return SourceConfig::default();
     };
-    let whole_schema = r.tables.is_some() && SQL_KINDS.contains(&kind.as_str());
+    let table_source = ctx.reads(&kind) == Some(Reads::Table);
+    let whole_schema = r.tables.is_some() && table_source;
     let key = match (&r.key, whole_schema) {
         (Some(k), true) => {
             ctx.src.error(
@@ -617,7 +595,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         connect_timeout: connect_timeout(ctx, &r.connect_timeout, &kind, "source"),
         ..Default::default()
     };
-    if SQL_KINDS.contains(&kind.as_str()) {
+    if table_source {
         out.url = ctx.url(&r.url, &kind, span.clone(), what);
         out.table = ctx.opt_text(&r.table);
         out.query = ctx.opt_text(&r.query);
@@ -661,7 +639,7 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
     } else if kind == "file" {
         out.path = ctx.path(&r.path, span.clone(), what);
         out.format = ctx.format(&r.format, out.path.as_deref(), span.clone(), what);
-        out.types = file_types(ctx, &r.types, out.format, reg);
+        out.types = file_types(ctx, &r.types, out.format);
         ctx.unused(&r.url, "url", &kind, "source");
         ctx.unused(&r.table, "table", &kind, "source");
         ctx.unused(&r.query, "query", &kind, "source");
@@ -739,32 +717,6 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         ctx.unused(&r.table, "table", &kind, "source");
         ctx.unused(&r.query, "query", &kind, "source");
     }
-    foreign_keys(
-        ctx,
-        &kind,
-        "source",
-        &[
-            ("amqp", "queue", r.queue.as_ref().map(|v| v.span())),
-            ("amqp", "prefetch", r.prefetch.as_ref().map(|v| v.span())),
-            ("nats", "stream", r.stream.as_ref().map(|v| v.span())),
-            ("nats", "consumer", r.consumer.as_ref().map(|v| v.span())),
-            ("nats", "subject", r.subject.as_ref().map(|v| v.span())),
-            ("http", "items", r.items.as_ref().map(|v| v.span())),
-            ("http", "next", r.next.as_ref().map(|v| v.span())),
-            (
-                "http",
-                "page_param",
-                r.page_param.as_ref().map(|v| v.span()),
-            ),
-            (
-                "http",
-                "cursor_param",
-                r.cursor_param.as_ref().map(|v| v.span()),
-            ),
-            ("http", "auth", r.auth.as_ref().map(|v| v.span())),
-            ("http", "timeout", r.timeout.as_ref().map(|v| v.span())),
-        ],
-    );
     let keys = [
         ("url", span_of(&r.url)),
         ("table", span_of(&r.table)),
@@ -774,8 +726,20 @@ fn source(ctx: &mut Ctx, s: &S<raw::SourceRaw>, reg: &Registry) -> SourceConfig 
         ("path", span_of(&r.path)),
         ("format", span_of(&r.format)),
         ("types", span_of(&r.types)),
+        ("items", span_of(&r.items)),
+        ("next", span_of(&r.next)),
+        ("page_param", span_of(&r.page_param)),
+        ("cursor_param", span_of(&r.cursor_param)),
+        ("auth", span_of(&r.auth)),
+        ("timeout", span_of(&r.timeout)),
+        ("queue", span_of(&r.queue)),
+        ("prefetch", span_of(&r.prefetch)),
+        ("stream", span_of(&r.stream)),
+        ("consumer", span_of(&r.consumer)),
+        ("subject", span_of(&r.subject)),
     ];
-    refuse_keys_of_other_kinds(ctx, "source", &kind, &keys, source_keys(&kind));
+    let allowed = ctx.reg.source(&kind).map_or(&[][..], |s| s.keys);
+    refuse_keys_of_other_kinds(ctx, "source", &kind, &keys, allowed);
     out.kind = kind;
     out
 }
@@ -786,7 +750,6 @@ fn file_types(
     ctx: &mut Ctx,
     types: &Option<S<toml::Table>>,
     format: Option<FileFormat>,
-    reg: &Registry,
 ) -> Vec<(String, String)> {
     let Some(types) = types else {
         return vec![];
@@ -801,12 +764,12 @@ fn file_types(
     let mut out = Vec::new();
     for (column, declared) in types.get_ref() {
         match declared.as_str() {
-            Some(d) if (reg.column_type)(d) => out.push((column.clone(), d.to_string())),
+            Some(d) if (ctx.reg.column_type)(d) => out.push((column.clone(), d.to_string())),
             _ => ctx.src.error(
                 types.span(),
                 format!(
                     "`types.{column}` = {declared}: give one of {}",
-                    reg.column_types
+                    ctx.reg.column_types
                 ),
             ),
         }
@@ -814,23 +777,82 @@ fn file_types(
     out
 }
 
-/// The keys beyond `type` and `key` that a source of `kind` reads (those
-/// of one kind only are checked where that kind's keys are read).
-fn source_keys(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "postgres" | "mysql" | "sqlite" => &["url", "table", "query", "tables", "where"],
-        "file" => &["path", "format", "types"],
-        _ => &["url"],
+/// The keys of `[target]` a connector reads into its own typed options
+/// (those its declaration lists and ferry's own `[target]` keys do not),
+/// with every `${VAR}` resolved; each problem its check finds is located
+/// at the key. A key no connector declares is an error (the file's keys
+/// are otherwise checked by `raw::TargetRaw`).
+fn target_options(
+    ctx: &mut Ctx,
+    kind: &str,
+    given: &raw::TableKeys,
+    table: Range<usize>,
+) -> toml::Table {
+    let Some(spec) = ctx.reg.target(kind) else {
+        return toml::Table::new();
+    };
+    let mut options = toml::Table::new();
+    let mut spans: BTreeMap<String, Range<usize>> = BTreeMap::new();
+    for (key, value) in given {
+        let name = key.get_ref();
+        spans.insert(name.clone(), key.span());
+        if spec.keys.contains(&name.as_str()) && spec.options.is_some() {
+            if let Some(value) = interpolate_value(ctx, value) {
+                options.insert(name.clone(), value);
+            }
+        } else if !raw::TARGET_KEYS.contains(&name.as_str()) {
+            let takes: Vec<&str> = spec.keys.to_vec();
+            ctx.src.error(
+                key.span(),
+                format!(
+                    "unknown field `{name}`; a `{kind}` target takes {}, beside `type`, `key` and `connect_timeout`",
+                    one_of(&takes)
+                ),
+            );
+        }
     }
+    if let Some(check) = spec.options {
+        for problem in check(&options) {
+            let span = problem
+                .key
+                .as_ref()
+                .and_then(|k| spans.get(k).cloned())
+                .unwrap_or_else(|| table.clone());
+            ctx.src.error(span, problem.message);
+        }
+    }
+    options
 }
 
-/// The keys a target of `kind` reads, as [`source_keys`].
-fn target_keys(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "sqlite" => &["url", "table", "create", "create_table"],
-        "postgres" | "mysql" => &["url", "table", "create"],
-        "file" => &["path", "format"],
-        _ => &["url"],
+/// A TOML value with `${VAR}` resolved in every string in it.
+fn interpolate_value(ctx: &mut Ctx, value: &S<toml::Value>) -> Option<toml::Value> {
+    fn walk(
+        v: &toml::Value,
+        resolve: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<toml::Value, String> {
+        Ok(match v {
+            toml::Value::String(s) => toml::Value::String(resolve(s)?),
+            toml::Value::Array(a) => toml::Value::Array(
+                a.iter()
+                    .map(|v| walk(v, resolve))
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::Table(t) => toml::Value::Table(
+                t.iter()
+                    .map(|(k, v)| Ok((k.clone(), walk(v, resolve)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+    let (env, keep) = (ctx.env, ctx.keep_unset);
+    let mut resolve = |s: &str| interpolate_or_keep(s, |n| env(n), keep).map_err(|e| e.to_string());
+    match walk(value.get_ref(), &mut resolve) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            ctx.src.error(value.span(), e);
+            None
+        }
     }
 }
 
@@ -875,7 +897,7 @@ fn detect(
     source_span: Range<usize>,
 ) -> Detect {
     let Some(d) = d else {
-        if is_queue(&source.kind) {
+        if ctx.reads(&source.kind) == Some(Reads::Queue) {
             return Detect::Outbox;
         }
         return Detect::Diff {
@@ -883,8 +905,9 @@ fn detect(
         };
     };
     let r = d.get_ref();
-    if is_queue(&source.kind) && r.strategy.get_ref() != "outbox" {
-        ctx.src.error(r.strategy.span(), "a queue (`type = \"amqp\"` or `\"nats\"`) is read with `strategy = \"outbox\"`: each message is a change, acknowledged once it is enqueued");
+    let reads = ctx.reads(&source.kind);
+    if reads == Some(Reads::Queue) && r.strategy.get_ref() != "outbox" {
+        ctx.src.error(r.strategy.span(), format!("a queue (`type = \"{}\"`) is read with `strategy = \"outbox\"`: each message is a change, acknowledged once it is enqueued", source.kind));
     }
     #[derive(Clone, Copy)]
     enum K {
@@ -924,7 +947,7 @@ fn detect(
                     String::new()
                 }
             };
-            if matches!(source.kind.as_str(), "file" | "http") {
+            if reads == Some(Reads::Whole) {
                 ctx.src.error(
                     r.strategy.span(),
                     format!("a `{}` source is read whole, with no cursor to resume from; use `strategy = \"diff\"`", source.kind),
@@ -948,17 +971,22 @@ fn detect(
         }
         Some(K::Outbox) => {
             let _ = source_span;
-            match source.kind.as_str() {
-                "amqp" | "nats" => {}
-                "postgres" | "mysql" if source.table.is_some() && source.filter.is_none() => {}
-                "postgres" | "mysql" => ctx.src.error(r.strategy.span(), "`strategy = \"outbox\"` reads an outbox `table` (columns `id`, `op`, `payload`) and deletes what it enqueued: give `table`, without `query` or `where`"),
-                other => ctx.src.error(r.strategy.span(), format!("`strategy = \"outbox\"` reads a queue (`amqp`, `nats`) or an outbox table (`postgres`, `mysql`), not a `{other}` source")),
+            let outbox_table = ctx.reg.source(&source.kind).is_some_and(|s| s.outbox_table);
+            match reads {
+                Some(Reads::Queue) => {}
+                _ if outbox_table && source.table.is_some() && source.filter.is_none() => {}
+                _ if outbox_table => ctx.src.error(r.strategy.span(), "`strategy = \"outbox\"` reads an outbox `table` (columns `id`, `op`, `payload`) and deletes what it enqueued: give `table`, without `query` or `where`"),
+                _ => {
+                    let queues = one_of(&ctx.reg.sources_reading(Reads::Queue));
+                    let tables: Vec<&str> = ctx.reg.connectors.iter().filter(|c| c.source.as_ref().is_some_and(|s| s.outbox_table)).map(|c| c.kind).collect();
+                    ctx.src.error(r.strategy.span(), format!("`strategy = \"outbox\"` reads a queue ({queues}) or an outbox table ({}), not a `{}` source", one_of(&tables), source.kind))
+                }
             }
             ctx.unused(&r.cursor, "cursor", "outbox", "strategy");
             ctx.unused(&r.lag, "lag", "outbox", "strategy");
             Detect::Outbox
         }
-        None if is_queue(&source.kind) => Detect::Outbox,
+        None if reads == Some(Reads::Queue) => Detect::Outbox,
         None => Detect::Diff {
             max_delete_ratio: ratio,
         },
@@ -1088,15 +1116,16 @@ fn batch(ctx: &mut Ctx, b: Option<&S<raw::BatchRaw>>) -> Batch {
 fn target(
     ctx: &mut Ctx,
     t: &S<raw::TargetRaw>,
-    reg: &Registry,
+    given: &raw::TableKeys,
     whole_schema: bool,
 ) -> TargetConfig {
     let span = t.span();
     let r = t.get_ref();
     let what = "[target]";
-    let Some(kind) = ctx.kind(&r.kind, TARGET_KINDS, reg.targets, "target") else {
+    let Some(kind) = ctx.kind(&r.kind, "target") else {
         return TargetConfig::default();
     };
+    let rows = ctx.writes_rows(&kind);
     let mode = r
         .mode
         .as_ref()
@@ -1115,7 +1144,7 @@ fn target(
         .unwrap_or_default();
     // Documents, files and messages record every change; the modes say how
     // a table's rows are written.
-    if let (Some(m), false) = (&r.mode, SQL_KINDS.contains(&kind.as_str())) {
+    if let (Some(m), false) = (&r.mode, rows) {
         ctx.src.error(
             m.span(),
             format!(
@@ -1123,7 +1152,7 @@ fn target(
             ),
         );
     }
-    if let (Some(u), false) = (&r.updated_at, SQL_KINDS.contains(&kind.as_str())) {
+    if let (Some(u), false) = (&r.updated_at, rows) {
         ctx.src.error(
             u.span(),
             format!("`updated_at` applies to SQL targets, not to a `{kind}` target"),
@@ -1135,7 +1164,8 @@ fn target(
         connect_timeout: connect_timeout(ctx, &r.connect_timeout, &kind, "target"),
         ..Default::default()
     };
-    if SQL_KINDS.contains(&kind.as_str()) {
+    let allowed = ctx.reg.target(&kind).map_or(&[][..], |t| t.keys);
+    if rows {
         out.url = ctx.url(&r.url, &kind, span.clone(), what);
         // A whole-schema job keys each target table by its source table's key.
         out.key = match (&r.key, whole_schema) {
@@ -1156,30 +1186,28 @@ fn target(
                 old.span(),
                 "`create_table` is the old name of `create`; give only `create`",
             ),
-            (_, Some(c)) if kind != "sqlite" => ctx.src.error(
+            (_, Some(c)) if !allowed.contains(&"create_table") => ctx.src.error(
                 c.span(),
                 "`create_table` is the old name of `create`, for `sqlite` only; write `create = true`",
             ),
             (Some(c), _) | (None, Some(c)) => out.create = *c.get_ref(),
             (None, None) => {}
         }
-    } else if kind == "file" {
+    } else {
+        // Records: a key, when given, names the objects' key fields.
+        if let Some(k) = &r.key {
+            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
+        }
+        if !ctx.reg.spec(&kind).is_some_and(|s| s.schemes.is_empty()) {
+            out.url = ctx.url(&r.url, &kind, span.clone(), what);
+        }
+    }
+    if kind == "file" {
         out.path = ctx.path(&r.path, span.clone(), what);
         out.format = ctx.format(&r.format, None, span.clone(), what);
-        if let Some(k) = &r.key {
-            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
-        }
     } else if kind == "http" {
-        out.url = ctx.url(&r.url, &kind, span.clone(), what);
-        if let Some(k) = &r.key {
-            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
-        }
         out.http = Some(http_target(ctx, r));
     } else if kind == "amqp" {
-        out.url = ctx.url(&r.url, &kind, span.clone(), what);
-        if let Some(k) = &r.key {
-            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
-        }
         out.amqp = Some(AmqpTarget {
             exchange: ctx.opt_text(&r.exchange).unwrap_or_default(),
             routing_key: ctx
@@ -1188,10 +1216,6 @@ fn target(
         });
     }
     if kind == "nats" {
-        out.url = ctx.url(&r.url, &kind, span.clone(), what);
-        if let Some(k) = &r.key {
-            out.key = ctx.columns(&Some(k.clone()), span.clone(), what);
-        }
         match &r.subject {
             Some(subject) => out.subject = ctx.text(subject),
             None => ctx.src.error(
@@ -1201,26 +1225,6 @@ fn target(
         }
         out.stream = ctx.opt_text(&r.stream);
     }
-    foreign_keys(
-        ctx,
-        &kind,
-        "target",
-        &[
-            ("http", "method", r.method.as_ref().map(|v| v.span())),
-            ("http", "batch", r.batch.as_ref().map(|v| v.span())),
-            ("http", "results", r.results.as_ref().map(|v| v.span())),
-            ("http", "auth", r.auth.as_ref().map(|v| v.span())),
-            ("http", "timeout", r.timeout.as_ref().map(|v| v.span())),
-            ("amqp", "exchange", r.exchange.as_ref().map(|v| v.span())),
-            (
-                "amqp",
-                "routing_key",
-                r.routing_key.as_ref().map(|v| v.span()),
-            ),
-            ("nats", "subject", r.subject.as_ref().map(|v| v.span())),
-            ("nats", "stream", r.stream.as_ref().map(|v| v.span())),
-        ],
-    );
     let keys = [
         ("url", span_of(&r.url)),
         ("table", span_of(&r.table)),
@@ -1228,33 +1232,20 @@ fn target(
         ("create_table", span_of(&r.create_table)),
         ("path", span_of(&r.path)),
         ("format", span_of(&r.format)),
+        ("method", span_of(&r.method)),
+        ("batch", span_of(&r.batch)),
+        ("results", span_of(&r.results)),
+        ("auth", span_of(&r.auth)),
+        ("timeout", span_of(&r.timeout)),
+        ("exchange", span_of(&r.exchange)),
+        ("routing_key", span_of(&r.routing_key)),
+        ("subject", span_of(&r.subject)),
+        ("stream", span_of(&r.stream)),
     ];
-    refuse_keys_of_other_kinds(ctx, "target", &kind, &keys, target_keys(&kind));
+    refuse_keys_of_other_kinds(ctx, "target", &kind, &keys, allowed);
+    out.options = target_options(ctx, &kind, given, span.clone());
     out.kind = kind;
     out
-}
-
-/// A broker queue: read with the outbox strategy, a message at a time.
-fn is_queue(kind: &str) -> bool {
-    matches!(kind, "amqp" | "nats")
-}
-
-/// Errors for the keys given that belong to another connector type:
-/// (the type a key belongs to, the key, where it is).
-fn foreign_keys(
-    ctx: &mut Ctx,
-    kind: &str,
-    what: &str,
-    keys: &[(&str, &str, Option<Range<usize>>)],
-) {
-    for (owner, key, span) in keys {
-        if let (true, Some(span)) = (*owner != kind, span) {
-            ctx.src.error(
-                span.clone(),
-                format!("`{key}` does not apply to a {what} of type `{kind}`"),
-            );
-        }
-    }
 }
 
 /// `method`, `batch`, `results`, `auth`, `timeout` of an HTTP target.

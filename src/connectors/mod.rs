@@ -369,19 +369,18 @@ impl WriteRules {
     }
 }
 
-/// Source types this build can run.
-pub const SOURCES: &[&str] = &[
-    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
-];
-/// Target types this build can run.
-pub const TARGETS: &[&str] = &[
-    "postgres", "mysql", "sqlite", "file", "http", "amqp", "nats",
-];
-
-/// What this build's connectors accept, for the configuration's checks.
+/// Every connector of this build: adding one is its folder and a line here
+/// (and one in [`source`] or [`target`]).
 pub const REGISTRY: crate::config::Registry<'static> = crate::config::Registry {
-    sources: SOURCES,
-    targets: TARGETS,
+    connectors: &[
+        &postgres::SPEC,
+        &mysql::SPEC,
+        &sqlite::SPEC,
+        &file::SPEC,
+        &http::SPEC,
+        &amqp::SPEC,
+        &nats::SPEC,
+    ],
     column_type: |declared| file::column_type(declared).is_some(),
     column_types: file::COLUMN_TYPES,
 };

@@ -9,6 +9,24 @@ mod target;
 pub use source::AmqpSource;
 pub use target::AmqpTarget;
 
+use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+
+/// What `type = "amqp"` is, for the configuration's checks.
+pub const SPEC: Spec = Spec {
+    kind: "amqp",
+    schemes: &["amqp", "amqps"],
+    source: Some(SourceSpec {
+        reads: Reads::Queue,
+        outbox_table: false,
+        keys: &["url", "queue", "prefetch"],
+    }),
+    target: Some(TargetSpec {
+        writes: Writes::Records,
+        keys: &["url", "exchange", "routing_key"],
+        options: None,
+    }),
+};
+
 use super::ConnectorError;
 
 /// A lapin failure: a missing exchange or queue (`NOT_FOUND`) is a missing

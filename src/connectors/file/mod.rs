@@ -8,3 +8,21 @@ mod types;
 pub use source::FileSource;
 pub use target::FileTarget;
 pub use types::{column_type, COLUMN_TYPES};
+
+use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+
+/// What `type = "file"` is, for the configuration's checks.
+pub const SPEC: Spec = Spec {
+    kind: "file",
+    schemes: &[],
+    source: Some(SourceSpec {
+        reads: Reads::Whole,
+        outbox_table: false,
+        keys: &["path", "format", "types"],
+    }),
+    target: Some(TargetSpec {
+        writes: Writes::Records,
+        keys: &["path", "format"],
+        options: None,
+    }),
+};

@@ -8,6 +8,32 @@ mod target;
 pub use source::HttpSource;
 pub use target::HttpTarget;
 
+use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+
+/// What `type = "http"` is, for the configuration's checks.
+pub const SPEC: Spec = Spec {
+    kind: "http",
+    schemes: &["http", "https"],
+    source: Some(SourceSpec {
+        reads: Reads::Whole,
+        outbox_table: false,
+        keys: &[
+            "url",
+            "items",
+            "next",
+            "page_param",
+            "cursor_param",
+            "auth",
+            "timeout",
+        ],
+    }),
+    target: Some(TargetSpec {
+        writes: Writes::Records,
+        keys: &["url", "method", "batch", "results", "auth", "timeout"],
+        options: None,
+    }),
+};
+
 use std::time::Duration;
 
 use crate::config::HttpAuth;

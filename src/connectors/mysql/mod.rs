@@ -10,6 +10,24 @@ mod target;
 pub use source::MysqlSource;
 pub use target::MysqlTarget;
 
+use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+
+/// What `type = "mysql"` is, for the configuration's checks.
+pub const SPEC: Spec = Spec {
+    kind: "mysql",
+    schemes: &["mysql", "mariadb"],
+    source: Some(SourceSpec {
+        reads: Reads::Table,
+        outbox_table: true,
+        keys: &["url", "table", "query", "tables", "where"],
+    }),
+    target: Some(TargetSpec {
+        writes: Writes::Table,
+        keys: &["url", "table", "mode", "updated_at", "create"],
+        options: None,
+    }),
+};
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -9,6 +9,24 @@ mod target;
 pub use source::NatsSource;
 pub use target::NatsTarget;
 
+use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+
+/// What `type = "nats"` is, for the configuration's checks.
+pub const SPEC: Spec = Spec {
+    kind: "nats",
+    schemes: &["nats", "tls"],
+    source: Some(SourceSpec {
+        reads: Reads::Queue,
+        outbox_table: false,
+        keys: &["url", "stream", "consumer", "subject"],
+    }),
+    target: Some(TargetSpec {
+        writes: Writes::Records,
+        keys: &["url", "subject", "stream"],
+        options: None,
+    }),
+};
+
 use super::ConnectorError;
 
 fn system(url: &str) -> String {

@@ -8,6 +8,24 @@ mod target;
 pub use source::PostgresSource;
 pub use target::PostgresTarget;
 
+use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+
+/// What `type = "postgres"` is, for the configuration's checks.
+pub const SPEC: Spec = Spec {
+    kind: "postgres",
+    schemes: &["postgres", "postgresql"],
+    source: Some(SourceSpec {
+        reads: Reads::Table,
+        outbox_table: true,
+        keys: &["url", "table", "query", "tables", "where"],
+    }),
+    target: Some(TargetSpec {
+        writes: Writes::Table,
+        keys: &["url", "table", "mode", "updated_at", "create"],
+        options: None,
+    }),
+};
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -7,6 +7,31 @@ mod target;
 pub use source::SqliteSource;
 pub use target::SqliteTarget;
 
+use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+
+/// What `type = "sqlite"` is, for the configuration's checks.
+pub const SPEC: Spec = Spec {
+    kind: "sqlite",
+    schemes: &["sqlite"],
+    source: Some(SourceSpec {
+        reads: Reads::Table,
+        outbox_table: false,
+        keys: &["url", "table", "query", "tables", "where"],
+    }),
+    target: Some(TargetSpec {
+        writes: Writes::Table,
+        keys: &[
+            "url",
+            "table",
+            "mode",
+            "updated_at",
+            "create",
+            "create_table",
+        ],
+        options: None,
+    }),
+};
+
 use std::str::FromStr;
 use std::time::Duration;
 
