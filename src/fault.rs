@@ -3,7 +3,8 @@
 //!
 //! `FERRY_FAULT=pause-<point>` blocks the process at `<point>` (the test then
 //! SIGKILLs it); `FERRY_FAULT=stop-<point>` makes it SIGSTOP itself there (the
-//! test SIGCONTs it later). Points: `detecting` (the job lease just taken), `after-enqueue`, `before-write`, `before-ack`
+//! test SIGCONTs it later). Points: `detecting` (the job lease just taken), `after-enqueue`, `before-write`,
+//! `after-write` (the target holds a batch its task has not settled), `before-ack`
 //! (outbox: changes enqueued, messages not yet acknowledged).
 use std::time::Duration;
 

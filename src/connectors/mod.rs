@@ -12,6 +12,7 @@ pub mod http;
 pub mod mysql;
 pub mod nats;
 pub mod postgres;
+pub mod redis;
 pub mod sql;
 pub mod sqlite;
 
@@ -380,6 +381,7 @@ pub const REGISTRY: crate::config::Registry<'static> = crate::config::Registry {
         &http::SPEC,
         &amqp::SPEC,
         &nats::SPEC,
+        &redis::SPEC,
     ],
     column_type: |declared| file::column_type(declared).is_some(),
     column_types: file::COLUMN_TYPES,
@@ -417,6 +419,7 @@ pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
         "http" => Ok(Box::new(http::HttpTarget::new(job)?)),
         "amqp" => Ok(Box::new(amqp::AmqpTarget::new(job)?)),
         "nats" => Ok(Box::new(nats::NatsTarget::new(job))),
+        "redis" => Ok(Box::new(redis::RedisTarget::new(job)?)),
         "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
         other => Err(ConnectorError::unsupported(other)),
     }

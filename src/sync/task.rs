@@ -181,6 +181,8 @@ pub(super) async fn sync_task(
         (write.await, ledger)
     };
     crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
+    // The target holds the batch; the queue does not know yet.
+    crate::fault::point("after-write");
     let error = error.map(|e| e.map_detail(|d| job.locate_in_message(d)));
 
     let mut settlement = Settlement::default();
