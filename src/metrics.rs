@@ -277,19 +277,14 @@ pub fn items_superseded(job: &str, n: u64) {
     counter!("ferry_items_superseded_total", "sync_job" => job.to_string()).increment(n);
 }
 
-/// The queue of a job as the state store has it now.
-pub fn queue(job: &str, counts: &crate::state::QueueCounts) {
-    for (state, n) in [
-        ("pending", counts.pending),
-        ("running", counts.running),
-        ("failed", counts.failed),
-        ("dead", counts.dead),
-    ] {
+/// The queue of a job as the state store has it now: tasks by state
+/// (`pending`, `running`, `failed`, `dead`) and the oldest pending one's
+/// due time (unix ms).
+pub fn queue(job: &str, tasks: [(&'static str, i64); 4], oldest_pending_ms: Option<i64>) {
+    for (state, n) in tasks {
         gauge!("ferry_queue_tasks", "sync_job" => job.to_string(), "state" => state).set(n as f64);
     }
-    let oldest = counts
-        .oldest_pending_ms
-        .map_or(0.0, |ms| ms as f64 / 1000.0);
+    let oldest = oldest_pending_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
     gauge!("ferry_queue_oldest_pending_timestamp_seconds", "sync_job" => job.to_string())
         .set(oldest);
 }

@@ -312,7 +312,7 @@ async fn run_job_in_span(job: &Job, store: &Store, owner: &str, opts: RunOptions
     if !opts.detect.dry_run {
         crate::metrics::job_running(&job.name, false);
         if run.run_id.is_some() {
-            crate::metrics::queue(&job.name, &run.left);
+            crate::metrics::queue(&job.name, run.left.by_state(), run.left.oldest_pending_ms);
         }
         crate::metrics::run_finished(
             &job.name,

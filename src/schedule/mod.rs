@@ -376,7 +376,7 @@ impl Daemon {
                 crate::metrics::last_success(job, ms);
             }
             if let Ok(counts) = self.store.queue_counts(job).await {
-                crate::metrics::queue(job, &counts);
+                crate::metrics::queue(job, counts.by_state(), counts.oldest_pending_ms);
             }
         }
     }

@@ -23,6 +23,16 @@ pub struct QueueCounts {
 }
 
 impl QueueCounts {
+    /// Tasks by state, as the `ferry_queue_tasks` gauge labels them.
+    pub fn by_state(&self) -> [(&'static str, i64); 4] {
+        [
+            ("pending", self.pending),
+            ("running", self.running),
+            ("failed", self.failed),
+            ("dead", self.dead),
+        ]
+    }
+
     /// Tasks not yet delivered (pending, running or awaiting retry).
     pub fn open(&self) -> i64 {
         self.pending + self.running + self.failed
