@@ -27,6 +27,12 @@ fn unquote(quoted: &str) -> String {
         .map_or_else(|| quoted.to_string(), |q| q.replace("\"\"", "\""))
 }
 
+/// The `[source]` keys of a SQL source, beyond `type`, `key` and
+/// `connect_timeout`.
+pub const SOURCE_KEYS: &[&str] = &["url", "table", "query", "tables", "where"];
+/// The `[target]` keys of a SQL target, beside those.
+pub const TARGET_KEYS: &[&str] = &["url", "table", "mode", "updated_at", "create"];
+
 /// `CREATE TABLE IF NOT EXISTS` with `columns`, each typed by `type_of`
 /// (the target dialect's type map), and `key` as the primary key.
 pub fn create_table(

@@ -17,11 +17,11 @@ pub const SPEC: Spec = Spec {
     source: Some(SourceSpec {
         reads: Reads::Table,
         outbox_table: true,
-        keys: &["url", "table", "query", "tables", "where"],
+        keys: super::sql::SOURCE_KEYS,
     }),
     target: Some(TargetSpec {
         writes: Writes::Table,
-        keys: &["url", "table", "mode", "updated_at", "create"],
+        keys: super::sql::TARGET_KEYS,
         options: None,
     }),
 };

@@ -16,7 +16,7 @@ pub const SPEC: Spec = Spec {
     source: Some(SourceSpec {
         reads: Reads::Table,
         outbox_table: false,
-        keys: &["url", "table", "query", "tables", "where"],
+        keys: super::sql::SOURCE_KEYS,
     }),
     target: Some(TargetSpec {
         writes: Writes::Table,
