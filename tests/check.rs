@@ -352,6 +352,8 @@ fn every_connector_key_a_kind_does_not_use_is_refused() {
         ("routing_key", "\"r\""),
         ("subject", "\"x\""),
         ("stream", "\"s\""),
+        ("maxlen", "10"),
+        ("dedupe_window", "\"1h\""),
         ("connect_timeout", "\"5s\""),
     ];
     let targets: &[(&str, &str, &[&str])] = &[
@@ -404,6 +406,17 @@ fn every_connector_key_a_kind_does_not_use_is_refused() {
             "nats",
             "url = \"nats://h\"\nsubject = \"x\"",
             &["url", "subject", "stream", "connect_timeout"],
+        ),
+        (
+            "redis",
+            "url = \"redis://h\"\nstream = \"x\"",
+            &[
+                "url",
+                "stream",
+                "maxlen",
+                "dedupe_window",
+                "connect_timeout",
+            ],
         ),
     ];
     let mut silently_accepted = Vec::new();

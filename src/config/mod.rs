@@ -325,24 +325,8 @@ pub struct TargetConfig {
     pub format: Option<FileFormat>,
     /// `type = "http"`: how items are sent.
     pub http: Option<HttpTarget>,
-    /// `type = "amqp"`: where items are published.
-    pub amqp: Option<AmqpTarget>,
-    /// `type = "nats"`: the subject items are published on (may use `{job}`, `{op}`).
-    pub subject: Option<String>,
-    /// `type = "nats"`: the JetStream stream that must store them (checked
-    /// at the first write; each message expects it).
-    pub stream: Option<String>,
     /// How long connecting may take before the system counts as unreachable.
     pub connect_timeout: Duration,
-}
-
-/// A RabbitMQ exchange as target.
-#[derive(Debug, Clone)]
-pub struct AmqpTarget {
-    /// `""`: the default exchange (the routing key names the queue).
-    pub exchange: String,
-    /// May use `{job}` and `{op}`.
-    pub routing_key: String,
 }
 
 /// A paginated JSON API as source.

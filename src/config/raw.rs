@@ -186,10 +186,6 @@ pub const TARGET_KEYS: &[&str] = &[
     "results",
     "auth",
     "timeout",
-    "exchange",
-    "routing_key",
-    "subject",
-    "stream",
     "connect_timeout",
 ];
 
@@ -227,10 +223,6 @@ pub struct TargetRaw {
     pub results: Option<S<String>>,
     pub auth: Option<S<toml::Table>>,
     pub timeout: Option<S<String>>,
-    pub exchange: Option<S<String>>,
-    pub routing_key: Option<S<String>>,
-    pub subject: Option<S<String>>,
-    pub stream: Option<S<String>>,
     pub connect_timeout: Option<S<String>>,
 }
 

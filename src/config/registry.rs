@@ -79,6 +79,22 @@ impl OptionProblem {
     }
 }
 
+/// A connector's typed options (`#[serde(deny_unknown_fields)]`) from its
+/// keys; the problem names the key at fault when the error does.
+pub fn parse_options<T: serde::de::DeserializeOwned>(
+    options: &toml::Table,
+) -> Result<T, OptionProblem> {
+    let given: Vec<&str> = options.keys().map(String::as_str).collect();
+    T::deserialize(toml::Value::Table(options.clone()))
+        .map_err(|e| OptionProblem::from_serde(&e, &given))
+}
+
+/// [`TargetSpec::options`] for options that need no check beyond their
+/// types.
+pub fn check_options<T: serde::de::DeserializeOwned>(options: &toml::Table) -> Vec<OptionProblem> {
+    parse_options::<T>(options).err().into_iter().collect()
+}
+
 /// A connector's own `[target]` keys, as the file gives them, with every
 /// `${VAR}` resolved: its constructor reads them into its typed options.
 pub type TargetOptions = toml::Table;

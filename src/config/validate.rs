@@ -800,7 +800,18 @@ fn target_options(
             if let Some(value) = interpolate_value(ctx, value) {
                 options.insert(name.clone(), value);
             }
-        } else if !raw::TARGET_KEYS.contains(&name.as_str()) {
+        } else if spec.keys.contains(&name.as_str()) || raw::TARGET_KEYS.contains(&name.as_str()) {
+            // Read by ferry ([`target`] refuses those the kind does not use).
+        } else if ctx.reg.connectors.iter().any(|c| {
+            c.target
+                .as_ref()
+                .is_some_and(|t| t.keys.contains(&name.as_str()))
+        }) {
+            ctx.src.error(
+                key.span(),
+                format!("`{name}` does not apply to a target of type `{kind}`"),
+            );
+        } else {
             let takes: Vec<&str> = spec.keys.to_vec();
             ctx.src.error(
                 key.span(),
@@ -1207,23 +1218,6 @@ fn target(
         out.format = ctx.format(&r.format, None, span.clone(), what);
     } else if kind == "http" {
         out.http = Some(http_target(ctx, r));
-    } else if kind == "amqp" {
-        out.amqp = Some(AmqpTarget {
-            exchange: ctx.opt_text(&r.exchange).unwrap_or_default(),
-            routing_key: ctx
-                .opt_text(&r.routing_key)
-                .unwrap_or_else(|| "{job}".to_string()),
-        });
-    }
-    if kind == "nats" {
-        match &r.subject {
-            Some(subject) => out.subject = ctx.text(subject),
-            None => ctx.src.error(
-                span.clone(),
-                "[target] of type `nats` needs `subject` (may use `{job}` and `{op}`)",
-            ),
-        }
-        out.stream = ctx.opt_text(&r.stream);
     }
     let keys = [
         ("url", span_of(&r.url)),
@@ -1237,10 +1231,6 @@ fn target(
         ("results", span_of(&r.results)),
         ("auth", span_of(&r.auth)),
         ("timeout", span_of(&r.timeout)),
-        ("exchange", span_of(&r.exchange)),
-        ("routing_key", span_of(&r.routing_key)),
-        ("subject", span_of(&r.subject)),
-        ("stream", span_of(&r.stream)),
     ];
     refuse_keys_of_other_kinds(ctx, "target", &kind, &keys, allowed);
     out.options = target_options(ctx, &kind, given, span.clone());

@@ -418,7 +418,7 @@ pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
         "file" => Ok(Box::new(file::FileTarget::new(job))),
         "http" => Ok(Box::new(http::HttpTarget::new(job)?)),
         "amqp" => Ok(Box::new(amqp::AmqpTarget::new(job)?)),
-        "nats" => Ok(Box::new(nats::NatsTarget::new(job))),
+        "nats" => Ok(Box::new(nats::NatsTarget::new(job)?)),
         "redis" => Ok(Box::new(redis::RedisTarget::new(job)?)),
         "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
         other => Err(ConnectorError::unsupported(other)),

@@ -9,7 +9,7 @@ mod target;
 pub use source::AmqpSource;
 pub use target::AmqpTarget;
 
-use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{check_options, Reads, SourceSpec, Spec, TargetSpec, Writes};
 
 /// What `type = "amqp"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -23,7 +23,7 @@ pub const SPEC: Spec = Spec {
     target: Some(TargetSpec {
         writes: Writes::Records,
         keys: &["url", "exchange", "routing_key"],
-        options: None,
+        options: Some(check_options::<target::AmqpOptions>),
     }),
 };
 

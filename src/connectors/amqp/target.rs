@@ -4,6 +4,7 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
+use crate::config::registry::parse_options;
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target, WriteBatch, Written};
 use crate::model::{key_text, Envelope, Item, Op, Record};
@@ -21,13 +22,33 @@ pub struct AmqpTarget {
     channel: tokio::sync::Mutex<Option<(Connection, Channel)>>,
 }
 
+/// `[target] type = "amqp"`: its own keys.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpOptions {
+    /// Checked and kept by ferry as the target's `url`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    url: Option<String>,
+    /// `""` (the default): the default exchange, where the routing key
+    /// names the queue.
+    #[serde(default)]
+    exchange: String,
+    /// May use `{job}` and `{op}` (default `{job}`).
+    #[serde(default = "default_routing_key")]
+    routing_key: String,
+}
+
+fn default_routing_key() -> String {
+    "{job}".to_string()
+}
+
 impl AmqpTarget {
     pub fn new(job: &Job) -> Result<AmqpTarget, ConnectorError> {
         let url = job.target.url.clone().unwrap_or_default();
         let system = format!("amqp {}", crate::redact::url(&url));
-        let amqp = job.target.amqp.clone().ok_or_else(|| {
-            ConnectorError::failed(&system, "config", "an amqp target needs its settings")
-        })?;
+        let amqp: AmqpOptions = parse_options(&job.target.options)
+            .map_err(|p| ConnectorError::failed(&system, "options", p.message))?;
         Ok(AmqpTarget {
             url,
             exchange: amqp.exchange,

@@ -9,7 +9,7 @@ mod target;
 pub use source::NatsSource;
 pub use target::NatsTarget;
 
-use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{check_options, Reads, SourceSpec, Spec, TargetSpec, Writes};
 
 /// What `type = "nats"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -23,7 +23,7 @@ pub const SPEC: Spec = Spec {
     target: Some(TargetSpec {
         writes: Writes::Records,
         keys: &["url", "subject", "stream"],
-        options: None,
+        options: Some(check_options::<target::NatsOptions>),
     }),
 };
 

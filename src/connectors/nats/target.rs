@@ -1,9 +1,25 @@
 use async_trait::async_trait;
 
 use super::{connect_error, system, unreachable};
+use crate::config::registry::parse_options;
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target, WriteBatch, Written};
 use crate::model::{key_text, Envelope, Op};
+
+/// `[target] type = "nats"`: its own keys.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsOptions {
+    /// Checked and kept by ferry as the target's `url`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    url: Option<String>,
+    /// The subject items are published on; may use `{job}` and `{op}`.
+    subject: String,
+    /// The JetStream stream that must store them (checked at the first
+    /// write; each message expects it).
+    stream: Option<String>,
+}
 
 pub struct NatsTarget {
     url: String,
@@ -19,18 +35,21 @@ pub struct NatsTarget {
 }
 
 impl NatsTarget {
-    pub fn new(job: &Job) -> NatsTarget {
+    pub fn new(job: &Job) -> Result<NatsTarget, ConnectorError> {
         let url = job.target.url.clone().unwrap_or_default();
-        NatsTarget {
-            system: system(&url),
+        let system = system(&url);
+        let options: NatsOptions = parse_options(&job.target.options)
+            .map_err(|p| ConnectorError::failed(&system, "options", p.message))?;
+        Ok(NatsTarget {
+            system,
             url,
-            subject: job.target.subject.clone().unwrap_or_default(),
+            subject: options.subject,
             job: job.name.clone(),
             children: job.children.keys().cloned().collect(),
             ignore_deletes: job.rules.deletes == crate::config::Deletes::Ignore,
-            stream: job.target.stream.clone(),
+            stream: options.stream,
             jetstream: tokio::sync::OnceCell::new(),
-        }
+        })
     }
 
     /// `[target] stream`: it must exist and take every subject this job

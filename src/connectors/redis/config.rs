@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::registry::OptionProblem;
+use crate::config::registry::{parse_options, OptionProblem};
 
 /// The `[target]` keys a Redis target reads (`url` is read by ferry).
 pub const KEYS: &[&str] = &["url", "stream", "maxlen", "dedupe_window"];
@@ -26,9 +26,7 @@ pub struct RedisOptions {
 
 impl RedisOptions {
     pub fn parse(options: &toml::Table) -> Result<RedisOptions, OptionProblem> {
-        let given: Vec<&str> = options.keys().map(String::as_str).collect();
-        let parsed = RedisOptions::deserialize(toml::Value::Table(options.clone()))
-            .map_err(|e| OptionProblem::from_serde(&e, &given))?;
+        let parsed: RedisOptions = parse_options(options)?;
         if parsed.stream.trim().is_empty() {
             return Err(OptionProblem {
                 key: Some("stream".into()),
