@@ -1,317 +1,7 @@
-//! Helpers shared by the SQL connectors: identifier quoting and error classification.
-use std::collections::HashMap;
-
-use super::{
-    ChildTable, Column, ColumnType, ConnectorError, Images, Shape, WriteBatch, WriteRules, Written,
-};
-use crate::config::{Deletes, Mode, Owner};
-use crate::model::Record;
-
-/// `"a"."b"` from `a.b`: every identifier from config is quoted, never spliced raw.
-pub fn quote_qualified(name: &str) -> String {
-    name.split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The name [`quote_ident`] quoted.
-fn unquote(quoted: &str) -> String {
-    quoted
-        .strip_prefix('"')
-        .and_then(|q| q.strip_suffix('"'))
-        .map_or_else(|| quoted.to_string(), |q| q.replace("\"\"", "\""))
-}
-
-/// The `[source]` keys of a SQL source, beyond `type`, `key` and
-/// `connect_timeout`.
-pub const SOURCE_KEYS: &[&str] = &["url", "table", "query", "tables", "where"];
-/// The `[target]` keys of a SQL target, beside those.
-pub const TARGET_KEYS: &[&str] = &["url", "table", "mode", "updated_at", "create"];
-
-/// `CREATE TABLE IF NOT EXISTS` with `columns`, each typed by `type_of`
-/// (the target dialect's type map), and `key` as the primary key.
-pub fn create_table(
-    table: &str,
-    columns: &[Column],
-    key: &[String],
-    type_of: impl Fn(&Column) -> String,
-) -> String {
-    let defs: Vec<String> = columns
-        .iter()
-        .map(|c| {
-            let not_null = if key.contains(&c.name) {
-                " NOT NULL"
-            } else {
-                ""
-            };
-            format!("{} {}{not_null}", quote_ident(&c.name), type_of(c)).replace("  ", " ")
-        })
-        .collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
-        quote_qualified(table),
-        defs.join(", "),
-        quoted_list(key)
-    )
-}
-
-/// The `SELECT` that yields a SQL source's rows, and its name for messages:
-/// the columns the job reads ([`SourceConfig::columns`], all when unset).
-pub fn relation(cfg: &crate::config::SourceConfig) -> (String, String) {
-    let projection = cfg
-        .columns
-        .as_ref()
-        .map_or_else(|| "*".to_string(), |columns| quoted_list(columns));
-    match (&cfg.table, &cfg.query) {
-        (Some(t), _) => {
-            let filter = cfg
-                .filter
-                .as_ref()
-                .map(|w| format!(" WHERE {w}"))
-                .unwrap_or_default();
-            (
-                format!("SELECT {projection} FROM {}{filter}", quote_qualified(t)),
-                format!("table {t}"),
-            )
-        }
-        (None, Some(q)) if cfg.columns.is_some() => (
-            format!(
-                "SELECT {projection} FROM ({}) AS ferry_q",
-                q.trim().trim_end_matches(';')
-            ),
-            "query".to_string(),
-        ),
-        (None, Some(q)) => (
-            q.trim().trim_end_matches(';').to_string(),
-            "query".to_string(),
-        ),
-        // Config validation requires `table` or `query` on SQL sources.
-        (None, None) => (String::new(), "query".to_string()),
-    }
-}
-
-/// An outbox table (`id`, `op`, `payload`) read by one run: rows in id
-/// order after the last one received, deleted up to an acknowledged id (a
-/// step that is safe to repeat).
-pub struct OutboxTable {
-    /// Quoted; None when the source is a query (validation requires a table).
-    table: Option<String>,
-    system: String,
-    object: String,
-    /// The SQL type rows are read as text in, and the dialect's placeholders.
-    text_type: &'static str,
-    params: [&'static str; 2],
-    after: std::sync::Mutex<i64>,
-}
-
-impl OutboxTable {
-    pub fn new(cfg: &crate::config::SourceConfig, system: &str, object: &str, mysql: bool) -> Self {
-        OutboxTable {
-            table: cfg.table.as_deref().map(quote_qualified),
-            system: system.to_string(),
-            object: object.to_string(),
-            text_type: if mysql { "CHAR" } else { "TEXT" },
-            params: if mysql { ["?", "?"] } else { ["$1", "$2"] },
-            after: std::sync::Mutex::new(i64::MIN),
-        }
-    }
-
-    fn table(&self) -> Result<&str, ConnectorError> {
-        self.table.as_deref().ok_or_else(|| {
-            ConnectorError::failed(
-                &self.system,
-                &self.object,
-                "an outbox is read from a `table`",
-            )
-        })
-    }
-
-    fn err(&self, e: sqlx::Error) -> ConnectorError {
-        classify(e, &self.system, &self.object)
-    }
-
-    /// Up to `max` rows after the last one received, as messages `{"op", "data"}`.
-    pub async fn receive<DB>(
-        &self,
-        pool: &sqlx::Pool<DB>,
-        max: usize,
-    ) -> Result<Vec<super::Received>, ConnectorError>
-    where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'r> (i64, Option<String>, Option<String>): sqlx::FromRow<'r, DB::Row>,
-    {
-        let [after_param, limit_param] = self.params;
-        let sql = format!(
-            "SELECT CAST(id AS {int}), CAST(op AS {text}), CAST(payload AS {text}) FROM {} WHERE id > {after_param} ORDER BY id LIMIT {limit_param}",
-            self.table()?,
-            int = if self.text_type == "CHAR" { "SIGNED" } else { "BIGINT" },
-            text = self.text_type,
-        );
-        let after = *self.after.lock().unwrap_or_else(|p| p.into_inner());
-        let rows: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as::<DB, _>(&sql)
-            .bind(after)
-            .bind(max as i64)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        if let Some((last, _, _)) = rows.last() {
-            *self.after.lock().unwrap_or_else(|p| p.into_inner()) = *last;
-        }
-        Ok(rows
-            .into_iter()
-            .map(|(id, op, payload)| super::Received {
-                body: outbox_message(op.as_deref(), payload.as_deref()),
-                ack: id as u64,
-            })
-            .collect())
-    }
-
-    /// Deletes the rows up to `ack`.
-    pub async fn acknowledge<DB>(
-        &self,
-        pool: &sqlx::Pool<DB>,
-        ack: u64,
-    ) -> Result<(), ConnectorError>
-    where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    {
-        let sql = format!(
-            "DELETE FROM {} WHERE id <= {}",
-            self.table()?,
-            self.params[0]
-        );
-        sqlx::query::<DB>(&sql)
-            .bind(ack as i64)
-            .execute(pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-}
-
-/// An outbox row as the message the outbox strategy reads: `{"op", "data"}`
-/// (`op` NULL is an upsert). A payload that is not JSON makes the message
-/// unreadable, and so dead with its text.
-fn outbox_message(op: Option<&str>, payload: Option<&str>) -> Vec<u8> {
-    let op = serde_json::Value::String(op.unwrap_or("upsert").to_string());
-    format!(r#"{{"op":{op},"data":{}}}"#, payload.unwrap_or("null")).into_bytes()
-}
-
-/// Objects a server rendered as JSON text, one per row (`row_to_json`,
-/// `JSON_OBJECT`).
-pub fn records_of_json(
-    rows: &[String],
-    system: &str,
-    object: &str,
-) -> Result<Vec<Record>, ConnectorError> {
-    rows.iter()
-        .map(|json| {
-            serde_json::from_str(json).map_err(|e| ConnectorError::failed(system, object, e))
-        })
-        .collect()
-}
-
-/// Maps a sqlx error to what the engine needs to decide: retry later (unreachable,
-/// transient), a missing object, data the target refused, or another failure.
-pub fn classify(err: sqlx::Error, system: &str, object: &str) -> ConnectorError {
-    let (system, object) = (system.to_string(), object.to_string());
-    let db = match &err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => {
-            return ConnectorError::Unreachable {
-                system,
-                detail: first_line(&err.to_string()),
-            };
-        }
-        sqlx::Error::Database(db) => db,
-        _ => {
-            return ConnectorError::Failed {
-                system,
-                object,
-                detail: first_line(&err.to_string()),
-            }
-        }
-    };
-    let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-    // `ferry_t` is ferry's alias of the target table in its statements:
-    // the user knows the column, not the alias.
-    let detail = first_line(db.message()).replace("ferry_t.", "");
-    if crate::sql_error::refuses_access(db.as_ref()) {
-        return ConnectorError::Refused { system, detail };
-    }
-    // SQLite's extended result codes keep the primary code in the low byte.
-    let sqlite = code.parse::<i32>().ok().map(|c| c & 0xff);
-    // Connection failures, shutdowns, too many connections: the system
-    // cannot be used now; nothing was written.
-    if code.starts_with("08") || code.starts_with("57P") || code == "53300" || sqlite == Some(14) {
-        ConnectorError::Unreachable { system, detail }
-    } else if matches!(code.as_str(), "40001" | "40P01" | "55P03" | "57014")
-        || matches!(sqlite, Some(5 | 6))
-    {
-        ConnectorError::Transient {
-            system,
-            object,
-            detail,
-        }
-    } else if code == "42P01"
-        || code == "3F000"
-        || code == "42S02"
-        || detail.starts_with("no such table")
-    {
-        ConnectorError::MissingObject {
-            system,
-            object,
-            detail,
-        }
-    } else if code.starts_with("22")
-        || code.starts_with("23")
-        || code == "42804"
-        || matches!(sqlite, Some(19 | 20))
-    {
-        ConnectorError::Rejected {
-            system,
-            object,
-            detail,
-        }
-    } else {
-        ConnectorError::Failed {
-            system,
-            object,
-            detail,
-        }
-    }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_string()
-}
-
-/// The target columns a batch writes: every field of every record, in first-seen order.
-pub fn columns_of(records: &[&Record]) -> Vec<String> {
-    let mut cols: Vec<String> = Vec::new();
-    for r in records {
-        for k in r.keys() {
-            if !cols.iter().any(|c| c == k) {
-                cols.push(k.clone());
-            }
-        }
-    }
-    cols
-}
+//! The SQL targets' statements: the owner-aware `SET` list, one statement
+//! per batch (a JSON parameter), images for conflict detection, and the
+//! stream of a table's keys.
+use super::*;
 
 /// `SET` assignments for an existing row, as (quoted column, new value), by
 /// each field's owner: source-owned fields take the incoming value, `fill`
@@ -356,24 +46,18 @@ pub fn assignments(
     sets
 }
 
-fn quoted_list(cols: &[String]) -> String {
+pub(super) fn quoted_list(cols: &[String]) -> String {
     cols.iter()
         .map(|c| quote_ident(c))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn set_list(sets: &[(String, String)]) -> String {
+pub(super) fn set_list(sets: &[(String, String)]) -> String {
     sets.iter()
         .map(|(column, value)| format!("{column} = {value}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A batch as one JSON array parameter.
-pub fn to_json(records: &[&Record]) -> String {
-    // A slice of JSON maps always serialises.
-    serde_json::to_string(records).expect("records serialise")
 }
 
 /// The SQL targets' dialects.
@@ -841,7 +525,7 @@ impl WriteSql {
 
 /// A batch's upserts as its statements bind them: the columns they write
 /// and the rows as one JSON array.
-struct Upserts {
+pub(super) struct Upserts {
     columns: Vec<String>,
     json: String,
 }
@@ -928,7 +612,7 @@ where
 
 /// The row's fields after an upsert, from the row before it and the owner
 /// rules (all but `newest`), as [`assignments`] apply them.
-fn row_after(
+pub(super) fn row_after(
     rules: &WriteRules,
     fields: &[String],
     incoming: &[u32],
@@ -952,7 +636,7 @@ fn row_after(
     )
 }
 
-async fn read_images<DB>(
+pub(super) async fn read_images<DB>(
     conn: &mut DB::Connection,
     query: &str,
     rows: &str,
@@ -982,7 +666,7 @@ where
 }
 
 /// The hash of each element of a JSON array the target rendered.
-fn field_hashes(array: &str) -> Result<Vec<u32>, sqlx::Error> {
+pub(super) fn field_hashes(array: &str) -> Result<Vec<u32>, sqlx::Error> {
     let values: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(array).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(values
@@ -1016,15 +700,4 @@ where
             yield key;
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quotes_each_part_and_escapes_quotes() {
-        assert_eq!(
-            super::quote_qualified("public.cust\"omers"),
-            "\"public\".\"cust\"\"omers\""
-        );
-    }
 }
