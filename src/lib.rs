@@ -18,6 +18,7 @@ pub mod progress;
 pub mod push;
 pub mod reach;
 pub mod redact;
+pub mod rules;
 pub mod runner;
 pub mod schedule;
 pub mod schema;

@@ -262,6 +262,156 @@ fn a_folder_without_jobs_says_how_to_point_at_one() {
     );
 }
 
+const SOURCE_KEYS: &[(&str, &str)] = &[
+    ("url", "\"postgres://h/db\""),
+    ("table", "\"t2\""),
+    ("query", "\"select 1\""),
+    ("where", "\"1 = 1\""),
+    ("path", "\"b.csv\""),
+    ("format", "\"csv\""),
+    ("items", "\"/items\""),
+    ("next", "\"/next\""),
+    ("page_param", "\"page\""),
+    ("cursor_param", "\"c\""),
+    ("auth", "{ bearer = \"x\" }"),
+    ("timeout", "\"5s\""),
+    ("queue", "\"q\""),
+    ("prefetch", "10"),
+    ("stream", "\"s\""),
+    ("consumer", "\"c\""),
+    ("subject", "\"x\""),
+    ("connect_timeout", "\"5s\""),
+];
+
+const SOURCE_KINDS: &[(&str, &str, &[&str])] = &[
+    (
+        "postgres",
+        "url = \"postgres://h/db\"\ntable = \"t\"",
+        &["url", "table", "query", "where", "connect_timeout"],
+    ),
+    (
+        "mysql",
+        "url = \"mysql://h/db\"\ntable = \"t\"",
+        &["url", "table", "query", "where", "connect_timeout"],
+    ),
+    (
+        "sqlite",
+        "url = \"sqlite://s.db\"\ntable = \"t\"",
+        &["url", "table", "query", "where", "connect_timeout"],
+    ),
+    ("file", "path = \"a.csv\"", &["path", "format"]),
+    (
+        "http",
+        "url = \"http://h/items\"",
+        &[
+            "url",
+            "items",
+            "next",
+            "page_param",
+            "cursor_param",
+            "auth",
+            "timeout",
+            "connect_timeout",
+        ],
+    ),
+    (
+        "amqp",
+        "url = \"amqp://h/%2f\"\nqueue = \"q\"",
+        &["url", "queue", "prefetch", "connect_timeout"],
+    ),
+    (
+        "nats",
+        "url = \"nats://h\"\nstream = \"s\"\nconsumer = \"c\"",
+        &["url", "stream", "consumer", "subject", "connect_timeout"],
+    ),
+];
+
+const TARGET_KEYS: &[(&str, &str)] = &[
+    ("url", "\"postgres://h/db\""),
+    ("table", "\"t2\""),
+    ("mode", "\"upsert\""),
+    ("create_table", "true"),
+    ("updated_at", "\"u\""),
+    ("path", "\"out2\""),
+    ("format", "\"csv\""),
+    ("method", "\"PUT\""),
+    ("batch", "false"),
+    ("results", "\"/results\""),
+    ("auth", "{ bearer = \"x\" }"),
+    ("timeout", "\"5s\""),
+    ("exchange", "\"e\""),
+    ("routing_key", "\"r\""),
+    ("subject", "\"x\""),
+    ("stream", "\"s\""),
+    ("maxlen", "10"),
+    ("dedupe_window", "\"1h\""),
+    ("connect_timeout", "\"5s\""),
+];
+
+const TARGET_KINDS: &[(&str, &str, &[&str])] = &[
+    (
+        "postgres",
+        "url = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]",
+        &["url", "table", "mode", "updated_at", "connect_timeout"],
+    ),
+    (
+        "mysql",
+        "url = \"mysql://h/db\"\ntable = \"t\"\nkey = [\"id\"]",
+        &["url", "table", "mode", "updated_at", "connect_timeout"],
+    ),
+    (
+        "sqlite",
+        "url = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]",
+        &[
+            "url",
+            "table",
+            "mode",
+            "updated_at",
+            "create_table",
+            "connect_timeout",
+        ],
+    ),
+    (
+        "file",
+        "path = \"out\"\nformat = \"jsonl\"",
+        &["path", "format"],
+    ),
+    (
+        "http",
+        "url = \"http://h/items\"",
+        &[
+            "url",
+            "method",
+            "batch",
+            "results",
+            "auth",
+            "timeout",
+            "connect_timeout",
+        ],
+    ),
+    (
+        "amqp",
+        "url = \"amqp://h/%2f\"",
+        &["url", "exchange", "routing_key", "connect_timeout"],
+    ),
+    (
+        "nats",
+        "url = \"nats://h\"\nsubject = \"x\"",
+        &["url", "subject", "stream", "connect_timeout"],
+    ),
+    (
+        "redis",
+        "url = \"redis://h\"\nstream = \"x\"",
+        &[
+            "url",
+            "stream",
+            "maxlen",
+            "dedupe_window",
+            "connect_timeout",
+        ],
+    ),
+];
+
 /// No key is accepted and ignored: each connector key of a source or target
 /// kind that does not document it is refused by `ferry check`, located. (The
 /// effect of each documented key is tested with its connector: tests/nats.rs,
@@ -272,153 +422,7 @@ fn every_connector_key_a_kind_does_not_use_is_refused() {
     const SQLITE_TARGET: &str =
         "[target]\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]\n";
     const FILE_SOURCE: &str = "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n";
-    let source_keys: &[(&str, &str)] = &[
-        ("url", "\"postgres://h/db\""),
-        ("table", "\"t2\""),
-        ("query", "\"select 1\""),
-        ("where", "\"1 = 1\""),
-        ("path", "\"b.csv\""),
-        ("format", "\"csv\""),
-        ("items", "\"/items\""),
-        ("next", "\"/next\""),
-        ("page_param", "\"page\""),
-        ("cursor_param", "\"c\""),
-        ("auth", "{ bearer = \"x\" }"),
-        ("timeout", "\"5s\""),
-        ("queue", "\"q\""),
-        ("prefetch", "10"),
-        ("stream", "\"s\""),
-        ("consumer", "\"c\""),
-        ("subject", "\"x\""),
-        ("connect_timeout", "\"5s\""),
-    ];
     // (kind, a minimal source of it, the keys it documents)
-    let sources: &[(&str, &str, &[&str])] = &[
-        (
-            "postgres",
-            "url = \"postgres://h/db\"\ntable = \"t\"",
-            &["url", "table", "query", "where", "connect_timeout"],
-        ),
-        (
-            "mysql",
-            "url = \"mysql://h/db\"\ntable = \"t\"",
-            &["url", "table", "query", "where", "connect_timeout"],
-        ),
-        (
-            "sqlite",
-            "url = \"sqlite://s.db\"\ntable = \"t\"",
-            &["url", "table", "query", "where", "connect_timeout"],
-        ),
-        ("file", "path = \"a.csv\"", &["path", "format"]),
-        (
-            "http",
-            "url = \"http://h/items\"",
-            &[
-                "url",
-                "items",
-                "next",
-                "page_param",
-                "cursor_param",
-                "auth",
-                "timeout",
-                "connect_timeout",
-            ],
-        ),
-        (
-            "amqp",
-            "url = \"amqp://h/%2f\"\nqueue = \"q\"",
-            &["url", "queue", "prefetch", "connect_timeout"],
-        ),
-        (
-            "nats",
-            "url = \"nats://h\"\nstream = \"s\"\nconsumer = \"c\"",
-            &["url", "stream", "consumer", "subject", "connect_timeout"],
-        ),
-    ];
-    let target_keys: &[(&str, &str)] = &[
-        ("url", "\"postgres://h/db\""),
-        ("table", "\"t2\""),
-        ("mode", "\"upsert\""),
-        ("create_table", "true"),
-        ("updated_at", "\"u\""),
-        ("path", "\"out2\""),
-        ("format", "\"csv\""),
-        ("method", "\"PUT\""),
-        ("batch", "false"),
-        ("results", "\"/results\""),
-        ("auth", "{ bearer = \"x\" }"),
-        ("timeout", "\"5s\""),
-        ("exchange", "\"e\""),
-        ("routing_key", "\"r\""),
-        ("subject", "\"x\""),
-        ("stream", "\"s\""),
-        ("maxlen", "10"),
-        ("dedupe_window", "\"1h\""),
-        ("connect_timeout", "\"5s\""),
-    ];
-    let targets: &[(&str, &str, &[&str])] = &[
-        (
-            "postgres",
-            "url = \"postgres://h/db\"\ntable = \"t\"\nkey = [\"id\"]",
-            &["url", "table", "mode", "updated_at", "connect_timeout"],
-        ),
-        (
-            "mysql",
-            "url = \"mysql://h/db\"\ntable = \"t\"\nkey = [\"id\"]",
-            &["url", "table", "mode", "updated_at", "connect_timeout"],
-        ),
-        (
-            "sqlite",
-            "url = \"sqlite://x.db\"\ntable = \"t\"\nkey = [\"id\"]",
-            &[
-                "url",
-                "table",
-                "mode",
-                "updated_at",
-                "create_table",
-                "connect_timeout",
-            ],
-        ),
-        (
-            "file",
-            "path = \"out\"\nformat = \"jsonl\"",
-            &["path", "format"],
-        ),
-        (
-            "http",
-            "url = \"http://h/items\"",
-            &[
-                "url",
-                "method",
-                "batch",
-                "results",
-                "auth",
-                "timeout",
-                "connect_timeout",
-            ],
-        ),
-        (
-            "amqp",
-            "url = \"amqp://h/%2f\"",
-            &["url", "exchange", "routing_key", "connect_timeout"],
-        ),
-        (
-            "nats",
-            "url = \"nats://h\"\nsubject = \"x\"",
-            &["url", "subject", "stream", "connect_timeout"],
-        ),
-        (
-            "redis",
-            "url = \"redis://h\"\nstream = \"x\"",
-            &[
-                "url",
-                "stream",
-                "maxlen",
-                "dedupe_window",
-                "connect_timeout",
-            ],
-        ),
-    ];
     let mut silently_accepted = Vec::new();
     let mut walk =
         |role: &str, kind: &str, base: &str, documented: &[&str], keys: &[(&str, &str)]| {
@@ -442,11 +446,11 @@ fn every_connector_key_a_kind_does_not_use_is_refused() {
                 }
             }
         };
-    for (kind, base, documented) in sources {
-        walk("source", kind, base, documented, source_keys);
+    for (kind, base, documented) in SOURCE_KINDS {
+        walk("source", kind, base, documented, SOURCE_KEYS);
     }
-    for (kind, base, documented) in targets {
-        walk("target", kind, base, documented, target_keys);
+    for (kind, base, documented) in TARGET_KINDS {
+        walk("target", kind, base, documented, TARGET_KEYS);
     }
     assert!(
         silently_accepted.is_empty(),

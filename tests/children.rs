@@ -25,43 +25,7 @@ async fn an_orders_lines_at_the_target_follow_the_source() {
                  CREATE TABLE crm_order_lines (id bigint PRIMARY KEY, order_id bigint NOT NULL, sku text, qty int);",
             )
             .await;
-        cfg.job(
-            "orders",
-            &format!(
-                r#"
-[source]
-type = "postgres"
-url = "{src}"
-table = "orders"
-key = ["id"]
-
-[detect]
-strategy = "diff"
-max_delete_ratio = 1.0
-
-[target]
-type = "{kind}"
-url = "{url}"
-table = "crm_orders"
-key = ["id"]
-
-[fields]
-id = "id"
-customer = "customer"
-
-[rules]
-owner = "source"
-deletes = "propagate"
-
-[children.lines]
-query = "select id, order_id, sku, qty from order_lines where order_id = $1"
-key = ["id"]
-table = "crm_order_lines"
-"#,
-                src = db.url,
-                kind = kind.kind()
-            ),
-        );
+        cfg.job("orders", &orders_job(&db.url, kind.kind(), &url));
         let state = state_url(StateKind::Sqlite, &cfg, &db);
         let lines = "SELECT CAST(id AS TEXT) || '|' || CAST(order_id AS TEXT) || '|' || sku || '|' || CAST(qty AS TEXT) FROM ";
         let source_lines = || async {
@@ -165,4 +129,40 @@ key = ["id"]
         err.contains("`[children.lines]`: the query must compare the parent's key with `= $1`"),
         "{err}"
     );
+}
+
+/// Orders synced with their lines as a child set.
+fn orders_job(src: &str, kind: &str, url: &str) -> String {
+    format!(
+        r#"
+[source]
+type = "postgres"
+url = "{src}"
+table = "orders"
+key = ["id"]
+
+[detect]
+strategy = "diff"
+max_delete_ratio = 1.0
+
+[target]
+type = "{kind}"
+url = "{url}"
+table = "crm_orders"
+key = ["id"]
+
+[fields]
+id = "id"
+customer = "customer"
+
+[rules]
+owner = "source"
+deletes = "propagate"
+
+[children.lines]
+query = "select id, order_id, sku, qty from order_lines where order_id = $1"
+key = ["id"]
+table = "crm_order_lines"
+"#
+    )
 }

@@ -33,6 +33,24 @@ fn run_of(out: &Output) -> Value {
     json(out)["runs"][0].clone()
 }
 
+/// A run cut midway fails, and its summary counts what it did.
+fn assert_cut_run_counts_its_work(cut: Cut, out: &Output) {
+    let run = run_of(out);
+    assert_eq!(run["outcome"], "failed", "{cut:?}: {run}");
+    let (scanned, changed, synced) = (
+        run["scanned"].as_i64().unwrap_or(0),
+        run["changed"].as_i64().unwrap_or(0),
+        run["synced"].as_i64().unwrap_or(0),
+    );
+    assert!(
+        scanned > 0 && changed > 0 && synced > 0,
+        "{cut:?}: the cut run counts what it did: {run}"
+    );
+    if cut == Cut::Source {
+        assert!(scanned < ROWS, "{run}");
+    }
+}
+
 async fn cut_mid_run(cut: Cut, state_kind: StateKind) {
     let db = TestDb::new().await;
     db.exec(&format!(
@@ -87,20 +105,7 @@ async fn cut_mid_run(cut: Cut, state_kind: StateKind) {
     eprintln!("{cut:?} cut run:\n{}", stderr(&out));
     assert_eq!(code(&out), 75, "{cut:?}: {}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(30), "{cut:?}");
-    let run = run_of(&out);
-    assert_eq!(run["outcome"], "failed", "{cut:?}: {run}");
-    let (scanned, changed, synced) = (
-        run["scanned"].as_i64().unwrap_or(0),
-        run["changed"].as_i64().unwrap_or(0),
-        run["synced"].as_i64().unwrap_or(0),
-    );
-    assert!(
-        scanned > 0 && changed > 0 && synced > 0,
-        "{cut:?}: the cut run counts what it did: {run}"
-    );
-    if cut == Cut::Source {
-        assert!(scanned < ROWS, "{run}");
-    }
+    assert_cut_run_counts_its_work(cut, &out);
     let before = db.count("SELECT count(*) FROM dst").await;
     assert!(
         before < ROWS,

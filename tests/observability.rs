@@ -132,36 +132,15 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
 }
 
-/// A daemon with a good job, a job with poison rows, and a job whose target
-/// is down; values of the counters, promtool on /metrics, and every
-/// dashboard expression evaluated by a real Prometheus scraping it.
-#[tokio::test(flavor = "multi_thread")]
-async fn metrics_are_right_lint_clean_and_feed_every_dashboard_panel() {
-    let (promtool, prometheus) = (tool("promtool"), tool("prometheus"));
-    let db = TestDb::new().await;
-    setup(&db).await;
-    let cfg = ConfigDir::new();
-    cfg.job("good", &job(&db, "good", &db.url));
-    cfg.job("poisoned", &job(&db, "poisoned", &db.url));
-    cfg.job(
-        "down",
-        &job(&db, "down", "postgres://ferry@127.0.0.1:1/none"),
-    );
-    let d = cfg
-        .daemon(
-            &db.url,
-            "good = \"*/1 * * * * *\"\npoisoned = \"*/1 * * * * *\"\ndown = \"*/1 * * * * *\"",
-            &[],
-        )
-        .await;
-
+/// A real Prometheus scraping the daemon on `daemon_port` every second.
+fn start_prometheus(prometheus: &str, dir: &Path, daemon_port: u16) -> (Killed, u16) {
     let prom_port = free_port();
-    let prom_dir = cfg.path().join("prometheus");
+    let prom_dir = dir.join("prometheus");
     std::fs::create_dir_all(&prom_dir).unwrap();
     let prom_cfg = prom_dir.join("prometheus.yml");
-    std::fs::write(&prom_cfg, format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ferry\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n", d.port)).unwrap();
-    let _prom = Killed(
-        Command::new(&prometheus)
+    std::fs::write(&prom_cfg, format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ferry\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n", daemon_port)).unwrap();
+    let prom = Killed(
+        Command::new(prometheus)
             .arg(format!("--config.file={}", prom_cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -174,83 +153,12 @@ async fn metrics_are_right_lint_clean_and_feed_every_dashboard_panel() {
             .expect("start prometheus"),
     );
 
-    // The unreachable target fails its runs (after the connection timeout).
-    let down_failed =
-        "ferry_runs_total{sync_job=\"down\",trigger=\"schedule\",outcome=\"failed\"} 1";
-    assert!(
-        eventually(20, || async {
-            d.get("/metrics")
-                .await
-                .unwrap_or_default()
-                .contains(down_failed)
-        })
-        .await
-    );
-    // Exactly 300 + 197 upserts synced and 3 dead, whatever the number of runs.
-    assert!(
-        eventually(20, || async {
-            db.count("SELECT count(*) FROM dst_good").await == 300
-                && db.count("SELECT count(*) FROM dst_poisoned").await == 197
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    db.exec("UPDATE good SET name = name || '!' WHERE id <= 25")
-        .await;
-    assert!(
-        eventually(10, || async {
-            db.count("SELECT count(*) FROM dst_good WHERE name LIKE '%!'")
-                .await
-                == 25
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let text = d.get("/metrics").await.expect("metrics");
-    assert_eq!(
-        metric(
-            &text,
-            "ferry_items_synced_total{sync_job=\"good\",op=\"upsert\"}"
-        ),
-        325.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "ferry_items_synced_total{sync_job=\"poisoned\",op=\"upsert\"}"
-        ),
-        197.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "ferry_items_failed_total{sync_job=\"poisoned\",result=\"dead\"}"
-        ),
-        3.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "ferry_items_failed_total{sync_job=\"poisoned\",result=\"reject\"}"
-        ),
-        3.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "ferry_changes_detected_total{sync_job=\"good\",op=\"upsert\"}"
-        ),
-        325.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "ferry_queue_tasks{sync_job=\"poisoned\",state=\"dead\"}"
-        ),
-        1.0
-    );
+    (prom, prom_port)
+}
 
-    let mut lint = Command::new(&promtool)
+/// `promtool check metrics` finds nothing to say about the exposition.
+fn promtool_check_metrics(promtool: &str, text: &str) {
+    let mut lint = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -270,7 +178,11 @@ async fn metrics_are_right_lint_clean_and_feed_every_dashboard_panel() {
         String::from_utf8_lossy(&lint.stdout),
         String::from_utf8_lossy(&lint.stderr)
     );
+}
 
+/// Every expression of the dashboard, evaluated by Prometheus once it has
+/// scraped the daemon a few times, returns data.
+async fn every_dashboard_expression_has_data(prom_port: u16) {
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{prom_port}/api/v1/query");
     // Rates and increases need two scrapes inside their window: wait until
@@ -327,6 +239,104 @@ async fn metrics_are_right_lint_clean_and_feed_every_dashboard_panel() {
         empty.is_empty(),
         "dashboard expressions without data: {empty:#?}"
     );
+}
+
+/// A daemon with a good job, a job with poison rows, and a job whose target
+/// is down; values of the counters, promtool on /metrics, and every
+/// dashboard expression evaluated by a real Prometheus scraping it.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_right_lint_clean_and_feed_every_dashboard_panel() {
+    let (promtool, prometheus) = (tool("promtool"), tool("prometheus"));
+    let db = TestDb::new().await;
+    setup(&db).await;
+    let cfg = ConfigDir::new();
+    cfg.job("good", &job(&db, "good", &db.url));
+    cfg.job("poisoned", &job(&db, "poisoned", &db.url));
+    cfg.job(
+        "down",
+        &job(&db, "down", "postgres://ferry@127.0.0.1:1/none"),
+    );
+    let d = cfg
+        .daemon(
+            &db.url,
+            "good = \"*/1 * * * * *\"\npoisoned = \"*/1 * * * * *\"\ndown = \"*/1 * * * * *\"",
+            &[],
+        )
+        .await;
+
+    let (_prom, prom_port) = start_prometheus(&prometheus, cfg.path(), d.port);
+
+    // The unreachable target fails its runs (after the connection timeout).
+    let down_failed =
+        "ferry_runs_total{sync_job=\"down\",trigger=\"schedule\",outcome=\"failed\"} 1";
+    assert!(
+        eventually(20, || async {
+            d.get("/metrics")
+                .await
+                .unwrap_or_default()
+                .contains(down_failed)
+        })
+        .await
+    );
+    // Exactly 300 + 197 upserts synced and 3 dead, whatever the number of runs.
+    assert!(
+        eventually(20, || async {
+            db.count("SELECT count(*) FROM dst_good").await == 300
+                && db.count("SELECT count(*) FROM dst_poisoned").await == 197
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    db.exec("UPDATE good SET name = name || '!' WHERE id <= 25")
+        .await;
+    assert!(
+        eventually(10, || async {
+            db.count("SELECT count(*) FROM dst_good WHERE name LIKE '%!'")
+                .await
+                == 25
+        })
+        .await
+    );
+    // The update's run has settled once its items are counted.
+    let synced_good = "ferry_items_synced_total{sync_job=\"good\",op=\"upsert\"} 325";
+    assert!(
+        eventually(10, || async {
+            d.get("/metrics")
+                .await
+                .unwrap_or_default()
+                .contains(synced_good)
+        })
+        .await,
+        "never counted: {synced_good}"
+    );
+    let text = d.get("/metrics").await.expect("metrics");
+    for (series, value) in [
+        (
+            "ferry_items_synced_total{sync_job=\"poisoned\",op=\"upsert\"}",
+            197.0,
+        ),
+        (
+            "ferry_items_failed_total{sync_job=\"poisoned\",result=\"dead\"}",
+            3.0,
+        ),
+        (
+            "ferry_items_failed_total{sync_job=\"poisoned\",result=\"reject\"}",
+            3.0,
+        ),
+        (
+            "ferry_changes_detected_total{sync_job=\"good\",op=\"upsert\"}",
+            325.0,
+        ),
+        (
+            "ferry_queue_tasks{sync_job=\"poisoned\",state=\"dead\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric(&text, series), value, "{series}");
+    }
+    promtool_check_metrics(&promtool, &text);
+
+    every_dashboard_expression_has_data(prom_port).await;
 }
 
 /// `run --once --pushgateway` PUTs the registry under job="ferry",

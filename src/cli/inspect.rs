@@ -409,80 +409,96 @@ pub async fn tasks(
                 }
             }
         }
-        Some(TasksAction::Show { id }) => match store.task(*id).await {
-            Ok(Some(t)) => {
-                let items: serde_json::Value =
-                    t.items.as_deref().map_or(serde_json::Value::Null, |s| {
-                        serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
-                    });
-                let out = serde_json::json!({
-                    "id": t.id, "job": t.job, "run_id": t.run_id, "state": t.state,
-                    "attempts": t.attempts, "item_count": t.item_count,
-                    "created_at": iso(Some(t.created_at)), "run_after": iso(Some(t.run_after)),
-                    "last_error": t.last_error, "items": items,
-                });
-                // A json! value always pretty-prints.
-                out!(
-                    "{}",
-                    serde_json::to_string_pretty(&out).expect("json value")
-                );
-                ExitCode::Ok
-            }
-            Ok(None) => {
-                eprintln!("ferry: no task {id}");
-                ExitCode::Failed
-            }
-            Err(e) => {
-                eprintln!("ferry: {e}");
-                ExitCode::Unavailable
-            }
-        },
-        None => match store.tasks(job, state, limit).await {
-            Ok(list) if cli.output == OutputFormat::Json => {
-                print_json(&serde_json::json!({
-                    "tasks": list.iter().map(|t| serde_json::json!({
-                        "id": t.id, "job": t.job, "run_id": t.run_id, "state": t.state,
-                        "item_count": t.item_count, "attempts": t.attempts,
-                        "created_at": iso(Some(t.created_at)), "run_after": iso(Some(t.run_after)),
-                        "last_error": t.last_error,
-                    })).collect::<Vec<_>>(),
-                }));
-                ExitCode::Ok
-            }
-            Ok(list) => {
-                out!(
-                    "{:>8} {:<24} {:>6} {:<8} {:>6} {:>8}  {:<23}  ERROR",
-                    "ID",
-                    "JOB",
-                    "RUN",
-                    "STATE",
-                    "ITEMS",
-                    "ATTEMPTS",
-                    "CREATED"
-                );
-                for t in list {
-                    out!(
-                        "{:>8} {:<24} {:>6} {:<8} {:>6} {:>8}  {:<23}  {}",
-                        t.id,
-                        t.job,
-                        t.run_id,
-                        t.state,
-                        t.item_count,
-                        t.attempts,
-                        time(Some(t.created_at)),
-                        t.last_error.unwrap_or_default()
-                    );
-                }
-                ExitCode::Ok
-            }
-            Err(e) => {
-                eprintln!("ferry: {e}");
-                ExitCode::Unavailable
-            }
-        },
+        Some(TasksAction::Show { id }) => show_task(&store, *id).await,
+        None => list_tasks(cli, &store, job, state, limit).await,
     };
     store.close().await;
     code
+}
+
+/// `ferry tasks show ID`: one task with its items, as JSON.
+async fn show_task(store: &crate::state::Store, id: i64) -> ExitCode {
+    match store.task(id).await {
+        Ok(Some(t)) => {
+            let items: serde_json::Value =
+                t.items.as_deref().map_or(serde_json::Value::Null, |s| {
+                    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+                });
+            let out = serde_json::json!({
+                "id": t.id, "job": t.job, "run_id": t.run_id, "state": t.state,
+                "attempts": t.attempts, "item_count": t.item_count,
+                "created_at": iso(Some(t.created_at)), "run_after": iso(Some(t.run_after)),
+                "last_error": t.last_error, "items": items,
+            });
+            // A json! value always pretty-prints.
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("json value")
+            );
+            ExitCode::Ok
+        }
+        Ok(None) => {
+            eprintln!("ferry: no task {id}");
+            ExitCode::Failed
+        }
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::Unavailable
+        }
+    }
+}
+
+/// `ferry tasks`: the newest tasks, a line each or as JSON.
+async fn list_tasks(
+    cli: &Cli,
+    store: &crate::state::Store,
+    job: Option<&str>,
+    state: Option<TaskState>,
+    limit: i64,
+) -> ExitCode {
+    match store.tasks(job, state, limit).await {
+        Ok(list) if cli.output == OutputFormat::Json => {
+            print_json(&serde_json::json!({
+                "tasks": list.iter().map(|t| serde_json::json!({
+                    "id": t.id, "job": t.job, "run_id": t.run_id, "state": t.state,
+                    "item_count": t.item_count, "attempts": t.attempts,
+                    "created_at": iso(Some(t.created_at)), "run_after": iso(Some(t.run_after)),
+                    "last_error": t.last_error,
+                })).collect::<Vec<_>>(),
+            }));
+            ExitCode::Ok
+        }
+        Ok(list) => {
+            out!(
+                "{:>8} {:<24} {:>6} {:<8} {:>6} {:>8}  {:<23}  ERROR",
+                "ID",
+                "JOB",
+                "RUN",
+                "STATE",
+                "ITEMS",
+                "ATTEMPTS",
+                "CREATED"
+            );
+            for t in list {
+                out!(
+                    "{:>8} {:<24} {:>6} {:<8} {:>6} {:>8}  {:<23}  {}",
+                    t.id,
+                    t.job,
+                    t.run_id,
+                    t.state,
+                    t.item_count,
+                    t.attempts,
+                    time(Some(t.created_at)),
+                    t.last_error.unwrap_or_default()
+                );
+            }
+            ExitCode::Ok
+        }
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::Unavailable
+        }
+    }
 }
 
 pub async fn pause(cli: &Cli, job: &str, paused: bool) -> ExitCode {

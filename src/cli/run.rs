@@ -346,51 +346,7 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool, limit: u
         let d = &run.detect;
         let field_changes = update_field_changes(job, &d.samples.update_items).await;
         if text {
-            out!(
-                "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
-                run.job,
-                d.scanned,
-                d.inserts,
-                d.updates,
-                d.deletes,
-                d.unchanged
-            );
-            for change in &run.schema_changes {
-                out!(
-                    "  would {}: {}",
-                    change.sentence(false),
-                    change.statements.join("; ")
-                );
-            }
-            if run.rewrite {
-                out!("  would write every row again: the job's fields or rules changed since its rows were written");
-            }
-            let s = &d.samples;
-            for (kind, keys, total) in [
-                ("insert", &s.inserts, d.inserts),
-                ("update", &s.updates, d.updates),
-                ("delete", &s.deletes, d.deletes),
-            ] {
-                if !keys.is_empty() {
-                    let more = total.saturating_sub(keys.len() as u64);
-                    let more = if more > 0 {
-                        format!(" … and {more} more")
-                    } else {
-                        String::new()
-                    };
-                    out!("  {kind} {}{more}", keys.join(" "));
-                }
-            }
-            for (key, changes) in &field_changes {
-                let list: Vec<String> = changes
-                    .iter()
-                    .map(|c| format!("{}: {} → {}", c.field, c.now, c.after))
-                    .collect();
-                match list.is_empty() {
-                    true => out!("    {key}: no mapped field differs from the target's row"),
-                    false => out!("    {key}: {}", list.join(", ")),
-                }
-            }
+            print_plan(&run, &field_changes);
         }
         report_errors(&run);
         let mut json = run_json(&run);
@@ -410,6 +366,57 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool, limit: u
         }));
     }
     exit_code(&runs)
+}
+
+/// One job's line of `ferry plan`, with the schema changes, the rewrite,
+/// the sampled keys and what the sampled updates change.
+fn print_plan(run: &runner::JobRun, field_changes: &[(String, Vec<crate::sync::FieldChange>)]) {
+    let d = &run.detect;
+    out!(
+        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        run.job,
+        d.scanned,
+        d.inserts,
+        d.updates,
+        d.deletes,
+        d.unchanged
+    );
+    for change in &run.schema_changes {
+        out!(
+            "  would {}: {}",
+            change.sentence(false),
+            change.statements.join("; ")
+        );
+    }
+    if run.rewrite {
+        out!("  would write every row again: the job's fields or rules changed since its rows were written");
+    }
+    let s = &d.samples;
+    for (kind, keys, total) in [
+        ("insert", &s.inserts, d.inserts),
+        ("update", &s.updates, d.updates),
+        ("delete", &s.deletes, d.deletes),
+    ] {
+        if !keys.is_empty() {
+            let more = total.saturating_sub(keys.len() as u64);
+            let more = if more > 0 {
+                format!(" … and {more} more")
+            } else {
+                String::new()
+            };
+            out!("  {kind} {}{more}", keys.join(" "));
+        }
+    }
+    for (key, changes) in field_changes {
+        let list: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{}: {} → {}", c.field, c.now, c.after))
+            .collect();
+        match list.is_empty() {
+            true => out!("    {key}: no mapped field differs from the target's row"),
+            false => out!("    {key}: {}", list.join(", ")),
+        }
+    }
 }
 
 /// What the sampled updates would change in the target's rows, by key;

@@ -39,31 +39,7 @@ fn load_with(
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
 
-    let jobs_dir = dir.join("jobs");
-    let mut job_files: Vec<PathBuf> = match std::fs::read_dir(&jobs_dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            errors.push(file_error(
-                &jobs_dir,
-                format!(
-                    "no jobs/ folder in {} — pass --config DIR or set FERRY_CONFIG",
-                    dir.display()
-                ),
-            ));
-            Vec::new()
-        }
-        Err(e) => {
-            errors.push(file_error(
-                &jobs_dir,
-                format!("cannot read the jobs folder: {e}"),
-            ));
-            Vec::new()
-        }
-    };
-    job_files.sort();
+    let job_files = job_files(dir, &mut errors);
 
     let mut jobs = BTreeMap::new();
     let mut references: Vec<(PathBuf, String, JobReference)> = Vec::new();
@@ -122,32 +98,7 @@ fn load_with(
         .iter()
         .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
         .collect();
-    for (path, text, r) in &references {
-        if !known.contains(&r.name) {
-            let src = SourceText::new(path, text);
-            errors.push(src.diagnostic(
-                r.span.clone(),
-                format!(
-                    "{} names job `{}`, which does not exist (jobs: {})",
-                    r.what,
-                    r.name,
-                    known.join(", ")
-                ),
-            ));
-        } else if r.what == "`lookup`"
-            && jobs
-                .get(&r.name)
-                .is_some_and(|j| j.generated_key().is_none())
-        {
-            errors.push(SourceText::new(path, text).diagnostic(
-                r.span.clone(),
-                format!(
-                    "`lookup` names job `{}`, whose target key comes from its source: it keeps no id map to translate through (a lookup job's target generates its key: a one-column `[target] key` that no field maps)",
-                    r.name
-                ),
-            ));
-        }
-    }
+    check_references(&references, &jobs, &known, &mut errors);
     check_after_cycles(&jobs, &mut errors, dir);
     link_echo_partners(&mut jobs);
 
@@ -338,6 +289,73 @@ fn check_after_cycles(jobs: &BTreeMap<String, Job>, errors: &mut Vec<Diagnostic>
 /// A schedule with no fire time this far ahead (`0 0 31 2 *`) is an error.
 const NEVER_FIRES_HORIZON_YEARS: i32 = 5;
 
+/// The job files in `dir/jobs`, sorted; a missing or unreadable folder is
+/// an error.
+fn job_files(dir: &Path, errors: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let jobs_dir = dir.join("jobs");
+    let mut job_files: Vec<PathBuf> = match std::fs::read_dir(&jobs_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            errors.push(file_error(
+                &jobs_dir,
+                format!(
+                    "no jobs/ folder in {} — pass --config DIR or set FERRY_CONFIG",
+                    dir.display()
+                ),
+            ));
+            Vec::new()
+        }
+        Err(e) => {
+            errors.push(file_error(
+                &jobs_dir,
+                format!("cannot read the jobs folder: {e}"),
+            ));
+            Vec::new()
+        }
+    };
+    job_files.sort();
+    job_files
+}
+
+/// Every job a job names (`after`, `lookup`) exists; a `lookup` job keeps
+/// an id map.
+fn check_references(
+    references: &[(PathBuf, String, JobReference)],
+    jobs: &BTreeMap<String, Job>,
+    known: &[String],
+    errors: &mut Vec<Diagnostic>,
+) {
+    for (path, text, r) in references {
+        if !known.contains(&r.name) {
+            let src = SourceText::new(path, text);
+            errors.push(src.diagnostic(
+                r.span.clone(),
+                format!(
+                    "{} names job `{}`, which does not exist (jobs: {})",
+                    r.what,
+                    r.name,
+                    known.join(", ")
+                ),
+            ));
+        } else if r.what == "`lookup`"
+            && jobs
+                .get(&r.name)
+                .is_some_and(|j| j.generated_key().is_none())
+        {
+            errors.push(SourceText::new(path, text).diagnostic(
+                r.span.clone(),
+                format!(
+                    "`lookup` names job `{}`, whose target key comes from its source: it keeps no id map to translate through (a lookup job's target generates its key: a one-column `[target] key` that no field maps)",
+                    r.name
+                ),
+            ));
+        }
+    }
+}
+
 fn schedules_file(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -382,51 +400,7 @@ fn schedules_file(
         }
     };
     if let Some(e) = &file.engine {
-        let e = e.get_ref();
-        if let Some(s) = &e.state {
-            if let Some(url) = ctx.text(s) {
-                if url.starts_with("sqlite:") {
-                    engine.state = Some(validate::resolve_sqlite_url(&url, dir));
-                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    engine.state = Some(url);
-                } else if !url.is_empty() {
-                    ctx.src.error(
-                        s.span(),
-                        format!(
-                            "`state` = `{}` must be a `sqlite:` or `postgres://` URL",
-                            crate::redact::url(&url)
-                        ),
-                    );
-                }
-            }
-        }
-        if let Some(m) = &e.metrics {
-            if let Some(addr) = ctx.text(m) {
-                if addr.parse::<std::net::SocketAddr>().is_err() {
-                    ctx.src.error(
-                        m.span(),
-                        format!("`metrics` = `{addr}` is not an address like \"0.0.0.0:9464\""),
-                    );
-                }
-                engine.metrics = addr;
-            }
-        }
-        if let Some(p) = &e.pushgateway {
-            engine.pushgateway = ctx.text(p).filter(|s| !s.is_empty());
-        }
-        engine.retention.tasks =
-            ctx.duration(&e.retain_tasks, "retain_tasks", engine.retention.tasks);
-        engine.retention.runs = ctx.duration(&e.retain_runs, "retain_runs", engine.retention.runs);
-        engine.connect_timeout = ctx.duration(
-            &e.connect_timeout,
-            "connect_timeout",
-            engine.connect_timeout,
-        );
-        if let Some(tz) = &e.timezone {
-            if let Some(tz) = timezone(&mut ctx, tz) {
-                engine.timezone = tz;
-            }
-        }
+        engine_section(&mut ctx, e.get_ref(), dir, &mut engine);
     }
     for (name, spec) in &file.schedules {
         let job = name.get_ref();
@@ -441,33 +415,7 @@ fn schedules_file(
             continue;
         }
         let raw = spec.get_ref();
-        // Every error of the schedule is reported, not only the first.
-        let tz = match &raw.timezone {
-            Some(t) => t.parse::<chrono_tz::Tz>().map_err(|_| {
-                format!("schedule `{job}`: unknown time zone `{t}`; use an IANA name like \"Europe/Prague\"")
-            }),
-            None => Ok(engine.timezone),
-        };
-        let missed = match raw.missed.as_deref() {
-            None | Some("run_once") => Ok(Missed::RunOnce),
-            Some("skip") => Ok(Missed::Skip),
-            Some(m) => Err(format!(
-                "schedule `{job}`: `missed` is `{m}`; expected `skip` or `run_once`"
-            )),
-        };
-        let parsed = Schedule::parse(
-            &raw.cron,
-            *tz.as_ref().unwrap_or(&chrono_tz::UTC),
-            *missed.as_ref().unwrap_or(&Missed::RunOnce),
-        )
-        .map_err(|m| format!("schedule `{job}`: {m}"))
-        .and_then(|s| match s.fires_within(chrono::Utc::now(), NEVER_FIRES_HORIZON_YEARS) {
-            true => Ok(s),
-            false => Err(format!(
-                "schedule `{job}`: `{}` never fires in the next {NEVER_FIRES_HORIZON_YEARS} years (is the day of the month one that month has?)",
-                raw.cron
-            )),
-        });
+        let (tz, missed, parsed) = schedule(job, raw, engine.timezone);
         let mut failed = false;
         for message in [tz.err(), missed.err(), parsed.as_ref().err().cloned()]
             .into_iter()
@@ -482,6 +430,93 @@ fn schedules_file(
     }
     errors.extend(ctx.src.errors);
     (engine, schedules)
+}
+
+/// `[engine]`: the state store, metrics address, Pushgateway, time zone,
+/// retention and connect timeout.
+fn engine_section(ctx: &mut Ctx, e: &raw::EngineRaw, dir: &Path, engine: &mut Engine) {
+    if let Some(s) = &e.state {
+        if let Some(url) = ctx.text(s) {
+            if url.starts_with("sqlite:") {
+                engine.state = Some(validate::resolve_sqlite_url(&url, dir));
+            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                engine.state = Some(url);
+            } else if !url.is_empty() {
+                ctx.src.error(
+                    s.span(),
+                    format!(
+                        "`state` = `{}` must be a `sqlite:` or `postgres://` URL",
+                        crate::redact::url(&url)
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(m) = &e.metrics {
+        if let Some(addr) = ctx.text(m) {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                ctx.src.error(
+                    m.span(),
+                    format!("`metrics` = `{addr}` is not an address like \"0.0.0.0:9464\""),
+                );
+            }
+            engine.metrics = addr;
+        }
+    }
+    if let Some(p) = &e.pushgateway {
+        engine.pushgateway = ctx.text(p).filter(|s| !s.is_empty());
+    }
+    engine.retention.tasks = ctx.duration(&e.retain_tasks, "retain_tasks", engine.retention.tasks);
+    engine.retention.runs = ctx.duration(&e.retain_runs, "retain_runs", engine.retention.runs);
+    engine.connect_timeout = ctx.duration(
+        &e.connect_timeout,
+        "connect_timeout",
+        engine.connect_timeout,
+    );
+    if let Some(tz) = &e.timezone {
+        if let Some(tz) = timezone(ctx, tz) {
+            engine.timezone = tz;
+        }
+    }
+}
+
+type Checked<T> = Result<T, String>;
+
+/// One schedule's time zone, `missed` and cron, each checked on its own so
+/// that every error of the schedule is reported, not only the first.
+fn schedule(
+    job: &str,
+    raw: &raw::ScheduleRaw,
+    default_tz: chrono_tz::Tz,
+) -> (Checked<chrono_tz::Tz>, Checked<Missed>, Checked<Schedule>) {
+    // Every error of the schedule is reported, not only the first.
+    let tz = match &raw.timezone {
+        Some(t) => t.parse::<chrono_tz::Tz>().map_err(|_| {
+            format!("schedule `{job}`: unknown time zone `{t}`; use an IANA name like \"Europe/Prague\"")
+        }),
+        None => Ok(default_tz),
+    };
+    let missed = match raw.missed.as_deref() {
+        None | Some("run_once") => Ok(Missed::RunOnce),
+        Some("skip") => Ok(Missed::Skip),
+        Some(m) => Err(format!(
+            "schedule `{job}`: `missed` is `{m}`; expected `skip` or `run_once`"
+        )),
+    };
+    let parsed = Schedule::parse(
+        &raw.cron,
+        *tz.as_ref().unwrap_or(&chrono_tz::UTC),
+        *missed.as_ref().unwrap_or(&Missed::RunOnce),
+    )
+    .map_err(|m| format!("schedule `{job}`: {m}"))
+    .and_then(|s| match s.fires_within(chrono::Utc::now(), NEVER_FIRES_HORIZON_YEARS) {
+        true => Ok(s),
+        false => Err(format!(
+            "schedule `{job}`: `{}` never fires in the next {NEVER_FIRES_HORIZON_YEARS} years (is the day of the month one that month has?)",
+            raw.cron
+        )),
+    });
+    (tz, missed, parsed)
 }
 
 fn timezone(ctx: &mut Ctx, v: &raw::S<String>) -> Option<chrono_tz::Tz> {

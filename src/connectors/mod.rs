@@ -16,16 +16,16 @@ pub mod redis;
 pub mod sql;
 pub mod sqlite;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde_json::value::RawValue;
 
-use crate::config::{Child, Deletes, Job, Mode, Owner};
+use crate::config::{Child, Job};
 use crate::model::{Item, Record, SourceRow};
 
+pub use crate::rules::{ChildTable, WriteRules};
 pub use columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
 pub use error::ConnectorError;
 
@@ -300,73 +300,6 @@ pub trait Target: Send + Sync {
             "schema",
             "this target has no table definition to change",
         ))
-    }
-}
-
-/// How a target applies writes: the job's mode, delete rule and field owners.
-#[derive(Debug, Clone)]
-pub struct WriteRules {
-    pub table: String,
-    pub key: Vec<String>,
-    pub mode: Mode,
-    pub deletes: Deletes,
-    pub soft_delete: Option<String>,
-    /// Owner of each target field; fields not listed use `default_owner`.
-    pub owners: HashMap<String, Owner>,
-    pub default_owner: Owner,
-    /// `owner = "newest"`: the target's change-time column, which the write
-    /// carries the source's change time in.
-    pub updated_at: Option<String>,
-    /// `[children.NAME]`: tables whose rows each parent's snapshot replaces.
-    pub children: Vec<ChildTable>,
-}
-
-/// A child table of a SQL target.
-#[derive(Debug, Clone)]
-pub struct ChildTable {
-    /// The field of the parent record that holds the child rows.
-    pub name: String,
-    pub table: String,
-    /// The child column holding the parent's target key.
-    pub parent: String,
-}
-
-impl WriteRules {
-    pub fn from_job(job: &Job) -> WriteRules {
-        WriteRules {
-            table: job.target.table.clone().unwrap_or_default(),
-            key: job.target.key.clone(),
-            mode: job.target.mode,
-            deletes: if job.target.mode == Mode::Mirror {
-                Deletes::Propagate
-            } else {
-                job.rules.deletes
-            },
-            soft_delete: job.rules.soft_delete.clone(),
-            owners: job
-                .fields
-                .iter()
-                .map(|f| (f.target.clone(), f.owner))
-                .collect(),
-            default_owner: job.rules.owner,
-            updated_at: job.newest_clock().map(|(u, _)| u.to_string()),
-            children: job
-                .children
-                .iter()
-                .map(|(name, c)| ChildTable {
-                    name: name.clone(),
-                    table: c.table.clone(),
-                    parent: c.parent.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    pub fn owner(&self, field: &str) -> Owner {
-        self.owners
-            .get(field)
-            .copied()
-            .unwrap_or(self.default_owner)
     }
 }
 

@@ -113,23 +113,17 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(
+    /// Every column the job cannot do without is in the source; returns
+    /// the columns the job names.
+    fn check_required(
+        &mut self,
         job: &Job,
         source_name: &str,
         source: &TableSchema,
         known: Option<&Known>,
-        target_table: Option<&Shape>,
-        target: &dyn Target,
-    ) -> Plan {
-        let mut plan = Plan {
-            job: add_fields(job, known.map_or(&[][..], |k| &k.added)),
-            problems: vec![],
-            notes: vec![],
-            changes: vec![],
-            known: Known::default(),
-        };
+    ) -> HashSet<String> {
+        let plan = self;
         let fields_given = !job.fields.is_empty();
-
         // Every column the job cannot do without.
         let mut required: Vec<(String, String)> = plan
             .job
@@ -153,8 +147,8 @@ impl Plan {
         }
         if let (false, Some(known)) = (fields_given, known) {
             required.extend(known.read.iter().map(|r| {
-                (r.clone(), "synced by earlier runs; to stop syncing it, list the columns to sync under [fields]".into())
-            }));
+            (r.clone(), "synced by earlier runs; to stop syncing it, list the columns to sync under [fields]".into())
+        }));
         }
         let mut listed = HashSet::new();
         required.retain(|(name, _)| listed.insert(name.clone()));
@@ -165,7 +159,20 @@ impl Plan {
                 ));
             }
         }
+        listed
+    }
 
+    /// Columns the source gained since the last run: noted, refused, or
+    /// returned to be added, per `[schema] on_new_column`.
+    fn new_columns<'s>(
+        &mut self,
+        job: &Job,
+        source_name: &str,
+        source: &'s TableSchema,
+        known: Option<&Known>,
+        listed: &HashSet<String>,
+    ) -> Vec<&'s Column> {
+        let plan = self;
         // Columns the source gained since the last run.
         let mut added_now: Vec<&Column> = vec![];
         if let Some(known) = known {
@@ -176,19 +183,85 @@ impl Plan {
             {
                 let name = &column.name;
                 match job.schema.on_new_column {
-                    OnNewColumn::Ignore if !listed.contains(name) => plan.notes.push(format!(
-                        "new source column `{name}` ({}) is not synced ([schema] on_new_column = \"ignore\")",
-                        column.declared
-                    )),
-                    OnNewColumn::Ignore => {}
-                    OnNewColumn::Fail => plan.problems.push(format!(
-                        "{source_name} has a new column `{name}` ({}) and [schema] on_new_column = \"fail\"; map it under [fields], or set on_new_column to \"ignore\" or \"add\"",
-                        column.declared
-                    )),
-                    OnNewColumn::Add => added_now.push(column),
-                }
+                OnNewColumn::Ignore if !listed.contains(name) => plan.notes.push(format!(
+                    "new source column `{name}` ({}) is not synced ([schema] on_new_column = \"ignore\")",
+                    column.declared
+                )),
+                OnNewColumn::Ignore => {}
+                OnNewColumn::Fail => plan.problems.push(format!(
+                    "{source_name} has a new column `{name}` ({}) and [schema] on_new_column = \"fail\"; map it under [fields], or set on_new_column to \"ignore\" or \"add\"",
+                    column.declared
+                )),
+                OnNewColumn::Add => added_now.push(column),
+            }
             }
         }
+        added_now
+    }
+
+    /// Columns whose declared type changed: refused, or followed when
+    /// `[schema] on_type_change = "widen"` and the change is a widening.
+    fn type_changes(
+        &mut self,
+        job: &Job,
+        source: &TableSchema,
+        known: Option<&Known>,
+        read: &[String],
+    ) -> HashSet<String> {
+        let plan = self;
+        // Columns whose declared type changed.
+        let mut widened: HashSet<String> = HashSet::new();
+        if let Some(known) = known {
+            for name in read {
+                let (Some(old), Some(new)) = (known.seen(name), source.column(name)) else {
+                    continue;
+                };
+                // A CSV column that gains a declared type held text as
+                // given: its target column is checked like any other.
+                if old.declared == new.declared || (new.system == "file" && old.declared == "text")
+                {
+                    continue;
+                }
+                let before = ColumnType::of(new.system, &old.declared);
+                let change = format!(
+                    "source column `{name}` changed type from {} to {}",
+                    old.declared, new.declared
+                );
+                match job.schema.on_type_change {
+                OnTypeChange::Fail => plan.problems.push(format!(
+                    "{change} and [schema] on_type_change = \"fail\"; check the target column, then set on_type_change = \"widen\" to follow widenings"
+                )),
+                OnTypeChange::Widen if before.widens_to(&new.ty) => {
+                    widened.insert(name.clone());
+                }
+                OnTypeChange::Widen => plan.problems.push(format!(
+                    "{change}, which is not a widening (one that keeps every value); fix the target column and the job by hand"
+                )),
+            }
+            }
+        }
+        widened
+    }
+
+    pub fn new(
+        job: &Job,
+        source_name: &str,
+        source: &TableSchema,
+        known: Option<&Known>,
+        target_table: Option<&Shape>,
+        target: &dyn Target,
+    ) -> Plan {
+        let mut plan = Plan {
+            job: add_fields(job, known.map_or(&[][..], |k| &k.added)),
+            problems: vec![],
+            notes: vec![],
+            changes: vec![],
+            known: Known::default(),
+        };
+        let fields_given = !job.fields.is_empty();
+
+        let listed = plan.check_required(job, source_name, source, known);
+        let added_now = plan.new_columns(job, source_name, source, known, &listed);
         let added_names: Vec<String> = added_now.iter().map(|c| c.name.clone()).collect();
         plan.job = add_fields(&plan.job, &added_names);
 
@@ -205,37 +278,7 @@ impl Plan {
             .cloned()
             .collect();
 
-        // Columns whose declared type changed.
-        let mut widened: HashSet<String> = HashSet::new();
-        if let Some(known) = known {
-            for name in &read {
-                let (Some(old), Some(new)) = (known.seen(name), source.column(name)) else {
-                    continue;
-                };
-                // A CSV column that gains a declared type held text as
-                // given: its target column is checked like any other.
-                if old.declared == new.declared || (new.system == "file" && old.declared == "text")
-                {
-                    continue;
-                }
-                let before = ColumnType::of(new.system, &old.declared);
-                let change = format!(
-                    "source column `{name}` changed type from {} to {}",
-                    old.declared, new.declared
-                );
-                match job.schema.on_type_change {
-                    OnTypeChange::Fail => plan.problems.push(format!(
-                        "{change} and [schema] on_type_change = \"fail\"; check the target column, then set on_type_change = \"widen\" to follow widenings"
-                    )),
-                    OnTypeChange::Widen if before.widens_to(&new.ty) => {
-                        widened.insert(name.clone());
-                    }
-                    OnTypeChange::Widen => plan.problems.push(format!(
-                        "{change}, which is not a widening (one that keeps every value); fix the target column and the job by hand"
-                    )),
-                }
-            }
-        }
+        let widened = plan.type_changes(job, source, known, &read);
 
         let written = written(&plan.job, source, &read);
         match target_table {

@@ -2,14 +2,11 @@
 //! and version), watermarks, and the one transaction that enqueues changes.
 use std::collections::HashMap;
 
-use futures::stream::{BoxStream, TryStreamExt};
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
+use super::queue::Synced;
 use super::{args, json_param, Backend, Bind, Kind, StateError, Store};
 use crate::model::{now_millis, parse_hash, Item, Op};
-
-/// Where a ledger walk's reader sends its pages.
-type PageSender = tokio::sync::mpsc::Sender<Result<Vec<(String, LedgerEntry)>, StateError>>;
 
 /// What the ledger knows about one key.
 #[derive(Debug, Clone, Copy)]
@@ -182,130 +179,6 @@ impl Store {
         Ok(row.get::<i64, _>(0))
     }
 
-    /// Every ledger entry of `job` in bytewise key order: the order of the
-    /// diff strategy's sorted scan. A task of its own reads (and decodes) the
-    /// next page while the caller merges this one: the walk is half of a
-    /// diff's time after the scan, and on its own it waited for the reads.
-    pub fn ledger_in_key_order(
-        &self,
-        job: &str,
-        page_size: usize,
-    ) -> BoxStream<'static, Result<(String, LedgerEntry), StateError>> {
-        let (pages, mut next) = tokio::sync::mpsc::channel(1);
-        let store = self.clone();
-        let job = job.to_string();
-        tokio::spawn(async move {
-            match store.backend {
-                Backend::Postgres => store.stream_ledger_pages(job, page_size, pages).await,
-                Backend::Sqlite => store.read_ledger_pages(job, page_size, pages).await,
-            }
-        });
-        Box::pin(async_stream::try_stream! {
-            while let Some(page) = next.recv().await {
-                for entry in page? {
-                    yield entry;
-                }
-            }
-        })
-    }
-
-    /// PostgreSQL: one query, cut into pages. Keyset pages would each be
-    /// planned from statistics that lag behind a freshly filled ledger: a
-    /// bitmap scan and sort of every remaining key per page, 230 ms a page
-    /// at 1M keys.
-    async fn stream_ledger_pages(self, job: String, page_size: usize, pages: PageSender) {
-        let mut a = args();
-        a.push(job);
-        let mut rows = sqlx::query_with(
-            "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger WHERE job = $1 ORDER BY key",
-            a,
-        )
-        .fetch(&self.pool);
-        let mut page = Vec::with_capacity(page_size);
-        loop {
-            match rows.try_next().await {
-                Ok(Some(row)) => page.push((row.get::<String, _>(0), entry_of(&row, 1))),
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = pages.send(Err(self.err(e))).await;
-                    return;
-                }
-            }
-            if page.len() == page_size {
-                let full = std::mem::replace(&mut page, Vec::with_capacity(page_size));
-                if pages.send(Ok(full)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = pages.send(Ok(page)).await;
-    }
-
-    /// SQLite: keyset pages, so that no read transaction stays open across
-    /// the diff's commits (an in-memory store has a single connection). A
-    /// page is one JSON row: sqlx hands every SQLite row across threads one
-    /// by one, which cost more than reading it.
-    async fn read_ledger_pages(self, job: String, page_size: usize, pages: PageSender) {
-        // The aggregate takes the rows in the subquery's key order: a
-        // subquery with a LIMIT is not flattened into the aggregate, so it
-        // hands them over in order. An `ORDER BY` inside the aggregate would
-        // sort every page again (half of the statement's time);
-        // [`LedgerWalk`] fails the run should a page ever come out of order.
-        let sql = "SELECT json_group_array(json_array(key, detected_hash, detected_version, synced_version, deleted)) \
-                   FROM (SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger \
-                         WHERE job = $1 AND key > $2 ORDER BY key LIMIT $3)";
-        let mut after = String::new();
-        loop {
-            let mut a = args();
-            a.push(job.clone());
-            a.push(after.clone());
-            a.push(page_size as i64);
-            let page = match sqlx::query_with(sql, a).fetch_one(&self.pool).await {
-                Ok(row) => self.ledger_page(&job, &row.get::<String, _>(0)),
-                Err(e) => Err(self.err(e)),
-            };
-            // The page's greatest key, not its last: paging stays right
-            // whatever order the aggregate gave.
-            let last = match &page {
-                Ok(entries) if entries.len() == page_size => {
-                    entries.iter().map(|(key, _)| key).max().cloned()
-                }
-                _ => None,
-            };
-            if pages.send(page).await.is_err() {
-                return;
-            }
-            match last {
-                Some(key) => after = key,
-                None => return,
-            }
-        }
-    }
-
-    fn ledger_page(&self, job: &str, json: &str) -> Result<Vec<(String, LedgerEntry)>, StateError> {
-        type Page = Vec<(String, i64, i64, Option<i64>, i64)>;
-        let page: Page = serde_json::from_str(json).map_err(|e| StateError::Corrupt {
-            url: self.url.clone(),
-            detail: format!("job {job}: ledger page unreadable: {e}"),
-        })?;
-        Ok(page
-            .into_iter()
-            .map(
-                |(key, detected_hash, detected_version, synced_version, deleted)| {
-                    (
-                        key,
-                        LedgerEntry {
-                            detected_hash,
-                            detected_version,
-                            synced_version,
-                            deleted: deleted != 0,
-                        },
-                    )
-                },
-            )
-            .collect())
-    }
-
     /// Commits one detection step in a single transaction: versions for the
     /// items, one pending task holding them, the ledger, the watermark.
     /// Returns the task id, if there were changes.
@@ -335,110 +208,11 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut task_id = None;
         if !batch.items.is_empty() {
-            let mut a = args();
-            a.push(batch.items.len() as i64);
-            a.push(job.to_string());
-            let row = sqlx::query_with("UPDATE ferry_jobs SET next_version = next_version + $1 WHERE job = $2 RETURNING next_version", a)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-            let last: i64 = row.get(0);
-            let first = last - batch.items.len() as i64 + 1;
-            for (i, item) in batch.items.iter_mut().enumerate() {
-                item.version = first + i as i64;
-            }
-            // Items are plain JSON values; serialising them cannot fail.
-            let payload = serde_json::to_string(&batch.items).expect("items serialise");
-            let mut a = args();
-            a.push(job.to_string());
-            a.push(run_id);
-            a.push(batch.items.len() as i64);
-            a.push(now);
-            let row = sqlx::query_with(
-                "INSERT INTO ferry_tasks (job, run_id, state, item_count, created_at, run_after, stale_check) VALUES ($1, $2, 'pending', $3, $4, $4, 0) RETURNING id",
-                a,
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-            let new_task: i64 = row.get(0);
-            self.put_items(&mut tx, new_task, payload).await?;
+            let new_task = self
+                .enqueue(&mut tx, job, run_id, &mut batch.items, now)
+                .await?;
             task_id = Some(new_task);
-
-            let rows: Vec<(&String, i64, i64, i64)> = batch
-                .items
-                .iter()
-                .zip(&batch.keys)
-                .map(|(item, key)| {
-                    (
-                        key,
-                        parse_hash(&item.hash),
-                        item.version,
-                        i64::from(item.op == Op::Delete),
-                    )
-                })
-                .collect();
-            let insert = format!(
-                "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, deleted) \
-                 SELECT $1, key, hash, version, deleted FROM {} AS x",
-                self.json_rows(
-                    2,
-                    &[
-                        ("key", Kind::Text),
-                        ("hash", Kind::Int),
-                        ("version", Kind::Int),
-                        ("deleted", Kind::Int)
-                    ]
-                )
-            );
-            let select = format!("{insert} WHERE true ON CONFLICT (job, key) ");
-            let rows = json_param(&rows);
-            let ledger_args = || {
-                let mut a = args();
-                a.push(job.to_string());
-                a.push(rows.clone());
-                a
-            };
-            // Without a lookup, a plain insert tells whether any key was known.
-            let mut known_keys = true;
-            if batch.supersedes.is_none() {
-                let insert_new = match batch.keys_unseen {
-                    true => insert,
-                    false => format!("{select}DO NOTHING"),
-                };
-                let inserted = sqlx::query_with(&insert_new, ledger_args())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?
-                    .rows_affected();
-                known_keys = inserted < batch.items.len() as u64;
-                batch.supersedes = Some(known_keys);
-            }
-            // Older tasks before ledger rows: the order a settling worker
-            // takes them in (its task, then the ledger), so the two never
-            // wait on each other in a cycle.
-            if batch.supersedes == Some(true) {
-                let mut a = args();
-                a.push(job.to_string());
-                a.push(new_task);
-                sqlx::query_with(
-                    "UPDATE ferry_tasks SET stale_check = 1 WHERE job = $1 AND id < $2 AND state IN ('pending', 'running', 'failed')",
-                    a,
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-            }
-            if known_keys {
-                let upsert = format!(
-                    "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
-                     detected_version = excluded.detected_version, deleted = excluded.deleted"
-                );
-                sqlx::query_with(&upsert, ledger_args())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
+            self.record_detected(&mut tx, job, batch, new_task).await?;
         }
         if let Some(w) = &batch.watermark {
             let mut a = args();
@@ -457,54 +231,172 @@ impl Store {
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(task_id)
     }
+
+    /// The batch's changes as the keys' latest detected ones. When a key was
+    /// known, older tasks are marked to check for superseded items first.
+    async fn record_detected(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: &str,
+        batch: &mut DetectedBatch,
+        new_task: i64,
+    ) -> Result<(), StateError> {
+        let rows: Vec<(&String, i64, i64, i64)> = batch
+            .items
+            .iter()
+            .zip(&batch.keys)
+            .map(|(item, key)| {
+                (
+                    key,
+                    parse_hash(&item.hash),
+                    item.version,
+                    i64::from(item.op == Op::Delete),
+                )
+            })
+            .collect();
+        let insert = format!(
+            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, deleted) \
+             SELECT $1, key, hash, version, deleted FROM {} AS x",
+            self.json_rows(
+                2,
+                &[
+                    ("key", Kind::Text),
+                    ("hash", Kind::Int),
+                    ("version", Kind::Int),
+                    ("deleted", Kind::Int)
+                ]
+            )
+        );
+        let select = format!("{insert} WHERE true ON CONFLICT (job, key) ");
+        let rows = json_param(&rows);
+        let ledger_args = || {
+            let mut a = args();
+            a.push(job.to_string());
+            a.push(rows.clone());
+            a
+        };
+        // Without a lookup, a plain insert tells whether any key was known.
+        let mut known_keys = true;
+        if batch.supersedes.is_none() {
+            let insert_new = match batch.keys_unseen {
+                true => insert,
+                false => format!("{select}DO NOTHING"),
+            };
+            let inserted = sqlx::query_with(&insert_new, ledger_args())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?
+                .rows_affected();
+            known_keys = inserted < batch.items.len() as u64;
+            batch.supersedes = Some(known_keys);
+        }
+        // Older tasks before ledger rows: the order a settling worker
+        // takes them in (its task, then the ledger), so the two never
+        // wait on each other in a cycle.
+        if batch.supersedes == Some(true) {
+            self.mark_older_stale(tx, job, new_task).await?;
+        }
+        if known_keys {
+            let upsert = format!(
+                "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
+                 detected_version = excluded.detected_version, deleted = excluded.deleted"
+            );
+            sqlx::query_with(&upsert, ledger_args())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The ledger learns what the target holds; a version never moves back.
+    /// Detection wrote each key's entry, so an update finds them all; an
+    /// upsert runs only for what it did not change (an entry gone since, or
+    /// a newer version already recorded), as its conflict check costs
+    /// PostgreSQL a sixth more per row than the update's join.
+    pub(super) async fn record_synced(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        job: &str,
+        synced: &[Synced],
+    ) -> Result<(), StateError> {
+        if synced.is_empty() {
+            return Ok(());
+        }
+        let rows = self.json_rows(
+            2,
+            &[
+                ("key", Kind::Text),
+                ("hash", Kind::Int),
+                ("version", Kind::Int),
+                ("written", Kind::Text),
+            ],
+        );
+        // Materialized: else SQLite puts the ledger in the outer loop and
+        // scans every key of the job for each statement.
+        let update = format!(
+            "WITH x AS MATERIALIZED {rows} \
+             UPDATE ferry_ledger SET synced_hash = x.hash, synced_version = x.version, written = x.written, discarded = 0 FROM x \
+             WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key \
+             AND (ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < x.version)"
+        );
+        let upsert = format!(
+            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written) \
+             SELECT $1, key, hash, version, hash, version, written FROM {rows} AS x WHERE true \
+             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written, discarded = 0 \
+             WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version"
+        );
+        let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
+            .iter()
+            .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
+            .collect();
+        let rows = json_param(&rows);
+        for sql in [update, upsert] {
+            let mut a = args();
+            a.push(job.to_string());
+            a.push(rows.clone());
+            let changed = sqlx::query_with(&sql, a)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?
+                .rows_affected();
+            if changed == synced.len() as u64 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes that reached the target leave nothing to remember: their
+    /// entries go, a thousand at a time.
+    pub(super) async fn purge_settled_deletes(&self) -> Result<u64, StateError> {
+        let mut total = 0;
+        for _ in 0..100 {
+            let n = sqlx::query(
+                "DELETE FROM ferry_ledger WHERE (job, key) IN (SELECT job, key FROM ferry_ledger \
+                 WHERE deleted = 1 AND synced_version = detected_version LIMIT 1000)",
+            )
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?
+            .rows_affected();
+            total += n;
+            if n < 1000 {
+                break;
+            }
+        }
+        Ok(total)
+    }
 }
 
 /// A ledger entry from the columns `detected_hash, detected_version,
 /// synced_version, deleted` starting at `first`.
-fn entry_of(r: &sqlx::any::AnyRow, first: usize) -> LedgerEntry {
+pub(super) fn entry_of(r: &sqlx::any::AnyRow, first: usize) -> LedgerEntry {
     LedgerEntry {
         detected_hash: r.get(first),
         detected_version: r.get(first + 1),
         synced_version: r.get(first + 2),
         deleted: r.get::<i64, _>(first + 3) != 0,
-    }
-}
-
-/// A job's ledger in key order, checked to be in the order Rust sorts keys
-/// in ([`crate::sort`]): a ledger in another collation would make a merge
-/// turn unchanged objects into deletes.
-pub struct LedgerWalk<'a> {
-    job: &'a str,
-    entries: BoxStream<'a, Result<(String, LedgerEntry), StateError>>,
-    previous: String,
-}
-
-impl Store {
-    pub fn ledger_walk<'a>(&'a self, job: &'a str, page_size: usize) -> LedgerWalk<'a> {
-        LedgerWalk {
-            job,
-            entries: self.ledger_in_key_order(job, page_size),
-            previous: String::new(),
-        }
-    }
-}
-
-impl LedgerWalk<'_> {
-    pub async fn next(&mut self) -> Result<Option<(String, LedgerEntry)>, StateError> {
-        let Some((key, entry)) = self.entries.try_next().await? else {
-            return Ok(None);
-        };
-        if key <= self.previous {
-            return Err(StateError::Corrupt {
-                url: "ledger".to_string(),
-                detail: format!(
-                    "job {}: ledger keys are not in bytewise order (`{}` before `{key}`); is migration 0006 applied?",
-                    self.job, self.previous
-                ),
-            });
-        }
-        self.previous.clone_from(&key);
-        Ok(Some((key, entry)))
     }
 }
 

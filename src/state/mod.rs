@@ -6,6 +6,7 @@ mod daemons;
 mod idmap;
 mod lease;
 mod ledger;
+mod ledger_walk;
 mod operate;
 mod queue;
 mod runs;
@@ -21,7 +22,8 @@ use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
 pub use daemons::{daemon_heartbeat, DaemonInfo};
 pub use lease::{host_name, Lease, LeaseHolder};
-pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, LedgerWalk, WrittenEntry};
+pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, WrittenEntry};
+pub use ledger_walk::LedgerWalk;
 pub use operate::{QueueCounts, TaskInfo};
 pub use queue::{ClaimedTask, Settlement, Synced, TaskState};
 pub use runs::{RunCounts, RunInfo};

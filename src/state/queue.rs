@@ -280,64 +280,6 @@ impl Store {
         Ok(done)
     }
 
-    /// The ledger learns what the target holds; a version never moves back.
-    /// Detection wrote each key's entry, so an update finds them all; an
-    /// upsert runs only for what it did not change (an entry gone since, or
-    /// a newer version already recorded), as its conflict check costs
-    /// PostgreSQL a sixth more per row than the update's join.
-    async fn record_synced(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        job: &str,
-        synced: &[Synced],
-    ) -> Result<(), StateError> {
-        if synced.is_empty() {
-            return Ok(());
-        }
-        let rows = self.json_rows(
-            2,
-            &[
-                ("key", Kind::Text),
-                ("hash", Kind::Int),
-                ("version", Kind::Int),
-                ("written", Kind::Text),
-            ],
-        );
-        // Materialized: else SQLite puts the ledger in the outer loop and
-        // scans every key of the job for each statement.
-        let update = format!(
-            "WITH x AS MATERIALIZED {rows} \
-             UPDATE ferry_ledger SET synced_hash = x.hash, synced_version = x.version, written = x.written, discarded = 0 FROM x \
-             WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key \
-             AND (ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < x.version)"
-        );
-        let upsert = format!(
-            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written) \
-             SELECT $1, key, hash, version, hash, version, written FROM {rows} AS x WHERE true \
-             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written, discarded = 0 \
-             WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version"
-        );
-        let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
-            .iter()
-            .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
-            .collect();
-        let rows = json_param(&rows);
-        for sql in [update, upsert] {
-            let mut a = args();
-            a.push(job.to_string());
-            a.push(rows.clone());
-            let changed = sqlx::query_with(&sql, a)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| self.err(e))?
-                .rows_affected();
-            if changed == synced.len() as u64 {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// Records items that can never be synced (a malformed message) as one
     /// dead task of `run_id`, each with its `error`.
     pub async fn enqueue_dead(
@@ -433,20 +375,7 @@ impl Store {
                 .await
                 .map_err(|e| self.err(e))?;
         }
-        for _ in 0..100 {
-            let n = sqlx::query(
-                "DELETE FROM ferry_ledger WHERE (job, key) IN (SELECT job, key FROM ferry_ledger \
-                 WHERE deleted = 1 AND synced_version = detected_version LIMIT 1000)",
-            )
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?
-            .rows_affected();
-            total += n;
-            if n < 1000 {
-                break;
-            }
-        }
+        total += self.purge_settled_deletes().await?;
         Ok(total)
     }
 
@@ -481,6 +410,68 @@ impl Store {
     }
 
     /// Stores a task's items, replacing those it held.
+    /// A new pending task holding `items`, each given the job's next
+    /// version, in the caller's transaction.
+    pub(super) async fn enqueue(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: &str,
+        run_id: i64,
+        items: &mut [Item],
+        now: i64,
+    ) -> Result<i64, StateError> {
+        let mut a = args();
+        a.push(items.len() as i64);
+        a.push(job.to_string());
+        let row = sqlx::query_with("UPDATE ferry_jobs SET next_version = next_version + $1 WHERE job = $2 RETURNING next_version", a)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let last: i64 = row.get(0);
+        let first = last - items.len() as i64 + 1;
+        for (i, item) in items.iter_mut().enumerate() {
+            item.version = first + i as i64;
+        }
+        // Items are plain JSON values; serialising them cannot fail.
+        let payload = serde_json::to_string(&items).expect("items serialise");
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(run_id);
+        a.push(items.len() as i64);
+        a.push(now);
+        let row = sqlx::query_with(
+            "INSERT INTO ferry_tasks (job, run_id, state, item_count, created_at, run_after, stale_check) VALUES ($1, $2, 'pending', $3, $4, $4, 0) RETURNING id",
+            a,
+        )
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let task: i64 = row.get(0);
+        self.put_items(tx, task, payload).await?;
+        Ok(task)
+    }
+
+    /// The job's open tasks older than `task` may hold items a newer
+    /// detection superseded: they check before writing.
+    pub(super) async fn mark_older_stale(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: &str,
+        task: i64,
+    ) -> Result<(), StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(task);
+        sqlx::query_with(
+            "UPDATE ferry_tasks SET stale_check = 1 WHERE job = $1 AND id < $2 AND state IN ('pending', 'running', 'failed')",
+            a,
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub(super) async fn put_items(
         &self,
         tx: &mut Transaction<'_, Any>,

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::task::Row;
+use super::row::Row;
 use crate::config::Job;
 use crate::connectors::{ConnectorError, Target};
 use crate::model::{key_text, Op, Record};

@@ -8,7 +8,9 @@ mod mapping;
 mod mirror;
 mod predict;
 mod preview;
+mod row;
 mod task;
+mod write;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,6 +118,29 @@ impl Shared {
         }
     }
 
+    /// What the drain did, once its workers are done.
+    fn report(&self) -> SyncReport {
+        let shared = self;
+        let first_error = shared
+            .first_error
+            .lock()
+            .map(|mut e| e.take())
+            .unwrap_or(None);
+        SyncReport {
+            synced: shared.synced.load(Ordering::Relaxed),
+            superseded: shared.superseded.load(Ordering::Relaxed),
+            retrying: shared.retrying.lock().map_or(0, |k| k.len() as u64),
+            dead: shared.dead.load(Ordering::Relaxed),
+            writes: shared.writes.load(Ordering::Relaxed),
+            first_error,
+            paused: false,
+            mirrored: 0,
+            conflicts: shared.conflicts.load(Ordering::Relaxed),
+            unchanged: shared.unchanged.load(Ordering::Relaxed),
+            skipped: shared.skipped.load(Ordering::Relaxed),
+        }
+    }
+
     fn note_error(&self, e: &ConnectorError) {
         if let Ok(mut first) = self.first_error.lock() {
             first.get_or_insert_with(|| e.clone());
@@ -209,7 +234,14 @@ pub async fn drain(
                     continue;
                 };
                 let span = tracing::info_span!("task", job = %job.name, task = claimed.id, attempt = claimed.attempts);
-                task::sync_task(&job, target.as_ref(), &store, &mapping, claimed, &shared, lease).instrument(span).await?;
+                let worker = task::Worker {
+                    job: &job,
+                    target: target.as_ref(),
+                    store: &store,
+                    shared: &shared,
+                    lease,
+                };
+                task::sync_task(worker, &mapping, claimed).instrument(span).await?;
             }
             Ok::<(), StateError>(())
         });
@@ -226,24 +258,7 @@ pub async fn drain(
         }
     }
     result?;
-    let first_error = shared
-        .first_error
-        .lock()
-        .map(|mut e| e.take())
-        .unwrap_or(None);
-    Ok(SyncReport {
-        synced: shared.synced.load(Ordering::Relaxed),
-        superseded: shared.superseded.load(Ordering::Relaxed),
-        retrying: shared.retrying.lock().map_or(0, |k| k.len() as u64),
-        dead: shared.dead.load(Ordering::Relaxed),
-        writes: shared.writes.load(Ordering::Relaxed),
-        first_error,
-        paused: false,
-        mirrored: 0,
-        conflicts: shared.conflicts.load(Ordering::Relaxed),
-        unchanged: shared.unchanged.load(Ordering::Relaxed),
-        skipped: shared.skipped.load(Ordering::Relaxed),
-    })
+    Ok(shared.report())
 }
 
 /// Exponential backoff with full jitter, the exponent capped: a delay drawn

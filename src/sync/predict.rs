@@ -1,14 +1,15 @@
 //! What a job's rules make of one object against the target's current row,
 //! without touching the target: `ferry test` holds it against the job's
-//! `[[tests]]`. It states, row by row, what the SQL targets apply in bulk
-//! (`connectors::sql::assignments`); `tests/rule_tests.rs` runs the same
-//! cases through real targets to keep the two in agreement.
+//! `[[tests]]`. It evaluates, row by row, the same rule plan
+//! ([`crate::rules`]) the SQL targets render into their statements;
+//! `tests/rule_tests.rs` runs the same cases through real targets to keep
+//! the two in agreement.
 use serde_json::Value;
 
 use super::Mapping;
-use crate::config::{Deletes, Job, Mode, Owner, WriteKind};
-use crate::connectors::WriteRules;
+use crate::config::{Job, WriteKind};
 use crate::model::Record;
+use crate::rules::{DeleteAs, WriteRules};
 
 /// The value a soft delete writes: the time of the write, unknown offline.
 pub const DELETION_TIME: &str = "now";
@@ -43,7 +44,7 @@ pub fn predict(
     let rules = WriteRules::from_job(job);
     match (source, target) {
         (Some(object), None) => {
-            if rules.mode == Mode::Update {
+            if !rules.inserts_new_rows() {
                 return Predicted::skip();
             }
             Predicted {
@@ -52,7 +53,7 @@ pub fn predict(
             }
         }
         (Some(object), Some(row)) => {
-            if rules.mode == Mode::Insert {
+            if rules.mode == crate::config::Mode::Insert {
                 return Predicted::skip();
             }
             let mapped = Mapping::new(job).upsert(object.clone());
@@ -68,22 +69,12 @@ pub fn predict(
                 })
             });
             let mut fields = Record::new();
-            for (column, incoming) in mapped {
-                if rules.key.contains(&column) {
-                    continue;
-                }
-                let current = row.get(&column).unwrap_or(&Value::Null);
-                let clock = rules.updated_at.as_ref() == Some(&column);
-                let written = match rules.owner(&column) {
-                    _ if clock && !newer => continue,
-                    _ if clock => incoming,
-                    Owner::Newest if !newer => continue,
-                    Owner::Source | Owner::Newest => incoming,
-                    Owner::Fill if current.is_null() => incoming,
-                    Owner::Fill | Owner::Target => continue,
-                };
-                if &written != current {
-                    fields.insert(column, written);
+            let columns: Vec<String> = mapped.keys().cloned().collect();
+            for (column, condition) in rules.update_fields(&columns) {
+                let incoming = &mapped[column];
+                let current = row.get(column).unwrap_or(&Value::Null);
+                if condition.writes(current.is_null(), Some(newer)) && incoming != current {
+                    fields.insert(column.to_string(), incoming.clone());
                 }
             }
             // A soft-deleted row whose object is back is un-deleted.
@@ -98,19 +89,15 @@ pub fn predict(
             }
             update_or_skip(fields)
         }
-        (None, Some(row)) => match rules.deletes {
-            Deletes::Propagate => Predicted {
+        (None, Some(row)) => match rules.delete_as() {
+            DeleteAs::Remove => Predicted {
                 kind: WriteKind::Delete,
                 fields: Record::new(),
             },
-            Deletes::Soft => match (&rules.soft_delete, soft_deleted(&rules, row)) {
-                (Some(column), None) => update_or_skip(Record::from_iter([(
-                    column.clone(),
-                    Value::String(DELETION_TIME.to_string()),
-                )])),
-                _ => Predicted::skip(),
-            },
-            Deletes::Ignore => Predicted::skip(),
+            DeleteAs::MarkDeleted(column) if soft_deleted(&rules, row).is_none() => update_or_skip(
+                Record::from_iter([(column.to_string(), Value::String(DELETION_TIME.to_string()))]),
+            ),
+            DeleteAs::MarkDeleted(_) | DeleteAs::Keep => Predicted::skip(),
         },
         (None, None) => Predicted::skip(),
     }
@@ -130,9 +117,11 @@ fn is_later(incoming: Option<&Value>, existing: Option<&Value>) -> bool {
     }
 }
 
+/// The soft-delete column, when the row is marked deleted.
 fn soft_deleted<'r>(rules: &'r WriteRules, row: &Record) -> Option<&'r str> {
-    let column = rules.soft_delete.as_deref()?;
-    (rules.deletes == Deletes::Soft && row.get(column).is_some_and(|v| !v.is_null()))
+    let column = rules.undelete()?;
+    row.get(column)
+        .is_some_and(|v| !v.is_null())
         .then_some(column)
 }
 

@@ -1,18 +1,18 @@
-//! One claimed task: superseded items dropped, the rest written in bulk, a
-//! refused batch split in halves until each refused item stands alone.
-use std::ops::Range;
+//! One claimed task, in steps: superseded items dropped, rows shaped and
+//! keys translated, the rest written (see `write`), the outcome settled in
+//! the queue, then counted.
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::value::RawValue;
-
 use super::identity::{Identity, IdentityError, Resolution};
+use super::row::{Live, Row};
+use super::write::{write_isolating, Fate, Outcome, RowsAround, WriteOptions};
 use super::{backoff, conflicts, Mapping, Shared};
 use crate::config::{EchoPartner, Job};
-use crate::connectors::{ConnectorError, Images, Target, WriteBatch, Written};
+use crate::connectors::Target;
 use crate::model::{content_hash, key_of, key_text, now_millis, parse_hash, Item, Op, Record};
-use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced};
+use crate::state::{ClaimedTask, Settlement, StateError, Store, Synced, WrittenEntry};
 
 /// How a job's objects become target rows: fields, and keys translated.
 pub(super) struct Shape {
@@ -34,51 +34,55 @@ pub(super) struct Shape {
     pub json_rows: bool,
 }
 
-/// A live item's target row.
-pub(super) enum Row<'a> {
-    Record(Record),
-    /// The object's queued JSON, written as it is ([`Shape::json_rows`]).
-    Json(&'a RawValue),
+/// What every step of a task works with.
+#[derive(Clone, Copy)]
+pub(super) struct Worker<'a> {
+    pub job: &'a Job,
+    pub target: &'a dyn Target,
+    pub store: &'a Store,
+    pub shared: &'a Shared,
+    pub lease: Duration,
 }
 
-impl Row<'_> {
-    /// The row's fields; None for a JSON row, which only jobs without key
-    /// translation have (see [`Shape::json_rows`]).
-    pub fn record(&self) -> Option<&Record> {
-        match self {
-            Row::Record(r) => Some(r),
-            Row::Json(_) => None,
-        }
-    }
+/// The ledger entries a task looked up: (entry, what ferry last wrote).
+type Ledger = HashMap<String, WrittenEntry>;
 
-    pub fn record_mut(&mut self) -> Option<&mut Record> {
-        match self {
-            Row::Record(r) => Some(r),
-            Row::Json(_) => None,
-        }
-    }
+/// The task's items sorted before the write.
+struct Sorted<'t> {
+    live: Vec<Live<'t>>,
+    superseded: u64,
+    /// Items that cannot become a row, with why.
+    unreadable: Vec<(usize, String)>,
+    /// Items waiting for a referenced object, with why.
+    waiting: Vec<(usize, String)>,
+    /// Deletes of objects the target never got.
+    nothing: Vec<usize>,
 }
 
-enum Fate {
-    /// With the fields and images the target reported, when asked.
-    Written(Option<(Arc<[String]>, Images)>),
-    Rejected(String),
-    Retry,
+/// What a task's settlement counts, for the run and the metrics.
+#[derive(Default)]
+struct Tally<'k> {
+    written_by_op: [u64; 2],
+    rejected: u64,
+    retried: u64,
+    conflicts: u64,
+    unchanged: u64,
+    superseded: u64,
+    /// By key, for the run's FAILED count: not settled yet, or dead.
+    retry_keys: Vec<&'k str>,
+    dead_keys: Vec<&'k str>,
 }
 
 pub(super) async fn sync_task(
-    job: &Job,
-    target: &dyn Target,
-    store: &Store,
+    worker: Worker<'_>,
     shape: &Shape,
     task: ClaimedTask,
-    shared: &Shared,
-    lease: Duration,
 ) -> Result<(), StateError> {
+    let Worker { job, store, .. } = worker;
     crate::fault::point("before-write");
     // A worker paused past its lease must not write over what the worker
     // that reclaimed the task wrote since.
-    let Some(stale_check) = store.renew_task(&task, lease).await? else {
+    let Some(stale_check) = store.renew_task(&task, worker.lease).await? else {
         tracing::warn!(job = %job.name, task = task.id, "lease lost before writing; the task belongs to another worker now");
         return Ok(());
     };
@@ -87,7 +91,6 @@ pub(super) async fn sync_task(
     // and they must be known before writing; the others look keys up only
     // to check for conflicts after the write, and do so while it runs, and
     // only the upserts' keys whose last write detection did not carry.
-    let track = shape.track;
     let uncarried: Vec<String> = match !stale_check && shape.prior_writes {
         true => task
             .items
@@ -98,22 +101,81 @@ pub(super) async fn sync_task(
             .collect(),
         false => Vec::new(),
     };
-    let read_beside_write = !uncarried.is_empty();
     let ledger = if stale_check {
         store.ledger_written(&job.name, &keys).await?
     } else {
         Default::default()
     };
-    let mut live: Vec<(usize, Op, Row<'_>)> = Vec::with_capacity(task.items.len());
-    let (mut superseded, mut unreadable) = (0u64, Vec::new());
-    for (i, (item, key)) in task.items.iter().zip(&keys).enumerate() {
+    let mut sorted = sort_items(shape, &task, &keys, &ledger);
+    let translation_error = match translate(worker, shape, &keys, &mut sorted).await {
+        Ok(()) => None,
+        Err(IdentityError::State(e)) => return Err(e),
+        Err(IdentityError::Target(e)) => Some(e),
+    };
+
+    let started = std::time::Instant::now();
+    let options = WriteOptions {
+        images: shape.track,
+        before: shape.need_before,
+        read_back: !shape.echo.is_empty(),
+    };
+    let write = async {
+        match translation_error {
+            Some(e) => Outcome::not_written(sorted.live.len(), e),
+            None => write_isolating(&worker, &task, &sorted.live, options).await,
+        }
+    };
+    let (mut outcome, ledger) = if uncarried.is_empty() {
+        (write.await, ledger)
+    } else {
+        // Should the read fail after the write succeeded, the task fails as
+        // a failed settle does: reclaimed after its lease and written again,
+        // which keyed upserts make harmless.
+        let (outcome, ledger) = tokio::join!(write, store.ledger_written(&job.name, &uncarried));
+        (outcome, ledger?)
+    };
+    crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
+    // The target holds the batch; the queue does not know yet.
+    crate::fault::point("after-write");
+    outcome.error = outcome
+        .error
+        .map(|e| e.map_detail(|d| job.locate_in_message(d)));
+
+    let (settlement, mut tally) = settlement(job, &task, &keys, &ledger, &sorted, &outcome);
+    if !finish(worker, &task, &settlement, &outcome).await? {
+        tracing::warn!(job = %job.name, task = task.id, "task was taken over by another worker after its lease expired; its result is discarded");
+        return Ok(());
+    }
+    if !shape.echo.is_empty() {
+        mark_written_echo(store, shape, &sorted.live, &outcome).await?;
+    }
+    count(worker, &task, &settlement, &mut tally, &outcome);
+    Ok(())
+}
+
+/// Drops the items a newer detected change supersedes and shapes the rest
+/// into target rows.
+fn sort_items<'t>(
+    shape: &Shape,
+    task: &'t ClaimedTask,
+    keys: &[String],
+    ledger: &Ledger,
+) -> Sorted<'t> {
+    let mut sorted = Sorted {
+        live: Vec::with_capacity(task.items.len()),
+        superseded: 0,
+        unreadable: Vec::new(),
+        waiting: Vec::new(),
+        nothing: Vec::new(),
+    };
+    for (i, (item, key)) in task.items.iter().zip(keys).enumerate() {
         // A newer change of this key was detected after this one: it carries
         // the newer data, so writing this one would be a stale overwrite.
         if ledger
             .get(key)
             .is_some_and(|(e, _)| e.detected_version > item.version)
         {
-            superseded += 1;
+            sorted.superseded += 1;
             continue;
         }
         let row = match (item.op, &item.data) {
@@ -121,81 +183,67 @@ pub(super) async fn sync_task(
             (Op::Upsert, _) => match item.record() {
                 Ok(record) => Row::Record(shape.mapping.upsert(record)),
                 Err(e) => {
-                    unreadable.push((i, format!("the queued object is not a JSON object: {e}")));
+                    let why = format!("the queued object is not a JSON object: {e}");
+                    sorted.unreadable.push((i, why));
                     continue;
                 }
             },
             (Op::Delete, _) => Row::Record(shape.mapping.delete(&item.key)),
         };
-        live.push((i, item.op, row));
+        sorted.live.push((i, item.op, row));
     }
+    sorted
+}
 
-    // Keys the target generates, and references to other jobs' objects.
-    let (mut waiting, mut nothing, mut translation_error) = (Vec::new(), Vec::new(), None);
-    if shape.identity.is_active() {
-        match shape
-            .identity
-            .resolve(target, store, &mut live, &keys)
-            .await
-        {
-            Ok(resolutions) => {
-                let mut ready = Vec::with_capacity(live.len());
-                for (entry, resolution) in live.into_iter().zip(resolutions) {
-                    match resolution {
-                        Resolution::Ready => ready.push(entry),
-                        Resolution::Wait(why) => waiting.push((entry.0, why)),
-                        Resolution::Nothing => nothing.push(entry.0),
-                    }
-                }
-                live = ready;
-            }
-            Err(IdentityError::State(e)) => return Err(e),
-            Err(IdentityError::Target(e)) => translation_error = Some(e),
+/// Keys the target generates, and references to other jobs' objects: the
+/// items that cannot be written yet leave `live`.
+async fn translate(
+    worker: Worker<'_>,
+    shape: &Shape,
+    keys: &[String],
+    sorted: &mut Sorted<'_>,
+) -> Result<(), IdentityError> {
+    if !shape.identity.is_active() {
+        return Ok(());
+    }
+    let resolutions = shape
+        .identity
+        .resolve(worker.target, worker.store, &mut sorted.live, keys)
+        .await?;
+    let live = std::mem::take(&mut sorted.live);
+    for (entry, resolution) in live.into_iter().zip(resolutions) {
+        match resolution {
+            Resolution::Ready => sorted.live.push(entry),
+            Resolution::Wait(why) => sorted.waiting.push((entry.0, why)),
+            Resolution::Nothing => sorted.nothing.push(entry.0),
         }
     }
+    Ok(())
+}
 
-    let started = std::time::Instant::now();
-    let options = WriteOptions {
-        images: track,
-        before: shape.need_before,
-        read_back: !shape.echo.is_empty(),
-    };
-    let write = async {
-        match translation_error {
-            Some(e) => (
-                live.iter().map(|_| Fate::Retry).collect(),
-                Some(e),
-                false,
-                RowsAround::default(),
-            ),
-            None => write_isolating(job, target, store, &task, &live, options, shared, lease).await,
-        }
-    };
-    let ((fates, error, wrote_any, rows), ledger) = if read_beside_write {
-        // Should the read fail after the write succeeded, the task fails as
-        // a failed settle does: reclaimed after its lease and written again,
-        // which keyed upserts make harmless.
-        let (written, ledger) = tokio::join!(write, store.ledger_written(&job.name, &uncarried));
-        (written, ledger?)
-    } else {
-        (write.await, ledger)
-    };
-    crate::metrics::batch_duration(&job.name, "sync", started.elapsed());
-    // The target holds the batch; the queue does not know yet.
-    crate::fault::point("after-write");
-    let error = error.map(|e| e.map_detail(|d| job.locate_in_message(d)));
-
+/// What the queue and the ledger are told: each item synced, retried or
+/// dead, with what the write reported about conflicts.
+fn settlement<'k>(
+    job: &Job,
+    task: &ClaimedTask,
+    keys: &'k [String],
+    ledger: &Ledger,
+    sorted: &Sorted<'_>,
+    outcome: &Outcome,
+) -> (Settlement, Tally<'k>) {
     let mut settlement = Settlement::default();
+    let mut tally = Tally {
+        superseded: sorted.superseded,
+        ..Tally::default()
+    };
     let exhausted = task.attempts >= i64::from(job.batch.max_attempts);
-    let (mut written_by_op, mut rejected, mut retried) = ([0u64; 2], 0u64, 0u64);
-    let (mut conflicts, mut unchanged) = (0u64, 0u64);
-    // By key, for the run's FAILED count: settled (synced or dead) or not.
-    let (mut retry_keys, mut dead_keys): (Vec<&str>, Vec<&str>) = (vec![], vec![]);
-    for ((i, op, _), fate) in live.iter().zip(&fates) {
-        let item = &task.items[*i];
+    let gave_up = |why: &str| format!("{why} (gave up after {} attempts)", task.attempts);
+    let error = outcome.error.as_ref().map(ToString::to_string);
+    for ((i, op, _), fate) in sorted.live.iter().zip(&outcome.fates) {
+        let (i, item) = (*i, &task.items[*i]);
         match fate {
             Fate::Written(images) => {
-                let prior = match ledger.get(&keys[*i]) {
+                let prior = match ledger.get(&keys[i]) {
                     Some((_, written)) => written.as_deref(),
                     None => item.prior.as_ref().and_then(Option::as_deref),
                 };
@@ -204,125 +252,126 @@ pub(super) async fn sync_task(
                     .map(|(fields, images)| conflicts::assess(fields, prior, images))
                     .unwrap_or_default();
                 if assessed.conflicts > 0 {
-                    tracing::info!(job = %job.name, key = %keys[*i], fields = assessed.conflicts, "conflict: the target and the source both changed the object since ferry last wrote it; the owner rules decided");
+                    tracing::info!(job = %job.name, key = %keys[i], fields = assessed.conflicts, "conflict: the target and the source both changed the object since ferry last wrote it; the owner rules decided");
                 }
-                conflicts += assessed.conflicts;
-                unchanged += u64::from(assessed.unchanged);
-                settlement.synced.push(Synced {
-                    key: keys[*i].clone(),
-                    hash: parse_hash(&item.hash),
-                    version: item.version,
-                    written: assessed.written,
-                });
-                written_by_op[usize::from(*op == Op::Delete)] += 1;
+                tally.conflicts += assessed.conflicts;
+                tally.unchanged += u64::from(assessed.unchanged);
+                settlement
+                    .synced
+                    .push(synced(&keys[i], item, assessed.written));
+                tally.written_by_op[usize::from(*op == Op::Delete)] += 1;
             }
             Fate::Rejected(message) => {
-                rejected += 1;
-                dead_keys.push(&keys[*i]);
-                settlement.dead.push(Item {
-                    error: Some(message.clone()),
-                    ..item.clone()
-                });
+                tally.rejected += 1;
+                tally.dead_keys.push(&keys[i]);
+                settlement
+                    .dead
+                    .push(with_error(item, Some(message.clone())));
             }
             Fate::Retry if exhausted => {
-                let message = error
-                    .as_ref()
-                    .map(|e| format!("{e} (gave up after {} attempts)", task.attempts));
-                dead_keys.push(&keys[*i]);
-                settlement.dead.push(Item {
-                    error: message,
-                    ..item.clone()
-                });
+                tally.dead_keys.push(&keys[i]);
+                let message = error.as_deref().map(gave_up);
+                settlement.dead.push(with_error(item, message));
             }
             Fate::Retry => {
-                retried += 1;
-                retry_keys.push(&keys[*i]);
-                settlement.retry.push(Item {
-                    error: error.as_ref().map(|e| e.to_string()),
-                    ..item.clone()
-                });
+                tally.retried += 1;
+                tally.retry_keys.push(&keys[i]);
+                settlement.retry.push(with_error(item, error.clone()));
             }
         }
     }
-    for (i, why) in unreadable {
-        rejected += 1;
-        dead_keys.push(&keys[i]);
-        settlement.dead.push(Item {
-            error: Some(why),
-            ..task.items[i].clone()
-        });
+    for (i, why) in &sorted.unreadable {
+        tally.rejected += 1;
+        tally.dead_keys.push(&keys[*i]);
+        settlement
+            .dead
+            .push(with_error(&task.items[*i], Some(why.clone())));
     }
-    for i in nothing {
-        let item = &task.items[i];
-        settlement.synced.push(Synced {
-            key: keys[i].clone(),
-            hash: parse_hash(&item.hash),
-            version: item.version,
-            written: None,
-        });
+    for &i in &sorted.nothing {
+        settlement
+            .synced
+            .push(synced(&keys[i], &task.items[i], None));
     }
-    if let Some((i, why)) = waiting.first() {
-        tracing::warn!(job = %job.name, task = task.id, waiting = waiting.len(), "{} item(s) wait for a referenced object, first {}: {why}", waiting.len(), keys[*i]);
+    if let Some((i, why)) = sorted.waiting.first() {
+        let waiting = sorted.waiting.len();
+        tracing::warn!(job = %job.name, task = task.id, waiting, "{waiting} item(s) wait for a referenced object, first {}: {why}", keys[*i]);
     }
-    for (i, why) in waiting {
-        let item = &task.items[i];
+    for (i, why) in &sorted.waiting {
+        let (i, why) = (*i, why.clone());
         if exhausted {
-            dead_keys.push(&keys[i]);
-            settlement.dead.push(Item {
-                error: Some(format!("{why} (gave up after {} attempts)", task.attempts)),
-                ..item.clone()
-            });
+            tally.dead_keys.push(&keys[i]);
+            settlement
+                .dead
+                .push(with_error(&task.items[i], Some(gave_up(&why))));
         } else {
-            retried += 1;
-            retry_keys.push(&keys[i]);
-            settlement.retry.push(Item {
-                error: Some(why),
-                ..item.clone()
-            });
+            tally.retried += 1;
+            tally.retry_keys.push(&keys[i]);
+            settlement.retry.push(with_error(&task.items[i], Some(why)));
         }
     }
-    // Unreachable, or refusing our credentials: the attempt does not count.
-    let unreachable = error.as_ref().is_some_and(|e| e.stops_run());
     if !settlement.retry.is_empty() {
         settlement.retry_at_ms = now_millis() + backoff(job, task.attempts).as_millis() as i64;
-        settlement.retry_error = error
-            .as_ref()
-            .map(|e| e.to_string())
-            .or_else(|| settlement.retry.first().and_then(|i| i.error.clone()));
+        settlement.retry_error =
+            error.or_else(|| settlement.retry.first().and_then(|i| i.error.clone()));
     }
-    if unreachable && !wrote_any {
-        // The target was never reached: the attempt does not count, no
-        // other worker of this run claims anything more, and the task is due
-        // at once, so that the next run meets the same answer (75 or 78
-        // every time) instead of finding only a task waiting out a backoff.
-        shared.stop.store(true, Ordering::Relaxed);
-        store
-            .release(
-                &task,
-                now_millis(),
-                settlement.retry_error.as_deref().unwrap_or_default(),
-            )
-            .await?;
-    } else if !store.settle(&task, &settlement).await? {
-        tracing::warn!(job = %job.name, task = task.id, "task was taken over by another worker after its lease expired; its result is discarded");
-        return Ok(());
-    }
+    (settlement, tally)
+}
 
-    if !shape.echo.is_empty() {
-        let deleted: Vec<&Record> = live
-            .iter()
-            .zip(&fates)
-            .filter(|((_, op, _), fate)| *op == Op::Delete && matches!(fate, Fate::Written(_)))
-            .filter_map(|((_, _, row), _)| row.record())
-            .collect();
-        mark_echo(store, &shape.echo, &rows, &deleted).await?;
+fn synced(key: &str, item: &Item, written: Option<String>) -> Synced {
+    Synced {
+        key: key.to_string(),
+        hash: parse_hash(&item.hash),
+        version: item.version,
+        written,
     }
+}
 
+fn with_error(item: &Item, error: Option<String>) -> Item {
+    Item {
+        error,
+        ..item.clone()
+    }
+}
+
+/// The target was never reached (unreachable, or refusing our credentials).
+fn never_reached(outcome: &Outcome) -> bool {
+    !outcome.wrote_any && outcome.error.as_ref().is_some_and(|e| e.stops_run())
+}
+
+/// Settles the task in the queue; false when another worker holds it now.
+async fn finish(
+    worker: Worker<'_>,
+    task: &ClaimedTask,
+    settlement: &Settlement,
+    outcome: &Outcome,
+) -> Result<bool, StateError> {
+    if !never_reached(outcome) {
+        return worker.store.settle(task, settlement).await;
+    }
+    // The attempt does not count, no other worker of this run claims
+    // anything more, and the task is due at once, so that the next run meets
+    // the same answer (75 or 78 every time) instead of finding only a task
+    // waiting out a backoff.
+    worker.shared.stop.store(true, Ordering::Relaxed);
+    let why = settlement.retry_error.as_deref().unwrap_or_default();
+    worker.store.release(task, now_millis(), why).await?;
+    Ok(true)
+}
+
+/// The run's counters, the metrics and the log of a settled task.
+fn count(
+    worker: Worker<'_>,
+    task: &ClaimedTask,
+    settlement: &Settlement,
+    tally: &mut Tally<'_>,
+    outcome: &Outcome,
+) {
+    let Worker { job, shared, .. } = worker;
     let dead = settlement.dead.len() as u64;
     // `deletes = "ignore"`: the target was not touched; the ledger still
     // records the delete as handled, but the item was skipped, not synced.
-    let ignored_deletes = if job.rules.deletes == crate::config::Deletes::Ignore {
-        std::mem::take(&mut written_by_op[1])
+    let ignored_deletes = if crate::rules::keeps_deleted_rows(job) {
+        std::mem::take(&mut tally.written_by_op[1])
     } else {
         0
     };
@@ -330,146 +379,56 @@ pub(super) async fn sync_task(
     shared.synced.fetch_add(synced, Ordering::Relaxed);
     shared.skipped.fetch_add(ignored_deletes, Ordering::Relaxed);
     shared.progress.synced(synced);
-    crate::metrics::items_skipped(&job.name, ignored_deletes, unchanged);
-    shared.superseded.fetch_add(superseded, Ordering::Relaxed);
-    shared.conflicts.fetch_add(conflicts, Ordering::Relaxed);
-    shared.unchanged.fetch_add(unchanged, Ordering::Relaxed);
-    crate::metrics::conflicts(&job.name, conflicts);
+    crate::metrics::items_skipped(&job.name, ignored_deletes, tally.unchanged);
+    shared
+        .superseded
+        .fetch_add(tally.superseded, Ordering::Relaxed);
+    shared
+        .conflicts
+        .fetch_add(tally.conflicts, Ordering::Relaxed);
+    shared
+        .unchanged
+        .fetch_add(tally.unchanged, Ordering::Relaxed);
+    crate::metrics::conflicts(&job.name, tally.conflicts);
+    let settled = settlement.synced.iter().map(|s| s.key.as_str());
     shared.track_retries(
-        retry_keys.into_iter(),
-        (settlement.synced.iter().map(|s| s.key.as_str())).chain(dead_keys),
+        std::mem::take(&mut tally.retry_keys).into_iter(),
+        settled.chain(std::mem::take(&mut tally.dead_keys)),
     );
     shared.dead.fetch_add(dead, Ordering::Relaxed);
-    crate::metrics::items_synced(&job.name, written_by_op[0], written_by_op[1]);
-    crate::metrics::items_failed(&job.name, retried, rejected, dead);
-    crate::metrics::items_superseded(&job.name, superseded);
-    if let Some(e) = &error {
-        shared.note_error(e);
-        if unreachable && !wrote_any {
-            // Released above: the attempt was given back, as the message says.
-            tracing::warn!(job = %job.name, task = task.id, attempts = task.attempts - 1, retrying = retried, "sync stopped, attempt not counted: {e}");
-        } else {
-            tracing::warn!(job = %job.name, task = task.id, attempt = task.attempts, retrying = retried, dead, "sync failed: {e}");
-        }
-        if unreachable {
-            shared.stop.store(true, Ordering::Relaxed);
-        }
+    crate::metrics::items_synced(&job.name, tally.written_by_op[0], tally.written_by_op[1]);
+    crate::metrics::items_failed(&job.name, tally.retried, tally.rejected, dead);
+    crate::metrics::items_superseded(&job.name, tally.superseded);
+    let Some(e) = &outcome.error else {
+        return;
+    };
+    shared.note_error(e);
+    let retrying = tally.retried;
+    if never_reached(outcome) {
+        // Released: the attempt was given back, as the message says.
+        tracing::warn!(job = %job.name, task = task.id, attempts = task.attempts - 1, retrying, "sync stopped, attempt not counted: {e}");
+    } else {
+        tracing::warn!(job = %job.name, task = task.id, attempt = task.attempts, retrying, dead, "sync failed: {e}");
     }
-    Ok(())
+    if e.stops_run() {
+        shared.stop.store(true, Ordering::Relaxed);
+    }
 }
 
-/// Writes `live` in one call; when the target refuses the batch, writes each
-/// half again, down to single items, so exactly the refused items are
-/// rejected. Any other failure leaves the items of that call to retry (all
-/// that are left, when the target is unreachable). Returns each item's fate,
-/// the first non-refusal error, and whether anything was written.
-#[allow(clippy::too_many_arguments)]
-async fn write_isolating(
-    job: &Job,
-    target: &dyn Target,
+/// The written rows and deletes, for the jobs that read the target back.
+async fn mark_written_echo(
     store: &Store,
-    task: &ClaimedTask,
-    live: &[(usize, Op, Row<'_>)],
-    options: WriteOptions,
-    shared: &Shared,
-    lease: Duration,
-) -> (Vec<Fate>, Option<ConnectorError>, bool, RowsAround) {
-    let mut rows = RowsAround::default();
-    let mut fates: Vec<Fate> = live.iter().map(|_| Fate::Retry).collect();
-    let mut error: Option<ConnectorError> = None;
-    let mut wrote_any = false;
-    // Ranges of `live` still to write; split in halves when refused.
-    let mut pending: Vec<Range<usize>> = Vec::new();
-    if !live.is_empty() {
-        pending.push(0..live.len());
-    }
-    while let Some(range) = pending.pop() {
-        let mut batch = WriteBatch {
-            images: options.images,
-            skip_before: !options.before,
-            read_back: options.read_back,
-            ..Default::default()
-        };
-        for (i, op, row) in &live[range.clone()] {
-            let item = &task.items[*i];
-            // Only upserts are ever JSON rows.
-            match row {
-                Row::Json(json) => {
-                    batch.upsert_json.push(json);
-                    batch.upsert_items.push(item);
-                }
-                Row::Record(record) if *op == Op::Upsert => {
-                    batch.upserts.push(record);
-                    batch.upsert_items.push(item);
-                }
-                Row::Record(record) => {
-                    batch.deletes.push(record);
-                    batch.delete_items.push(item);
-                }
-            }
-        }
-        shared.writes.fetch_add(1, Ordering::Relaxed);
-        match with_heartbeat(store, task, lease, target.write(&batch)).await {
-            Ok(mut written) => {
-                wrote_any = true;
-                rows.before.append(&mut written.rows_before);
-                rows.after.append(&mut written.rows);
-                // The batch's order: its upserts, then its deletes.
-                let order: Vec<usize> = range
-                    .clone()
-                    .filter(|i| live[*i].1 == Op::Upsert)
-                    .chain(range.clone().filter(|i| live[*i].1 == Op::Delete))
-                    .collect();
-                let refused = std::mem::take(&mut written.rejected);
-                let mut images = per_upsert(written);
-                for i in range {
-                    fates[i] = Fate::Written(match live[i].1 {
-                        Op::Upsert => images.next().flatten(),
-                        Op::Delete => None,
-                    });
-                }
-                for (at, why) in refused {
-                    if let Some(&i) = order.get(at) {
-                        fates[i] = Fate::Rejected(why);
-                    }
-                }
-            }
-            Err(e) if e.is_rejection() && range.len() > 1 => {
-                let mid = range.start + range.len() / 2;
-                pending.push(mid..range.end);
-                pending.push(range.start..mid);
-            }
-            Err(e) if e.is_rejection() => {
-                // The user reads a refusal against their job file.
-                let e = e.map_detail(|d| job.locate_in_message(d));
-                fates[range.start] = Fate::Rejected(e.to_string());
-                shared.note_error(&e);
-            }
-            Err(e) => {
-                let stop = e.stops_run();
-                error.get_or_insert(e);
-                if stop {
-                    break;
-                }
-            }
-        }
-    }
-    (fates, error, wrote_any, rows)
-}
-
-/// The upserted rows as a source of the target table reads them, before
-/// and after the writes (for echo suppression).
-#[derive(Debug, Default)]
-struct RowsAround {
-    before: Vec<Record>,
-    after: Vec<Record>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct WriteOptions {
-    images: bool,
-    before: bool,
-    read_back: bool,
+    shape: &Shape,
+    sorted_live: &[Live<'_>],
+    outcome: &Outcome,
+) -> Result<(), StateError> {
+    let deleted: Vec<&Record> = sorted_live
+        .iter()
+        .zip(&outcome.fates)
+        .filter(|((_, op, _), fate)| *op == Op::Delete && matches!(fate, Fate::Written(_)))
+        .filter_map(|((_, _, row), _)| row.record())
+        .collect();
+    mark_echo(store, &shape.echo, &outcome.rows, &deleted).await
 }
 
 /// Marks what this task wrote in the ledgers of the jobs that read the
@@ -512,42 +471,4 @@ async fn mark_echo(
         store.mark_echo(&partner.job, &present, &gone).await?;
     }
     Ok(())
-}
-
-/// A write's images in the order of its upserts, each with the fields they
-/// cover; None for each when the target reported none.
-fn per_upsert(written: Written) -> impl Iterator<Item = Option<(Arc<[String]>, Images)>> {
-    let fields: Arc<[String]> = written.fields.into();
-    let reported = !written.images.is_empty();
-    written
-        .images
-        .into_iter()
-        .map(move |images| Some((fields.clone(), images)))
-        .chain(std::iter::repeat_with(|| None).take_while(move |_| !reported))
-}
-
-/// Runs `write` while renewing the task's lease, so a long write is not
-/// mistaken for a crashed worker.
-async fn with_heartbeat<F>(
-    store: &Store,
-    task: &ClaimedTask,
-    lease: Duration,
-    write: F,
-) -> Result<Written, ConnectorError>
-where
-    F: std::future::Future<Output = Result<Written, ConnectorError>>,
-{
-    tokio::pin!(write);
-    let mut tick = tokio::time::interval(lease / 3);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            r = &mut write => return r,
-            _ = tick.tick() => {
-                if let Err(e) = store.renew_task(task, lease).await {
-                    tracing::warn!(task = task.id, "could not renew the task lease: {e}");
-                }
-            }
-        }
-    }
 }

@@ -145,33 +145,7 @@ pub(super) fn target(
     };
     let allowed = ctx.reg.target(&kind).map_or(&[][..], |t| t.keys);
     if rows {
-        out.url = ctx.url(&r.url, &kind, span.clone(), what);
-        // A whole-schema job keys each target table by its source table's key.
-        out.key = match (&r.key, whole_schema) {
-            (None, true) => vec![],
-            _ => ctx.columns(&r.key, span.clone(), what),
-        };
-        match &r.table {
-            Some(tb) => out.table = ctx.text(tb),
-            None if whole_schema => out.table = Some("{table}".to_string()),
-            None => ctx.src.error(
-                span.clone(),
-                format!("{what} of type `{kind}` needs `table`"),
-            ),
-        }
-        ctx.unused(&r.path, "path", &kind, "target");
-        match (&r.create, &r.create_table) {
-            (Some(_), Some(old)) => ctx.src.error(
-                old.span(),
-                "`create_table` is the old name of `create`; give only `create`",
-            ),
-            (_, Some(c)) if !allowed.contains(&"create_table") => ctx.src.error(
-                c.span(),
-                "`create_table` is the old name of `create`, for `sqlite` only; write `create = true`",
-            ),
-            (Some(c), _) | (None, Some(c)) => out.create = *c.get_ref(),
-            (None, None) => {}
-        }
+        table_target(ctx, t, &kind, whole_schema, allowed, &mut out);
     } else {
         // Records: a key, when given, names the objects' key fields.
         if let Some(k) = &r.key {
@@ -236,5 +210,44 @@ pub(super) fn http_target(ctx: &mut Ctx, r: &raw::TargetRaw) -> HttpTarget {
         results,
         auth,
         timeout: ctx.duration(&r.timeout, "timeout", Duration::from_secs(30)),
+    }
+}
+
+/// A SQL table target: its URL, key, table and whether to create it.
+fn table_target(
+    ctx: &mut Ctx,
+    t: &S<raw::TargetRaw>,
+    kind: &str,
+    whole_schema: bool,
+    allowed: &[&str],
+    out: &mut TargetConfig,
+) {
+    let (span, r, what) = (t.span(), t.get_ref(), "[target]");
+    out.url = ctx.url(&r.url, kind, span.clone(), what);
+    // A whole-schema job keys each target table by its source table's key.
+    out.key = match (&r.key, whole_schema) {
+        (None, true) => vec![],
+        _ => ctx.columns(&r.key, span.clone(), what),
+    };
+    match &r.table {
+        Some(tb) => out.table = ctx.text(tb),
+        None if whole_schema => out.table = Some("{table}".to_string()),
+        None => ctx.src.error(
+            span.clone(),
+            format!("{what} of type `{kind}` needs `table`"),
+        ),
+    }
+    ctx.unused(&r.path, "path", kind, "target");
+    match (&r.create, &r.create_table) {
+        (Some(_), Some(old)) => ctx.src.error(
+            old.span(),
+            "`create_table` is the old name of `create`; give only `create`",
+        ),
+        (_, Some(c)) if !allowed.contains(&"create_table") => ctx.src.error(
+            c.span(),
+            "`create_table` is the old name of `create`, for `sqlite` only; write `create = true`",
+        ),
+        (Some(c), _) | (None, Some(c)) => out.create = *c.get_ref(),
+        (None, None) => {}
     }
 }

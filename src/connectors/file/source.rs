@@ -109,97 +109,12 @@ impl Source for FileSource {
         }
         let file = self.open()?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceRow, ConnectorError>>(1024);
-        let format = self.format;
-        let object = self.object();
-        let this = self.clone();
+        let (format, object, this) = (self.format, self.object(), self.clone());
         tokio::task::spawn_blocking(move || {
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            let fail = |line: u64, e: &dyn std::fmt::Display| {
-                ConnectorError::failed("file", &format!("{object} line {line}"), e)
-            };
             match format {
-                FileFormat::Csv => {
-                    let mut csv = csv::ReaderBuilder::new()
-                        .has_headers(true)
-                        .from_reader(reader);
-                    let headers = match csv.headers() {
-                        Ok(h) => h.clone(),
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(fail(1, &e)));
-                            return;
-                        }
-                    };
-                    let columns: Vec<Option<Column>> = this
-                        .columns(&headers)
-                        .into_iter()
-                        .map(|c| {
-                            let read = this.read.as_ref().is_none_or(|r| r.contains(&c.name));
-                            read.then_some(c)
-                        })
-                        .collect();
-                    let mut record = csv::StringRecord::new();
-                    loop {
-                        match csv.read_record(&mut record) {
-                            Ok(false) => break,
-                            Ok(true) => {
-                                // The csv crate counts the header line as line 0 here.
-                                let line = record.position().map_or(0, |p| p.line() + 1);
-                                let data =
-                                    columns.iter().zip(record.iter()).filter_map(|(c, cell)| {
-                                        let c = c.as_ref()?;
-                                        let value = match cell.is_empty() {
-                                            true => Ok(Value::Null),
-                                            false => cell_value(&c.ty, cell).map_err(|e| {
-                                                format!(
-                                                    "column `{}`: {e} (types.{} = \"{}\")",
-                                                    c.name, c.name, c.declared
-                                                )
-                                            }),
-                                        };
-                                        Some(value.map(|v| (c.name.clone(), v)))
-                                    });
-                                let row = match data.collect::<Result<Record, String>>() {
-                                    Ok(data) => Ok(SourceRow::new(data, None)),
-                                    Err(e) => Err(fail(line, &e)),
-                                };
-                                let stop = row.is_err();
-                                if tx.blocking_send(row).is_err() || stop {
-                                    return;
-                                }
-                            }
-                            Err(e) => {
-                                let line = e.position().map_or(0, |p| p.line());
-                                let _ = tx.blocking_send(Err(fail(line, &e)));
-                                return;
-                            }
-                        }
-                    }
-                }
-                FileFormat::Jsonl => {
-                    use std::io::BufRead;
-                    for (i, line) in reader.lines().enumerate() {
-                        let n = i as u64 + 1;
-                        let row = line.map_err(|e| fail(n, &e)).and_then(|l| {
-                            if l.trim().is_empty() {
-                                return Ok(None);
-                            }
-                            serde_json::from_str::<Record>(&l)
-                                .map(Some)
-                                .map_err(|e| fail(n, &format!("not a JSON object: {e}")))
-                        });
-                        let send = match row {
-                            Ok(None) => continue,
-                            Ok(Some(data)) => tx.blocking_send(Ok(SourceRow::new(data, None))),
-                            Err(e) => {
-                                let _ = tx.blocking_send(Err(e));
-                                return;
-                            }
-                        };
-                        if send.is_err() {
-                            return;
-                        }
-                    }
-                }
+                FileFormat::Csv => this.send_csv(reader, &tx),
+                FileFormat::Jsonl => send_jsonl(&object, reader, &tx),
             }
         });
         let stream = async_stream::stream! {
@@ -208,5 +123,109 @@ impl Source for FileSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+}
+
+type RowSender = tokio::sync::mpsc::Sender<Result<SourceRow, ConnectorError>>;
+
+fn line_error(object: &str, line: u64, e: &dyn std::fmt::Display) -> ConnectorError {
+    ConnectorError::failed("file", &format!("{object} line {line}"), e)
+}
+
+impl FileSource {
+    /// Sends the CSV file's rows, each cell read as its column's type; the
+    /// first bad cell or line ends the scan with its line.
+    fn send_csv(&self, reader: impl std::io::Read, tx: &RowSender) {
+        let object = self.object();
+        let fail = |line: u64, e: &dyn std::fmt::Display| line_error(&object, line, e);
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(reader);
+        let headers = match csv.headers() {
+            Ok(h) => h.clone(),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(fail(1, &e)));
+                return;
+            }
+        };
+        let columns: Vec<Option<Column>> = self
+            .columns(&headers)
+            .into_iter()
+            .map(|c| {
+                let read = self.read.as_ref().is_none_or(|r| r.contains(&c.name));
+                read.then_some(c)
+            })
+            .collect();
+        let mut record = csv::StringRecord::new();
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {
+                    // The csv crate counts the header line as line 0 here.
+                    let line = record.position().map_or(0, |p| p.line() + 1);
+                    let row = match typed_record(&columns, &record) {
+                        Ok(data) => Ok(SourceRow::new(data, None)),
+                        Err(e) => Err(fail(line, &e)),
+                    };
+                    let stop = row.is_err();
+                    if tx.blocking_send(row).is_err() || stop {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    let _ = tx.blocking_send(Err(fail(line, &e)));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One CSV line's cells of the columns read, each as its column's type.
+fn typed_record(columns: &[Option<Column>], record: &csv::StringRecord) -> Result<Record, String> {
+    columns
+        .iter()
+        .zip(record.iter())
+        .filter_map(|(c, cell)| {
+            let c = c.as_ref()?;
+            let value = match cell.is_empty() {
+                true => Ok(Value::Null),
+                false => cell_value(&c.ty, cell).map_err(|e| {
+                    format!(
+                        "column `{}`: {e} (types.{} = \"{}\")",
+                        c.name, c.name, c.declared
+                    )
+                }),
+            };
+            Some(value.map(|v| (c.name.clone(), v)))
+        })
+        .collect()
+}
+
+/// Sends a JSON Lines file's objects; blank lines are skipped, the first
+/// line that is not an object ends the scan.
+fn send_jsonl(object: &str, reader: impl std::io::BufRead, tx: &RowSender) {
+    for (i, line) in reader.lines().enumerate() {
+        let n = i as u64 + 1;
+        let row = line.map_err(|e| line_error(object, n, &e)).and_then(|l| {
+            if l.trim().is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_str::<Record>(&l)
+                .map(Some)
+                .map_err(|e| line_error(object, n, &format!("not a JSON object: {e}")))
+        });
+        let send = match row {
+            Ok(None) => continue,
+            Ok(Some(data)) => tx.blocking_send(Ok(SourceRow::new(data, None))),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        if send.is_err() {
+            return;
+        }
     }
 }

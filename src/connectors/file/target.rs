@@ -41,7 +41,7 @@ impl FileTarget {
             job: job.name.clone(),
             fields: job.fields.iter().map(|f| f.target.clone()).collect(),
             children: job.children.keys().cloned().collect(),
-            ignore_deletes: job.rules.deletes == crate::config::Deletes::Ignore,
+            ignore_deletes: crate::rules::keeps_deleted_rows(job),
             open: tokio::sync::Mutex::new(None),
         }
     }

@@ -56,7 +56,7 @@ impl HttpTarget {
             job: job.name.clone(),
             system,
             children: job.children.keys().cloned().collect(),
-            ignore_deletes: job.rules.deletes == crate::config::Deletes::Ignore,
+            ignore_deletes: crate::rules::keeps_deleted_rows(job),
         })
     }
 

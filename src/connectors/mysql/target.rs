@@ -3,7 +3,7 @@ use serde_json::Value;
 use sqlx::mysql::MySqlArguments;
 use sqlx::{Arguments, MySqlPool};
 
-use crate::config::{Deletes, Mode, Owner, TargetConfig};
+use crate::config::{Mode, TargetConfig};
 use crate::connectors::sql::{
     assignments, classify, columns_of, key_stream, quote_ident, quote_qualified,
 };
@@ -12,6 +12,7 @@ use crate::connectors::{
     WriteRules, Written,
 };
 use crate::model::Record;
+use crate::rules::{Condition, DeleteAs};
 
 /// Placeholders one statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -59,27 +60,25 @@ impl MysqlTarget {
             let q = quote_ident(u);
             format!("({q} IS NULL OR {} > {q})", incoming(u))
         });
-        let mut sets = Vec::new();
-        let mut clock = None;
-        for c in cols.iter().filter(|c| !self.rules.key.contains(c)) {
-            let q = quote_ident(c);
-            let value = match (self.rules.owner(c), &newer) {
-                (_, Some(newer)) if self.rules.updated_at.as_ref() == Some(c) => {
-                    clock = Some(format!("{q} = IF({newer}, {}, {q})", incoming(c)));
-                    continue;
-                }
-                (Owner::Newest, Some(newer)) => format!("IF({newer}, {}, {q})", incoming(c)),
-                (Owner::Source | Owner::Newest, _) => incoming(c),
-                (Owner::Fill, _) => format!("COALESCE({q}, {})", incoming(c)),
-                (Owner::Target, _) => continue,
-            };
-            sets.push(format!("{q} = {value}"));
-        }
-        sets.extend(clock);
-        if self.rules.deletes == Deletes::Soft {
-            if let Some(sd) = &self.rules.soft_delete {
-                sets.push(format!("{} = NULL", quote_ident(sd)));
-            }
+        // The plan puts the change-time column last.
+        let mut sets: Vec<String> = self
+            .rules
+            .update_fields(cols)
+            .into_iter()
+            .map(|(c, condition)| {
+                let q = quote_ident(c);
+                let value = match (condition, &newer) {
+                    (Condition::IfNewer, Some(newer)) => {
+                        format!("IF({newer}, {}, {q})", incoming(c))
+                    }
+                    (Condition::Always | Condition::IfNewer, _) => incoming(c),
+                    (Condition::WhereEmpty, _) => format!("COALESCE({q}, {})", incoming(c)),
+                };
+                format!("{q} = {value}")
+            })
+            .collect();
+        if let Some(sd) = self.rules.undelete() {
+            sets.push(format!("{} = NULL", quote_ident(sd)));
         }
         if sets.is_empty() {
             // Nothing ferry may change: leave the row as it is.
@@ -183,11 +182,11 @@ impl MysqlTarget {
             vec![one.as_str(); keys.len()].join(", ")
         );
         let t = &self.table;
-        Ok(match self.rules.deletes {
-            Deletes::Ignore => None,
-            Deletes::Propagate => Some((format!("DELETE FROM {t} WHERE {matching}"), args)),
-            Deletes::Soft => {
-                let sd = quote_ident(self.rules.soft_delete.as_deref().unwrap_or("deleted_at"));
+        Ok(match self.rules.delete_as() {
+            DeleteAs::Keep => None,
+            DeleteAs::Remove => Some((format!("DELETE FROM {t} WHERE {matching}"), args)),
+            DeleteAs::MarkDeleted(sd) => {
+                let sd = quote_ident(sd);
                 Some((
                     format!("UPDATE {t} SET {sd} = NOW(6) WHERE {matching} AND {sd} IS NULL"),
                     args,
@@ -274,10 +273,7 @@ impl Target for MysqlTarget {
             let cols = columns_of(&batch.upserts);
             let mut cols: Vec<String> = cols
                 .into_iter()
-                .filter(|c| {
-                    !(self.rules.deletes == Deletes::Soft
-                        && Some(c) == self.rules.soft_delete.as_ref())
-                })
+                .filter(|c| self.rules.undelete() != Some(c.as_str()))
                 .collect();
             cols.retain(|c| !self.rules.children.iter().any(|child| &child.name == c));
             for chunk in batch

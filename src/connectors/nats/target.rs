@@ -46,7 +46,7 @@ impl NatsTarget {
             subject: options.subject,
             job: job.name.clone(),
             children: job.children.keys().cloned().collect(),
-            ignore_deletes: job.rules.deletes == crate::config::Deletes::Ignore,
+            ignore_deletes: crate::rules::keeps_deleted_rows(job),
             stream: options.stream,
             jetstream: tokio::sync::OnceCell::new(),
         })

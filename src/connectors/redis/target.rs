@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 
 use super::config::RedisOptions;
-use crate::config::{Deletes, Job};
+use crate::config::Job;
 use crate::connectors::{ConnectorError, Target, WriteBatch, Written};
 use crate::model::Envelope;
 
@@ -56,7 +56,7 @@ impl RedisTarget {
             options,
             job: job.name.clone(),
             children: job.children.keys().cloned().collect(),
-            ignore_deletes: job.rules.deletes == Deletes::Ignore,
+            ignore_deletes: crate::rules::keeps_deleted_rows(job),
             script: redis::Script::new(ADD_ONCE),
             connection: tokio::sync::OnceCell::new(),
         })

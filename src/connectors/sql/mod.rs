@@ -1,7 +1,9 @@
 //! Helpers shared by the SQL connectors: identifier quoting and error classification.
+mod execute;
 mod outbox;
 mod write;
 
+pub use execute::*;
 pub use outbox::*;
 pub use write::*;
 
@@ -10,8 +12,9 @@ use std::collections::HashMap;
 use super::{
     ChildTable, Column, ColumnType, ConnectorError, Images, Shape, WriteBatch, WriteRules, Written,
 };
-use crate::config::{Deletes, Mode, Owner};
+use crate::config::Mode;
 use crate::model::Record;
+use crate::rules::{Condition, DeleteAs};
 
 /// `"a"."b"` from `a.b`: every identifier from config is quoted, never spliced raw.
 pub fn quote_qualified(name: &str) -> String {

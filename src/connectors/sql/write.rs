@@ -1,15 +1,12 @@
-//! The SQL targets' statements: the owner-aware `SET` list, one statement
-//! per batch (a JSON parameter), images for conflict detection, and the
-//! stream of a table's keys.
+//! The SQL targets' statements: the rule plan's `SET` list, one statement
+//! per batch (a JSON parameter), and the reads of images for conflict
+//! detection.
 use super::*;
 
-/// `SET` assignments for an existing row, as (quoted column, new value), by
-/// each field's owner: source-owned fields take the incoming value, `fill`
-/// only where the target's is NULL, target-owned fields are never
-/// overwritten, `newest` fields only when the incoming change time is later
-/// than the row's `updated_at` (which then keeps the later of the two). A
-/// soft-deleted row comes back. Every expression reads the row as it was
-/// before the statement.
+/// `SET` assignments for an existing row, as (quoted column, new value):
+/// the rule plan's update fields ([`WriteRules::update_fields`]) rendered
+/// as SQL, and the soft-delete column cleared for an object that is back.
+/// Every expression reads the row as it was before the statement.
 pub fn assignments(
     rules: &WriteRules,
     cols: &[String],
@@ -20,28 +17,23 @@ pub fn assignments(
         let u = quote_ident(u);
         format!("({existing}.{u} IS NULL OR {incoming}.{u} > {existing}.{u})")
     });
-    let mut sets: Vec<(String, String)> = cols
-        .iter()
-        .filter(|c| !rules.key.contains(c))
-        .filter_map(|c| {
+    let mut sets: Vec<(String, String)> = rules
+        .update_fields(cols)
+        .into_iter()
+        .map(|(c, condition)| {
             let q = quote_ident(c);
-            let if_newer = |newer: &str| {
-                format!("CASE WHEN {newer} THEN {incoming}.{q} ELSE {existing}.{q} END")
+            let value = match (condition, &newer) {
+                (Condition::IfNewer, Some(newer)) => {
+                    format!("CASE WHEN {newer} THEN {incoming}.{q} ELSE {existing}.{q} END")
+                }
+                (Condition::Always | Condition::IfNewer, _) => format!("{incoming}.{q}"),
+                (Condition::WhereEmpty, _) => format!("COALESCE({existing}.{q}, {incoming}.{q})"),
             };
-            let value = match (rules.owner(c), &newer) {
-                (_, Some(newer)) if rules.updated_at.as_ref() == Some(c) => if_newer(newer),
-                (Owner::Newest, Some(newer)) => if_newer(newer),
-                (Owner::Source | Owner::Newest, _) => format!("{incoming}.{q}"),
-                (Owner::Fill, _) => format!("COALESCE({existing}.{q}, {incoming}.{q})"),
-                (Owner::Target, _) => return None,
-            };
-            Some((q, value))
+            (q, value)
         })
         .collect();
-    if rules.deletes == Deletes::Soft {
-        if let Some(sd) = &rules.soft_delete {
-            sets.push((quote_ident(sd), "NULL".to_string()));
-        }
+    if let Some(sd) = rules.undelete() {
+        sets.push((quote_ident(sd), "NULL".to_string()));
     }
     sets
 }
@@ -74,8 +66,8 @@ pub enum Dialect {
 pub struct WriteSql {
     /// Quoted, possibly schema-qualified.
     table: String,
-    rules: WriteRules,
-    dialect: Dialect,
+    pub(super) rules: WriteRules,
+    pub(super) dialect: Dialect,
     /// The target table's columns by name, read once before the first
     /// write: some types need their own expressions (below).
     columns: tokio::sync::OnceCell<HashMap<String, Column>>,
@@ -140,7 +132,7 @@ impl WriteSql {
     /// Children replace their parent's set: the old rows go, the snapshot's
     /// rows come, in the parent's transaction.
     /// `with_images`: leave the upsert out, [`WriteSql::upsert_with_images`] runs it.
-    fn statements(
+    pub(super) fn statements(
         &self,
         batch: &WriteBatch<'_>,
         upserts: Option<&Upserts>,
@@ -158,7 +150,7 @@ impl WriteSql {
             }
         }
         if !batch.deletes.is_empty() {
-            if self.rules.deletes == Deletes::Propagate {
+            if self.rules.delete_as() == DeleteAs::Remove {
                 for child in &self.rules.children {
                     out.push(self.delete_children(child, &batch.deletes));
                 }
@@ -396,8 +388,8 @@ impl WriteSql {
     pub fn upsert_columns(&self, batch: &WriteBatch<'_>) -> Vec<String> {
         let mut cols = batch.upsert_fields();
         cols.retain(|c| !self.rules.children.iter().any(|child| &child.name == c));
-        if self.rules.deletes == Deletes::Soft {
-            cols.retain(|c| Some(c) != self.rules.soft_delete.as_ref());
+        if let Some(sd) = self.rules.undelete() {
+            cols.retain(|c| c != sd);
         }
         cols
     }
@@ -509,11 +501,11 @@ impl WriteSql {
             "({keys}) IN (SELECT {keys} FROM {} AS x)",
             self.rows(&self.rules.key)
         );
-        match self.rules.deletes {
-            Deletes::Ignore => None,
-            Deletes::Propagate => Some(format!("DELETE FROM {t} WHERE {matching}")),
-            Deletes::Soft => {
-                let sd = quote_ident(self.rules.soft_delete.as_deref().unwrap_or("deleted_at"));
+        match self.rules.delete_as() {
+            DeleteAs::Keep => None,
+            DeleteAs::Remove => Some(format!("DELETE FROM {t} WHERE {matching}")),
+            DeleteAs::MarkDeleted(sd) => {
+                let sd = quote_ident(sd);
                 Some(format!(
                     "UPDATE {t} SET {sd} = {} WHERE {matching} AND {sd} IS NULL",
                     self.now()
@@ -526,178 +518,6 @@ impl WriteSql {
 /// A batch's upserts as its statements bind them: the columns they write
 /// and the rows as one JSON array.
 pub(super) struct Upserts {
-    columns: Vec<String>,
-    json: String,
-}
-
-/// Runs a batch's statements on one connection (the caller's transaction),
-/// reading the upserted rows before and after when the batch asks for images.
-pub async fn execute_batch<DB>(
-    conn: &mut DB::Connection,
-    sql: &WriteSql,
-    batch: &WriteBatch<'_>,
-) -> Result<Written, sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'r> String: sqlx::Decode<'r, DB>,
-    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let mut written = Written::default();
-    // Made once: every statement of the batch and its images read them.
-    let upserts = (batch.upsert_count() > 0).then(|| Upserts {
-        columns: sql.upsert_columns(batch),
-        json: batch.upserts_json(),
-    });
-    let images = upserts.as_ref().filter(|_| batch.images).map(|upserts| {
-        let fields: Vec<String> = upserts
-            .columns
-            .iter()
-            .filter(|c| !sql.rules.key.contains(c))
-            .cloned()
-            .collect();
-        (
-            sql.images(&fields, !batch.skip_before),
-            &upserts.json,
-            fields,
-        )
-    });
-    let mut before = Vec::new();
-    let mut combined = false;
-    if let (Some((query, rows, fields)), Some(upserts)) = (&images, &upserts) {
-        let together = match sql.dialect {
-            Dialect::Postgres => {
-                sql.upsert_with_images(&upserts.columns, fields, !batch.skip_before)
-            }
-            // In-process: a second statement costs no round trip.
-            Dialect::Sqlite => None,
-        };
-        combined = together.is_some();
-        before = read_images::<DB>(conn, together.as_deref().unwrap_or(query), rows).await?;
-    }
-    for (statement, rows) in sql.statements(batch, upserts.as_ref(), combined) {
-        sqlx::query::<DB>(&statement)
-            .bind(rows)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if let Some((query, rows, fields)) = images {
-        // Only `newest` decides by what the row holds; for every other rule
-        // the row after the write follows from the row before it.
-        let after = match sql.rules.updated_at {
-            Some(_) => Some(read_images::<DB>(conn, &query, rows).await?),
-            None => None,
-        };
-        written.images = before
-            .into_iter()
-            .enumerate()
-            .map(|(i, (incoming, before))| {
-                let after = match &after {
-                    Some(read) => read[i].1.clone(),
-                    None => row_after(&sql.rules, &fields, &incoming, before.as_deref()),
-                };
-                Images {
-                    incoming,
-                    before,
-                    after,
-                }
-            })
-            .collect();
-        written.fields = fields;
-    }
-    Ok(written)
-}
-
-/// The row's fields after an upsert, from the row before it and the owner
-/// rules (all but `newest`), as [`assignments`] apply them.
-pub(super) fn row_after(
-    rules: &WriteRules,
-    fields: &[String],
-    incoming: &[u32],
-    before: Option<&[u32]>,
-) -> Option<Vec<u32>> {
-    let Some(before) = before else {
-        // No row: an upsert inserts the incoming values; an update writes nothing.
-        return (rules.mode != Mode::Update).then(|| incoming.to_vec());
-    };
-    let null = xxhash_rust::xxh3::xxh3_64(b"null") as u32;
-    Some(
-        fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| match rules.owner(f) {
-                Owner::Source | Owner::Newest => incoming[i],
-                Owner::Fill if before[i] == null => incoming[i],
-                Owner::Fill | Owner::Target => before[i],
-            })
-            .collect(),
-    )
-}
-
-pub(super) async fn read_images<DB>(
-    conn: &mut DB::Connection,
-    query: &str,
-    rows: &str,
-) -> Result<Vec<(Vec<u32>, Option<Vec<u32>>)>, sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'r> String: sqlx::Decode<'r, DB>,
-    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let found: Vec<(String, Option<String>)> =
-        sqlx::query_as::<DB, (String, Option<String>)>(query)
-            .bind(rows.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-    found
-        .into_iter()
-        .map(|(incoming, row)| {
-            Ok((
-                field_hashes(&incoming)?,
-                row.as_deref().map(field_hashes).transpose()?,
-            ))
-        })
-        .collect()
-}
-
-/// The hash of each element of a JSON array the target rendered.
-pub(super) fn field_hashes(array: &str) -> Result<Vec<u32>, sqlx::Error> {
-    let values: Vec<&serde_json::value::RawValue> =
-        serde_json::from_str(array).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(values
-        .iter()
-        .map(|v| xxhash_rust::xxh3::xxh3_64(v.get().as_bytes()) as u32)
-        .collect())
-}
-
-/// Streams the rows of [`WriteSql::keys`] from a pool of either SQL target.
-pub fn key_stream<DB>(
-    pool: sqlx::Pool<DB>,
-    sql: String,
-    system: String,
-    object: String,
-) -> crate::connectors::KeyStream
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    Box::pin(async_stream::try_stream! {
-        let mut rows = sqlx::query_scalar::<DB, String>(&sql).fetch(&pool);
-        while let Some(text) = futures::TryStreamExt::try_next(&mut rows)
-            .await
-            .map_err(|e| classify(e, &system, &object))?
-        {
-            let key: Vec<serde_json::Value> = serde_json::from_str(&text)
-                .map_err(|e| ConnectorError::failed(&system, &object, e))?;
-            yield key;
-        }
-    })
+    pub(super) columns: Vec<String>,
+    pub(super) json: String,
 }

@@ -6,20 +6,20 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{Job, Mode, Retention};
+mod lease;
+mod pass;
+
+pub use lease::job_lease;
+use pass::{detect_and_sync, prepare_schema, Pass};
+
+use crate::config::{Job, Retention};
 use crate::connectors::{self, ConnectorError};
 use crate::detect::{self, DetectError, DetectOptions, DetectReport, Detection};
 use crate::exit::ExitCode;
 use crate::progress::Progress;
 use crate::schema::{self, Applied, SchemaError};
-use crate::state::{Lease, QueueCounts, RunCounts, StateError, Store};
+use crate::state::{QueueCounts, RunCounts, StateError, Store};
 use crate::sync::{self, SyncReport};
-
-/// A job lease outlives a crashed holder by at most this (15 s; the tests
-/// shorten it with `FERRY_JOB_LEASE`); renewed at a third.
-pub fn job_lease() -> Duration {
-    crate::fault::lease("FERRY_JOB_LEASE", Duration::from_secs(15))
-}
 
 /// How long a run that found the job busy waits for the job lease before it
 /// detects in its second pass (after it helped drain the queue).
@@ -270,6 +270,50 @@ impl RunOptions {
     }
 }
 
+/// A dry run (`ferry plan`): the schema stage and detection, nothing
+/// queued, no run recorded.
+async fn plan_run(
+    job: &Job,
+    store: &Store,
+    opts: &RunOptions,
+    run: &mut JobRun,
+) -> Result<(), RunError> {
+    let prepared = schema::prepare(job, Some(store), true).await?;
+    run.schema_changes = prepared.changes;
+    run.rewrite = prepared.rewrite;
+    let job = &prepared.job;
+    let source = connectors::source(job).map_err(DetectError::Source)?;
+    run.detect = detect::detect(Detection {
+        job,
+        source: source.as_ref(),
+        store,
+        run_id: 0,
+        opts: DetectOptions {
+            full: opts.detect.full || prepared.rewrite,
+            ..opts.detect
+        },
+        progress: &opts.progress,
+    })
+    .await?;
+    run.outcome = Outcome::Success;
+    Ok(())
+}
+
+/// What a recorded run came to, from its result and what is left queued.
+fn outcome(run: &JobRun, result: &Result<(), RunError>, opts: &RunOptions) -> Outcome {
+    match result {
+        Err(_) => Outcome::Failed,
+        Ok(()) if opts.shutdown.is_cancelled() && run.left.open() > 0 => Outcome::Stopped,
+        Ok(()) if run.sync.paused => Outcome::Paused,
+        Ok(()) if run.failed() > 0 || run.left.failed + run.left.dead > 0 => Outcome::Partial,
+        Ok(()) if run.detect_skipped() => Outcome::Busy,
+        // Queued by another process after this one's drain ended.
+        Ok(()) if run.left.pending + run.left.running > 0 => Outcome::Busy,
+        Ok(()) if opts.shutdown.is_cancelled() => Outcome::Stopped,
+        Ok(()) => Outcome::Success,
+    }
+}
+
 /// Process-wide identity of this runner: a random id, never a host or pod
 /// name (a restarted pod keeps its name and would look alive).
 pub fn instance_id() -> String {
@@ -335,25 +379,7 @@ async fn run_leased(
         return Err(schema::expand::unexpanded(job).await.into());
     }
     if opts.detect.dry_run {
-        let prepared = schema::prepare(job, Some(store), true).await?;
-        run.schema_changes = prepared.changes;
-        run.rewrite = prepared.rewrite;
-        let job = &prepared.job;
-        let source = connectors::source(job).map_err(DetectError::Source)?;
-        run.detect = detect::detect(Detection {
-            job,
-            source: source.as_ref(),
-            store,
-            run_id: 0,
-            opts: DetectOptions {
-                full: opts.detect.full || prepared.rewrite,
-                ..opts.detect
-            },
-            progress: &opts.progress,
-        })
-        .await?;
-        run.outcome = Outcome::Success;
-        return Ok(());
+        return plan_run(job, store, opts, run).await;
     }
     store.ensure_job(&job.name).await?;
     let run_id = store
@@ -419,17 +445,7 @@ async fn run_leased(
         Ok(left) => run.left = left,
         Err(e) => tracing::warn!(job = %job.name, "cannot read what is left in the queue: {e}"),
     }
-    run.outcome = match &result {
-        Err(_) => Outcome::Failed,
-        Ok(()) if opts.shutdown.is_cancelled() && run.left.open() > 0 => Outcome::Stopped,
-        Ok(()) if run.sync.paused => Outcome::Paused,
-        Ok(()) if run.failed() > 0 || run.left.failed + run.left.dead > 0 => Outcome::Partial,
-        Ok(()) if run.detect_skipped() => Outcome::Busy,
-        // Queued by another process after this one's drain ended.
-        Ok(()) if run.left.pending + run.left.running > 0 => Outcome::Busy,
-        Ok(()) if opts.shutdown.is_cancelled() => Outcome::Stopped,
-        Ok(()) => Outcome::Success,
-    };
+    run.outcome = outcome(run, &result, opts);
     let message = result
         .as_ref()
         .err()
@@ -440,253 +456,4 @@ async fn run_leased(
         .finish_run(run_id, run.outcome.as_str(), &counts, message.as_deref())
         .await?;
     result
-}
-
-/// The schema stage of a run: the job as this run executes it. When the
-/// source cannot be reached, the stage cannot run: the job then drains
-/// what earlier runs queued (with the fields they added), and detection
-/// reports the source's error.
-async fn prepare_schema(
-    job: &Job,
-    store: &Store,
-    run: &mut JobRun,
-) -> Result<(Job, Option<ConnectorError>), RunError> {
-    let reached = probe(
-        &job.source.kind,
-        &job.source.url,
-        "source",
-        job.source.connect_timeout,
-    )
-    .await;
-    let failed = match reached {
-        Ok(()) => match schema::prepare(job, Some(store), false).await {
-            Ok(prepared) => {
-                run.schema_changes = prepared.changes;
-                run.rewrite = prepared.rewrite;
-                return Ok((prepared.job, None));
-            }
-            Err(SchemaError::Source(e)) if e.is_unreachable() => e,
-            Err(e) => return Err(e.into()),
-        },
-        Err(e) => e,
-    };
-    Ok((schema::with_added_fields(job, store).await?, Some(failed)))
-}
-
-/// Detection is one runner's at a time (the job lease): two detections could
-/// advance the watermark past each other's uncommitted reads. Draining is
-/// everyone's: tasks are claimed one by one under fenced leases, so a run
-/// that finds the lease taken skips detection and helps drain.
-async fn detect_exclusively(
-    job: &Job,
-    store: &Store,
-    owner: &str,
-    run_id: i64,
-    opts: &RunOptions,
-    pass: Pass<'_>,
-) -> Result<Leased<DetectReport>, RunError> {
-    let report = with_job_lease(job, store, owner, pass.lease_wait, async {
-        crate::fault::point("detecting");
-        // The run's schema stage probed the source already; what it found
-        // unreachable is reported here.
-        if let Some(e) = pass.source_down {
-            return Err(DetectError::Source(e.clone()).into());
-        }
-        let source = connectors::source(job).map_err(DetectError::Source)?;
-        let report = detect::detect(Detection {
-            job,
-            source: source.as_ref(),
-            store,
-            run_id,
-            opts: opts.detect,
-            progress: &opts.progress,
-        })
-        .await?;
-        Ok(report)
-    })
-    .await?;
-    if let Leased::Held(holder) = &report {
-        tracing::info!(job = %job.name, "another process is detecting changes of this job ({holder}); this run only drains the queue");
-    }
-    Ok(report)
-}
-
-/// How one detect-and-drain pass of a run goes.
-#[derive(Clone, Copy)]
-struct Pass<'a> {
-    /// How long to wait for the job lease before only draining.
-    lease_wait: Duration,
-    /// The source could not be reached by the schema stage: detection
-    /// reports this, the drain goes on.
-    source_down: Option<&'a ConnectorError>,
-}
-
-/// What running under the job's lease came to.
-enum Leased<T> {
-    Done(T),
-    /// Another process holds the lease; the work was not run.
-    Held(crate::state::LeaseHolder),
-}
-
-/// Runs `work` holding the job's lease, renewed by a heartbeat; not run
-/// while another process holds it.
-async fn with_job_lease<T>(
-    job: &Job,
-    store: &Store,
-    owner: &str,
-    wait: Duration,
-    work: impl std::future::Future<Output = Result<T, RunError>>,
-) -> Result<Leased<T>, RunError> {
-    let lease_name = format!("job:{}", job.name);
-    let deadline = Instant::now() + wait;
-    let token = loop {
-        match store.try_lease(&lease_name, owner, job_lease()).await? {
-            Lease::Taken(token) => break token,
-            Lease::Held(holder) if Instant::now() >= deadline => return Ok(Leased::Held(holder)),
-            Lease::Held(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    let heartbeat = {
-        let (store, name) = (store.clone(), lease_name.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(job_lease() / 3);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match store.renew_lease(&name, token, job_lease()).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(lease = %name, "job lease lost; another runner may detect this job")
-                    }
-                    Err(e) => tracing::warn!(lease = %name, "could not renew the job lease: {e}"),
-                }
-            }
-        })
-    };
-    let result = work.await;
-    heartbeat.abort();
-    release_job_lease(store, &lease_name, token).await;
-    result.map(Leased::Done)
-}
-
-/// Releases the job lease. A state store that is down now may be back in
-/// a moment: trying again for a few seconds spares the next run of the job
-/// waiting out the lease (it expires by itself otherwise).
-async fn release_job_lease(store: &Store, lease_name: &str, token: i64) {
-    const PATIENCE: Duration = Duration::from_secs(5);
-    let tries = async {
-        loop {
-            match store.release_lease(lease_name, token).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_unreachable() => {
-                    tracing::info!(lease = %lease_name, "could not release the job lease, trying again: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    };
-    let failed = match tokio::time::timeout(PATIENCE, tries).await {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e,
-        Err(_) => "the state store did not come back in time".to_string(),
-    };
-    tracing::warn!(lease = %lease_name, "could not release the job lease (it expires by itself within {}): {failed}", humantime::format_duration(job_lease()));
-}
-
-/// Fails fast, naming host and port, when nothing answers at `url`.
-async fn probe(
-    kind: &str,
-    url: &Option<String>,
-    role: &str,
-    timeout: Duration,
-) -> Result<(), ConnectorError> {
-    let Some(url) = url else { return Ok(()) };
-    crate::reach::probe(url, role, timeout)
-        .await
-        .map_err(|detail| ConnectorError::Unreachable {
-            system: format!("{kind} {}", crate::redact::url(url)),
-            detail,
-        })
-}
-
-async fn detect_and_sync(
-    job: &Job,
-    store: &Store,
-    owner: &str,
-    run_id: i64,
-    opts: &RunOptions,
-    run: &mut JobRun,
-    pass: Pass<'_>,
-) -> Result<(), RunError> {
-    if let Err(e) = store.purge(opts.retention.tasks, opts.retention.runs).await {
-        tracing::warn!("could not prune old tasks and runs: {e}");
-    }
-    // Detection and sync overlap: workers claim each task as soon as its
-    // chunk is committed, and stop once detection is over and the queue is
-    // empty. (Fault injection at the boundary runs them one after the other.)
-    let detected = CancellationToken::new();
-    let detect = async {
-        let report = detect_exclusively(job, store, owner, run_id, opts, pass).await;
-        if report.is_ok() {
-            crate::fault::point("after-enqueue");
-        }
-        detected.cancel();
-        report
-    };
-    let drain = async {
-        if !crate::fault::pipelined() {
-            detected.cancelled().await;
-        }
-        probe(
-            &job.target.kind,
-            &job.target.url,
-            "target",
-            job.target.connect_timeout,
-        )
-        .await
-        .map_err(RunError::Target)?;
-        let target: Arc<dyn connectors::Target> =
-            Arc::from(connectors::target(job).map_err(RunError::Target)?);
-        let report = sync::drain(
-            job,
-            target.clone(),
-            store,
-            owner,
-            &opts.shutdown,
-            &opts.progress,
-            &detected,
-        )
-        .await?;
-        target.finish().await.map_err(RunError::Target)?;
-        Ok::<_, RunError>(report)
-    };
-    let (detected_report, synced) = tokio::join!(detect, drain);
-    // Whatever failed, the other half's report is kept for the summary.
-    let synced = synced.map(|report| run.sync = report);
-    match detected_report? {
-        Leased::Done(report) => run.detect = report,
-        Leased::Held(holder) => run.busy = Some(holder),
-    }
-    synced?;
-    if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.stops_run()) {
-        return Err(RunError::Target(first.clone()));
-    }
-    // A mirror removes what the source never had, once everything it did
-    // have (and every delete it reported) has reached the target.
-    let clean = run.sync.first_error.is_none()
-        && run.sync.retrying + run.sync.dead == 0
-        && !opts.shutdown.is_cancelled();
-    if job.target.mode == Mode::Mirror && !run.detect_skipped() && !run.sync.paused && clean {
-        let target = connectors::target(job).map_err(RunError::Target)?;
-        let allow = opts.detect.allow_mass_delete;
-        let pruned = with_job_lease(job, store, owner, Duration::ZERO, async {
-            Ok(sync::prune(job, store, target.as_ref(), allow).await?)
-        })
-        .await?;
-        if let Leased::Done(pruned) = pruned {
-            run.sync.mirrored = pruned;
-        }
-    }
-    Ok(())
 }

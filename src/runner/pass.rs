@@ -1,0 +1,191 @@
+//! One pass of a run: the schema stage, then detection (under the job
+//! lease) and the drain of the queue, side by side.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{with_job_lease, Leased};
+use super::{JobRun, RunError, RunOptions};
+use crate::config::{Job, Mode};
+use crate::connectors::{self, ConnectorError};
+use crate::detect::{self, DetectError, DetectReport, Detection};
+use crate::schema::{self, SchemaError};
+use crate::state::Store;
+use crate::sync;
+
+/// The schema stage of a run: the job as this run executes it. When the
+/// source cannot be reached, the stage cannot run: the job then drains
+/// what earlier runs queued (with the fields they added), and detection
+/// reports the source's error.
+pub(super) async fn prepare_schema(
+    job: &Job,
+    store: &Store,
+    run: &mut JobRun,
+) -> Result<(Job, Option<ConnectorError>), RunError> {
+    let reached = probe(
+        &job.source.kind,
+        &job.source.url,
+        "source",
+        job.source.connect_timeout,
+    )
+    .await;
+    let failed = match reached {
+        Ok(()) => match schema::prepare(job, Some(store), false).await {
+            Ok(prepared) => {
+                run.schema_changes = prepared.changes;
+                run.rewrite = prepared.rewrite;
+                return Ok((prepared.job, None));
+            }
+            Err(SchemaError::Source(e)) if e.is_unreachable() => e,
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => e,
+    };
+    Ok((schema::with_added_fields(job, store).await?, Some(failed)))
+}
+
+/// Detection is one runner's at a time (the job lease): two detections could
+/// advance the watermark past each other's uncommitted reads. Draining is
+/// everyone's: tasks are claimed one by one under fenced leases, so a run
+/// that finds the lease taken skips detection and helps drain.
+async fn detect_exclusively(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    run_id: i64,
+    opts: &RunOptions,
+    pass: Pass<'_>,
+) -> Result<Leased<DetectReport>, RunError> {
+    let report = with_job_lease(job, store, owner, pass.lease_wait, async {
+        crate::fault::point("detecting");
+        // The run's schema stage probed the source already; what it found
+        // unreachable is reported here.
+        if let Some(e) = pass.source_down {
+            return Err(DetectError::Source(e.clone()).into());
+        }
+        let source = connectors::source(job).map_err(DetectError::Source)?;
+        let report = detect::detect(Detection {
+            job,
+            source: source.as_ref(),
+            store,
+            run_id,
+            opts: opts.detect,
+            progress: &opts.progress,
+        })
+        .await?;
+        Ok(report)
+    })
+    .await?;
+    if let Leased::Held(holder) = &report {
+        tracing::info!(job = %job.name, "another process is detecting changes of this job ({holder}); this run only drains the queue");
+    }
+    Ok(report)
+}
+
+/// How one detect-and-drain pass of a run goes.
+#[derive(Clone, Copy)]
+pub(super) struct Pass<'a> {
+    /// How long to wait for the job lease before only draining.
+    pub lease_wait: Duration,
+    /// The source could not be reached by the schema stage: detection
+    /// reports this, the drain goes on.
+    pub source_down: Option<&'a ConnectorError>,
+}
+
+/// Fails fast, naming host and port, when nothing answers at `url`.
+async fn probe(
+    kind: &str,
+    url: &Option<String>,
+    role: &str,
+    timeout: Duration,
+) -> Result<(), ConnectorError> {
+    let Some(url) = url else { return Ok(()) };
+    crate::reach::probe(url, role, timeout)
+        .await
+        .map_err(|detail| ConnectorError::Unreachable {
+            system: format!("{kind} {}", crate::redact::url(url)),
+            detail,
+        })
+}
+
+pub(super) async fn detect_and_sync(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    run_id: i64,
+    opts: &RunOptions,
+    run: &mut JobRun,
+    pass: Pass<'_>,
+) -> Result<(), RunError> {
+    if let Err(e) = store.purge(opts.retention.tasks, opts.retention.runs).await {
+        tracing::warn!("could not prune old tasks and runs: {e}");
+    }
+    // Detection and sync overlap: workers claim each task as soon as its
+    // chunk is committed, and stop once detection is over and the queue is
+    // empty. (Fault injection at the boundary runs them one after the other.)
+    let detected = CancellationToken::new();
+    let detect = async {
+        let report = detect_exclusively(job, store, owner, run_id, opts, pass).await;
+        if report.is_ok() {
+            crate::fault::point("after-enqueue");
+        }
+        detected.cancel();
+        report
+    };
+    let drain = async {
+        if !crate::fault::pipelined() {
+            detected.cancelled().await;
+        }
+        probe(
+            &job.target.kind,
+            &job.target.url,
+            "target",
+            job.target.connect_timeout,
+        )
+        .await
+        .map_err(RunError::Target)?;
+        let target: Arc<dyn connectors::Target> =
+            Arc::from(connectors::target(job).map_err(RunError::Target)?);
+        let report = sync::drain(
+            job,
+            target.clone(),
+            store,
+            owner,
+            &opts.shutdown,
+            &opts.progress,
+            &detected,
+        )
+        .await?;
+        target.finish().await.map_err(RunError::Target)?;
+        Ok::<_, RunError>(report)
+    };
+    let (detected_report, synced) = tokio::join!(detect, drain);
+    // Whatever failed, the other half's report is kept for the summary.
+    let synced = synced.map(|report| run.sync = report);
+    match detected_report? {
+        Leased::Done(report) => run.detect = report,
+        Leased::Held(holder) => run.busy = Some(holder),
+    }
+    synced?;
+    if let Some(first) = run.sync.first_error.as_ref().filter(|e| e.stops_run()) {
+        return Err(RunError::Target(first.clone()));
+    }
+    // A mirror removes what the source never had, once everything it did
+    // have (and every delete it reported) has reached the target.
+    let clean = run.sync.first_error.is_none()
+        && run.sync.retrying + run.sync.dead == 0
+        && !opts.shutdown.is_cancelled();
+    if job.target.mode == Mode::Mirror && !run.detect_skipped() && !run.sync.paused && clean {
+        let target = connectors::target(job).map_err(RunError::Target)?;
+        let allow = opts.detect.allow_mass_delete;
+        let pruned = with_job_lease(job, store, owner, Duration::ZERO, async {
+            Ok(sync::prune(job, store, target.as_ref(), allow).await?)
+        })
+        .await?;
+        if let Leased::Done(pruned) = pruned {
+            run.sync.mirrored = pruned;
+        }
+    }
+    Ok(())
+}
