@@ -54,6 +54,39 @@ pub struct TargetSpec {
     /// (`deny_unknown_fields`) and checks: each problem as (key, message).
     /// The options travel to the connector as [`TargetOptions`].
     pub options: Option<fn(&toml::Table) -> Vec<OptionProblem>>,
+    pub abilities: Abilities,
+}
+
+/// What a target can do beyond receiving each change. The configuration's
+/// checks refuse a job that needs more; `tests/conformance.rs` runs each
+/// behaviour against every target that declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Abilities {
+    /// Reads each row's fields before a write, so conflicts are counted.
+    pub images: bool,
+    /// Gives new rows keys of its own (a one-column key no field maps),
+    /// which ferry keeps in an id map.
+    pub generates_keys: bool,
+    /// Can refuse single items (a constraint, an HTTP 4xx): a refused batch
+    /// is split until each refused item stands alone.
+    pub refuses_items: bool,
+}
+
+impl Abilities {
+    /// It takes each change as it comes, and nothing more.
+    pub const NONE: Abilities = Abilities {
+        images: false,
+        generates_keys: false,
+        refuses_items: false,
+    };
+}
+
+impl Writes {
+    /// The rules that need the target's rows: owners other than `source`,
+    /// soft deletes, modes.
+    pub fn keeps_rows(self) -> bool {
+        self == Writes::Table
+    }
 }
 
 /// A problem a connector found in its own options.
@@ -134,6 +167,15 @@ impl Registry<'_> {
     }
 
     /// The types whose sources read as `reads`, for messages.
+    /// The target types that keep rows (owners, soft deletes, modes).
+    pub fn targets_keeping_rows(&self) -> Vec<&'static str> {
+        self.connectors
+            .iter()
+            .filter(|c| c.target.as_ref().is_some_and(|t| t.writes.keeps_rows()))
+            .map(|c| c.kind)
+            .collect()
+    }
+
     pub fn sources_reading(&self, reads: Reads) -> Vec<&'static str> {
         self.connectors
             .iter()

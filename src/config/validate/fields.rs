@@ -143,3 +143,59 @@ pub(super) fn check_keys_mapped(
         }
     }
 }
+
+/// A rule the target cannot carry out is refused, not ignored: owners
+/// other than `source` and soft deletes need a target that keeps rows, and
+/// a key the target generates needs one that generates keys.
+pub(super) fn check_abilities(
+    ctx: &mut Ctx,
+    file: &raw::JobFile,
+    target: &TargetConfig,
+    fields: &[FieldMap],
+    rules: &Rules,
+) {
+    let Some(spec) = ctx.reg.target(&target.kind) else {
+        return;
+    };
+    let (kind, keeps_rows) = (target.kind.clone(), spec.writes.keeps_rows());
+    let rules_span = file.rules.as_ref().map_or(0..0, |r| r.span());
+    let fields_span = file
+        .fields
+        .as_ref()
+        .map_or(rules_span.clone(), |f| f.span());
+    let row_targets = one_of(&ctx.reg.targets_keeping_rows());
+    if !keeps_rows && rules.deletes == Deletes::Soft {
+        ctx.src.error(
+            rules_span.clone(),
+            format!("`deletes = \"soft\"` marks the target's row; a `{kind}` target keeps no rows (use {row_targets}, or deletes = \"propagate\" to send each delete)"),
+        );
+    }
+    let owned = |o: Owner| o != Owner::Source;
+    if !keeps_rows && (owned(rules.owner) || fields.iter().any(|f| owned(f.owner))) {
+        let span = match fields.iter().any(|f| owned(f.owner)) {
+            true => fields_span.clone(),
+            false => rules_span.clone(),
+        };
+        ctx.src.error(
+            span,
+            format!("owners other than `source` decide between the target's row and the source; a `{kind}` target keeps no rows and receives every change as it comes (use {row_targets}, or owner = \"source\")"),
+        );
+    }
+    if let (Some(key), false) = (
+        generated_key(&target.key, fields),
+        spec.abilities.generates_keys,
+    ) {
+        ctx.src.error(
+            fields_span,
+            format!("target key `{key}` is not mapped from the source, so the target would have to generate it, and a `{kind}` target does not generate keys; map it from a source field"),
+        );
+    }
+}
+
+/// The one-column target key no field maps (see `Job::generated_key`).
+fn generated_key<'k>(key: &'k [String], fields: &[FieldMap]) -> Option<&'k str> {
+    match key {
+        [key] if !fields.is_empty() && !fields.iter().any(|f| &f.target == key) => Some(key),
+        _ => None,
+    }
+}

@@ -13,7 +13,7 @@ mod target;
 
 pub use ctx::Ctx;
 use detect::{check_newest, detect, ops};
-use fields::{check_keys_mapped, fields, rules};
+use fields::{check_abilities, check_keys_mapped, fields, rules};
 use source::{connect_timeout, source};
 use target::target;
 
@@ -99,6 +99,7 @@ pub fn job(
     warn_unseen_deletes(ctx, file, &detect, &rules);
     check_newest(ctx, file, &detect, &target, &rules, &fields);
     check_keys_mapped(ctx, file, &source, &target, &fields, &rules);
+    check_abilities(ctx, file, &target, &fields, &rules);
 
     let tests = tests(ctx, name, &file.tests);
     let children = children(ctx, file, &source, &detect);

@@ -38,10 +38,15 @@ pub(super) fn target_options(
             );
         } else {
             let takes: Vec<&str> = spec.keys.to_vec();
+            // A file has nothing to connect to.
+            let beside = match ctx.reg.spec(kind).is_some_and(|s| s.schemes.is_empty()) {
+                true => "`type` and `key`",
+                false => "`type`, `key` and `connect_timeout`",
+            };
             ctx.src.error(
                 key.span(),
                 format!(
-                    "unknown field `{name}`; a `{kind}` target takes {}, beside `type`, `key` and `connect_timeout`",
+                    "unknown field `{name}`; a `{kind}` target takes {}, beside {beside}",
                     one_of(&takes)
                 ),
             );

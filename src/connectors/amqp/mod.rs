@@ -9,7 +9,9 @@ mod target;
 pub use source::AmqpSource;
 pub use target::AmqpTarget;
 
-use crate::config::registry::{check_options, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{
+    check_options, Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes,
+};
 
 /// What `type = "amqp"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -24,6 +26,7 @@ pub const SPEC: Spec = Spec {
         writes: Writes::Records,
         keys: &["url", "exchange", "routing_key"],
         options: Some(check_options::<target::AmqpOptions>),
+        abilities: Abilities::NONE,
     }),
 };
 

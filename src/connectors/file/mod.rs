@@ -9,7 +9,7 @@ pub use source::FileSource;
 pub use target::FileTarget;
 pub use types::{column_type, COLUMN_TYPES};
 
-use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
 
 /// What `type = "file"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -24,5 +24,6 @@ pub const SPEC: Spec = Spec {
         writes: Writes::Records,
         keys: &["path", "format"],
         options: None,
+        abilities: Abilities::NONE,
     }),
 };

@@ -8,7 +8,7 @@ mod target;
 pub use source::HttpSource;
 pub use target::HttpTarget;
 
-use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
 
 /// What `type = "http"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -31,6 +31,11 @@ pub const SPEC: Spec = Spec {
         writes: Writes::Records,
         keys: &["url", "method", "batch", "results", "auth", "timeout"],
         options: None,
+        abilities: Abilities {
+            images: false,
+            generates_keys: false,
+            refuses_items: true,
+        },
     }),
 };
 

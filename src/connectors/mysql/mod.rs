@@ -10,7 +10,7 @@ mod target;
 pub use source::MysqlSource;
 pub use target::MysqlTarget;
 
-use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
 
 /// What `type = "mysql"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -25,6 +25,11 @@ pub const SPEC: Spec = Spec {
         writes: Writes::Table,
         keys: super::sql::TARGET_KEYS,
         options: None,
+        abilities: Abilities {
+            images: false,
+            generates_keys: false,
+            refuses_items: true,
+        },
     }),
 };
 

@@ -9,7 +9,9 @@ mod target;
 pub use source::NatsSource;
 pub use target::NatsTarget;
 
-use crate::config::registry::{check_options, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{
+    check_options, Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes,
+};
 
 /// What `type = "nats"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -24,6 +26,7 @@ pub const SPEC: Spec = Spec {
         writes: Writes::Records,
         keys: &["url", "subject", "stream"],
         options: Some(check_options::<target::NatsOptions>),
+        abilities: Abilities::NONE,
     }),
 };
 

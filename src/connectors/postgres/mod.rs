@@ -8,7 +8,7 @@ mod target;
 pub use source::PostgresSource;
 pub use target::PostgresTarget;
 
-use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
 
 /// What `type = "postgres"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -23,6 +23,11 @@ pub const SPEC: Spec = Spec {
         writes: Writes::Table,
         keys: super::sql::TARGET_KEYS,
         options: None,
+        abilities: Abilities {
+            images: true,
+            generates_keys: true,
+            refuses_items: true,
+        },
     }),
 };
 

@@ -8,7 +8,7 @@ mod target;
 
 pub use target::RedisTarget;
 
-use crate::config::registry::{Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Spec, TargetSpec, Writes};
 
 /// What `type = "redis"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -19,5 +19,6 @@ pub const SPEC: Spec = Spec {
         writes: Writes::Records,
         keys: config::KEYS,
         options: Some(config::check),
+        abilities: Abilities::NONE,
     }),
 };

@@ -7,7 +7,7 @@ mod target;
 pub use source::SqliteSource;
 pub use target::SqliteTarget;
 
-use crate::config::registry::{Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
 
 /// What `type = "sqlite"` is, for the configuration's checks.
 pub const SPEC: Spec = Spec {
@@ -29,6 +29,11 @@ pub const SPEC: Spec = Spec {
             "create_table",
         ],
         options: None,
+        abilities: Abilities {
+            images: true,
+            generates_keys: true,
+            refuses_items: true,
+        },
     }),
 };
 
