@@ -1,3 +1,5 @@
+//! The process exit codes, documented for users in `docs/commands.md`.
+
 /// Exit codes (sysexits), so that a Kubernetes podFailurePolicy can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {

@@ -1,5 +1,6 @@
 //! Prometheus metrics through the `metrics` facade. The names are a contract
-//! dashboards and alerts rely on; the per-job label is `sync_job` (Prometheus
+//! dashboards and alerts rely on, each documented in `docs/metrics.md`
+//! (`tests/docs.rs` holds the two together); the per-job label is `sync_job` (Prometheus
 //! owns `job`). Every
 //! series a job has is registered at 0 when the job is loaded, so dashboards
 //! and alerts see it before the first event. Label values are only job names

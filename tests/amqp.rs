@@ -18,6 +18,10 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// `rabbitmqctl close_all_connections` closes every connection on the
+/// broker, other tests' too: the test that uses it runs alone.
+static BROKER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// An exchange and a queue bound to it with `#`, both unique, deleted at
 /// the end. Each operation connects anew: the test drops connections.
 struct Broker {
@@ -137,6 +141,7 @@ fn job(db: &TestDb, exchange: &str, batch: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_change_is_one_confirmed_message_and_a_repeat_run_sends_none() {
+    let _shared = BROKER.read().await;
     let broker = Broker::new().await;
     let db = TestDb::new().await;
     db.exec("CREATE TABLE people (id bigint PRIMARY KEY, email text); INSERT INTO people VALUES (1, 'a@x'), (2, 'b@x'), (3, 'c@x');")
@@ -178,6 +183,7 @@ async fn every_change_is_one_confirmed_message_and_a_repeat_run_sends_none() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_connection_loses_no_change() {
+    let _alone = BROKER.write().await;
     let broker = Broker::new().await;
     let db = TestDb::new().await;
     db.exec("CREATE TABLE people (id bigint PRIMARY KEY, email text); INSERT INTO people SELECT g, 'p' || g || '@x' FROM generate_series(1, 3000) g;")
@@ -278,6 +284,7 @@ async fn people(db: &TestDb) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queue_into_postgres_and_a_malformed_message_is_dead_with_its_body() {
+    let _shared = BROKER.read().await;
     let broker = Broker::new().await;
     let db = TestDb::new().await;
     db.exec("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
@@ -332,6 +339,7 @@ async fn a_queue_into_postgres_and_a_malformed_message_is_dead_with_its_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_between_enqueue_and_ack_the_messages_come_again_and_sync_once() {
+    let _shared = BROKER.read().await;
     let broker = Broker::new().await;
     let db = TestDb::new().await;
     db.exec(

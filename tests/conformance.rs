@@ -244,6 +244,61 @@ async fn owners_decide_each_field(w: &World<'_>) {
     );
 }
 
+async fn newest_lets_the_later_change_win(w: &World<'_>) {
+    w.db.exec("ALTER TABLE people ADD COLUMN changed_at timestamptz NOT NULL DEFAULT '2026-02-01T00:00:00Z'")
+        .await;
+    let clock = match w.under.kind {
+        "postgres" => "timestamptz",
+        _ => "text",
+    };
+    w.under
+        .create_table(|_| format!("ALTER TABLE people_t ADD COLUMN modified_at {clock}"))
+        .await;
+    let target = format!(
+        "{}\nupdated_at = \"modified_at\"",
+        w.under.target_toml("people_t", "id")
+    );
+    let fields =
+        "[fields]\nid = \"id\"\nname = \"name\"\ntier = { from = \"tier\", owner = \"newest\" }\n";
+    w.job(&target, fields, PROPAGATE);
+    w.cfg.job(
+        "people",
+        &std::fs::read_to_string(w.cfg.path().join("jobs/people.toml"))
+            .expect("job")
+            .replace(
+                "strategy = \"diff\"\nmax_delete_ratio = 1.0",
+                "strategy = \"cursor\"\ncursor = \"changed_at\"",
+            ),
+    );
+    if !keeps_rows(w.under.kind) {
+        return w.refused("keeps no rows");
+    }
+    w.run_ok();
+    let sql = w.under.sql().expect("a SQL target");
+    // The target's tier of 1 changed after the source's next change.
+    sql.exec("UPDATE people_t SET tier = 'theirs', modified_at = '2026-03-01T00:00:00+00:00' WHERE id = 1")
+        .await;
+    w.db.exec(
+        "UPDATE people SET name = 'ada2', tier = 'new1', changed_at = '2026-02-15T00:00:00Z' WHERE id = 1;
+         UPDATE people SET tier = 'new2', changed_at = '2026-02-15T00:00:00Z' WHERE id = 2",
+    )
+    .await;
+    w.run_ok();
+    let rows = w.target_rows().await;
+    assert_eq!(
+        (rows[&1].name.as_deref(), rows[&1].tier.as_deref()),
+        (Some("ada2"), Some("theirs")),
+        "{}: the target's later change keeps its tier; the source owns the name",
+        w.under.kind
+    );
+    assert_eq!(
+        rows[&2].tier.as_deref(),
+        Some("new2"),
+        "{}: the source's later change wins",
+        w.under.kind
+    );
+}
+
 async fn conflicts_are_counted_where_the_target_reports_images(w: &World<'_>) {
     w.plain_job(PROPAGATE);
     w.run_ok();
@@ -430,6 +485,8 @@ macro_rules! suite {
             async fn soft_deletes_mark_and_a_returning_object_is_unmarked() { with_world(KIND, super::soft_deletes_mark_and_a_returning_object_is_unmarked).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn owners_decide_each_field() { with_world(KIND, super::owners_decide_each_field).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn newest_lets_the_later_change_win() { with_world(KIND, super::newest_lets_the_later_change_win).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn conflicts_are_counted_where_the_target_reports_images() { with_world(KIND, super::conflicts_are_counted_where_the_target_reports_images).await }
             #[tokio::test(flavor = "multi_thread")]

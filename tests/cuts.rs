@@ -129,12 +129,19 @@ async fn cut_mid_run(cut: Cut, state_kind: StateKind) {
             matches!(code(&out), 1 | 75) && rerun["outcome"] != "success",
             "{cut:?}: {rerun}"
         );
-        std::thread::sleep(Duration::from_secs(3));
-        let out = cfg
-            .command(Some(&state), &["run", "--once"])
-            .envs(lease)
-            .output()
-            .expect("second rerun");
+        // Once the cut run's leases (3 s) have expired, a run syncs the rest.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let out = loop {
+            let out = cfg
+                .command(Some(&state), &["run", "--once"])
+                .envs(lease)
+                .output()
+                .expect("second rerun");
+            if code(&out) == 0 || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
         assert_eq!(code(&out), 0, "{cut:?}: {}", stderr(&out));
     }
     assert_eq!(

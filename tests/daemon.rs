@@ -272,13 +272,18 @@ async fn two_daemons_on_one_state_store_run_every_tick_once() {
     let other = ConfigDir::new();
     other.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
     let b = other.daemon(&db.url, "fast = \"*/1 * * * * *\"", &[]).await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Two daemons share the ticks until 15 scheduled runs have finished.
+    let finished = "trigger = 'schedule' AND finished_at IS NOT NULL";
+    assert!(
+        eventually(40, || async { runs(&db, finished).await.len() >= 15 }).await,
+        "15 scheduled runs never finished: {}",
+        runs(&db, finished).await.len()
+    );
     drop((a, b));
 
     let dup = db.count("SELECT count(*) FROM (SELECT scheduled_for FROM ferry_runs GROUP BY scheduled_for HAVING count(*) > 1) d").await;
     assert_eq!(dup, 0, "a tick ran twice");
-    let all = runs(&db, "trigger = 'schedule' AND finished_at IS NOT NULL").await;
-    assert!(all.len() >= 15, "only {} of ~20 ticks ran", all.len());
+    let all = runs(&db, finished).await;
     assert!(no_overlap(&all), "runs of one job overlapped");
 }
 

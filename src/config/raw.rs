@@ -1,5 +1,7 @@
 //! The TOML files as written, with the location of every value, before
 //! interpolation and validation turn them into the typed [`super::Job`].
+//! Every key is documented in `docs/configuration.md`; `tests/docs.rs`
+//! fails when the two differ.
 use std::collections::BTreeMap;
 
 use serde::de::{self, MapAccess, Visitor};

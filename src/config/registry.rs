@@ -2,7 +2,8 @@
 //! URL schemes, the keys it reads and what it can do. The configuration's
 //! checks ask these declarations and name no connector themselves; the
 //! declarations live in each connector's folder (`src/connectors/*/mod.rs`)
-//! and are listed once, in `connectors::REGISTRY`.
+//! and are listed once, in `connectors::CONNECTORS`. The keys each connector
+//! reads are documented in `docs/configuration.md`.
 
 /// One connector type.
 pub struct Spec {

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde_json::value::RawValue;
 
+use crate::config::registry::Spec;
 use crate::config::{Child, Job};
 use crate::model::{Item, Record, SourceRow};
 
@@ -303,35 +304,61 @@ pub trait Target: Send + Sync {
     }
 }
 
-/// Every connector of this build: adding one is its folder and a line here
-/// (and one in [`source`] or [`target`]).
+/// A connector: what it declares (its type, URL schemes, keys, abilities)
+/// and how it opens for a job. Each connector's folder defines one as
+/// `CONNECTOR`.
+pub struct Connector {
+    pub spec: Spec,
+    pub open_source: Option<OpenSource>,
+    pub open_target: Option<OpenTarget>,
+}
+
+/// Opens a connector as a job's source.
+pub type OpenSource = fn(&Job) -> Result<Box<dyn Source>, ConnectorError>;
+/// Opens a connector as a job's target, writing under its rules.
+pub type OpenTarget = fn(&Job, WriteRules) -> Result<Box<dyn Target>, ConnectorError>;
+
+/// Every connector of this build: adding one is its folder and a line here.
+pub const CONNECTORS: &[&Connector] = &[
+    &postgres::CONNECTOR,
+    &mysql::CONNECTOR,
+    &sqlite::CONNECTOR,
+    &file::CONNECTOR,
+    &http::CONNECTOR,
+    &amqp::CONNECTOR,
+    &nats::CONNECTOR,
+    &redis::CONNECTOR,
+];
+
+/// The declarations of [`CONNECTORS`], in their order, for the
+/// configuration's checks (which know no connector's code).
+const SPECS: [&Spec; CONNECTORS.len()] = {
+    let mut specs = [&CONNECTORS[0].spec; CONNECTORS.len()];
+    let mut i = 0;
+    while i < CONNECTORS.len() {
+        specs[i] = &CONNECTORS[i].spec;
+        i += 1;
+    }
+    specs
+};
+
 pub const REGISTRY: crate::config::Registry<'static> = crate::config::Registry {
-    connectors: &[
-        &postgres::SPEC,
-        &mysql::SPEC,
-        &sqlite::SPEC,
-        &file::SPEC,
-        &http::SPEC,
-        &amqp::SPEC,
-        &nats::SPEC,
-        &redis::SPEC,
-    ],
+    connectors: &SPECS,
     column_type: |declared| file::column_type(declared).is_some(),
     column_types: file::COLUMN_TYPES,
 };
 
-/// The registry: a job's source.
+fn connector(kind: &str) -> Option<&'static Connector> {
+    CONNECTORS.iter().copied().find(|c| c.spec.kind == kind)
+}
+
+/// A job's source, with its children when it has some.
 pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
-    let source: Box<dyn Source> = match job.source.kind.as_str() {
-        "postgres" => Box::new(postgres::PostgresSource::new(&job.source)?),
-        "mysql" => Box::new(mysql::MysqlSource::new(&job.source)?),
-        "sqlite" => Box::new(sqlite::SqliteSource::new(&job.source)?),
-        "file" => Box::new(file::FileSource::new(&job.source)),
-        "http" => Box::new(http::HttpSource::new(job)?),
-        "amqp" => Box::new(amqp::AmqpSource::new(&job.source, job.batch.size)),
-        "nats" => Box::new(nats::NatsSource::new(&job.source)),
-        other => return Err(ConnectorError::unsupported(other)),
-    };
+    let kind = job.source.kind.as_str();
+    let open = connector(kind)
+        .and_then(|c| c.open_source)
+        .ok_or_else(|| ConnectorError::unsupported(kind))?;
+    let source = open(job)?;
     Ok(match job.source.key.as_slice() {
         [key] if !job.children.is_empty() => Box::new(children::WithChildren::new(
             source,
@@ -342,18 +369,38 @@ pub fn source(job: &Job) -> Result<Box<dyn Source>, ConnectorError> {
     })
 }
 
-/// The registry: a job's target.
+/// A job's target, writing under the job's rules.
 pub fn target(job: &Job) -> Result<Box<dyn Target>, ConnectorError> {
-    let rules = WriteRules::from_job(job);
-    match job.target.kind.as_str() {
-        "postgres" => Ok(Box::new(postgres::PostgresTarget::new(&job.target, rules)?)),
-        "mysql" => Ok(Box::new(mysql::MysqlTarget::new(&job.target, rules)?)),
-        "file" => Ok(Box::new(file::FileTarget::new(job))),
-        "http" => Ok(Box::new(http::HttpTarget::new(job)?)),
-        "amqp" => Ok(Box::new(amqp::AmqpTarget::new(job)?)),
-        "nats" => Ok(Box::new(nats::NatsTarget::new(job)?)),
-        "redis" => Ok(Box::new(redis::RedisTarget::new(job)?)),
-        "sqlite" => Ok(Box::new(sqlite::SqliteTarget::new(&job.target, rules)?)),
-        other => Err(ConnectorError::unsupported(other)),
+    let kind = job.target.kind.as_str();
+    let open = connector(kind)
+        .and_then(|c| c.open_target)
+        .ok_or_else(|| ConnectorError::unsupported(kind))?;
+    open(job, WriteRules::from_job(job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_connector_opens_what_it_declares() {
+        for c in CONNECTORS {
+            let kind = c.spec.kind;
+            assert_eq!(
+                c.open_source.is_some(),
+                c.spec.source.is_some(),
+                "{kind}: source"
+            );
+            assert_eq!(
+                c.open_target.is_some(),
+                c.spec.target.is_some(),
+                "{kind}: target"
+            );
+            assert_eq!(REGISTRY.spec(kind).map(|s| s.kind), Some(kind));
+        }
+        let mut kinds: Vec<&str> = CONNECTORS.iter().map(|c| c.spec.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), CONNECTORS.len(), "a type is declared twice");
     }
 }

@@ -1,5 +1,6 @@
 //! One run of one job: take the job's lease, detect, drain the queue, record
-//! the run. Used by `run --once` (and later the daemon) and by `plan`.
+//! the run. Used by `run --once` (and later the daemon) and by `plan`. The
+//! outcomes and exit codes are documented in `docs/commands.md`.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,5 @@
-//! The durable task queue: claim with a fenced lease, complete or fail.
+//! The durable task queue: claim with a fenced lease, complete or fail
+//! (what is durable when, for users: `docs/guarantees.md`).
 use std::collections::HashMap;
 use std::time::Duration;
 

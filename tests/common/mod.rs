@@ -453,15 +453,17 @@ pub fn run_after_killed(cfg: &ConfigDir, state: &str) -> Output {
 
 /// The ids `ferry tasks` lists for its filters (`--state`, `--job`), newest first.
 pub fn task_ids(cfg: &ConfigDir, state: &str, filters: &[&str]) -> Vec<String> {
-    let args: Vec<&str> = std::iter::once("tasks")
+    let args: Vec<&str> = ["--output", "json", "tasks"]
+        .into_iter()
         .chain(filters.iter().copied())
         .collect();
     let list = cfg.ferry(Some(state), &args);
-    // A header line, then a task per line, its id first.
-    String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+    let doc: serde_json::Value = serde_json::from_slice(&list.stdout).expect("tasks as JSON");
+    doc["tasks"]
+        .as_array()
+        .expect("a tasks list")
+        .iter()
+        .map(|t| t["id"].to_string())
         .collect()
 }
 

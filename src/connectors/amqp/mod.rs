@@ -12,22 +12,27 @@ pub use target::AmqpTarget;
 use crate::config::registry::{
     check_options, Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes,
 };
+use crate::connectors::Connector;
 
 /// What `type = "amqp"` is, for the configuration's checks.
-pub const SPEC: Spec = Spec {
-    kind: "amqp",
-    schemes: &["amqp", "amqps"],
-    source: Some(SourceSpec {
-        reads: Reads::Queue,
-        outbox_table: false,
-        keys: &["url", "queue", "prefetch"],
-    }),
-    target: Some(TargetSpec {
-        writes: Writes::Records,
-        keys: &["url", "exchange", "routing_key"],
-        options: Some(check_options::<target::AmqpOptions>),
-        abilities: Abilities::NONE,
-    }),
+pub const CONNECTOR: Connector = Connector {
+    spec: Spec {
+        kind: "amqp",
+        schemes: &["amqp", "amqps"],
+        source: Some(SourceSpec {
+            reads: Reads::Queue,
+            outbox_table: false,
+            keys: &["url", "queue", "prefetch"],
+        }),
+        target: Some(TargetSpec {
+            writes: Writes::Records,
+            keys: &["url", "exchange", "routing_key"],
+            options: Some(check_options::<target::AmqpOptions>),
+            abilities: Abilities::NONE,
+        }),
+    },
+    open_source: Some(|job| Ok(Box::new(AmqpSource::new(&job.source, job.batch.size)))),
+    open_target: Some(|job, _| Ok(Box::new(AmqpTarget::new(job)?))),
 };
 
 use super::ConnectorError;

@@ -10,20 +10,25 @@ pub use target::FileTarget;
 pub use types::{column_type, COLUMN_TYPES};
 
 use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::connectors::Connector;
 
 /// What `type = "file"` is, for the configuration's checks.
-pub const SPEC: Spec = Spec {
-    kind: "file",
-    schemes: &[],
-    source: Some(SourceSpec {
-        reads: Reads::Whole,
-        outbox_table: false,
-        keys: &["path", "format", "types"],
-    }),
-    target: Some(TargetSpec {
-        writes: Writes::Records,
-        keys: &["path", "format"],
-        options: None,
-        abilities: Abilities::NONE,
-    }),
+pub const CONNECTOR: Connector = Connector {
+    spec: Spec {
+        kind: "file",
+        schemes: &[],
+        source: Some(SourceSpec {
+            reads: Reads::Whole,
+            outbox_table: false,
+            keys: &["path", "format", "types"],
+        }),
+        target: Some(TargetSpec {
+            writes: Writes::Records,
+            keys: &["path", "format"],
+            options: None,
+            abilities: Abilities::NONE,
+        }),
+    },
+    open_source: Some(|job| Ok(Box::new(FileSource::new(&job.source)))),
+    open_target: Some(|job, _| Ok(Box::new(FileTarget::new(job)))),
 };

@@ -9,34 +9,39 @@ pub use source::HttpSource;
 pub use target::HttpTarget;
 
 use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::connectors::Connector;
 
 /// What `type = "http"` is, for the configuration's checks.
-pub const SPEC: Spec = Spec {
-    kind: "http",
-    schemes: &["http", "https"],
-    source: Some(SourceSpec {
-        reads: Reads::Whole,
-        outbox_table: false,
-        keys: &[
-            "url",
-            "items",
-            "next",
-            "page_param",
-            "cursor_param",
-            "auth",
-            "timeout",
-        ],
-    }),
-    target: Some(TargetSpec {
-        writes: Writes::Records,
-        keys: &["url", "method", "batch", "results", "auth", "timeout"],
-        options: None,
-        abilities: Abilities {
-            images: false,
-            generates_keys: false,
-            refuses_items: true,
-        },
-    }),
+pub const CONNECTOR: Connector = Connector {
+    spec: Spec {
+        kind: "http",
+        schemes: &["http", "https"],
+        source: Some(SourceSpec {
+            reads: Reads::Whole,
+            outbox_table: false,
+            keys: &[
+                "url",
+                "items",
+                "next",
+                "page_param",
+                "cursor_param",
+                "auth",
+                "timeout",
+            ],
+        }),
+        target: Some(TargetSpec {
+            writes: Writes::Records,
+            keys: &["url", "method", "batch", "results", "auth", "timeout"],
+            options: None,
+            abilities: Abilities {
+                images: false,
+                generates_keys: false,
+                refuses_items: true,
+            },
+        }),
+    },
+    open_source: Some(|job| Ok(Box::new(HttpSource::new(job)?))),
+    open_target: Some(|job, _| Ok(Box::new(HttpTarget::new(job)?))),
 };
 
 use std::time::Duration;

@@ -12,22 +12,27 @@ pub use target::NatsTarget;
 use crate::config::registry::{
     check_options, Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes,
 };
+use crate::connectors::Connector;
 
 /// What `type = "nats"` is, for the configuration's checks.
-pub const SPEC: Spec = Spec {
-    kind: "nats",
-    schemes: &["nats", "tls"],
-    source: Some(SourceSpec {
-        reads: Reads::Queue,
-        outbox_table: false,
-        keys: &["url", "stream", "consumer", "subject"],
-    }),
-    target: Some(TargetSpec {
-        writes: Writes::Records,
-        keys: &["url", "subject", "stream"],
-        options: Some(check_options::<target::NatsOptions>),
-        abilities: Abilities::NONE,
-    }),
+pub const CONNECTOR: Connector = Connector {
+    spec: Spec {
+        kind: "nats",
+        schemes: &["nats", "tls"],
+        source: Some(SourceSpec {
+            reads: Reads::Queue,
+            outbox_table: false,
+            keys: &["url", "stream", "consumer", "subject"],
+        }),
+        target: Some(TargetSpec {
+            writes: Writes::Records,
+            keys: &["url", "subject", "stream"],
+            options: Some(check_options::<target::NatsOptions>),
+            abilities: Abilities::NONE,
+        }),
+    },
+    open_source: Some(|job| Ok(Box::new(NatsSource::new(&job.source)))),
+    open_target: Some(|job, _| Ok(Box::new(NatsTarget::new(job)?))),
 };
 
 use super::ConnectorError;

@@ -9,26 +9,31 @@ pub use source::PostgresSource;
 pub use target::PostgresTarget;
 
 use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::connectors::Connector;
 
 /// What `type = "postgres"` is, for the configuration's checks.
-pub const SPEC: Spec = Spec {
-    kind: "postgres",
-    schemes: &["postgres", "postgresql"],
-    source: Some(SourceSpec {
-        reads: Reads::Table,
-        outbox_table: true,
-        keys: super::sql::SOURCE_KEYS,
-    }),
-    target: Some(TargetSpec {
-        writes: Writes::Table,
-        keys: super::sql::TARGET_KEYS,
-        options: None,
-        abilities: Abilities {
-            images: true,
-            generates_keys: true,
-            refuses_items: true,
-        },
-    }),
+pub const CONNECTOR: Connector = Connector {
+    spec: Spec {
+        kind: "postgres",
+        schemes: &["postgres", "postgresql"],
+        source: Some(SourceSpec {
+            reads: Reads::Table,
+            outbox_table: true,
+            keys: super::sql::SOURCE_KEYS,
+        }),
+        target: Some(TargetSpec {
+            writes: Writes::Table,
+            keys: super::sql::TARGET_KEYS,
+            options: None,
+            abilities: Abilities {
+                images: true,
+                generates_keys: true,
+                refuses_items: true,
+            },
+        }),
+    },
+    open_source: Some(|job| Ok(Box::new(PostgresSource::new(&job.source)?))),
+    open_target: Some(|job, rules| Ok(Box::new(PostgresTarget::new(&job.target, rules)?))),
 };
 
 use std::str::FromStr;

@@ -9,16 +9,21 @@ mod target;
 pub use target::RedisTarget;
 
 use crate::config::registry::{Abilities, Spec, TargetSpec, Writes};
+use crate::connectors::Connector;
 
 /// What `type = "redis"` is, for the configuration's checks.
-pub const SPEC: Spec = Spec {
-    kind: "redis",
-    schemes: &["redis", "rediss"],
-    source: None,
-    target: Some(TargetSpec {
-        writes: Writes::Records,
-        keys: config::KEYS,
-        options: Some(config::check),
-        abilities: Abilities::NONE,
-    }),
+pub const CONNECTOR: Connector = Connector {
+    spec: Spec {
+        kind: "redis",
+        schemes: &["redis", "rediss"],
+        source: None,
+        target: Some(TargetSpec {
+            writes: Writes::Records,
+            keys: config::KEYS,
+            options: Some(config::check),
+            abilities: Abilities::NONE,
+        }),
+    },
+    open_source: None,
+    open_target: Some(|job, _| Ok(Box::new(RedisTarget::new(job)?))),
 };

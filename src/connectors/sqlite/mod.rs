@@ -8,33 +8,38 @@ pub use source::SqliteSource;
 pub use target::SqliteTarget;
 
 use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::connectors::Connector;
 
 /// What `type = "sqlite"` is, for the configuration's checks.
-pub const SPEC: Spec = Spec {
-    kind: "sqlite",
-    schemes: &["sqlite"],
-    source: Some(SourceSpec {
-        reads: Reads::Table,
-        outbox_table: false,
-        keys: super::sql::SOURCE_KEYS,
-    }),
-    target: Some(TargetSpec {
-        writes: Writes::Table,
-        keys: &[
-            "url",
-            "table",
-            "mode",
-            "updated_at",
-            "create",
-            "create_table",
-        ],
-        options: None,
-        abilities: Abilities {
-            images: true,
-            generates_keys: true,
-            refuses_items: true,
-        },
-    }),
+pub const CONNECTOR: Connector = Connector {
+    spec: Spec {
+        kind: "sqlite",
+        schemes: &["sqlite"],
+        source: Some(SourceSpec {
+            reads: Reads::Table,
+            outbox_table: false,
+            keys: super::sql::SOURCE_KEYS,
+        }),
+        target: Some(TargetSpec {
+            writes: Writes::Table,
+            keys: &[
+                "url",
+                "table",
+                "mode",
+                "updated_at",
+                "create",
+                "create_table",
+            ],
+            options: None,
+            abilities: Abilities {
+                images: true,
+                generates_keys: true,
+                refuses_items: true,
+            },
+        }),
+    },
+    open_source: Some(|job| Ok(Box::new(SqliteSource::new(&job.source)?))),
+    open_target: Some(|job, rules| Ok(Box::new(SqliteTarget::new(&job.target, rules)?))),
 };
 
 use std::str::FromStr;
