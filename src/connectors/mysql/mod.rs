@@ -10,7 +10,7 @@ mod target;
 pub use source::MysqlSource;
 pub use target::MysqlTarget;
 
-use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Spec};
 use crate::connectors::Connector;
 
 /// What `type = "mysql"` is, for the configuration's checks.
@@ -18,21 +18,15 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "mysql",
         schemes: &["mysql", "mariadb"],
-        source: Some(SourceSpec {
-            reads: Reads::Table,
-            outbox_table: true,
-            keys: super::sql::SOURCE_KEYS,
-        }),
-        target: Some(TargetSpec {
-            writes: Writes::Table,
-            keys: super::sql::TARGET_KEYS,
-            options: None,
-            abilities: Abilities {
+        source: Some(super::sql::table_source(true)),
+        target: Some(super::sql::table_target(
+            super::sql::TARGET_KEYS,
+            Abilities {
                 images: false,
                 generates_keys: false,
                 refuses_items: true,
             },
-        }),
+        )),
     },
     open_source: Some(|job| Ok(Box::new(MysqlSource::new(&job.source)?))),
     open_target: Some(|job, rules| Ok(Box::new(MysqlTarget::new(&job.target, rules)?))),

@@ -8,7 +8,7 @@ mod target;
 pub use source::PostgresSource;
 pub use target::PostgresTarget;
 
-use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Spec};
 use crate::connectors::Connector;
 
 /// What `type = "postgres"` is, for the configuration's checks.
@@ -16,21 +16,15 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "postgres",
         schemes: &["postgres", "postgresql"],
-        source: Some(SourceSpec {
-            reads: Reads::Table,
-            outbox_table: true,
-            keys: super::sql::SOURCE_KEYS,
-        }),
-        target: Some(TargetSpec {
-            writes: Writes::Table,
-            keys: super::sql::TARGET_KEYS,
-            options: None,
-            abilities: Abilities {
+        source: Some(super::sql::table_source(true)),
+        target: Some(super::sql::table_target(
+            super::sql::TARGET_KEYS,
+            Abilities {
                 images: true,
                 generates_keys: true,
                 refuses_items: true,
             },
-        }),
+        )),
     },
     open_source: Some(|job| Ok(Box::new(PostgresSource::new(&job.source)?))),
     open_target: Some(|job, rules| Ok(Box::new(PostgresTarget::new(&job.target, rules)?))),

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use super::{
     ChildTable, Column, ColumnType, ConnectorError, Images, Shape, WriteBatch, WriteRules, Written,
 };
+use crate::config::registry::{Abilities, Reads, SourceSpec, TargetSpec, Writes};
 use crate::config::Mode;
 use crate::model::Record;
 use crate::rules::{Condition, DeleteAs};
@@ -41,6 +42,26 @@ fn unquote(quoted: &str) -> String {
 pub const SOURCE_KEYS: &[&str] = &["url", "table", "query", "tables", "where"];
 /// The `[target]` keys of a SQL target, beside those.
 pub const TARGET_KEYS: &[&str] = &["url", "table", "mode", "updated_at", "create"];
+
+/// A SQL source: any strategy on a table or query; `outbox_table` when it
+/// can delete the rows of an outbox table it has read.
+pub const fn table_source(outbox_table: bool) -> SourceSpec {
+    SourceSpec {
+        reads: Reads::Table,
+        outbox_table,
+        keys: SOURCE_KEYS,
+    }
+}
+
+/// A SQL target: rows of a table, written under the owner rules.
+pub const fn table_target(keys: &'static [&'static str], abilities: Abilities) -> TargetSpec {
+    TargetSpec {
+        writes: Writes::Table,
+        keys,
+        options: None,
+        abilities,
+    }
+}
 
 /// `CREATE TABLE IF NOT EXISTS` with `columns`, each typed by `type_of`
 /// (the target dialect's type map), and `key` as the primary key.

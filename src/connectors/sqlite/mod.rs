@@ -7,7 +7,7 @@ mod target;
 pub use source::SqliteSource;
 pub use target::SqliteTarget;
 
-use crate::config::registry::{Abilities, Reads, SourceSpec, Spec, TargetSpec, Writes};
+use crate::config::registry::{Abilities, Spec};
 use crate::connectors::Connector;
 
 /// What `type = "sqlite"` is, for the configuration's checks.
@@ -15,14 +15,9 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "sqlite",
         schemes: &["sqlite"],
-        source: Some(SourceSpec {
-            reads: Reads::Table,
-            outbox_table: false,
-            keys: super::sql::SOURCE_KEYS,
-        }),
-        target: Some(TargetSpec {
-            writes: Writes::Table,
-            keys: &[
+        source: Some(super::sql::table_source(false)),
+        target: Some(super::sql::table_target(
+            &[
                 "url",
                 "table",
                 "mode",
@@ -30,13 +25,12 @@ pub const CONNECTOR: Connector = Connector {
                 "create",
                 "create_table",
             ],
-            options: None,
-            abilities: Abilities {
+            Abilities {
                 images: true,
                 generates_keys: true,
                 refuses_items: true,
             },
-        }),
+        )),
     },
     open_source: Some(|job| Ok(Box::new(SqliteSource::new(&job.source)?))),
     open_target: Some(|job, rules| Ok(Box::new(SqliteTarget::new(&job.target, rules)?))),
