@@ -172,7 +172,7 @@ async fn run_once_stopped_by_sigterm_says_stopped_and_counts_what_is_left() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trigger_wait_fails_fast_without_a_daemon_and_stops_on_signals_and_timeouts() {
-    let (_db, cfg, state) = slow_job_on(2000, 20, StateKind::Postgres).await;
+    let (db, cfg, state) = slow_job_on(2000, 20, StateKind::Postgres).await;
     let hb = [("FERRY_DAEMON_HEARTBEAT", "1s")];
 
     // No daemon: exit 75 at once, saying what to do.
@@ -226,7 +226,9 @@ async fn trigger_wait_fails_fast_without_a_daemon_and_stops_on_signals_and_timeo
     assert!(stderr(&out).contains("still waiting after 1s"));
 
     // SIGINT / SIGTERM while waiting: 130 / 143 at once.
+    let requests = "SELECT count(*) FROM ferry_triggers";
     for (name, expected) in [("INT", 130), ("TERM", 143)] {
+        let before = db.count(requests).await;
         let child = cfg
             .command(Some(&state), &["trigger", "slow", "--wait"])
             .envs(hb)
@@ -234,7 +236,11 @@ async fn trigger_wait_fails_fast_without_a_daemon_and_stops_on_signals_and_timeo
             .stderr(Stdio::piped())
             .spawn()
             .expect("trigger");
-        std::thread::sleep(Duration::from_millis(800));
+        // Signalled once its request is recorded: it is waiting then.
+        assert!(
+            eventually(10, || async { db.count(requests).await > before }).await,
+            "the trigger request was never recorded"
+        );
         signal(&child, name);
         let (out, took) = finish(child, 10);
         assert_eq!(code(&out), expected, "{}", stderr(&out));
