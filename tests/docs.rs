@@ -68,7 +68,6 @@ type = "postgres"
 url = "postgres://h/db"
 table = "t"
 key = ["id"]
-zz_source = 1
 [detect]
 strategy = "diff"
 zz_detect = 1
@@ -109,7 +108,6 @@ fn every_key_check_accepts_is_documented_and_every_documented_key_is_accepted() 
     let errors = stderr(&out);
     let sections = [
         ("zz_top", "Job file: top level"),
-        ("zz_source", "`[source]`"),
         ("zz_detect", "`[detect]`"),
         ("zz_batch", "`[batch]`"),
         ("zz_backoff", "`[batch] backoff`"),
@@ -149,60 +147,90 @@ fn applying(section: &BTreeMap<String, Applies>, kind: &str) -> BTreeSet<String>
         .collect()
 }
 
+/// The keys a `ferry check` error says a connector type takes, beside
+/// the ones it names as common.
+fn takes(message: &str) -> BTreeSet<String> {
+    let takes = message
+        .split_once("takes ")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("no list of keys in: {message}"));
+    takes
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `ferry check` on a job whose `[source]` or `[target]` has an
+/// unknown key, and returns what the error says the type takes.
+fn accepted(section: &str, source: &str, target: &str) -> BTreeSet<String> {
+    let cfg = ConfigDir::new();
+    let marker = format!("zz_{section}");
+    let (source, target) = match section {
+        "source" => (format!("{source}\n{marker} = 1"), target.to_string()),
+        _ => (source.to_string(), format!("{target}\n{marker} = 1")),
+    };
+    cfg.job(
+        "a",
+        &format!("[source]\n{source}\nkey = [\"id\"]\n\n[target]\n{target}\n\n[rules]\nowner = \"source\"\n"),
+    );
+    let out = cfg.ferry(None, &["check"]);
+    let errors = stderr(&out);
+    let message = errors
+        .lines()
+        .find(|l| l.contains(&format!("unknown field `{marker}`")))
+        .unwrap_or_else(|| panic!("no error for {marker}:\n{errors}"));
+    takes(message)
+}
+
+/// A minimal `[source]` or `[target]` of each type, without `key`.
+fn minimal(kind: &str) -> String {
+    let own = match kind {
+        "postgres" | "mysql" | "sqlite" => format!("url = \"{kind}://h/db\"\ntable = \"t\""),
+        "file" => "path = \"out.csv\"\nformat = \"csv\"".to_string(),
+        "nats" => {
+            "url = \"nats://h\"\nsubject = \"s\"\nstream = \"s\"\nconsumer = \"c\"".to_string()
+        }
+        "redis" => "url = \"redis://h\"\nstream = \"s\"".to_string(),
+        "amqp" => "url = \"amqp://h/\"\nqueue = \"q\"".to_string(),
+        "http" => "url = \"http://h/\"".to_string(),
+        other => panic!("a minimal section for `{other}` is missing here"),
+    };
+    format!("type = \"{kind}\"\n{own}")
+}
+
 #[test]
-fn each_connector_reads_the_keys_documented_for_it() {
+fn each_connector_takes_the_keys_documented_for_it() {
     let documented = documented_keys();
     let (sources, targets) = (&documented["`[source]`"], &documented["`[target]`"]);
-    let connected = |kind: &str| REGISTRY.spec(kind).is_some_and(|s| !s.schemes.is_empty());
-    for kind in REGISTRY.kinds(true) {
-        let spec = REGISTRY.source(kind).expect("a source kind");
-        let mut reads: BTreeSet<String> = spec.keys.iter().map(|k| k.to_string()).collect();
-        reads.extend(["type".to_string(), "key".to_string()]);
-        if connected(kind) {
-            reads.insert("connect_timeout".into());
+    let common = |kind: &str| {
+        let mut keys = BTreeSet::from(["type".to_string(), "key".to_string()]);
+        if REGISTRY.spec(kind).is_some_and(|s| !s.schemes.is_empty()) {
+            keys.insert("connect_timeout".to_string());
         }
+        keys
+    };
+    let file_target = "type = \"file\"\npath = \"out\"\nformat = \"jsonl\"";
+    for kind in REGISTRY.kinds(true) {
+        let mut accepted = accepted("source", &minimal(kind), file_target);
+        accepted.extend(common(kind));
         assert_eq!(
             applying(sources, kind),
-            reads,
-            "[source] type = \"{kind}\": documented (left) vs read (right)"
+            accepted,
+            "[source] type = \"{kind}\": documented (left) vs accepted (right)"
         );
     }
-    // A target's unknown key is answered with the keys its type takes.
-    let minimal = |kind: &str| match kind {
-        "postgres" | "mysql" | "sqlite" => {
-            format!("url = \"{kind}://h/db\"\ntable = \"t\"\nkey = [\"id\"]")
-        }
-        "file" => "path = \"out\"".to_string(),
-        "nats" => "url = \"nats://h\"\nsubject = \"s\"".to_string(),
-        "redis" => "url = \"redis://h\"\nstream = \"s\"".to_string(),
-        "http" | "amqp" => format!("url = \"{kind}://h/\""),
-        other => panic!("a minimal [target] for `{other}` is missing here"),
-    };
+    let file_source = "type = \"file\"\npath = \"a.csv\"";
     for kind in REGISTRY.kinds(false) {
-        let cfg = ConfigDir::new();
-        cfg.job(
-            "a",
-            &format!(
-                "[source]\ntype = \"file\"\npath = \"a.csv\"\nkey = [\"id\"]\n\n[target]\ntype = \"{kind}\"\n{}\nzz_target = 1\n\n[rules]\nowner = \"source\"\n",
-                minimal(kind)
-            ),
+        let mut accepted = accepted(
+            "target",
+            file_source,
+            &minimal(kind)
+                .replace("\nconsumer = \"c\"", "")
+                .replace("\nqueue = \"q\"", ""),
         );
-        let out = cfg.ferry(None, &["check"]);
-        let errors = stderr(&out);
-        let message = errors
-            .lines()
-            .find(|l| l.contains("unknown field `zz_target`"))
-            .unwrap_or_else(|| panic!("{kind}: no error for zz_target:\n{errors}"));
-        let takes = message
-            .split_once("takes ")
-            .map(|(_, t)| t)
-            .unwrap_or_else(|| panic!("{kind}: {message}"));
-        let accepted: BTreeSet<String> = takes
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect();
+        accepted.extend(common(kind));
         assert_eq!(
             applying(targets, kind),
             accepted,

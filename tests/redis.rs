@@ -189,7 +189,7 @@ fn its_own_keys_are_checked_where_they_are_written() {
     let out = cfg.ferry(None, &["check"]);
     assert_eq!(code(&out), 78);
     let err = stderr(&out);
-    assert!(err.contains("people.toml:10:1: invalid type"), "{err}");
+    assert!(err.contains("people.toml:10:10: invalid type"), "{err}");
     assert!(
         err.contains("people.toml:11:1: unknown field `streem`"),
         "{err}"

@@ -77,10 +77,10 @@ fn load_with(
             Ok(file) => {
                 let mut refs = Vec::new();
                 // Parsed once already: this second pass cannot fail.
-                let target_keys = toml::from_str::<raw::TargetTable>(&text)
-                    .map(raw::TargetTable::keys)
+                let sections = toml::from_str::<raw::SectionTables>(&text)
+                    .map(raw::SectionTables::keys)
                     .unwrap_or_default();
-                if let Some(job) = validate::job(&mut ctx, &name, &file, &target_keys, &mut refs) {
+                if let Some(job) = validate::job(&mut ctx, &name, &file, &sections, &mut refs) {
                     jobs.insert(name.clone(), job);
                 }
                 references.extend(refs.into_iter().map(|r| (path.clone(), text.clone(), r)));
@@ -88,6 +88,11 @@ fn load_with(
             Err(structural) => {
                 for (span, message) in structural {
                     ctx.src.error(span, message);
+                }
+                // The sections' keys are the connectors' to accept: a key
+                // none of them reads is reported in the same run.
+                if let Ok(sections) = toml::from_str::<raw::SectionTables>(&text) {
+                    validate::unknown_section_keys(&mut ctx, &sections.keys());
                 }
             }
         }

@@ -283,22 +283,9 @@ pub struct SourceConfig {
     pub filter: Option<String>,
     pub key: Vec<String>,
     pub path: Option<PathBuf>,
-    pub format: Option<FileFormat>,
-    /// `type = "file"`, CSV: declared column types (`bigint`,
-    /// `numeric(12,2)`, …), in the file's column order once read; the
-    /// other columns are text.
-    pub types: Vec<(String, String)>,
-    /// `type = "amqp"`: the queue to consume.
-    pub queue: Option<String>,
-    /// `type = "amqp"`: messages the broker sends ahead of their acks.
-    pub prefetch: u16,
-    /// `type = "http"`: how pages are read.
-    pub http: Option<HttpSourceConfig>,
-    /// `type = "nats"`: the JetStream stream, its durable consumer, and the
-    /// subject filter.
-    pub stream: Option<String>,
-    pub consumer: Option<String>,
-    pub subject: Option<String>,
+    /// The connector's own keys (those it declares), `${VAR}`s resolved:
+    /// its constructor reads them into its typed options.
+    pub options: toml::Table,
     /// How long connecting may take before the system counts as unreachable.
     pub connect_timeout: Duration,
     /// The columns the job reads, in the table's order, as each run's
@@ -322,56 +309,8 @@ pub struct TargetConfig {
     pub create: bool,
     pub updated_at: Option<String>,
     pub path: Option<PathBuf>,
-    pub format: Option<FileFormat>,
-    /// `type = "http"`: how items are sent.
-    pub http: Option<HttpTarget>,
     /// How long connecting may take before the system counts as unreachable.
     pub connect_timeout: Duration,
-}
-
-/// A paginated JSON API as source.
-#[derive(Debug, Clone)]
-pub struct HttpSourceConfig {
-    /// JSON pointer to the array of objects in a page (`""`: the page is the array).
-    pub items: String,
-    /// JSON pointer to the next page's cursor (a URL, or a token sent in
-    /// `cursor_param`); absent, null or empty ends the pages.
-    pub next: Option<String>,
-    /// The query parameter that carries the cursor (default `cursor`).
-    pub cursor_param: String,
-    /// Page numbers from 1 in this query parameter, until an empty page.
-    pub page_param: Option<String>,
-    pub auth: Option<HttpAuth>,
-    pub timeout: Duration,
-}
-
-/// An HTTP API as target.
-#[derive(Debug, Clone)]
-pub struct HttpTarget {
-    /// `POST` (default), `PUT` or `PATCH`.
-    pub method: String,
-    /// One request per batch (`{"items": […]}`, default) or one per item.
-    pub batch: bool,
-    /// JSON pointer to per-item results in a batch's response.
-    pub results: Option<String>,
-    pub auth: Option<HttpAuth>,
-    pub timeout: Duration,
-}
-
-#[derive(Clone)]
-pub enum HttpAuth {
-    Bearer(String),
-    Basic { user: String, password: String },
-}
-
-/// Secrets never reach a log or a message.
-impl std::fmt::Debug for HttpAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HttpAuth::Bearer(_) => f.write_str("Bearer(***)"),
-            HttpAuth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -110,8 +110,9 @@ pub struct TestRaw {
     pub fields: Option<S<toml::Table>>,
 }
 
+/// Without `deny_unknown_fields`: a key it does not read may be one a
+/// connector reads into its own options ([`SOURCE_KEYS`]).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceRaw {
     #[serde(rename = "type")]
     pub kind: S<String>,
@@ -122,23 +123,24 @@ pub struct SourceRaw {
     #[serde(rename = "where")]
     pub filter: Option<S<String>>,
     pub key: Option<S<Vec<S<String>>>>,
+    /// Resolved against the configuration folder.
     pub path: Option<S<String>>,
-    pub format: Option<S<String>>,
-    /// `type = "file"`, CSV: column types, `{ id = "bigint" }`.
-    pub types: Option<S<toml::Table>>,
-    pub items: Option<S<String>>,
-    pub next: Option<S<String>>,
-    pub page_param: Option<S<String>>,
-    pub cursor_param: Option<S<String>>,
-    pub auth: Option<S<toml::Table>>,
-    pub timeout: Option<S<String>>,
-    pub queue: Option<S<String>>,
-    pub prefetch: Option<S<i64>>,
-    pub stream: Option<S<String>>,
-    pub consumer: Option<S<String>>,
-    pub subject: Option<S<String>>,
     pub connect_timeout: Option<S<String>>,
 }
+
+/// The keys [`SourceRaw`] reads; any other key of `[source]` must be one a
+/// connector declares for its own options.
+pub const SOURCE_KEYS: &[&str] = &[
+    "type",
+    "url",
+    "table",
+    "query",
+    "tables",
+    "where",
+    "key",
+    "path",
+    "connect_timeout",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,26 +184,24 @@ pub const TARGET_KEYS: &[&str] = &[
     "create_table",
     "updated_at",
     "path",
-    "format",
-    "method",
-    "batch",
-    "results",
-    "auth",
-    "timeout",
     "connect_timeout",
 ];
 
-/// `[target]` as a map, read in a second pass over the file.
+/// `[source]` and `[target]` as maps, read in a second pass over the file.
 #[derive(Debug, Deserialize)]
-pub struct TargetTable {
+pub struct SectionTables {
+    pub source: Option<S<BTreeMap<S<String>, S<toml::Value>>>>,
     pub target: Option<S<BTreeMap<S<String>, S<toml::Value>>>>,
 }
 
-impl TargetTable {
-    pub fn keys(self) -> TableKeys {
-        self.target
-            .map(|t| t.into_inner().into_iter().collect())
-            .unwrap_or_default()
+impl SectionTables {
+    /// (the `[source]` keys, the `[target]` keys).
+    pub fn keys(self) -> (TableKeys, TableKeys) {
+        let keys = |t: Option<S<BTreeMap<S<String>, S<toml::Value>>>>| {
+            t.map(|t| t.into_inner().into_iter().collect())
+                .unwrap_or_default()
+        };
+        (keys(self.source), keys(self.target))
     }
 }
 
@@ -219,12 +219,6 @@ pub struct TargetRaw {
     pub create_table: Option<S<bool>>,
     pub updated_at: Option<S<String>>,
     pub path: Option<S<String>>,
-    pub format: Option<S<String>>,
-    pub method: Option<S<String>>,
-    pub batch: Option<S<bool>>,
-    pub results: Option<S<String>>,
-    pub auth: Option<S<toml::Table>>,
-    pub timeout: Option<S<String>>,
     pub connect_timeout: Option<S<String>>,
 }
 

@@ -34,6 +34,9 @@ pub struct SourceSpec {
     /// The keys of `[source]` it reads beyond `type`, `key` and
     /// `connect_timeout`.
     pub keys: &'static [&'static str],
+    /// Keys of its own that the connector parses into its typed options
+    /// and checks, as for targets ([`TargetSpec::options`]).
+    pub options: Option<fn(&toml::Table) -> Vec<OptionProblem>>,
 }
 
 /// How a target holds what it is sent.
@@ -136,10 +139,6 @@ pub type TargetOptions = toml::Table;
 /// What the connectors of this build accept, as they declare it.
 pub struct Registry<'r> {
     pub connectors: &'r [&'r Spec],
-    /// Whether a column type name is one ferry knows (a CSV's `types`).
-    pub column_type: fn(&str) -> bool,
-    /// The type names it knows, for the error that names one it does not.
-    pub column_types: &'r str,
 }
 
 impl Registry<'_> {

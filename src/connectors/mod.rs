@@ -342,11 +342,8 @@ const SPECS: [&Spec; CONNECTORS.len()] = {
     specs
 };
 
-pub const REGISTRY: crate::config::Registry<'static> = crate::config::Registry {
-    connectors: &SPECS,
-    column_type: |declared| file::column_type(declared).is_some(),
-    column_types: file::COLUMN_TYPES,
-};
+pub const REGISTRY: crate::config::Registry<'static> =
+    crate::config::Registry { connectors: &SPECS };
 
 fn connector(kind: &str) -> Option<&'static Connector> {
     CONNECTORS.iter().copied().find(|c| c.spec.kind == kind)

@@ -176,37 +176,11 @@ impl Ctx<'_, '_> {
         what: &str,
     ) -> Option<std::path::PathBuf> {
         let Some(v) = v else {
-            self.src
-                .error(table_span, format!("{what} of type `file` needs `path`"));
+            self.src.error(table_span, format!("{what} needs `path`"));
             return None;
         };
         let p = self.text(v)?;
         Some(self.dir.join(p))
-    }
-
-    pub(super) fn format(
-        &mut self,
-        v: &Option<S<String>>,
-        path: Option<&Path>,
-        table_span: Range<usize>,
-        what: &str,
-    ) -> Option<FileFormat> {
-        const FORMATS: &[(&str, FileFormat)] =
-            &[("csv", FileFormat::Csv), ("jsonl", FileFormat::Jsonl)];
-        if let Some(v) = v {
-            return self.choice(v, "format", FORMATS);
-        }
-        match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
-            Some("csv") => Some(FileFormat::Csv),
-            Some("jsonl" | "ndjson") => Some(FileFormat::Jsonl),
-            _ => {
-                self.src.error(
-                    table_span,
-                    format!("{what} of type `file` needs `format = \"csv\"` or `\"jsonl\"`"),
-                );
-                None
-            }
-        }
     }
 
     pub(super) fn kind(&mut self, v: &S<String>, what: &str) -> Option<String> {

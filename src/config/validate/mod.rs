@@ -15,12 +15,12 @@ pub use ctx::Ctx;
 use detect::{check_newest, detect, ops};
 use fields::{check_abilities, check_keys_mapped, fields, rules};
 use source::{connect_timeout, source};
-use target::target;
+use target::{connector_options, target, Section};
 
 use super::diagnostic::SourceText;
 use super::interpolate::interpolate_or_keep;
 use super::raw::{self, S};
-use super::registry::{one_of, Reads, Registry, Writes};
+use super::registry::{one_of, Reads, Registry, Spec, Writes};
 use super::*;
 
 /// A name in one file that must refer to a job; checked once every job is known.
@@ -54,7 +54,7 @@ pub fn job(
     ctx: &mut Ctx,
     name: &str,
     file: &raw::JobFile,
-    target_keys: &raw::TableKeys,
+    (source_keys, target_keys): &(raw::TableKeys, raw::TableKeys),
     refs: &mut Vec<JobReference>,
 ) -> Option<Job> {
     let errors_before = ctx.src.errors.len();
@@ -69,7 +69,7 @@ pub fn job(
         }
     }
 
-    let source = source(ctx, &file.source);
+    let source = source(ctx, &file.source, source_keys);
     let detect = detect(ctx, file.detect.as_ref(), &source, file.source.span());
     let ops = ops(ctx, file.detect.as_ref(), &detect);
     let batch = batch(ctx, file.batch.as_ref());
@@ -407,29 +407,32 @@ fn batch(ctx: &mut Ctx, b: Option<&S<raw::BatchRaw>>) -> Batch {
     }
 }
 
-/// `auth = { bearer = "…" }` or `auth = { basic = { user = "…", password = "…" } }`.
-fn http_auth(ctx: &mut Ctx, a: &S<toml::Table>) -> Option<HttpAuth> {
-    let span = a.span();
-    let text = |ctx: &mut Ctx, v: Option<&toml::Value>, what: &str| -> Option<String> {
-        match v {
-            Some(toml::Value::String(s)) => ctx.text(&S::new(span.clone(), s.clone())),
-            _ => {
-                ctx.src
-                    .error(span.clone(), format!("`auth`: `{what}` must be a string"));
-                None
+/// Keys of `[source]` and `[target]` that neither ferry nor any connector
+/// reads, for a file whose other errors stop it before its sections are
+/// checked against their connector's type.
+pub fn unknown_section_keys(ctx: &mut Ctx, (source, target): &(raw::TableKeys, raw::TableKeys)) {
+    let sections = [
+        (Section::Source, source, raw::SOURCE_KEYS),
+        (Section::Target, target, raw::TARGET_KEYS),
+    ];
+    for (section, given, ferry_keys) in sections {
+        let declared = |c: &Spec, key: &str| match section {
+            Section::Source => c.source.as_ref().is_some_and(|s| s.keys.contains(&key)),
+            Section::Target => c.target.as_ref().is_some_and(|t| t.keys.contains(&key)),
+        };
+        let what = match section {
+            Section::Source => "[source]",
+            Section::Target => "[target]",
+        };
+        for (key, _) in given {
+            let name = key.get_ref().as_str();
+            if !ferry_keys.contains(&name) && !ctx.reg.connectors.iter().any(|c| declared(c, name))
+            {
+                ctx.src.error(
+                    key.span(),
+                    format!("unknown field `{name}` in {what}: no connector type reads it"),
+                );
             }
-        }
-    };
-    let table = a.get_ref();
-    match (table.get("bearer"), table.get("basic"), table.len()) {
-        (Some(token), None, 1) => Some(HttpAuth::Bearer(text(ctx, Some(token), "bearer")?)),
-        (None, Some(toml::Value::Table(basic)), 1) if basic.len() == 2 => Some(HttpAuth::Basic {
-            user: text(ctx, basic.get("user"), "basic.user")?,
-            password: text(ctx, basic.get("password"), "basic.password")?,
-        }),
-        _ => {
-            ctx.src.error(span, "`auth` is `{ bearer = \"${TOKEN}\" }` or `{ basic = { user = \"…\", password = \"${PASSWORD}\" } }`");
-            None
         }
     }
 }

@@ -2,42 +2,53 @@
 //! the keys a connector reads into its own options.
 use super::*;
 
-/// The keys of `[target]` a connector reads into its own typed options
-/// (those its declaration lists and ferry's own `[target]` keys do not),
-/// with every `${VAR}` resolved; each problem its check finds is located
-/// at the key. A key no connector declares is an error (the file's keys
-/// are otherwise checked by `raw::TargetRaw`).
-pub(super) fn target_options(
+/// The keys of `[source]` or `[target]` a connector reads into its own
+/// typed options (those its declaration lists, when it has options), with
+/// every `${VAR}` resolved; each problem its check finds is located at the
+/// key. A key that ferry reads (`ferry_keys`) is left to the section's own
+/// checks; one another connector declares does not apply; one no connector
+/// declares is unknown.
+pub(super) fn connector_options(
     ctx: &mut Ctx,
+    section: Section,
     kind: &str,
     given: &raw::TableKeys,
     table: Range<usize>,
 ) -> toml::Table {
-    let Some(spec) = ctx.reg.target(kind) else {
+    let declared = |c: &Spec| match section {
+        Section::Source => c.source.as_ref().map(|s| (s.keys, s.options)),
+        Section::Target => c.target.as_ref().map(|t| (t.keys, t.options)),
+    };
+    let (what, ferry_keys) = match section {
+        Section::Source => ("source", raw::SOURCE_KEYS),
+        Section::Target => ("target", raw::TARGET_KEYS),
+    };
+    let Some((keys, check)) = ctx.reg.spec(kind).and_then(declared) else {
         return toml::Table::new();
     };
     let mut options = toml::Table::new();
     let mut spans: BTreeMap<String, Range<usize>> = BTreeMap::new();
     for (key, value) in given {
         let name = key.get_ref();
-        spans.insert(name.clone(), key.span());
-        if spec.keys.contains(&name.as_str()) && spec.options.is_some() {
+        // A problem the connector finds is in the value it was given.
+        spans.insert(name.clone(), value.span());
+        if keys.contains(&name.as_str()) && check.is_some() {
             if let Some(value) = interpolate_value(ctx, value) {
                 options.insert(name.clone(), value);
             }
-        } else if spec.keys.contains(&name.as_str()) || raw::TARGET_KEYS.contains(&name.as_str()) {
-            // Read by ferry ([`target`] refuses those the kind does not use).
-        } else if ctx.reg.connectors.iter().any(|c| {
-            c.target
-                .as_ref()
-                .is_some_and(|t| t.keys.contains(&name.as_str()))
-        }) {
+        } else if keys.contains(&name.as_str()) || ferry_keys.contains(&name.as_str()) {
+            // Read by ferry (the section refuses those the kind does not use).
+        } else if ctx
+            .reg
+            .connectors
+            .iter()
+            .any(|c| declared(c).is_some_and(|(k, _)| k.contains(&name.as_str())))
+        {
             ctx.src.error(
                 key.span(),
-                format!("`{name}` does not apply to a target of type `{kind}`"),
+                format!("`{name}` does not apply to a {what} of type `{kind}`"),
             );
         } else {
-            let takes: Vec<&str> = spec.keys.to_vec();
             // A file has nothing to connect to.
             let beside = match ctx.reg.spec(kind).is_some_and(|s| s.schemes.is_empty()) {
                 true => "`type` and `key`",
@@ -46,13 +57,13 @@ pub(super) fn target_options(
             ctx.src.error(
                 key.span(),
                 format!(
-                    "unknown field `{name}`; a `{kind}` target takes {}, beside {beside}",
-                    one_of(&takes)
+                    "unknown field `{name}`; a `{kind}` {what} takes {}, beside {beside}",
+                    one_of(keys)
                 ),
             );
         }
     }
-    if let Some(check) = spec.options {
+    if let Some(check) = check {
         for problem in check(&options) {
             let span = problem
                 .key
@@ -63,6 +74,13 @@ pub(super) fn target_options(
         }
     }
     options
+}
+
+/// Which section a connector's keys are in.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Section {
+    Source,
+    Target,
 }
 
 /// A TOML value with `${VAR}` resolved in every string in it.
@@ -160,11 +178,9 @@ pub(super) fn target(
             out.url = ctx.url(&r.url, &kind, span.clone(), what);
         }
     }
-    if kind == "file" {
+    // A folder in the configuration folder.
+    if allowed.contains(&"path") {
         out.path = ctx.path(&r.path, span.clone(), what);
-        out.format = ctx.format(&r.format, None, span.clone(), what);
-    } else if kind == "http" {
-        out.http = Some(http_target(ctx, r));
     }
     let keys = [
         ("url", span_of(&r.url)),
@@ -172,52 +188,14 @@ pub(super) fn target(
         ("create", span_of(&r.create)),
         ("create_table", span_of(&r.create_table)),
         ("path", span_of(&r.path)),
-        ("format", span_of(&r.format)),
-        ("method", span_of(&r.method)),
-        ("batch", span_of(&r.batch)),
-        ("results", span_of(&r.results)),
-        ("auth", span_of(&r.auth)),
-        ("timeout", span_of(&r.timeout)),
     ];
     refuse_keys_of_other_kinds(ctx, "target", &kind, &keys, allowed);
-    out.options = target_options(ctx, &kind, given, span.clone());
+    out.options = connector_options(ctx, Section::Target, &kind, given, span.clone());
     out.kind = kind;
     out
 }
 
 /// `method`, `batch`, `results`, `auth`, `timeout` of an HTTP target.
-pub(super) fn http_target(ctx: &mut Ctx, r: &raw::TargetRaw) -> HttpTarget {
-    let method = r
-        .method
-        .as_ref()
-        .and_then(|m| {
-            ctx.choice(
-                m,
-                "method",
-                &[("POST", "POST"), ("PUT", "PUT"), ("PATCH", "PATCH")],
-            )
-        })
-        .unwrap_or("POST")
-        .to_string();
-    let results = ctx.opt_text(&r.results);
-    if let (Some(p), Some(v)) = (&results, &r.results) {
-        if !p.starts_with('/') {
-            ctx.src.error(
-                v.span(),
-                format!("`results` is a JSON pointer (like `/results`), not `{p}`"),
-            );
-        }
-    }
-    let auth = r.auth.as_ref().and_then(|a| http_auth(ctx, a));
-    HttpTarget {
-        method,
-        batch: r.batch.as_ref().is_none_or(|b| *b.get_ref()),
-        results,
-        auth,
-        timeout: ctx.duration(&r.timeout, "timeout", Duration::from_secs(30)),
-    }
-}
-
 /// A SQL table target: its URL, key, table and whether to create it.
 fn table_target(
     ctx: &mut Ctx,
@@ -242,7 +220,6 @@ fn table_target(
             format!("{what} of type `{kind}` needs `table`"),
         ),
     }
-    ctx.unused(&r.path, "path", kind, "target");
     match (&r.create, &r.create_table) {
         (Some(_), Some(old)) => ctx.src.error(
             old.span(),

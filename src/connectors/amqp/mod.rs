@@ -23,6 +23,7 @@ pub const CONNECTOR: Connector = Connector {
             reads: Reads::Queue,
             outbox_table: false,
             keys: &["url", "queue", "prefetch"],
+            options: Some(source::check_source),
         }),
         target: Some(TargetSpec {
             writes: Writes::Records,
@@ -31,7 +32,7 @@ pub const CONNECTOR: Connector = Connector {
             abilities: Abilities::NONE,
         }),
     },
-    open_source: Some(|job| Ok(Box::new(AmqpSource::new(&job.source, job.batch.size)))),
+    open_source: Some(|job| Ok(Box::new(AmqpSource::new(&job.source, job.batch.size)?))),
     open_target: Some(|job, _| Ok(Box::new(AmqpTarget::new(job)?))),
 };
 

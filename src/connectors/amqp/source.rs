@@ -6,6 +6,9 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 
+use serde::Deserialize;
+
+use crate::config::registry::{parse_options, OptionProblem};
 use crate::config::SourceConfig;
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
 
@@ -24,6 +27,39 @@ pub struct AmqpSource {
     open: tokio::sync::Mutex<Option<Open>>,
 }
 
+/// `[source] type = "amqp"`: its own keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSourceOptions {
+    /// Checked and kept by ferry as the source's `url`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    url: Option<String>,
+    /// The queue to consume.
+    queue: String,
+    /// Messages the broker sends ahead of their acks, 1 … 65535 (default:
+    /// the batch size).
+    prefetch: Option<u16>,
+}
+
+/// [`crate::config::registry::SourceSpec::options`] of the AMQP source.
+pub fn check_source(options: &toml::Table) -> Vec<OptionProblem> {
+    match parse_options::<AmqpSourceOptions>(options) {
+        Err(p) if p.key.as_deref() == Some("prefetch") || p.message.contains("u16") => {
+            vec![OptionProblem {
+                key: Some("prefetch".into()),
+                message: "`prefetch` must be between 1 and 65535".into(),
+            }]
+        }
+        Err(p) => vec![p],
+        Ok(o) if o.prefetch == Some(0) => vec![OptionProblem {
+            key: Some("prefetch".into()),
+            message: "`prefetch` = 0 must be between 1 and 65535".into(),
+        }],
+        Ok(_) => vec![],
+    }
+}
+
 struct Open {
     _connection: Connection,
     channel: Channel,
@@ -31,18 +67,21 @@ struct Open {
 }
 
 impl AmqpSource {
-    pub fn new(cfg: &SourceConfig, batch_size: usize) -> AmqpSource {
+    pub fn new(cfg: &SourceConfig, batch_size: usize) -> Result<AmqpSource, ConnectorError> {
         let url = cfg.url.clone().unwrap_or_default();
-        AmqpSource {
-            system: format!("amqp {}", crate::redact::url(&url)),
+        let system = format!("amqp {}", crate::redact::url(&url));
+        // Checked when the configuration loaded.
+        let options = parse_options::<AmqpSourceOptions>(&cfg.options)
+            .map_err(|p| ConnectorError::failed(&system, "config", p.message))?;
+        Ok(AmqpSource {
+            system,
             url,
-            queue: cfg.queue.clone().unwrap_or_default(),
-            prefetch: match cfg.prefetch {
-                0 => batch_size.clamp(1, 65_535) as u16,
-                p => p,
-            },
+            queue: options.queue,
+            prefetch: options
+                .prefetch
+                .unwrap_or_else(|| batch_size.clamp(1, 65_535) as u16),
             open: tokio::sync::Mutex::new(None),
-        }
+        })
     }
 
     fn object(&self) -> String {

@@ -1,6 +1,7 @@
 //! Files. As a source: one CSV or JSONL file, streamed. As a target: one
 //! file per run in a folder, written to `<name>.part` and renamed when the
 //! run ends (a crashed run's part file is completed by the next).
+mod config;
 mod source;
 mod target;
 mod types;
@@ -20,15 +21,16 @@ pub const CONNECTOR: Connector = Connector {
         source: Some(SourceSpec {
             reads: Reads::Whole,
             outbox_table: false,
-            keys: &["path", "format", "types"],
+            keys: config::SOURCE_KEYS,
+            options: Some(config::check_source),
         }),
         target: Some(TargetSpec {
             writes: Writes::Records,
-            keys: &["path", "format"],
-            options: None,
+            keys: config::TARGET_KEYS,
+            options: Some(config::check_target),
             abilities: Abilities::NONE,
         }),
     },
-    open_source: Some(|job| Ok(Box::new(FileSource::new(&job.source)))),
-    open_target: Some(|job, _| Ok(Box::new(FileTarget::new(job)))),
+    open_source: Some(|job| Ok(Box::new(FileSource::new(&job.source)?))),
+    open_target: Some(|job, _| Ok(Box::new(FileTarget::new(job)?))),
 };

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::config::FileSourceOptions;
 use super::types::{cell_value, column_type};
 use crate::config::{FileFormat, SourceConfig};
 use crate::connectors::{
@@ -22,13 +23,18 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn new(cfg: &SourceConfig) -> Self {
-        FileSource {
+    pub fn new(cfg: &SourceConfig) -> Result<Self, ConnectorError> {
+        // Checked when the configuration loaded.
+        let options = FileSourceOptions::parse(&cfg.options).map_err(|problems| {
+            let why: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+            ConnectorError::failed("file", "config", why.join("; "))
+        })?;
+        Ok(FileSource {
             path: cfg.path.clone().unwrap_or_default(),
-            format: cfg.format.unwrap_or(FileFormat::Csv),
-            types: cfg.types.clone(),
+            format: options.format,
+            types: options.types,
             read: cfg.columns.clone(),
-        }
+        })
     }
 
     fn open(&self) -> Result<std::fs::File, ConnectorError> {

@@ -34,16 +34,19 @@ struct Open {
 }
 
 impl FileTarget {
-    pub fn new(job: &Job) -> FileTarget {
-        FileTarget {
+    pub fn new(job: &Job) -> Result<FileTarget, ConnectorError> {
+        // Checked when the configuration loaded.
+        let format = super::config::target_format(&job.target.options)
+            .map_err(|p| ConnectorError::failed("file", "config", p.message))?;
+        Ok(FileTarget {
             dir: job.target.path.clone().unwrap_or_default(),
-            format: job.target.format.unwrap_or(FileFormat::Jsonl),
+            format,
             job: job.name.clone(),
             fields: job.fields.iter().map(|f| f.target.clone()).collect(),
             children: job.children.keys().cloned().collect(),
             ignore_deletes: crate::rules::keeps_deleted_rows(job),
             open: tokio::sync::Mutex::new(None),
-        }
+        })
     }
 
     fn extension(&self) -> &'static str {

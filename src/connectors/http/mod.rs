@@ -2,9 +2,11 @@
 //! request (`{"items": […]}`) or one request per item, each with an
 //! `Idempotency-Key`, so a resent item is recognised by the API. As source:
 //! a paginated JSON API read page by page (diff strategy).
+mod config;
 mod source;
 mod target;
 
+pub use config::{HttpAuth, HttpSourceConfig, HttpTargetConfig};
 pub use source::HttpSource;
 pub use target::HttpTarget;
 
@@ -19,20 +21,13 @@ pub const CONNECTOR: Connector = Connector {
         source: Some(SourceSpec {
             reads: Reads::Whole,
             outbox_table: false,
-            keys: &[
-                "url",
-                "items",
-                "next",
-                "page_param",
-                "cursor_param",
-                "auth",
-                "timeout",
-            ],
+            keys: config::SOURCE_KEYS,
+            options: Some(config::check_source),
         }),
         target: Some(TargetSpec {
             writes: Writes::Records,
-            keys: &["url", "method", "batch", "results", "auth", "timeout"],
-            options: None,
+            keys: config::TARGET_KEYS,
+            options: Some(config::check_target),
             abilities: Abilities {
                 images: false,
                 generates_keys: false,
@@ -46,7 +41,6 @@ pub const CONNECTOR: Connector = Connector {
 
 use std::time::Duration;
 
-use crate::config::HttpAuth;
 use crate::connectors::ConnectorError;
 
 fn authorize(request: reqwest::RequestBuilder, auth: Option<&HttpAuth>) -> reqwest::RequestBuilder {

@@ -1,8 +1,9 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::HttpSourceConfig;
 use super::{authorize, first_line, retry_after, transport};
-use crate::config::{HttpSourceConfig, Job};
+use crate::config::Job;
 use crate::connectors::{ConnectorError, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
 
@@ -20,8 +21,11 @@ impl HttpSource {
     pub fn new(job: &Job) -> Result<HttpSource, ConnectorError> {
         let url = job.source.url.clone().unwrap_or_default();
         let system = format!("http {}", crate::redact::url(&url));
-        let cfg = job.source.http.clone().ok_or_else(|| {
-            ConnectorError::failed(&system, "config", "an http source needs its settings")
+        // Checked when the configuration loaded: a problem here is one the
+        // check reported already.
+        let cfg = HttpSourceConfig::parse(&job.source.options).map_err(|problems| {
+            let why: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+            ConnectorError::failed(&system, "config", why.join("; "))
         })?;
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)

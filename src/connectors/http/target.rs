@@ -5,7 +5,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::{first_line, retry_after};
-use crate::config::{HttpAuth, Job};
+use super::{HttpAuth, HttpTargetConfig};
+use crate::config::Job;
 use crate::connectors::{ConnectorError, Target, WriteBatch, Written};
 use crate::model::{Envelope, Item};
 
@@ -38,8 +39,10 @@ impl HttpTarget {
     pub fn new(job: &Job) -> Result<HttpTarget, ConnectorError> {
         let url = job.target.url.clone().unwrap_or_default();
         let system = format!("http {}", crate::redact::url(&url));
-        let http = job.target.http.clone().ok_or_else(|| {
-            ConnectorError::failed(&system, "config", "an http target needs its settings")
+        // Checked when the configuration loaded.
+        let http = HttpTargetConfig::parse(&job.target.options).map_err(|problems| {
+            let why: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+            ConnectorError::failed(&system, "config", why.join("; "))
         })?;
         let client = reqwest::Client::builder()
             .timeout(http.timeout)
@@ -47,8 +50,7 @@ impl HttpTarget {
             .map_err(|e| ConnectorError::failed(&system, "client", e))?;
         Ok(HttpTarget {
             client,
-            method: reqwest::Method::from_bytes(http.method.as_bytes())
-                .unwrap_or(reqwest::Method::POST),
+            method: http.method,
             url,
             batch: http.batch,
             results: http.results,

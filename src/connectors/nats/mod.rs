@@ -23,6 +23,7 @@ pub const CONNECTOR: Connector = Connector {
             reads: Reads::Queue,
             outbox_table: false,
             keys: &["url", "stream", "consumer", "subject"],
+            options: Some(check_options::<source::NatsSourceOptions>),
         }),
         target: Some(TargetSpec {
             writes: Writes::Records,
@@ -31,7 +32,7 @@ pub const CONNECTOR: Connector = Connector {
             abilities: Abilities::NONE,
         }),
     },
-    open_source: Some(|job| Ok(Box::new(NatsSource::new(&job.source)))),
+    open_source: Some(|job| Ok(Box::new(NatsSource::new(&job.source)?))),
     open_target: Some(|job, _| Ok(Box::new(NatsTarget::new(job)?))),
 };
 

@@ -5,6 +5,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::{connect_error, system, unreachable};
+use serde::Deserialize;
+
+use crate::config::registry::parse_options;
 use crate::config::SourceConfig;
 use crate::connectors::{ConnectorError, Received, RowStream, Scan, Source};
 
@@ -28,17 +31,36 @@ struct State {
     next: u64,
 }
 
+/// `[source] type = "nats"`: its own keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSourceOptions {
+    /// Checked and kept by ferry as the source's `url`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    url: Option<String>,
+    /// The JetStream stream.
+    stream: String,
+    /// Its durable pull consumer, created with explicit acks if missing.
+    consumer: String,
+    /// A subject filter.
+    subject: Option<String>,
+}
+
 impl NatsSource {
-    pub fn new(cfg: &SourceConfig) -> NatsSource {
+    pub fn new(cfg: &SourceConfig) -> Result<NatsSource, ConnectorError> {
         let url = cfg.url.clone().unwrap_or_default();
-        NatsSource {
+        // Checked when the configuration loaded.
+        let options = parse_options::<NatsSourceOptions>(&cfg.options)
+            .map_err(|p| ConnectorError::failed(&system(&url), "config", p.message))?;
+        Ok(NatsSource {
             system: system(&url),
             url,
-            stream: cfg.stream.clone().unwrap_or_default(),
-            consumer: cfg.consumer.clone().unwrap_or_default(),
-            subject: cfg.subject.clone(),
+            stream: options.stream,
+            consumer: options.consumer,
+            subject: options.subject,
             state: tokio::sync::Mutex::new(State::default()),
-        }
+        })
     }
 
     fn object(&self) -> String {

@@ -50,6 +50,7 @@ pub const fn table_source(outbox_table: bool) -> SourceSpec {
         reads: Reads::Table,
         outbox_table,
         keys: SOURCE_KEYS,
+        options: None,
     }
 }
 
