@@ -4,6 +4,7 @@
 mod output;
 mod check;
 mod inspect;
+mod resync;
 mod run;
 mod test;
 
@@ -108,6 +109,26 @@ pub enum Command {
         allow_mass_delete: bool,
         jobs: Vec<String>,
     },
+    /// Re-read a part of a job's source (or all of it) and resend every
+    /// object in it under the job's rules, whatever the ledger says was
+    /// written: repairs a target that drifted.
+    Resync {
+        job: String,
+        /// Only rows matching this SQL predicate over the source's columns
+        /// (SQL sources).
+        #[arg(long = "where", value_name = "PREDICATE")]
+        predicate: Option<String>,
+        /// Only keys from LO to HI, both included (LO.. and ..HI leave an
+        /// end open; a composite key's bound is a JSON array: [1,"a"]).
+        #[arg(long, value_name = "LO..HI")]
+        keys: Option<String>,
+        /// Count what would be resent; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: keys shown per kind of change.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
     /// Ask the daemon(s) on the same state store to run jobs now.
     Trigger {
         /// Wait for the runs and exit with their outcome.
@@ -190,7 +211,15 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             jobs,
             allow_mass_delete,
             limit,
-        } => run::plan(&cli, jobs, *allow_mass_delete, *limit).await,
+        } => {
+            let detect = crate::detect::DetectOptions {
+                dry_run: true,
+                allow_mass_delete: *allow_mass_delete,
+                sample: *limit,
+                ..Default::default()
+            };
+            run::plan(&cli, jobs, detect, None).await
+        }
         Command::Run {
             once: true,
             full,
@@ -199,15 +228,12 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             pushgateway,
             ..
         } => {
-            run::once(
-                &cli,
-                signals,
-                jobs,
-                *full,
-                *allow_mass_delete,
-                pushgateway.as_deref(),
-            )
-            .await
+            let detect = crate::detect::DetectOptions {
+                full: *full,
+                allow_mass_delete: *allow_mass_delete,
+                ..Default::default()
+            };
+            run::once(&cli, signals, jobs, detect, None, pushgateway.as_deref()).await
         }
         Command::Run {
             once: false,
@@ -222,6 +248,21 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
                 return ExitCode::Usage;
             }
             run::daemon(&cli, signals, *grace).await
+        }
+        Command::Resync {
+            job,
+            predicate,
+            keys,
+            dry_run,
+            limit,
+        } => {
+            let part = resync::Part {
+                predicate: predicate.as_deref(),
+                keys: keys.as_deref(),
+                dry_run: *dry_run,
+                limit: *limit,
+            };
+            resync::resync(&cli, signals, job, part).await
         }
         Command::Trigger {
             wait,

@@ -6,6 +6,7 @@ use super::{
     load_config, load_jobs, open_store, select_jobs, state_url, Cli, ExitCode, OutputFormat,
 };
 use crate::config::Config;
+use crate::connectors::Subset;
 use crate::detect::DetectOptions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +34,13 @@ pub async fn migrate(cli: &Cli) -> ExitCode {
     }
 }
 
+/// `run --once` (and `resync`, with the part of the source to resend).
 pub async fn once(
     cli: &Cli,
     signals: Signals,
     names: &[String],
-    full: bool,
-    allow_mass_delete: bool,
+    detect: DetectOptions,
+    resync: Option<Arc<Subset>>,
     pushgateway: Option<&str>,
 ) -> ExitCode {
     let (config, order) = match selected(cli, names).await {
@@ -64,13 +66,13 @@ pub async fn once(
     let owner = runner::instance_id();
     let shutdown = CancellationToken::new();
     let stop_signal = signals.drain_on_stop(shutdown.clone());
-    let detect = DetectOptions {
-        full,
-        allow_mass_delete,
-        ..Default::default()
+    let trigger = match resync {
+        Some(_) => Trigger::Resync,
+        None => Trigger::Once,
     };
-    let mut opts = RunOptions::new(Trigger::Once, detect, shutdown.clone());
+    let mut opts = RunOptions::new(trigger, detect, shutdown.clone());
     opts.retention = config.engine.retention;
+    opts.resync = resync;
     let mut runs = Vec::new();
     for name in &order {
         if shutdown.is_cancelled() {
@@ -309,7 +311,13 @@ async fn request_and_wait(
     Ok(ExitCode::worst(codes))
 }
 
-pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool, limit: usize) -> ExitCode {
+/// `plan` (and `resync --dry-run`, with the part of the source to resend).
+pub async fn plan(
+    cli: &Cli,
+    names: &[String],
+    detect: DetectOptions,
+    resync: Option<Arc<Subset>>,
+) -> ExitCode {
     let (config, order) = match selected(cli, names).await {
         Ok(x) => x,
         Err(code) => return code,
@@ -318,13 +326,8 @@ pub async fn plan(cli: &Cli, names: &[String], allow_mass_delete: bool, limit: u
         Ok(s) => s,
         Err(code) => return code,
     };
-    let detect = DetectOptions {
-        dry_run: true,
-        allow_mass_delete,
-        sample: limit,
-        ..Default::default()
-    };
-    let opts = RunOptions::new(Trigger::Manual, detect, CancellationToken::new());
+    let mut opts = RunOptions::new(Trigger::Manual, detect, CancellationToken::new());
+    opts.resync = resync;
     let text = cli.output == OutputFormat::Text;
     if text {
         out!(

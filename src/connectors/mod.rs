@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod redis;
 pub mod sql;
 pub mod sqlite;
+pub mod subset;
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use crate::model::{Item, Record, SourceRow};
 pub use crate::rules::{ChildTable, WriteRules};
 pub use columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
 pub use error::ConnectorError;
+pub use subset::{KeyRange, Subset};
 
 /// A change to a target table's definition, from the source's columns
 /// (each target renders the types in its own dialect: `docs/types.md`).
@@ -59,6 +61,10 @@ pub enum Scan<'a> {
     },
     /// Objects whose cursor column is NULL; they never advance the watermark.
     NullCursor { column: &'a str },
+    /// The objects of a subset (`ferry resync`), in any order: a SQL
+    /// source pushes it into its query; a source read whole keeps the keys
+    /// in its range ([`subset::filter`]).
+    Subset(&'a Subset),
 }
 
 pub type RowStream = BoxStream<'static, Result<SourceRow, ConnectorError>>;

@@ -5,6 +5,7 @@
 mod cursor;
 mod diff;
 mod outbox;
+mod resync;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use std::time::Instant;
 use futures::TryStreamExt;
 
 use crate::config::{Detect, Job};
-use crate::connectors::{ConnectorError, RowStream, Source};
+use crate::connectors::{ConnectorError, RowStream, Source, Subset};
 use crate::model::{key_text, parse_hash, Item, Op, SourceRow};
 use crate::progress::Progress;
 use crate::state::{carried_prior, DetectedBatch, LedgerEntry, StateError, Store};
@@ -111,6 +112,8 @@ pub struct Detection<'a> {
     pub store: &'a Store,
     pub run_id: i64,
     pub opts: DetectOptions,
+    /// `ferry resync`: resend every object of this part of the source.
+    pub subset: Option<&'a Subset>,
     pub progress: &'a Progress,
 }
 
@@ -120,6 +123,7 @@ pub const LEDGER_GROWTH_TO_ANALYZE: u64 = 10_000;
 
 pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
     let report = match &d.job.detect {
+        _ if d.subset.is_some() => resync::detect(d).await?,
         Detect::Cursor { column, lag } => cursor::detect(d, column, *lag).await?,
         Detect::Diff { max_delete_ratio } => diff::detect(d, *max_delete_ratio).await?,
         Detect::Outbox => outbox::detect(d).await?,
@@ -156,6 +160,9 @@ struct Chunker<'a> {
     /// The ledger knew no key of this job when detection began (not so for
     /// `--full`, which skips lookups on a full ledger).
     ledger_was_empty: bool,
+    /// Resend objects the ledger says are unchanged (`ferry resync`: the
+    /// target may have drifted from what the ledger says was written).
+    resend: bool,
 }
 
 impl<'a> Chunker<'a> {
@@ -170,6 +177,7 @@ impl<'a> Chunker<'a> {
             matched_live: 0,
             skip_lookups: d.opts.full,
             ledger_was_empty: false,
+            resend: false,
         }
     }
 
@@ -287,7 +295,7 @@ impl<'a> Chunker<'a> {
             self.matched_live += 1;
         }
         match entry {
-            Some(e) if live && e.detected_hash == hash => {
+            Some(e) if live && e.detected_hash == hash && !self.resend => {
                 self.report.unchanged += 1;
                 false
             }

@@ -32,6 +32,7 @@ pub enum Trigger {
     Signal,
     Manual,
     Once,
+    Resync,
 }
 
 impl Trigger {
@@ -41,6 +42,7 @@ impl Trigger {
             Trigger::Signal => "signal",
             Trigger::Manual => "manual",
             Trigger::Once => "once",
+            Trigger::Resync => "resync",
         }
     }
 }
@@ -256,6 +258,9 @@ pub struct RunOptions {
     pub retention: Retention,
     /// Counters for a progress bar, when someone watches.
     pub progress: Arc<Progress>,
+    /// `ferry resync`: re-read and resend this part of the source instead
+    /// of detecting changes.
+    pub resync: Option<Arc<crate::connectors::Subset>>,
 }
 
 impl RunOptions {
@@ -267,6 +272,7 @@ impl RunOptions {
             shutdown,
             retention: Retention::default(),
             progress: Arc::new(Progress::default()),
+            resync: None,
         }
     }
 }
@@ -293,6 +299,7 @@ async fn plan_run(
             full: opts.detect.full || prepared.rewrite,
             ..opts.detect
         },
+        subset: opts.resync.as_deref(),
         progress: &opts.progress,
     })
     .await?;
@@ -420,8 +427,9 @@ async fn run_leased(
                 run.sync.absorb(drained);
             }
             // Every row is queued under the new rules: later runs compare
-            // with them. (A failed or skipped detection rewrites next run.)
-            if run.rewrite && result.is_ok() && !run.detect_skipped() {
+            // with them. (A failed or skipped detection rewrites next run;
+            // so does a resync, which resent only its part.)
+            if run.rewrite && result.is_ok() && !run.detect_skipped() && opts.resync.is_none() {
                 if let Err(e) = schema::record_rewritten(job, store).await {
                     tracing::warn!(job = %job.name, "could not record the job's new rules; the next run writes every row again: {e}");
                 }

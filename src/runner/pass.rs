@@ -71,6 +71,7 @@ async fn detect_exclusively(
             store,
             run_id,
             opts: opts.detect,
+            subset: opts.resync.as_deref(),
             progress: &opts.progress,
         })
         .await?;

@@ -9,7 +9,7 @@ use super::config::FileSourceOptions;
 use super::types::{cell_value, column_type};
 use crate::config::{FileFormat, SourceConfig};
 use crate::connectors::{
-    Column, ColumnType, ConnectorError, RowStream, Scan, Shape, Source, TableSchema,
+    subset, Column, ColumnType, ConnectorError, RowStream, Scan, Shape, Source, TableSchema,
 };
 use crate::model::{Record, SourceRow};
 
@@ -20,6 +20,7 @@ pub struct FileSource {
     types: Vec<(String, String)>,
     /// The columns the run reads (the schema stage's projection); None: all.
     read: Option<Vec<String>>,
+    key: Vec<String>,
 }
 
 impl FileSource {
@@ -34,6 +35,7 @@ impl FileSource {
             format: options.format,
             types: options.types,
             read: cfg.columns.clone(),
+            key: cfg.key.clone(),
         })
     }
 
@@ -106,13 +108,17 @@ impl Source for FileSource {
     }
 
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
-        if !matches!(scan, Scan::All) {
-            return Err(ConnectorError::failed(
-                &self.system(),
-                &self.object(),
-                "a file source supports only the diff strategy",
-            ));
-        }
+        let range = match scan {
+            Scan::All => None,
+            Scan::Subset(subset) => subset.for_whole_read(&self.system())?,
+            _ => {
+                return Err(ConnectorError::failed(
+                    &self.system(),
+                    &self.object(),
+                    "a file source supports only the diff strategy",
+                ))
+            }
+        };
         let file = self.open()?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceRow, ConnectorError>>(1024);
         let (format, object, this) = (self.format, self.object(), self.clone());
@@ -128,7 +134,8 @@ impl Source for FileSource {
                 yield item;
             }
         };
-        Ok(Box::pin(stream))
+        let key = self.key.clone();
+        Ok(subset::filter(Box::pin(stream), range, key, self.system()))
     }
 }
 

@@ -4,7 +4,7 @@ use serde_json::Value;
 use super::HttpSourceConfig;
 use super::{authorize, first_line, retry_after, transport};
 use crate::config::Job;
-use crate::connectors::{ConnectorError, RowStream, Scan, Source};
+use crate::connectors::{subset, ConnectorError, RowStream, Scan, Source};
 use crate::model::{Record, SourceRow};
 
 /// `Retry-After` waits per page before the run gives up on the API.
@@ -15,6 +15,7 @@ pub struct HttpSource {
     url: String,
     cfg: HttpSourceConfig,
     system: String,
+    key: Vec<String>,
 }
 
 impl HttpSource {
@@ -36,6 +37,7 @@ impl HttpSource {
             url,
             cfg,
             system,
+            key: job.source.key.clone(),
         })
     }
 }
@@ -170,13 +172,17 @@ impl Source for HttpSource {
     }
 
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
-        if !matches!(scan, Scan::All) {
-            return Err(ConnectorError::failed(
-                &self.system,
-                "pages",
-                "an http source supports only the diff strategy",
-            ));
-        }
+        let range = match scan {
+            Scan::All => None,
+            Scan::Subset(subset) => subset.for_whole_read(&self.system)?,
+            _ => {
+                return Err(ConnectorError::failed(
+                    &self.system,
+                    "pages",
+                    "an http source supports only the diff strategy",
+                ))
+            }
+        };
         let reader = Reader {
             client: self.client.clone(),
             cfg: self.cfg.clone(),
@@ -211,6 +217,7 @@ impl Source for HttpSource {
                 }
             }
         };
-        Ok(Box::pin(stream))
+        let (key, system) = (self.key.clone(), self.system.clone());
+        Ok(subset::filter(Box::pin(stream), range, key, system))
     }
 }

@@ -19,6 +19,7 @@ pub struct MysqlSource {
     relation: String,
     /// Read when the strategy is `outbox`.
     outbox: OutboxTable,
+    key: Vec<String>,
     /// The table or query as configured, for its schema.
     cfg_table: Option<String>,
     cfg_query: Option<String>,
@@ -37,6 +38,7 @@ impl MysqlSource {
             object,
             relation,
             outbox,
+            key: cfg.key.clone(),
             cfg_table: cfg.table.clone(),
             cfg_query: cfg.query.clone(),
         })
@@ -101,6 +103,16 @@ impl MysqlSource {
     }
 }
 
+/// Whether the relation's `column` holds numbers (as the driver names types).
+fn numeric_column(described: &[(String, String)], column: &str) -> bool {
+    described.iter().any(|(name, ty)| {
+        name == column
+            && ["INT", "DECIMAL", "FLOAT", "DOUBLE", "YEAR"]
+                .iter()
+                .any(|numeric| ty.contains(numeric))
+    })
+}
+
 /// The columns the driver describes as binary.
 fn described_binary(described: &[(String, String)]) -> Vec<String> {
     described
@@ -126,9 +138,28 @@ impl Source for MysqlSource {
         let binary = self.binary_columns(&columns).await?;
         let json = Self::as_json(&columns, &binary);
         let from = format!("({}) AS s", self.relation);
-        let mut binds: Vec<String> = Vec::new();
+        let mut binds: Vec<Value> = Vec::new();
         let sql = match scan {
             Scan::All => format!("SELECT {json}, NULL FROM {from}"),
+            Scan::Subset(subset) => {
+                let mut compared = Vec::new();
+                let (clause, values) = subset.where_clause(&self.key, &mut |_, column| {
+                    compared.push(numeric_column(&columns, column));
+                    "?".into()
+                });
+                // A number compared with a text column would turn the
+                // column's values into numbers: it binds as text there.
+                binds.extend(
+                    values
+                        .into_iter()
+                        .zip(compared)
+                        .map(|(v, numeric)| match v {
+                            Value::Number(n) if !numeric => Value::String(n.to_string()),
+                            v => v,
+                        }),
+                );
+                format!("SELECT {json}, NULL FROM {from}{clause}")
+            }
             Scan::NullCursor { column } => format!(
                 "SELECT {json}, NULL FROM {from} WHERE s.{} IS NULL",
                 quote_ident(column)
@@ -148,9 +179,9 @@ impl Source for MysqlSource {
                 match since {
                     None => format!("{base} ORDER BY s.{c}"),
                     Some(since) => {
-                        binds.push(since.to_string());
+                        binds.push(Value::from(since));
                         if temporal && !lag.is_zero() {
-                            binds.push(lag.as_micros().to_string());
+                            binds.push(Value::from(lag.as_micros().to_string()));
                             format!("{base} AND s.{c} >= CAST(? AS DATETIME(6)) - INTERVAL ? MICROSECOND ORDER BY s.{c}")
                         } else {
                             format!("{base} AND s.{c} >= ? ORDER BY s.{c}")
@@ -165,7 +196,14 @@ impl Source for MysqlSource {
         let stream = async_stream::try_stream! {
             let mut q = sqlx::query(&sql);
             for b in &binds {
-                q = q.bind(b);
+                // A number binds as one: compared with a BIGINT key as a
+                // string, it would go through a double and lose digits.
+                q = match b {
+                    Value::Number(n) if n.is_i64() => q.bind(n.as_i64()),
+                    Value::Number(n) => q.bind(n.as_f64()),
+                    Value::String(s) => q.bind(s.as_str()),
+                    other => q.bind(other.to_string()),
+                };
             }
             let mut rows = q.fetch(&pool);
             while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {

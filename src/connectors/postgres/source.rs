@@ -61,8 +61,8 @@ impl PostgresSource {
         })
     }
 
-    /// The cursor column's SQL type, read from the relation (None: no rows).
-    async fn cursor_type(&self, column: &str) -> Result<Option<String>, ConnectorError> {
+    /// A column's SQL type, read from the relation (None: no rows).
+    async fn column_type(&self, column: &str) -> Result<Option<String>, ConnectorError> {
         let sql = format!(
             "SELECT pg_typeof(s.{})::text FROM ({}) AS s LIMIT 1",
             quote_ident(column),
@@ -172,9 +172,35 @@ impl Source for PostgresSource {
                     vec![],
                 )
             }
+            Scan::Subset(subset) => {
+                // A value binds as text and is cast to its column's type,
+                // so that any key type (bigint, uuid, text) compares.
+                let mut types = Vec::with_capacity(self.key.len());
+                let compared: &[String] = match subset.keys {
+                    Some(_) => &self.key,
+                    None => &[],
+                };
+                for column in compared {
+                    match self.column_type(column).await? {
+                        Some(ty) => types.push(ty),
+                        None => return Ok(Box::pin(futures::stream::empty())),
+                    }
+                }
+                let (clause, values) = subset.where_clause(&self.key, &mut |n, _| {
+                    format!("CAST(${} AS {})", n + 1, types[n % types.len()])
+                });
+                let binds = values
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    })
+                    .collect();
+                (clause, None, binds)
+            }
             Scan::Since { column, from, lag } => {
                 let c = quote_ident(column);
-                let Some(ty) = self.cursor_type(column).await? else {
+                let Some(ty) = self.column_type(column).await? else {
                     return Ok(Box::pin(futures::stream::empty()));
                 };
                 let (since, binds) = match from {

@@ -16,6 +16,7 @@ pub struct SqliteSource {
     system: String,
     object: String,
     relation: String,
+    key: Vec<String>,
     cfg_table: Option<String>,
     cfg_query: Option<String>,
 }
@@ -31,6 +32,7 @@ impl SqliteSource {
             system,
             object,
             relation,
+            key: cfg.key.clone(),
             cfg_table: cfg.table.clone(),
             cfg_query: cfg.query.clone(),
         })
@@ -53,6 +55,15 @@ impl Source for SqliteSource {
                 self.relation,
                 quote_ident(column)
             ),
+            Scan::Subset(subset) => {
+                let (clause, values) =
+                    subset.where_clause(&self.key, &mut |n, _| format!("${}", n + 1));
+                for value in values {
+                    bind_value(&mut args, value)
+                        .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))?;
+                }
+                format!("SELECT * FROM ({}) AS s{clause}", self.relation)
+            }
             Scan::Since { column, from, lag } => {
                 cursor_column = Some(column.to_string());
                 let c = quote_ident(column);
@@ -133,12 +144,23 @@ impl Source for SqliteSource {
 fn bind_cursor(args: &mut SqliteArguments<'_>, stored: &str, lag: Duration) -> Result<(), String> {
     let value: Value = serde_json::from_str(stored)
         .map_err(|e| format!("stored cursor `{stored}` is unreadable: {e}"))?;
+    match value {
+        Value::String(s) => args
+            .add(shift_timestamp(&s, lag).unwrap_or(s))
+            .map_err(|e| e.to_string()),
+        other => bind_value(args, other),
+    }
+}
+
+/// A number binds as a number, so that it compares with an INTEGER or
+/// REAL column by value.
+fn bind_value(args: &mut SqliteArguments<'_>, value: Value) -> Result<(), String> {
     let r = match value {
         Value::Number(n) => match n.as_i64() {
             Some(i) => args.add(i),
             None => args.add(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Value::String(s) => args.add(shift_timestamp(&s, lag).unwrap_or(s)),
+        Value::String(s) => args.add(s),
         other => args.add(other.to_string()),
     };
     r.map_err(|e| e.to_string())

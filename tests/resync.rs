@@ -1,0 +1,321 @@
+//! `ferry resync`: a part of the source (a key range, a predicate, or all of
+//! it) is read again and every object in it resent, repairing a target that
+//! drifted, and nothing outside it is touched — on PostgreSQL, MariaDB,
+//! SQLite and file sources, with both state stores.
+mod common;
+
+use common::*;
+
+/// The target rows as `id:name`, in key order.
+async fn target_rows(db: &TestDb) -> Vec<String> {
+    db.strings("SELECT id || ':' || name FROM dst ORDER BY id")
+        .await
+}
+
+/// Rows 1..=n named `n<id>`, as the source holds them after the first run.
+fn synced_rows(n: i64) -> Vec<String> {
+    (1..=n).map(|i| format!("{i}:n{i}")).collect()
+}
+
+/// A target that drifted: every name changed by hand, and rows 5 and 15 gone.
+async fn drift(db: &TestDb) {
+    db.exec("UPDATE dst SET name = 'drift'; DELETE FROM dst WHERE id IN (5, 15)")
+        .await;
+}
+
+fn resync(cfg: &ConfigDir, state: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--output", "json", "resync", "copy"];
+    all.extend_from_slice(args);
+    cfg.ferry(Some(state), &all)
+}
+
+/// A PostgreSQL source of 20 rows into a PostgreSQL target, synced once.
+async fn synced_pg_job(kind: StateKind, strategy: &str) -> (TestDb, ConfigDir, String) {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text, region text, updated_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO src (id, name, region) SELECT i, 'n' || i, CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END FROM generate_series(1, 20) i;
+         CREATE TABLE dst (id bigint PRIMARY KEY, name text, region text, updated_at timestamptz);",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "copy",
+        &pg_job(&db.url, "src", strategy, "size = 7", &db.url, "dst"),
+    );
+    let state = state_url(kind, &cfg, &db);
+    cfg.run_once_ok(&state);
+    assert_eq!(target_rows(&db).await, synced_rows(20));
+    (db, cfg, state)
+}
+
+async fn keys_rewrite_only_their_range(kind: StateKind, strategy: &str) {
+    let (db, cfg, state) = synced_pg_job(kind, strategy).await;
+    drift(&db).await;
+    let out = resync(&cfg, &state, &["--keys", "4..12"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = summary_run(&out, "copy");
+    assert_eq!(run["scanned"], 9, "only the range is read: {run}");
+    assert_eq!(run["synced"], 9, "{run}");
+    let expected: Vec<String> = (1..=20)
+        .filter(|i| *i != 15)
+        .map(|i| match i {
+            4..=12 => format!("{i}:n{i}"),
+            _ => format!("{i}:drift"),
+        })
+        .collect();
+    assert_eq!(target_rows(&db).await, expected);
+
+    // The watermark and the ledger still say the source is synced: the
+    // next run finds nothing to send.
+    let next = cfg.run_once_ok(&state);
+    assert_eq!(changed(&next, "copy"), 0);
+    assert_eq!(target_rows(&db).await, expected);
+
+    // A new row after the resync is still caught by the next run.
+    db.exec("INSERT INTO src (id, name, region) VALUES (21, 'n21', 'eu')")
+        .await;
+    let next = cfg.run_once_ok(&state);
+    assert_eq!(synced(&next, "copy"), 1);
+}
+
+#[tokio::test]
+async fn keys_rewrite_only_their_range_cursor_sqlite_state() {
+    keys_rewrite_only_their_range(StateKind::Sqlite, CURSOR).await;
+}
+
+#[tokio::test]
+async fn keys_rewrite_only_their_range_diff_postgres_state() {
+    keys_rewrite_only_their_range(StateKind::Postgres, "strategy = \"diff\"").await;
+}
+
+#[tokio::test]
+async fn where_rewrites_only_matching_rows_and_open_ranges_reach_the_end() {
+    let (db, cfg, state) = synced_pg_job(StateKind::Sqlite, CURSOR).await;
+    drift(&db).await;
+    let out = resync(
+        &cfg,
+        &state,
+        &["--where", "region = 'eu'", "--keys", "11.."],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["scanned"], 5);
+    let eu_from_11: Vec<String> = db
+        .strings("SELECT id::text FROM dst WHERE name <> 'drift' ORDER BY id")
+        .await;
+    assert_eq!(eu_from_11, ["12", "14", "16", "18", "20"]);
+
+    let out = resync(&cfg, &state, &["--where", "region = 'us'"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["scanned"], 10);
+    // Row 5 (us) is back; 15 (us) too; the eu rows below 11 still drifted.
+    let drifted = db
+        .strings("SELECT id::text FROM dst WHERE name = 'drift' ORDER BY id::int")
+        .await;
+    assert_eq!(drifted, ["2", "4", "6", "8", "10"]);
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 20);
+}
+
+#[tokio::test]
+async fn a_whole_resync_repairs_everything_and_a_dry_run_writes_nothing() {
+    let (db, cfg, state) = synced_pg_job(StateKind::Postgres, CURSOR).await;
+    drift(&db).await;
+    let out = resync(&cfg, &state, &["--dry-run", "--keys", "..3"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = summary_run(&out, "copy");
+    assert_eq!(plan["scanned"], 3, "{plan}");
+    assert_eq!(plan["updates"], 3, "{plan}");
+    assert_eq!(
+        plan["keys"]["updates"],
+        serde_json::json!(["[1]", "[2]", "[3]"])
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM dst WHERE name = 'drift'")
+            .await,
+        18
+    );
+
+    let out = resync(&cfg, &state, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["synced"], 20);
+    assert_eq!(target_rows(&db).await, synced_rows(20));
+    let runs = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
+    assert!(
+        String::from_utf8_lossy(&runs.stdout).contains("resync"),
+        "the run is recorded as a resync: {}",
+        String::from_utf8_lossy(&runs.stdout)
+    );
+}
+
+#[tokio::test]
+async fn text_and_composite_keys_compare_as_the_database_orders_them() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (tenant int, code text, name text, PRIMARY KEY (tenant, code));
+         INSERT INTO src SELECT t, c, t || c FROM generate_series(1, 3) t, unnest(ARRAY['a','b','c']) c;
+         CREATE TABLE dst (tenant int, code text, name text, PRIMARY KEY (tenant, code));",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "copy",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"src\"\nkey = [\"tenant\", \"code\"]\n\n\
+             [detect]\nstrategy = \"diff\"\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"dst\"\nkey = [\"tenant\", \"code\"]\n\n[rules]\nowner = \"source\"\n",
+            db.url
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec("UPDATE dst SET name = 'drift'").await;
+    let out = resync(&cfg, &state, &["--keys", "[1,\"c\"]..[2,\"b\"]"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let repaired = db
+        .strings("SELECT tenant || code FROM dst WHERE name <> 'drift' ORDER BY 1")
+        .await;
+    assert_eq!(repaired, ["1c", "2a", "2b"]);
+
+    let out = resync(&cfg, &state, &["--keys", "1..2"]);
+    assert_eq!(code(&out), 2, "a composite key needs array bounds");
+    assert!(stderr(&out).contains("2 column(s)"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn mariadb_and_sqlite_sources_push_the_range_down() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE dst (id bigint PRIMARY KEY, name text);
+         CREATE TABLE codes (id text PRIMARY KEY, name text);",
+    )
+    .await;
+    let my = MysqlDb::new().await;
+    my.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name varchar(20));
+         INSERT INTO src VALUES (1,'n1'),(2,'n2'),(9007199254740993,'big'),(9007199254740994,'big2');
+         CREATE TABLE codes (id varchar(10) PRIMARY KEY, name varchar(20));
+         INSERT INTO codes VALUES ('10','ten'),('100','hundred'),('9','nine');",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    let sqlite_path = cfg.path().join("src.db");
+    let sqlite_url = format!("sqlite://{}?mode=rwc", sqlite_path.display());
+    let pool = sqlx::SqlitePool::connect(&sqlite_url)
+        .await
+        .expect("sqlite");
+    sqlx::raw_sql(
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO src VALUES (101,'n101'),(102,'n102'),(110,'n110');",
+    )
+    .execute(&pool)
+    .await
+    .expect("sqlite source");
+    pool.close().await;
+    let lite = format!("sqlite://{}", sqlite_path.display());
+    for (name, kind, url, table, into) in [
+        ("my", "mysql", &my.url, "src", "dst"),
+        ("mytext", "mysql", &my.url, "codes", "codes"),
+        ("lite", "sqlite", &lite, "src", "dst"),
+    ] {
+        cfg.job(
+            name,
+            &format!(
+                "[source]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"{table}\"\nkey = [\"id\"]\n\n\
+                 [detect]\nstrategy = \"diff\"\n\n\
+                 [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"{into}\"\nkey = [\"id\"]\n\n[rules]\nowner = \"source\"\n",
+                db.url
+            ),
+        );
+    }
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec("UPDATE dst SET name = 'drift'; UPDATE codes SET name = 'drift'")
+        .await;
+    for (job, keys, scanned) in [
+        ("my", "9007199254740993..9007199254740993", 1),
+        // A text key compares as text: '10' and '100' lie between '1' and '2'.
+        ("mytext", "1..2", 2),
+        ("lite", "102..200", 2),
+    ] {
+        let out = cfg.ferry(
+            Some(&state),
+            &["--output", "json", "resync", job, "--keys", keys],
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(summary_run(&out, job)["scanned"], scanned, "{job}");
+    }
+    let repaired = db
+        .strings("SELECT id::text FROM dst WHERE name <> 'drift' ORDER BY id")
+        .await;
+    assert_eq!(repaired, ["102", "110", "9007199254740993"]);
+    let codes = db
+        .strings("SELECT id FROM codes WHERE name <> 'drift' ORDER BY id")
+        .await;
+    assert_eq!(codes, ["10", "100"]);
+}
+
+#[tokio::test]
+async fn a_file_source_filters_keys_and_refuses_sql() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE dst (id bigint PRIMARY KEY, name text)")
+        .await;
+    let cfg = ConfigDir::new();
+    let csv = cfg.file("people.csv", "id,name\n1,a\n2,b\n3,c\n10,j\n");
+    cfg.job(
+        "copy",
+        &format!(
+            "[source]\ntype = \"file\"\npath = \"{}\"\nkey = [\"id\"]\ntypes = {{ id = \"bigint\" }}\n\n\
+             [detect]\nstrategy = \"diff\"\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"dst\"\nkey = [\"id\"]\n\n[rules]\nowner = \"source\"\n",
+            csv.display(),
+            db.url
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec("UPDATE dst SET name = 'drift'").await;
+    let out = resync(&cfg, &state, &["--keys", "2..9"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["scanned"], 2);
+    let repaired = db
+        .strings("SELECT id::text FROM dst WHERE name <> 'drift' ORDER BY id")
+        .await;
+    assert_eq!(repaired, ["2", "3"], "10 > 9 as numbers, not as text");
+
+    let out = resync(&cfg, &state, &["--where", "id > 1"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--where is SQL"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn what_cannot_be_resynced_is_refused_with_why() {
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "copy",
+        &pg_job(&db.url, "src", CURSOR, "size = 7", &db.url, "dst"),
+    );
+    cfg.job(
+        "changes",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"outbox\"\nkey = [\"id\"]\n\n\
+             [detect]\nstrategy = \"outbox\"\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"dst\"\nkey = [\"id\"]\n\n[rules]\nowner = \"source\"\n",
+            db.url
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    for (args, says) in [
+        (vec!["resync", "nope"], "unknown job"),
+        (
+            vec!["resync", "copy", "--keys", "9..1"],
+            "above the high bound",
+        ),
+        (vec!["resync", "copy", "--keys", "5"], "not a key range"),
+        (vec!["resync", "changes"], "nothing to re-read"),
+    ] {
+        let out = cfg.ferry(Some(&state), &args);
+        assert_eq!(code(&out), 2, "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}
