@@ -21,7 +21,7 @@ const BATCH_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-const TRIGGERS: [&str; 4] = ["schedule", "signal", "manual", "once"];
+const TRIGGERS: [&str; 5] = ["schedule", "signal", "manual", "once", "resync"];
 const OUTCOMES: [&str; 3] = ["success", "partial", "failed"];
 const OPS: [&str; 2] = ["upsert", "delete"];
 const FAILURES: [&str; 3] = ["retry", "reject", "dead"];
