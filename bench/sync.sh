@@ -7,6 +7,8 @@
 #   S2 1% of the rows changed (cursor): whole-process wall time
 #   S3 diff strategy, 1% updated and 0.1% deleted, vs `COPY … TO STDOUT`
 #      of the source alone
+#   R1 `ferry resync --keys` of 1% of the key space after that 1% drifted
+#      in the target, vs 0.2 s plus 1.5 × its share of S1
 # for the SQLite and the PostgreSQL state store.
 #
 #   bench/sync.sh                    # 1,000,000 rows
@@ -129,6 +131,7 @@ for store in sqlite postgres; do
     echo "== $store state store"
     fresh
     read -r wall rss < <(ferry_run "$WORK/cursor" "$state"); verify "S1 ($store)"
+    S1_WALL=$wall
     row "S1 initial sync, $store state" "$wall" "$(ratio "$wall" "$COPY_WALL") × COPY pipe" "$(mib "$rss")" "≤ 2.0 ×, ≤ 64 MiB"
     read -r wall rss < <(ferry_run "$WORK/cursor" "$state"); verify "S4 ($store)"
     row "S4 nothing changed (cursor), $store state" "$wall" "—" "$(mib "$rss")" "≤ 0.1 s"
@@ -138,6 +141,12 @@ for store in sqlite postgres; do
     psql_q "$SRC" -c "UPDATE customers SET name = name || '*', updated_at = clock_timestamp() WHERE id % 100 = 7"
     read -r wall rss < <(ferry_run "$WORK/cursor" "$state"); verify "S2 ($store)"
     row "S2 1% changed (cursor), $store state" "$wall" "—" "$(mib "$rss")" "≤ 0.5 s"
+    # R1: 1% of the key space drifted in the target, repaired by a resync of
+    # that range alone; the reference is 0.2 s plus 1.5 × 1% of this S1.
+    psql_q "$DST" -c "UPDATE customers SET name = 'drift' WHERE id <= $((ROWS / 100))"
+    read -r wall rss < <(measure "$FERRY" --config "$WORK/cursor" --state "$state" --output json resync customers --keys "1..$((ROWS / 100))"); verify "R1 ($store)"
+    read_rows=$(grep -o '"scanned": *[0-9]*' "$WORK/cmd.out" | grep -o '[0-9]*$')
+    row "R1 resync --keys 1% ($read_rows rows read), $store state" "$wall" "$(ratio "$wall" "$(awk -v s="$S1_WALL" 'BEGIN { print 0.2 + 1.5 * s / 100 }')") × (0.2 s + 1.5 × 1% of S1)" "$(mib "$rss")" "≤ 1.0 ×"
 
     fresh
     ferry_run "$WORK/diff" "$state" >/dev/null; verify "S3 setup ($store)"

@@ -319,3 +319,94 @@ async fn what_cannot_be_resynced_is_refused_with_why() {
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[tokio::test]
+async fn deletes_are_found_inside_a_key_range_or_the_whole_source_never_by_where() {
+    let (db, cfg, state) = synced_pg_job(StateKind::Sqlite, CURSOR).await;
+    // A cursor job cannot see deletes; a resync can.
+    db.exec("DELETE FROM src WHERE id IN (6, 18)").await;
+    let out = resync(&cfg, &state, &["--where", "id < 10"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        summary_run(&out, "copy")["deletes"],
+        0,
+        "no deletes by --where"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 20);
+
+    let out = resync(&cfg, &state, &["--keys", "4..12"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = summary_run(&out, "copy");
+    assert_eq!(run["deletes"], 1, "{run}");
+    let left: Vec<String> = db
+        .strings("SELECT id::text FROM dst WHERE id IN (6, 18) ORDER BY id")
+        .await;
+    assert_eq!(left, ["18"], "18 lies outside the range");
+
+    let out = resync(&cfg, &state, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["deletes"], 1);
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 18);
+    let next = cfg.run_once_ok(&state);
+    assert_eq!(changed(&next, "copy"), 0);
+}
+
+#[tokio::test]
+async fn a_text_key_is_deleted_only_when_the_source_has_it_under_no_order() {
+    let db = TestDb::new().await;
+    db.exec(
+        r#"CREATE TABLE src (code text COLLATE "en-x-icu" PRIMARY KEY, name text);
+         INSERT INTO src VALUES ('a', 'a'), ('B', 'B'), ('b', 'b'), ('c', 'c');
+         CREATE TABLE dst (code text PRIMARY KEY, name text);"#,
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "copy",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"src\"\nkey = [\"code\"]\n\n\
+             [detect]\nstrategy = \"diff\"\nmax_delete_ratio = 1.0\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"dst\"\nkey = [\"code\"]\n\n[rules]\nowner = \"source\"\n",
+            db.url
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec("DELETE FROM src WHERE code = 'b'").await;
+    // In bytes 'B' < 'a' < 'b' < 'c'; in the source's collation
+    // 'a' < 'b' < 'B' < 'c'. The range a..b holds 'B' for the database only,
+    // and 'b' for both: only 'b' is gone.
+    let out = resync(&cfg, &state, &["--keys", "a..b"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["deletes"], 1);
+    let left = db
+        .strings("SELECT code FROM dst ORDER BY code COLLATE \"C\"")
+        .await;
+    assert_eq!(left, ["B", "a", "c"]);
+    // B..a is empty to the database, and holds 'B' and 'a' in bytes: both
+    // are still at the source, so neither is deleted.
+    let out = resync(&cfg, &state, &["--keys", "B..a"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["deletes"], 0);
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 3);
+}
+
+#[tokio::test]
+async fn emptying_a_range_is_refused_unless_allowed() {
+    let (db, cfg, state) = synced_pg_job(StateKind::Postgres, "strategy = \"diff\"").await;
+    db.exec("DELETE FROM src WHERE id BETWEEN 1 AND 4").await;
+    let out = resync(&cfg, &state, &["--keys", "1..4"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        summary_run(&out, "copy")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--allow-mass-delete"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 20);
+    let out = resync(&cfg, &state, &["--keys", "1..4", "--allow-mass-delete"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 16);
+}

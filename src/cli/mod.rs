@@ -128,6 +128,10 @@ pub enum Command {
         /// With --dry-run: keys shown per kind of change.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// Delete more than max_delete_ratio of the part's keys, or all of
+        /// them when the part of the source is empty.
+        #[arg(long)]
+        allow_mass_delete: bool,
     },
     /// Ask the daemon(s) on the same state store to run jobs now.
     Trigger {
@@ -255,12 +259,14 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             keys,
             dry_run,
             limit,
+            allow_mass_delete,
         } => {
             let part = resync::Part {
                 predicate: predicate.as_deref(),
                 keys: keys.as_deref(),
                 dry_run: *dry_run,
                 limit: *limit,
+                allow_mass_delete: *allow_mass_delete,
             };
             resync::resync(&cli, signals, job, part).await
         }

@@ -14,6 +14,7 @@ pub struct Part<'a> {
     pub keys: Option<&'a str>,
     pub dry_run: bool,
     pub limit: usize,
+    pub allow_mass_delete: bool,
 }
 
 pub async fn resync(cli: &Cli, signals: Signals, name: &str, part: Part<'_>) -> ExitCode {
@@ -38,11 +39,16 @@ pub async fn resync(cli: &Cli, signals: Signals, name: &str, part: Part<'_>) -> 
         let detect = DetectOptions {
             dry_run: true,
             sample: part.limit,
+            allow_mass_delete: part.allow_mass_delete,
             ..Default::default()
         };
         return run::plan(cli, &names, detect, resync).await;
     }
-    run::once(cli, signals, &names, DetectOptions::default(), resync, None).await
+    let detect = DetectOptions {
+        allow_mass_delete: part.allow_mass_delete,
+        ..Default::default()
+    };
+    run::once(cli, signals, &names, detect, resync, None).await
 }
 
 /// The part of `job`'s source the command line names, or why it cannot

@@ -319,6 +319,10 @@ pub enum FileFormat {
     Jsonl,
 }
 
+/// `[detect] max_delete_ratio` when not set (and for a cursor job's
+/// `ferry resync`, which has none of its own).
+pub const DEFAULT_MAX_DELETE_RATIO: f64 = 0.5;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Detect {
     Cursor { column: String, lag: Duration },

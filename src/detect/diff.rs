@@ -11,21 +11,78 @@ use std::time::Instant;
 use futures::TryStreamExt;
 
 use super::{Chunker, DetectError, DetectReport, Detection};
-use crate::connectors::{RowStream, Scan};
+use crate::connectors::{KeyRange, RowStream, Scan, Source, Subset};
 use crate::model::Item;
 use crate::sort::{Entry, LineSpill, Merged, ObjectSpill, Sorter, SpilledObjects, SORT_MEMORY};
 use crate::state::{DetectedBatch, LedgerEntry, StateError};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
-    let mut chunker = Chunker::new(d).start().await?;
+    let chunker = Chunker::new(d).start().await?;
     let rows = d.source.scan(Scan::All).await?;
+    compare(chunker, rows, max_delete_ratio, &Scope::All).await
+}
+
+/// Which live ledger keys that the scan lacks are deletes.
+pub(super) enum Scope<'a> {
+    /// Every one: the scan read the whole source.
+    All,
+    /// Those in the range the scan read, that the source indeed no longer
+    /// holds (`ferry resync --keys`).
+    Keys {
+        range: &'a KeyRange,
+        source: &'a dyn Source,
+    },
+}
+
+impl Scope<'_> {
+    /// Whether the ledger key `text`, which the scan did not return, was
+    /// deleted at the source.
+    async fn deleted(&self, text: &str) -> Result<bool, DetectError> {
+        let Scope::Keys { range, source } = self else {
+            return Ok(true);
+        };
+        let Ok(key) = serde_json::from_str::<Vec<serde_json::Value>>(text) else {
+            return Ok(false);
+        };
+        // A key of another kind than the bounds is outside the range.
+        if range.contains(&key) != Ok(true) {
+            return Ok(false);
+        }
+        if key.iter().all(|v| v.is_i64() || v.is_u64()) {
+            return Ok(true);
+        }
+        // Text: the database orders it by its collation, ferry by bytes, and
+        // the two may place a key at the range's edge differently (as may a
+        // fraction, compared here as a float). Only a key the source holds
+        // under no order is a delete.
+        let point = Subset {
+            predicate: None,
+            keys: Some(KeyRange {
+                from: Some(key.clone()),
+                to: Some(key),
+            }),
+        };
+        let mut rows = source.scan(Scan::Subset(&point)).await?;
+        Ok(rows.try_next().await?.is_none())
+    }
+}
+
+/// Merges `rows` with the ledger: commits the changes and, within `scope`,
+/// the deletes, guarded by `max_delete_ratio`.
+pub(super) async fn compare(
+    mut chunker: Chunker<'_>,
+    rows: RowStream,
+    max_delete_ratio: f64,
+    scope: &Scope<'_>,
+) -> Result<DetectReport, DetectError> {
+    let d = chunker.d;
     if chunker.skip_lookups {
         // First run, or --full: every object is new, and nothing is deleted.
         chunker.consume(rows, false).await?;
         return Ok(chunker.report);
     }
     let (scan, objects) = sort_scan(&mut chunker, rows).await?;
-    let deletes = merge(&mut chunker, scan, &objects).await?;
+    let deletes = merge(&mut chunker, scan, &objects, scope).await?;
     drop(objects);
 
     let present = chunker.matched_live + deletes.count();
@@ -100,6 +157,7 @@ async fn merge(
     chunker: &mut Chunker<'_>,
     mut scan: Merged,
     objects: &SpilledObjects,
+    scope: &Scope<'_>,
 ) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
     let mut ledger = chunker.store.ledger_walk(&chunker.job.name, size);
@@ -116,7 +174,9 @@ async fn merge(
                 object = scan.next_entry()?;
             }
             (None, Some((key, entry))) => {
-                deletes.push(&key, &entry)?;
+                if !entry.deleted && scope.deleted(&key).await? {
+                    deletes.push(&key, &entry)?;
+                }
                 known = ledger.next().await?;
             }
             (Some(o), Some((key, entry))) => match o.key.as_str().cmp(key.as_str()) {
@@ -131,7 +191,9 @@ async fn merge(
                     known = ledger.next().await?;
                 }
                 std::cmp::Ordering::Greater => {
-                    deletes.push(&key, &entry)?;
+                    if !entry.deleted && scope.deleted(&key).await? {
+                        deletes.push(&key, &entry)?;
+                    }
                     object = Some(o);
                     known = ledger.next().await?;
                 }

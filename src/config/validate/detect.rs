@@ -12,7 +12,7 @@ pub(super) fn detect(
             return Detect::Outbox;
         }
         return Detect::Diff {
-            max_delete_ratio: 0.5,
+            max_delete_ratio: super::super::DEFAULT_MAX_DELETE_RATIO,
         };
     };
     let r = d.get_ref();
@@ -44,10 +44,10 @@ pub(super) fn detect(
                     v.get_ref()
                 ),
             );
-            0.5
+            super::super::DEFAULT_MAX_DELETE_RATIO
         }
         Some(v) => *v.get_ref(),
-        None => 0.5,
+        None => super::super::DEFAULT_MAX_DELETE_RATIO,
     };
     match kind {
         Some(K::Cursor) => {
