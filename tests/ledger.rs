@@ -129,3 +129,73 @@ async fn a_run_that_grows_the_ledger_analyzes_it() {
     cfg.run_once_ok(&db.url);
     assert_eq!(analyzed().await, 1, "{more} new keys are analyzed at once");
 }
+
+/// A walk limited to a range of integer keys leaves out only integer keys
+/// outside it, in the state store; every key it cannot place (text, a
+/// fraction, a composite) still comes, in key order.
+async fn a_walk_within_integer_keys(url: &str) {
+    let store = Store::open(url).await.expect("open the state store");
+    store.migrate().await.expect("migrate");
+    store.ensure_job("j").await.expect("job");
+    let keys = [
+        "[-7]",
+        "[2.5]",
+        "[10]",
+        "[12]",
+        "[2]",
+        "[3]",
+        "[9223372036854775807]",
+        "[\"5\"]",
+        "[\"x\"]",
+        "[4,\"a\"]",
+    ];
+    let mut batch = DetectedBatch {
+        items: keys
+            .iter()
+            .map(|k| Item::delete(serde_json::from_str(k).expect("key")))
+            .collect(),
+        keys: keys.map(String::from).to_vec(),
+        keys_unseen: true,
+        ..Default::default()
+    };
+    store
+        .commit_detected("j", 1, &mut batch)
+        .await
+        .expect("detected");
+    let within = ferry::state::IntegerKeys { lo: 2, hi: 10 };
+    let mut walk = store.ledger_walk("j", 3, Some(within));
+    let mut seen = Vec::new();
+    while let Some((key, _)) = walk.next().await.expect("walk") {
+        seen.push(key);
+    }
+    // Bytewise: `"` sorts before digits, `.` before `]`.
+    let expected = [
+        "[\"5\"]",
+        "[\"x\"]",
+        "[10]",
+        "[2.5]",
+        "[2]",
+        "[3]",
+        "[4,\"a\"]",
+    ];
+    assert_eq!(seen, expected, "{url}");
+    let mut all = store.ledger_walk("j", 3, None);
+    let mut count = 0;
+    while all.next().await.expect("walk").is_some() {
+        count += 1;
+    }
+    assert_eq!(count, keys.len(), "{url}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_walk_within_integer_keys_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    a_walk_within_integer_keys(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_walk_within_integer_keys_postgres() {
+    let db = TestDb::new().await;
+    a_walk_within_integer_keys(&db.url).await;
+}

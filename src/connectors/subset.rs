@@ -79,6 +79,17 @@ impl KeyRange {
         Ok(true)
     }
 
+    /// The bounds of a one-column range whose bounds are integers (None
+    /// for an open end); None for any other range.
+    pub fn integer_bounds(&self) -> Option<(Option<i64>, Option<i64>)> {
+        let end = |bound: &Option<Vec<Value>>| match bound.as_deref() {
+            None => Some(None),
+            Some([one]) => one.as_i64().map(Some),
+            Some(_) => None,
+        };
+        Some((end(&self.from)?, end(&self.to)?))
+    }
+
     /// The bound values in the order [`Subset::where_clause`] places them.
     fn values(&self) -> impl Iterator<Item = &Value> {
         self.from.iter().chain(self.to.iter()).flatten()

@@ -14,7 +14,7 @@ use super::{Chunker, DetectError, DetectReport, Detection};
 use crate::connectors::{KeyRange, RowStream, Scan, Source, Subset};
 use crate::model::Item;
 use crate::sort::{Entry, LineSpill, Merged, ObjectSpill, Sorter, SpilledObjects, SORT_MEMORY};
-use crate::state::{DetectedBatch, LedgerEntry, StateError};
+use crate::state::{DetectedBatch, IntegerKeys, LedgerEntry, StateError};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
     let chunker = Chunker::new(d).start().await?;
@@ -160,7 +160,15 @@ async fn merge(
     scope: &Scope<'_>,
 ) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
-    let mut ledger = chunker.store.ledger_walk(&chunker.job.name, size);
+    // A range of integer keys reads only its part of the ledger.
+    let within = match scope {
+        Scope::Keys { range, .. } => range.integer_bounds().map(|(lo, hi)| IntegerKeys {
+            lo: lo.unwrap_or(i64::MIN),
+            hi: hi.unwrap_or(i64::MAX),
+        }),
+        Scope::All => None,
+    };
+    let mut ledger = chunker.store.ledger_walk(&chunker.job.name, size, within);
     let mut deletes = DeleteSpill::new()?;
     let mut batch = upsert_batch();
     let mut started = Instant::now();

@@ -6,6 +6,16 @@ use sqlx::Row;
 use super::ledger::{entry_of, LedgerEntry};
 use super::{args, Backend, Bind, StateError, Store};
 
+/// Integer keys from `lo` to `hi` (both included): a walk with it leaves
+/// out the keys whose one value is an integer outside them, in the state
+/// store, and keeps every other key (text, fractions, composites), which
+/// only the caller can place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntegerKeys {
+    pub lo: i64,
+    pub hi: i64,
+}
+
 /// Where a ledger walk's reader sends its pages.
 type PageSender = tokio::sync::mpsc::Sender<Result<Vec<(String, LedgerEntry)>, StateError>>;
 
@@ -19,13 +29,27 @@ impl Store {
         job: &str,
         page_size: usize,
     ) -> BoxStream<'static, Result<(String, LedgerEntry), StateError>> {
+        self.ledger_in_key_order_within(job, page_size, None)
+    }
+
+    /// [`Store::ledger_in_key_order`], integer keys limited to `within`.
+    pub fn ledger_in_key_order_within(
+        &self,
+        job: &str,
+        page_size: usize,
+        within: Option<IntegerKeys>,
+    ) -> BoxStream<'static, Result<(String, LedgerEntry), StateError>> {
         let (pages, mut next) = tokio::sync::mpsc::channel(1);
         let store = self.clone();
         let job = job.to_string();
         tokio::spawn(async move {
             match store.backend {
-                Backend::Postgres => store.stream_ledger_pages(job, page_size, pages).await,
-                Backend::Sqlite => store.read_ledger_pages(job, page_size, pages).await,
+                Backend::Postgres => {
+                    store
+                        .stream_ledger_pages(job, page_size, within, pages)
+                        .await
+                }
+                Backend::Sqlite => store.read_ledger_pages(job, page_size, within, pages).await,
             }
         });
         Box::pin(async_stream::try_stream! {
@@ -41,14 +65,29 @@ impl Store {
     /// planned from statistics that lag behind a freshly filled ledger: a
     /// bitmap scan and sort of every remaining key per page, 230 ms a page
     /// at 1M keys.
-    async fn stream_ledger_pages(self, job: String, page_size: usize, pages: PageSender) {
+    async fn stream_ledger_pages(
+        self,
+        job: String,
+        page_size: usize,
+        within: Option<IntegerKeys>,
+        pages: PageSender,
+    ) {
         let mut a = args();
         a.push(job);
-        let mut rows = sqlx::query_with(
-            "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger WHERE job = $1 ORDER BY key",
-            a,
-        )
-        .fetch(&self.pool);
+        let (lo, hi) = within.map_or((i64::MIN, i64::MAX), |w| (w.lo, w.hi));
+        a.push(lo);
+        a.push(hi);
+        // A CASE, as PostgreSQL may evaluate an OR's operands in any order
+        // (a text key must never reach the cast); jsonb keeps a number
+        // exact (numeric), so a fraction or a huge key compares exactly.
+        let filter = match within {
+            Some(_) => " AND CASE WHEN jsonb_array_length(key::jsonb) = 1 AND jsonb_typeof(key::jsonb -> 0) = 'number' THEN (key::jsonb ->> 0)::numeric BETWEEN $2 AND $3 ELSE true END",
+            None => " AND $2::bigint <= $3::bigint",
+        };
+        let sql = format!(
+            "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger WHERE job = $1{filter} ORDER BY key"
+        );
+        let mut rows = sqlx::query_with(&sql, a).fetch(&self.pool);
         let mut page = Vec::with_capacity(page_size);
         loop {
             match rows.try_next().await {
@@ -73,22 +112,38 @@ impl Store {
     /// the diff's commits (an in-memory store has a single connection). A
     /// page is one JSON row: sqlx hands every SQLite row across threads one
     /// by one, which cost more than reading it.
-    async fn read_ledger_pages(self, job: String, page_size: usize, pages: PageSender) {
+    async fn read_ledger_pages(
+        self,
+        job: String,
+        page_size: usize,
+        within: Option<IntegerKeys>,
+        pages: PageSender,
+    ) {
         // The aggregate takes the rows in the subquery's key order: a
         // subquery with a LIMIT is not flattened into the aggregate, so it
         // hands them over in order. An `ORDER BY` inside the aggregate would
         // sort every page again (half of the statement's time);
         // [`LedgerWalk`] fails the run should a page ever come out of order.
-        let sql = "SELECT json_group_array(json_array(key, detected_hash, detected_version, synced_version, deleted)) \
-                   FROM (SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger \
-                         WHERE job = $1 AND key > $2 ORDER BY key LIMIT $3)";
+        // json_extract gives an integer exactly; any other value is kept.
+        let filter = match within {
+            Some(_) => " AND CASE WHEN json_array_length(key) = 1 AND json_type(key, '$[0]') = 'integer' THEN json_extract(key, '$[0]') BETWEEN $4 AND $5 ELSE 1 END",
+            None => " AND $4 <= $5",
+        };
+        let (lo, hi) = within.map_or((i64::MIN, i64::MAX), |w| (w.lo, w.hi));
+        let sql = format!(
+            "SELECT json_group_array(json_array(key, detected_hash, detected_version, synced_version, deleted)) \
+             FROM (SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger \
+                   WHERE job = $1 AND key > $2{filter} ORDER BY key LIMIT $3)"
+        );
         let mut after = String::new();
         loop {
             let mut a = args();
             a.push(job.clone());
             a.push(after.clone());
             a.push(page_size as i64);
-            let page = match sqlx::query_with(sql, a).fetch_one(&self.pool).await {
+            a.push(lo);
+            a.push(hi);
+            let page = match sqlx::query_with(&sql, a).fetch_one(&self.pool).await {
                 Ok(row) => self.ledger_page(&job, &row.get::<String, _>(0)),
                 Err(e) => Err(self.err(e)),
             };
@@ -145,10 +200,15 @@ pub struct LedgerWalk<'a> {
 }
 
 impl Store {
-    pub fn ledger_walk<'a>(&'a self, job: &'a str, page_size: usize) -> LedgerWalk<'a> {
+    pub fn ledger_walk<'a>(
+        &'a self,
+        job: &'a str,
+        page_size: usize,
+        within: Option<IntegerKeys>,
+    ) -> LedgerWalk<'a> {
         LedgerWalk {
             job,
-            entries: self.ledger_in_key_order(job, page_size),
+            entries: self.ledger_in_key_order_within(job, page_size, within),
             previous: String::new(),
         }
     }

@@ -23,7 +23,7 @@ use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 pub use daemons::{daemon_heartbeat, DaemonInfo};
 pub use lease::{host_name, Lease, LeaseHolder};
 pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, WrittenEntry};
-pub use ledger_walk::LedgerWalk;
+pub use ledger_walk::{IntegerKeys, LedgerWalk};
 pub use operate::{QueueCounts, TaskInfo};
 pub use queue::{ClaimedTask, Settlement, Synced, TaskState};
 pub use runs::{RunCounts, RunInfo};
