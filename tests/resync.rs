@@ -410,3 +410,36 @@ async fn emptying_a_range_is_refused_unless_allowed() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 16);
 }
+
+#[tokio::test]
+async fn run_full_repairs_as_a_whole_resync_and_plan_full_previews_it() {
+    let (db, cfg, state) = synced_pg_job(StateKind::Sqlite, CURSOR).await;
+    drift(&db).await;
+    db.exec("DELETE FROM src WHERE id = 7").await;
+    let plan = cfg.ferry(Some(&state), &["--output", "json", "plan", "--full"]);
+    assert_eq!(code(&plan), 0, "{}", stderr(&plan));
+    let planned = summary_run(&plan, "copy");
+    assert_eq!(planned["scanned"], 19, "{planned}");
+    assert_eq!(planned["deletes"], 1, "{planned}");
+    assert_eq!(planned["keys"]["deletes"], serde_json::json!(["[7]"]));
+    assert_eq!(
+        db.count("SELECT count(*) FROM dst WHERE name = 'drift'")
+            .await,
+        18
+    );
+
+    let out = cfg.ferry(Some(&state), &["run", "--once", "--full"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = summary_run(&out, "copy");
+    assert_eq!(
+        (run["synced"].as_u64(), run["deletes"].as_u64()),
+        (Some(20), Some(1)),
+        "{run}"
+    );
+    let expected: Vec<String> = synced_rows(20)
+        .into_iter()
+        .filter(|r| r != "7:n7")
+        .collect();
+    assert_eq!(target_rows(&db).await, expected);
+    assert_eq!(changed(&cfg.run_once_ok(&state), "copy"), 0);
+}

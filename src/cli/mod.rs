@@ -86,6 +86,9 @@ pub enum Command {
         /// Keys shown per kind of change (insert, update, delete).
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// What `run --once --full` would resend and delete.
+        #[arg(long)]
+        full: bool,
         /// Jobs to plan (all when none).
         jobs: Vec<String>,
     },
@@ -101,7 +104,9 @@ pub enum Command {
         /// Daemon: how long SIGTERM waits for runs in flight before exiting.
         #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
-        /// Resend every object, ignoring the watermark and ledger (repair).
+        /// Re-read every table and file source whole: resend every object,
+        /// whatever the ledger says, and delete what the source no longer
+        /// has (the repair after a target lost or changed data).
         #[arg(long)]
         full: bool,
         /// Allow a diff run to delete more than max_delete_ratio, or from an empty source.
@@ -215,9 +220,11 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             jobs,
             allow_mass_delete,
             limit,
+            full,
         } => {
             let detect = crate::detect::DetectOptions {
                 dry_run: true,
+                repair: *full,
                 allow_mass_delete: *allow_mass_delete,
                 sample: *limit,
                 ..Default::default()
@@ -233,7 +240,7 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             ..
         } => {
             let detect = crate::detect::DetectOptions {
-                full: *full,
+                repair: *full,
                 allow_mass_delete: *allow_mass_delete,
                 ..Default::default()
             };

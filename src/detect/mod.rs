@@ -20,8 +20,14 @@ use crate::state::{carried_prior, DetectedBatch, LedgerEntry, StateError, Store}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DetectOptions {
-    /// Resend every object: ignore the watermark and the ledger (repair).
+    /// Every object is new: ignore the watermark and the ledger, look for
+    /// no deletes (a job whose fields or rules changed writes every row again).
     pub full: bool,
+    /// `run --once --full`, `plan --full`: re-read the whole source and
+    /// resend every object, and delete what it no longer has, as a resync
+    /// of the whole source does (queues cannot be re-read: their jobs run
+    /// as usual).
+    pub repair: bool,
     /// Let a diff run delete more than `max_delete_ratio`, or from an empty source.
     pub allow_mass_delete: bool,
     /// Count what would change; write nothing.
@@ -124,6 +130,7 @@ pub const LEDGER_GROWTH_TO_ANALYZE: u64 = 10_000;
 pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
     let report = match &d.job.detect {
         _ if d.subset.is_some() => resync::detect(d).await?,
+        Detect::Cursor { .. } | Detect::Diff { .. } if d.opts.repair => resync::detect(d).await?,
         Detect::Cursor { column, lag } => cursor::detect(d, column, *lag).await?,
         Detect::Diff { max_delete_ratio } => diff::detect(d, *max_delete_ratio).await?,
         Detect::Outbox => outbox::detect(d).await?,
