@@ -23,6 +23,17 @@ async fn drift(db: &TestDb) {
         .await;
 }
 
+/// A job from `source` (the `[source]` lines after `type`) into the
+/// PostgreSQL table `into` of `target_url`, keyed by `key`, with `detect`
+/// as the `[detect]` body; the source owns every field.
+fn job_into_pg(source: &str, key: &str, detect: &str, target_url: &str, into: &str) -> String {
+    format!(
+        "[source]\n{source}\nkey = {key}\n\n[detect]\n{detect}\n\n\
+         [target]\ntype = \"postgres\"\nurl = \"{target_url}\"\ntable = \"{into}\"\nkey = {key}\n\n\
+         [rules]\nowner = \"source\"\n"
+    )
+}
+
 fn resync(cfg: &ConfigDir, state: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--output", "json", "resync", "copy"];
     all.extend_from_slice(args);
@@ -159,11 +170,12 @@ async fn text_and_composite_keys_compare_as_the_database_orders_them() {
     let cfg = ConfigDir::new();
     cfg.job(
         "copy",
-        &format!(
-            "[source]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"src\"\nkey = [\"tenant\", \"code\"]\n\n\
-             [detect]\nstrategy = \"diff\"\n\n\
-             [target]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"dst\"\nkey = [\"tenant\", \"code\"]\n\n[rules]\nowner = \"source\"\n",
-            db.url
+        &job_into_pg(
+            &format!("type = \"postgres\"\nurl = \"{}\"\ntable = \"src\"", db.url),
+            "[\"tenant\", \"code\"]",
+            "strategy = \"diff\"",
+            &db.url,
+            "dst",
         ),
     );
     let state = state_url(StateKind::Sqlite, &cfg, &db);
@@ -219,11 +231,12 @@ async fn mariadb_and_sqlite_sources_push_the_range_down() {
     ] {
         cfg.job(
             name,
-            &format!(
-                "[source]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"{table}\"\nkey = [\"id\"]\n\n\
-                 [detect]\nstrategy = \"diff\"\n\n\
-                 [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"{into}\"\nkey = [\"id\"]\n\n[rules]\nowner = \"source\"\n",
-                db.url
+            &job_into_pg(
+                &format!("type = \"{kind}\"\nurl = \"{url}\"\ntable = \"{table}\""),
+                "[\"id\"]",
+                "strategy = \"diff\"",
+                &db.url,
+                into,
             ),
         );
     }
@@ -263,12 +276,15 @@ async fn a_file_source_filters_keys_and_refuses_sql() {
     let csv = cfg.file("people.csv", "id,name\n1,a\n2,b\n3,c\n10,j\n");
     cfg.job(
         "copy",
-        &format!(
-            "[source]\ntype = \"file\"\npath = \"{}\"\nkey = [\"id\"]\ntypes = {{ id = \"bigint\" }}\n\n\
-             [detect]\nstrategy = \"diff\"\n\n\
-             [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"dst\"\nkey = [\"id\"]\n\n[rules]\nowner = \"source\"\n",
-            csv.display(),
-            db.url
+        &job_into_pg(
+            &format!(
+                "type = \"file\"\npath = \"{}\"\ntypes = {{ id = \"bigint\" }}",
+                csv.display()
+            ),
+            "[\"id\"]",
+            "strategy = \"diff\"",
+            &db.url,
+            "dst",
         ),
     );
     let state = state_url(StateKind::Sqlite, &cfg, &db);
@@ -297,11 +313,15 @@ async fn what_cannot_be_resynced_is_refused_with_why() {
     );
     cfg.job(
         "changes",
-        &format!(
-            "[source]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"outbox\"\nkey = [\"id\"]\n\n\
-             [detect]\nstrategy = \"outbox\"\n\n\
-             [target]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"dst\"\nkey = [\"id\"]\n\n[rules]\nowner = \"source\"\n",
-            db.url
+        &job_into_pg(
+            &format!(
+                "type = \"postgres\"\nurl = \"{}\"\ntable = \"outbox\"",
+                db.url
+            ),
+            "[\"id\"]",
+            "strategy = \"outbox\"",
+            &db.url,
+            "dst",
         ),
     );
     let state = state_url(StateKind::Sqlite, &cfg, &db);
@@ -363,11 +383,12 @@ async fn a_text_key_is_deleted_only_when_the_source_has_it_under_no_order() {
     let cfg = ConfigDir::new();
     cfg.job(
         "copy",
-        &format!(
-            "[source]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"src\"\nkey = [\"code\"]\n\n\
-             [detect]\nstrategy = \"diff\"\nmax_delete_ratio = 1.0\n\n\
-             [target]\ntype = \"postgres\"\nurl = \"{0}\"\ntable = \"dst\"\nkey = [\"code\"]\n\n[rules]\nowner = \"source\"\n",
-            db.url
+        &job_into_pg(
+            &format!("type = \"postgres\"\nurl = \"{}\"\ntable = \"src\"", db.url),
+            "[\"code\"]",
+            "strategy = \"diff\"\nmax_delete_ratio = 1.0",
+            &db.url,
+            "dst",
         ),
     );
     let state = state_url(StateKind::Sqlite, &cfg, &db);
