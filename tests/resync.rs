@@ -34,6 +34,16 @@ fn job_into_pg(source: &str, key: &str, detect: &str, target_url: &str, into: &s
     )
 }
 
+/// A job from `src` into `dst` of `db` (SQLite state), synced once.
+fn synced_src_to_dst(db: &TestDb, key: &str, detect: &str) -> (ConfigDir, String) {
+    let cfg = ConfigDir::new();
+    let source = format!("type = \"postgres\"\nurl = \"{}\"\ntable = \"src\"", db.url);
+    cfg.job("copy", &job_into_pg(&source, key, detect, &db.url, "dst"));
+    let state = state_url(StateKind::Sqlite, &cfg, db);
+    cfg.run_once_ok(&state);
+    (cfg, state)
+}
+
 fn resync(cfg: &ConfigDir, state: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--output", "json", "resync", "copy"];
     all.extend_from_slice(args);
@@ -167,19 +177,7 @@ async fn text_and_composite_keys_compare_as_the_database_orders_them() {
          CREATE TABLE dst (tenant int, code text, name text, PRIMARY KEY (tenant, code));",
     )
     .await;
-    let cfg = ConfigDir::new();
-    cfg.job(
-        "copy",
-        &job_into_pg(
-            &format!("type = \"postgres\"\nurl = \"{}\"\ntable = \"src\"", db.url),
-            "[\"tenant\", \"code\"]",
-            "strategy = \"diff\"",
-            &db.url,
-            "dst",
-        ),
-    );
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
-    cfg.run_once_ok(&state);
+    let (cfg, state) = synced_src_to_dst(&db, "[\"tenant\", \"code\"]", "strategy = \"diff\"");
     db.exec("UPDATE dst SET name = 'drift'").await;
     let out = resync(&cfg, &state, &["--keys", "[1,\"c\"]..[2,\"b\"]"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -380,19 +378,11 @@ async fn a_text_key_is_deleted_only_when_the_source_has_it_under_no_order() {
          CREATE TABLE dst (code text PRIMARY KEY, name text);"#,
     )
     .await;
-    let cfg = ConfigDir::new();
-    cfg.job(
-        "copy",
-        &job_into_pg(
-            &format!("type = \"postgres\"\nurl = \"{}\"\ntable = \"src\"", db.url),
-            "[\"code\"]",
-            "strategy = \"diff\"\nmax_delete_ratio = 1.0",
-            &db.url,
-            "dst",
-        ),
+    let (cfg, state) = synced_src_to_dst(
+        &db,
+        "[\"code\"]",
+        "strategy = \"diff\"\nmax_delete_ratio = 1.0",
     );
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
-    cfg.run_once_ok(&state);
     db.exec("DELETE FROM src WHERE code = 'b'").await;
     // In bytes 'B' < 'a' < 'b' < 'c'; in the source's collation
     // 'a' < 'b' < 'B' < 'c'. The range a..b holds 'B' for the database only,
