@@ -34,7 +34,19 @@ pub(super) enum Scope<'a> {
     },
 }
 
+/// The widest integer key range whose keys are each looked up in the
+/// ledger rather than found by reading it whole.
+const ENUMERATED_KEYS: u64 = 250_000;
+
 impl Scope<'_> {
+    /// A one-column range's integer bounds (see [`KeyRange::integer_bounds`]).
+    fn integer_bounds(&self) -> Option<(Option<i64>, Option<i64>)> {
+        match self {
+            Scope::Keys { range, .. } => range.integer_bounds(),
+            Scope::All => None,
+        }
+    }
+
     /// Whether the ledger key `text`, which the scan did not return, was
     /// deleted at the source.
     async fn deleted(&self, text: &str) -> Result<bool, DetectError> {
@@ -160,15 +172,24 @@ async fn merge(
     scope: &Scope<'_>,
 ) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
-    // A range of integer keys reads only its part of the ledger.
-    let within = match scope {
-        Scope::Keys { range, .. } => range.integer_bounds().map(|(lo, hi)| IntegerKeys {
-            lo: lo.unwrap_or(i64::MIN),
-            hi: hi.unwrap_or(i64::MAX),
-        }),
-        Scope::All => None,
+    let (store, job) = (chunker.store, &chunker.job.name);
+    let mut ledger = match scope.integer_bounds() {
+        // A narrow range of integer keys: each of its keys looked up.
+        Some((Some(lo), Some(hi))) if hi.abs_diff(lo) < ENUMERATED_KEYS => {
+            let mut keys: Vec<String> = (lo..=hi).map(|k| format!("[{k}]")).collect();
+            keys.sort_unstable();
+            store.ledger_walk_keys(job, keys, size)
+        }
+        // A wide one: the state store leaves out the integer keys outside it.
+        Some((lo, hi)) => {
+            let within = IntegerKeys {
+                lo: lo.unwrap_or(i64::MIN),
+                hi: hi.unwrap_or(i64::MAX),
+            };
+            store.ledger_walk(job, size, Some(within))
+        }
+        None => store.ledger_walk(job, size, None),
     };
-    let mut ledger = chunker.store.ledger_walk(&chunker.job.name, size, within);
     let mut deletes = DeleteSpill::new()?;
     let mut batch = upsert_batch();
     let mut started = Instant::now();
