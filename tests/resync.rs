@@ -430,6 +430,12 @@ async fn emptying_a_range_is_refused_unless_allowed() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 20);
+    let status = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert!(
+        doc["jobs"][0]["pending_resync"].is_null(),
+        "a refused resync is not run again by itself: {doc}"
+    );
     let out = resync(&cfg, &state, &["--keys", "1..4", "--allow-mass-delete"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 16);
@@ -466,4 +472,64 @@ async fn run_full_repairs_as_a_whole_resync_and_plan_full_previews_it() {
         .collect();
     assert_eq!(target_rows(&db).await, expected);
     assert_eq!(changed(&cfg.run_once_ok(&state), "copy"), 0);
+}
+
+/// A resync is recorded before it reads: killed, it is done again by the
+/// job's next run, and `ferry status` says so meanwhile.
+#[tokio::test]
+async fn a_killed_resync_is_finished_by_the_next_run() {
+    use std::io::{BufRead, BufReader};
+    let (db, cfg, state) = synced_pg_job(StateKind::Postgres, CURSOR).await;
+    drift(&db).await;
+    let mut child = cfg
+        .command(Some(&state), &["resync", "copy", "--keys", "4..12"])
+        .env("FERRY_FAULT", "pause-repair-recorded")
+        .env("FERRY_JOB_LEASE", "1s")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let log = child.stderr.take().expect("stderr");
+    assert!(
+        BufReader::new(log)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("fault point repair-recorded")),
+        "the resync never recorded itself"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert_eq!(
+        db.count("SELECT count(*) FROM dst WHERE name = 'drift'")
+            .await,
+        18
+    );
+
+    let status = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(
+        doc["jobs"][0]["pending_resync"]["part"], "--keys 4..12",
+        "{doc}"
+    );
+
+    // Once the killed run's job lease has expired, the next run does it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = cfg
+        .command(Some(&state), &["run", "--once"])
+        .env("FERRY_JOB_LEASE", "1s")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["scanned"], 9);
+    let repaired = db
+        .strings("SELECT id::text FROM dst WHERE name <> 'drift' ORDER BY id")
+        .await;
+    assert_eq!(repaired, ["10", "11", "12", "4", "5", "6", "7", "8", "9"]);
+
+    let status = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert!(doc["jobs"][0]["pending_resync"].is_null(), "{doc}");
+    let next = cfg.run_once_ok(&state);
+    assert_eq!(changed(&next, "copy"), 0, "a run as usual");
 }

@@ -206,6 +206,8 @@ struct JobStatus {
     present: i64,
     discarded: i64,
     schema_changes: Vec<crate::state::SchemaChangeInfo>,
+    /// A resync that did not finish (its part, when it started): the next run does it.
+    pending_resync: Option<(String, i64)>,
 }
 
 async fn job_status(
@@ -229,6 +231,11 @@ async fn job_status(
         present: store.live_count(&job.name).await?,
         discarded: store.discarded_count(&job.name).await?,
         schema_changes: store.schema_changes(&job.name).await?,
+        pending_resync: store.open_snapshot(&job.name).await?.map(|open| {
+            let part = serde_json::from_str::<crate::connectors::Subset>(&open.scope)
+                .map_or(open.scope, |subset| subset.to_string());
+            (part, open.started_at)
+        }),
     })
 }
 
@@ -250,6 +257,9 @@ impl JobStatus {
             "id_map_size": self.id_map,
             "conflicts_total": self.conflicts,
             "discarded_keys": self.discarded,
+            "pending_resync": self.pending_resync.as_ref().map(|(part, at)| serde_json::json!({
+                "part": part, "started_at": iso(Some(*at)),
+            })),
             "schema_changes": self.schema_changes.iter().map(|c| serde_json::json!({
                 "at": iso(Some(c.at)), "change": c.change, "detail": c.detail,
             })).collect::<Vec<_>>(),
@@ -324,6 +334,12 @@ impl JobStatus {
                 "  out of sync  {} key(s) whose last change was discarded: the target keeps what was last written until the key changes again (a diff job resends them on its next run; `ferry run --once --full {}` repairs now)",
                 self.discarded,
                 self.job
+            );
+        }
+        if let Some((part, at)) = &self.pending_resync {
+            out!(
+                "  resync       of {part}, started {}, did not finish: the next run does it",
+                time(Some(*at))
             );
         }
         for change in &self.schema_changes {

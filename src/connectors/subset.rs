@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::{ConnectorError, RowStream};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Subset {
     /// SQL over the source's columns, as the job's own `where`.
     pub predicate: Option<String>,
@@ -18,7 +19,8 @@ pub struct Subset {
 
 /// Keys from `from` to `to`, both included, either end open. A composite
 /// key compares column by column, as SQL compares row values.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyRange {
     pub from: Option<Vec<Value>>,
     pub to: Option<Vec<Value>>,
@@ -93,6 +95,32 @@ impl KeyRange {
     /// The bound values in the order [`Subset::where_clause`] places them.
     fn values(&self) -> impl Iterator<Item = &Value> {
         self.from.iter().chain(self.to.iter()).flatten()
+    }
+}
+
+impl std::fmt::Display for Subset {
+    /// As the command line gives it: `--keys 1..9 --where "…"`, or `whole`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bound = |b: &Option<Vec<Value>>| match b.as_deref() {
+            None => String::new(),
+            Some([one]) => one.to_string(),
+            Some(many) => Value::from(many.to_vec()).to_string(),
+        };
+        let mut parts = Vec::new();
+        if let Some(range) = &self.keys {
+            parts.push(format!(
+                "--keys {}..{}",
+                bound(&range.from),
+                bound(&range.to)
+            ));
+        }
+        if let Some(predicate) = &self.predicate {
+            parts.push(format!("--where {predicate:?}"));
+        }
+        match parts.is_empty() {
+            true => f.write_str("the whole source"),
+            false => f.write_str(&parts.join(" ")),
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::{with_job_lease, Leased};
 use super::{JobRun, RunError, RunOptions};
-use crate::config::{Job, Mode};
-use crate::connectors::{self, ConnectorError};
+use crate::config::{Detect, Job, Mode};
+use crate::connectors::{self, ConnectorError, Subset};
 use crate::detect::{self, DetectError, DetectReport, Detection};
 use crate::schema::{self, SchemaError};
 use crate::state::Store;
@@ -65,23 +65,115 @@ async fn detect_exclusively(
             return Err(DetectError::Source(e.clone()).into());
         }
         let source = connectors::source(job).map_err(DetectError::Source)?;
+        let repair = Repair::start(job, store, run_id, opts).await?;
+        if repair.snapshot.is_some() {
+            crate::fault::point("repair-recorded");
+        }
         let report = detect::detect(Detection {
             job,
             source: source.as_ref(),
             store,
             run_id,
             opts: opts.detect,
-            subset: opts.resync.as_deref(),
+            subset: repair.subset(opts),
             progress: &opts.progress,
         })
-        .await?;
-        Ok(report)
+        .await;
+        repair.finish(store, &report).await?;
+        Ok(report?)
     })
     .await?;
     if let Leased::Held(holder) = &report {
         tracing::info!(job = %job.name, "another process is detecting changes of this job ({holder}); this run only drains the queue");
     }
     Ok(report)
+}
+
+/// A repair (`ferry resync`, `run --once --full`) recorded before it reads
+/// the source, or one an earlier process did not finish, which this run
+/// does instead of detecting changes.
+struct Repair {
+    snapshot: Option<i64>,
+    resumed: Option<Subset>,
+}
+
+impl Repair {
+    async fn start(
+        job: &Job,
+        store: &Store,
+        run_id: i64,
+        opts: &RunOptions,
+    ) -> Result<Repair, RunError> {
+        let whole = Subset::default();
+        let asked = match (opts.resync.as_deref(), opts.detect.repair) {
+            (Some(subset), _) => Some(subset),
+            (None, true) if job.detect != Detect::Outbox => Some(&whole),
+            (None, _) => None,
+        };
+        if let Some(subset) = asked {
+            let scope = serde_json::to_string(subset).map_err(|e| corrupt(job, e))?;
+            let id = store.start_snapshot(&job.name, run_id, &scope).await?;
+            return Ok(Repair {
+                snapshot: Some(id),
+                resumed: None,
+            });
+        }
+        let Some(open) = store.open_snapshot(&job.name).await? else {
+            return Ok(Repair {
+                snapshot: None,
+                resumed: None,
+            });
+        };
+        if job.detect == Detect::Outbox {
+            // The job reads changes now, not objects: nothing to re-read.
+            store.finish_snapshot(open.id, "dropped").await?;
+            return Ok(Repair {
+                snapshot: None,
+                resumed: None,
+            });
+        }
+        let subset: Subset = serde_json::from_str(&open.scope).map_err(|e| corrupt(job, e))?;
+        let started = chrono::DateTime::from_timestamp_millis(open.started_at)
+            .map_or_else(|| open.started_at.to_string(), |t| t.to_rfc3339());
+        tracing::warn!(job = %job.name, "a resync of {subset} did not finish (started {started}): this run does it again instead of detecting changes");
+        Ok(Repair {
+            snapshot: Some(open.id),
+            resumed: Some(subset),
+        })
+    }
+
+    fn subset<'a>(&'a self, opts: &'a RunOptions) -> Option<&'a Subset> {
+        self.resumed.as_ref().or(opts.resync.as_deref())
+    }
+
+    /// Done once its changes are queued; refused when the delete guard
+    /// stopped it, failed when the source refused it (a predicate in
+    /// error): running either again would end the same way. Left open, to
+    /// run again, when a system could not be reached.
+    async fn finish(
+        &self,
+        store: &Store,
+        report: &Result<DetectReport, DetectError>,
+    ) -> Result<(), RunError> {
+        let Some(id) = self.snapshot else {
+            return Ok(());
+        };
+        let outcome = match report {
+            Ok(_) => "done",
+            Err(DetectError::MassDelete { .. } | DetectError::EmptySource { .. }) => "refused",
+            Err(DetectError::Source(e)) if !e.is_unreachable() => "failed",
+            Err(_) => return Ok(()),
+        };
+        store.finish_snapshot(id, outcome).await?;
+        Ok(())
+    }
+}
+
+fn corrupt(job: &Job, e: serde_json::Error) -> RunError {
+    RunError::State(crate::state::StateError::Corrupt {
+        url: "ferry_snapshots".to_string(),
+        detail: format!("job {}: a resync's scope is unreadable: {e}", job.name),
+    })
 }
 
 /// How one detect-and-drain pass of a run goes.

@@ -12,6 +12,7 @@ mod queue;
 mod runs;
 mod schedule;
 mod schemas;
+mod snapshots;
 
 use std::str::FromStr;
 use std::sync::Once;
@@ -29,6 +30,7 @@ pub use queue::{ClaimedTask, Settlement, Synced, TaskState};
 pub use runs::{RunCounts, RunInfo};
 pub use schedule::{TriggerRequest, TriggerStatus};
 pub use schemas::SchemaChangeInfo;
+pub use snapshots::OpenSnapshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
