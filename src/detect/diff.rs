@@ -93,8 +93,14 @@ pub(super) async fn compare(
         chunker.consume(rows, false).await?;
         return Ok(chunker.report);
     }
-    let (scan, objects) = sort_scan(&mut chunker, rows).await?;
-    let deletes = merge(&mut chunker, scan, &objects, scope).await?;
+    let (scan, objects, all_integer) = sort_scan(&mut chunker, rows).await?;
+    // A part of the ledger serves only when it holds every key the scan
+    // returned: each found there is then an update, a supersession seen.
+    let part = match all_integer {
+        true => scope.integer_bounds(),
+        false => None,
+    };
+    let deletes = merge(&mut chunker, scan, &objects, scope, part).await?;
     drop(objects);
 
     let present = chunker.matched_live + deletes.count();
@@ -137,10 +143,13 @@ pub(super) async fn compare(
 
 /// Reads the whole source: each object's compact JSON into the object spill,
 /// its key text, content hash and place in the spill into the external sorter.
+/// The sorted scan, and whether every key in it is one integer that fits
+/// an `i64` (what a part of the ledger read by integer range can match).
 async fn sort_scan(
     chunker: &mut Chunker<'_>,
     mut rows: RowStream,
-) -> Result<(Merged, SpilledObjects), DetectError> {
+) -> Result<(Merged, SpilledObjects, bool), DetectError> {
+    let mut all_integer = true;
     let mut sorter = Sorter::new(SORT_MEMORY);
     let mut objects = ObjectSpill::new()?;
     let mut unreported = 0u64;
@@ -149,6 +158,7 @@ async fn sort_scan(
         chunker.report.scanned += 1;
         unreported += 1;
         if let Some((_, key)) = chunker.keyed(&row) {
+            all_integer &= is_integer_key(&key);
             let (json, hash) = row.object.into_json();
             let at = objects.push(json.get().as_bytes())?;
             sorter.push(Entry { key, hash, at })?;
@@ -160,7 +170,19 @@ async fn sort_scan(
     }
     chunker.scanned(unreported);
     tracing::debug!(job = %chunker.job.name, runs = sorter.spilled_runs(), "diff scan sorted");
-    Ok((sorter.finish()?, objects.finish()?))
+    Ok((sorter.finish()?, objects.finish()?, all_integer))
+}
+
+/// `[123]` or `[-5]`: one integer of at most 18 digits (always an `i64`).
+fn is_integer_key(text: &str) -> bool {
+    let Some(digits) = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .map(|t| t.strip_prefix('-').unwrap_or(t))
+    else {
+        return false;
+    };
+    (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Walks the sorted scan and the ledger side by side: commits the upserts,
@@ -170,10 +192,11 @@ async fn merge(
     mut scan: Merged,
     objects: &SpilledObjects,
     scope: &Scope<'_>,
+    part: Option<(Option<i64>, Option<i64>)>,
 ) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
     let (store, job) = (chunker.store, &chunker.job.name);
-    let mut ledger = match scope.integer_bounds() {
+    let mut ledger = match part {
         // A narrow range of integer keys: each of its keys looked up.
         Some((Some(lo), Some(hi))) if hi.abs_diff(lo) < ENUMERATED_KEYS => {
             let mut keys: Vec<String> = (lo..=hi).map(|k| format!("[{k}]")).collect();
@@ -325,5 +348,28 @@ impl DeleteSpill {
 
     fn into_lines(self) -> io::Result<io::Lines<BufReader<File>>> {
         self.lines.into_lines()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_integer_key;
+
+    #[test]
+    fn integer_keys_are_one_i64_and_nothing_else() {
+        for yes in ["[0]", "[-5]", "[123456789012345678]"] {
+            assert!(is_integer_key(yes), "{yes}");
+        }
+        for no in [
+            "[]",
+            "[-]",
+            "[1.5]",
+            "[\"5\"]",
+            "[1,2]",
+            "[1234567890123456789]",
+            "5",
+        ] {
+            assert!(!is_integer_key(no), "{no}");
+        }
     }
 }
