@@ -486,24 +486,15 @@ async fn run_full_repairs_as_a_whole_resync_and_plan_full_previews_it() {
 /// job's next run, and `ferry status` says so meanwhile.
 #[tokio::test]
 async fn a_killed_resync_is_finished_by_the_next_run() {
-    use std::io::{BufRead, BufReader};
     let (db, cfg, state) = synced_pg_job(StateKind::Postgres, CURSOR).await;
     drift(&db).await;
-    let mut child = cfg
-        .command(Some(&state), &["resync", "copy", "--keys", "4..12"])
-        .env("FERRY_FAULT", "pause-repair-recorded")
-        .env("FERRY_JOB_LEASE", "1s")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let log = child.stderr.take().expect("stderr");
-    assert!(
-        BufReader::new(log)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("fault point repair-recorded")),
-        "the resync never recorded itself"
+    let mut child = spawn_command_at_fault(
+        &cfg,
+        &state,
+        &["resync", "copy", "--keys", "4..12"],
+        "pause",
+        "repair-recorded",
+        &[("FERRY_JOB_LEASE", "1s")],
     );
     child.kill().expect("kill");
     child.wait().expect("wait");
@@ -521,12 +512,7 @@ async fn a_killed_resync_is_finished_by_the_next_run() {
     );
 
     // Once the killed run's job lease has expired, the next run does it.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let out = cfg
-        .command(Some(&state), &["run", "--once"])
-        .env("FERRY_JOB_LEASE", "1s")
-        .output()
-        .expect("run");
+    let out = run_after_killed(&cfg, &state);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
     assert_eq!(summary_run(&out, "copy")["scanned"], 9);

@@ -413,9 +413,21 @@ pub fn spawn_at_fault(
     point: &str,
     env: &[(&str, &str)],
 ) -> std::process::Child {
+    spawn_command_at_fault(cfg, state, &["run", "--once"], mode, point, env)
+}
+
+/// [`spawn_at_fault`] for any `ferry` command.
+pub fn spawn_command_at_fault(
+    cfg: &ConfigDir,
+    state: &str,
+    args: &[&str],
+    mode: &str,
+    point: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     use std::io::{BufRead, BufReader};
     let mut child = cfg
-        .command(Some(state), &["run", "--once"])
+        .command(Some(state), args)
         .env("FERRY_FAULT", format!("{mode}-{point}"))
         .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
