@@ -86,14 +86,7 @@ impl HttpSourceConfig {
                 "`page_param` pages by number, `next` by cursor: give one of them".into(),
             ));
         }
-        let auth = match keys.auth.as_ref().map(auth) {
-            Some(Err(p)) => {
-                problems.push(p);
-                None
-            }
-            Some(Ok(a)) => Some(a),
-            None => None,
-        };
+        let auth = optional_auth(keys.auth.as_ref(), &mut problems);
         let timeout = duration(&keys.timeout, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
@@ -122,6 +115,20 @@ fn problem(key: &str, message: String) -> OptionProblem {
 }
 
 /// `{ bearer = "…" }` or `{ basic = { user = "…", password = "…" } }`.
+/// `auth`, when given; a problem with it joins `problems`.
+fn optional_auth(
+    table: Option<&toml::Table>,
+    problems: &mut Vec<OptionProblem>,
+) -> Option<HttpAuth> {
+    match auth(table?) {
+        Ok(a) => Some(a),
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    }
+}
+
 fn auth(table: &toml::Table) -> Result<HttpAuth, OptionProblem> {
     let text = |v: Option<&toml::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
     let basic = table.get("basic").and_then(|b| b.as_table());
@@ -191,14 +198,7 @@ impl HttpTargetConfig {
                 format!("`results` is a JSON pointer (like `/results`), not `{r}`"),
             ));
         }
-        let auth = match keys.auth.as_ref().map(auth) {
-            Some(Err(p)) => {
-                problems.push(p);
-                None
-            }
-            Some(Ok(a)) => Some(a),
-            None => None,
-        };
+        let auth = optional_auth(keys.auth.as_ref(), &mut problems);
         let timeout = duration(&keys.timeout, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
