@@ -25,6 +25,8 @@ const TRIGGERS: [&str; 5] = ["schedule", "signal", "manual", "once", "resync"];
 const OUTCOMES: [&str; 3] = ["success", "partial", "failed"];
 const OPS: [&str; 2] = ["upsert", "delete"];
 const FAILURES: [&str; 3] = ["retry", "reject", "dead"];
+/// The `result` label of `ferry_snapshot_chunks_total`.
+pub const CHUNK_RESULTS: [&str; 3] = ["ok", "retry", "dead"];
 const STAGES: [&str; 2] = ["detect", "sync"];
 const SKIP_REASONS: [&str; 2] = ["ignored_delete", "unchanged"];
 pub const QUEUE_STATES: [&str; 4] = ["pending", "running", "failed", "dead"];
@@ -97,6 +99,14 @@ fn describe() {
         "Changes ferry made to a target table because the source's columns changed: column_added, type_widened."
     );
     describe_counter!(
+        "ferry_snapshot_chunks_total",
+        "Chunk tasks of snapshots (first runs, --full, resync), by result: ok, retry (read again later), dead (attempts spent)."
+    );
+    describe_counter!(
+        "ferry_snapshot_rows_total",
+        "Rows written by snapshot chunk tasks."
+    );
+    describe_counter!(
         "ferry_items_superseded_total",
         "Items dropped because a newer version of their key was detected."
     );
@@ -164,6 +174,10 @@ pub fn register_job(job: &str) {
     for reason in SKIP_REASONS {
         counter!("ferry_items_skipped_total", "sync_job" => j(), "reason" => reason).absolute(0);
     }
+    for result in CHUNK_RESULTS {
+        counter!("ferry_snapshot_chunks_total", "sync_job" => j(), "result" => result).absolute(0);
+    }
+    counter!("ferry_snapshot_rows_total", "sync_job" => j()).absolute(0);
     for change in SCHEMA_CHANGES {
         counter!("ferry_schema_changes_total", "sync_job" => j(), "change" => change).absolute(0);
     }
@@ -209,6 +223,14 @@ pub fn run_finished(job: &str, trigger: &str, outcome: &str, seconds: f64) {
 pub fn last_success(job: &str, finished_ms: i64) {
     gauge!("ferry_last_success_timestamp_seconds", "sync_job" => job.to_string())
         .set(finished_ms as f64 / 1000.0);
+}
+
+/// One attempt of a snapshot's chunk task ended: `result` is one of
+/// [`CHUNK_RESULTS`]; `rows` it wrote.
+pub fn snapshot_chunk(job: &str, result: &'static str, rows: u64) {
+    counter!("ferry_snapshot_chunks_total", "sync_job" => job.to_string(), "result" => result)
+        .increment(1);
+    counter!("ferry_snapshot_rows_total", "sync_job" => job.to_string()).increment(rows);
 }
 
 pub fn objects_scanned(job: &str, n: u64) {

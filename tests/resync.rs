@@ -482,26 +482,39 @@ async fn run_full_repairs_as_a_whole_resync_and_plan_full_previews_it() {
     assert_eq!(changed(&cfg.run_once_ok(&state), "copy"), 0);
 }
 
-/// A resync is recorded before it reads: killed, it is done again by the
-/// job's next run, and `ferry status` says so meanwhile.
+/// Gives the job `copy` chunk tasks of `rows` rows, one at a time.
+fn chunk_rows(cfg: &ConfigDir, rows: u64) {
+    let path = cfg.path().join("jobs").join("copy.toml");
+    let job = std::fs::read_to_string(&path).expect("job file");
+    cfg.job(
+        "copy",
+        &format!("{job}\n[snapshot]\nchunk_rows = {rows}\nparallelism = 1\n"),
+    );
+}
+
+/// A resync is recorded with its chunk tasks before it reads: killed after
+/// its first chunk wrote, the next run does the chunks left (the killed one
+/// again, idempotently), and `ferry status` says so meanwhile.
 #[tokio::test]
 async fn a_killed_resync_is_finished_by_the_next_run() {
     let (db, cfg, state) = synced_pg_job(StateKind::Postgres, CURSOR).await;
+    chunk_rows(&cfg, 3);
     drift(&db).await;
     let mut child = spawn_command_at_fault(
         &cfg,
         &state,
         &["resync", "copy", "--keys", "4..12"],
         "pause",
-        "repair-recorded",
-        &[("FERRY_JOB_LEASE", "1s")],
+        "chunk-part-settled",
+        &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
     );
     child.kill().expect("kill");
     child.wait().expect("wait");
     assert_eq!(
         db.count("SELECT count(*) FROM dst WHERE name = 'drift'")
             .await,
-        18
+        16,
+        "the first chunk (4, 6; 5 was gone) was written before the kill"
     );
 
     let status = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
@@ -511,10 +524,14 @@ async fn a_killed_resync_is_finished_by_the_next_run() {
         "{doc}"
     );
 
-    // Once the killed run's job lease has expired, the next run does it.
+    // Once the killed run's leases have expired, the next run does the rest.
     let out = run_after_killed(&cfg, &state);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a snapshot is in progress: 3 chunk task(s) left"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(summary_run(&out, "copy")["scanned"], 9);
     let repaired = db
         .strings("SELECT id::text FROM dst WHERE name <> 'drift' ORDER BY id")

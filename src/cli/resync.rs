@@ -79,5 +79,6 @@ fn subset(job: &Job, part: &Part<'_>) -> Result<Subset, String> {
     Ok(Subset {
         predicate: part.predicate.map(str::to_string),
         keys,
+        chunk: None,
     })
 }

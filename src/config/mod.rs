@@ -81,6 +81,7 @@ pub struct Job {
     /// before they are enqueued.
     pub ops: Ops,
     pub batch: Batch,
+    pub snapshot: Snapshot,
     pub target: TargetConfig,
     /// Target field ← source field. Empty: every source field, under its own name.
     pub fields: Vec<FieldMap>,
@@ -378,6 +379,25 @@ impl Default for Batch {
             max_attempts: 10,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[snapshot]`: how first runs, `--full` and resyncs of table sources
+/// split the source into chunk tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Rows per chunk task.
+    pub chunk_rows: u64,
+    /// Chunk tasks in flight in one process.
+    pub parallelism: usize,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            chunk_rows: 100_000,
+            parallelism: 2,
         }
     }
 }

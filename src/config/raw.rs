@@ -85,6 +85,8 @@ pub struct JobFile {
     pub detect: Option<S<DetectRaw>>,
     #[serde(default)]
     pub batch: Option<S<BatchRaw>>,
+    #[serde(default)]
+    pub snapshot: Option<S<SnapshotRaw>>,
     pub target: S<TargetRaw>,
     #[serde(default)]
     pub fields: Option<S<BTreeMap<S<String>, S<FieldRaw>>>>,
@@ -159,6 +161,13 @@ pub struct BatchRaw {
     pub concurrency: Option<S<i64>>,
     pub max_attempts: Option<S<i64>>,
     pub backoff: Option<S<BackoffRaw>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRaw {
+    pub chunk_rows: Option<S<i64>>,
+    pub parallelism: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -30,7 +30,7 @@ use crate::model::{Item, Record, SourceRow};
 pub use crate::rules::{ChildTable, WriteRules};
 pub use columns::{Column, ColumnType, ListedTable, Shape, TableSchema};
 pub use error::ConnectorError;
-pub use subset::{KeyRange, Subset};
+pub use subset::{Chunk, KeyRange, Subset};
 
 /// A change to a target table's definition, from the source's columns
 /// (each target renders the types in its own dialect: `docs/types.md`).
@@ -69,6 +69,33 @@ pub enum Scan<'a> {
 
 pub type RowStream = BoxStream<'static, Result<SourceRow, ConnectorError>>;
 
+/// A part of a table source split into chunks of about equal rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// Consecutive, together the whole part, in the source's key order.
+    pub chunks: Vec<Chunk>,
+    /// The rows of the part when it was split.
+    pub rows: u64,
+}
+
+impl Split {
+    /// The chunks that `boundaries` (each the last key of a chunk, in key
+    /// order) cut: the first open below, the last open above.
+    pub fn at(boundaries: Vec<Vec<serde_json::Value>>, rows: u64) -> Split {
+        let mut chunks = Vec::with_capacity(boundaries.len() + 1);
+        let mut after = None;
+        for upto in boundaries {
+            chunks.push(Chunk {
+                after: after.take(),
+                upto: Some(upto.clone()),
+            });
+            after = Some(upto);
+        }
+        chunks.push(Chunk { after, upto: None });
+        Split { chunks, rows }
+    }
+}
+
 /// A message taken from a queue, not yet acknowledged.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -99,6 +126,18 @@ pub trait Source: Send + Sync {
     /// Every table of the database, with its primary key (whole-schema
     /// jobs). None: this source has no tables to list.
     async fn list_tables(&self) -> Result<Option<Vec<ListedTable>>, ConnectorError> {
+        Ok(None)
+    }
+    /// Splits the part `subset` of the source into chunks of about `rows`
+    /// rows each, at keys the source itself orders (a snapshot's chunk
+    /// tasks). None: the source is read whole, as one chunk.
+    async fn split(&self, _subset: &Subset, _rows: u64) -> Result<Option<Split>, ConnectorError> {
+        Ok(None)
+    }
+    /// The largest value of the cursor `column`, as a cursor scan renders
+    /// it: where a snapshot's incremental runs will start. None: no row
+    /// has one.
+    async fn max_cursor(&self, _column: &str) -> Result<Option<String>, ConnectorError> {
         Ok(None)
     }
     /// Acknowledges received messages up to and including `ack`, once their

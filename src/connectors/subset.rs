@@ -15,6 +15,21 @@ pub struct Subset {
     /// SQL over the source's columns, as the job's own `where`.
     pub predicate: Option<String>,
     pub keys: Option<KeyRange>,
+    /// One chunk of a snapshot: the keys after one boundary up to the
+    /// next, in the source's own key order (see [`Source::split`]).
+    ///
+    /// [`Source::split`]: super::Source::split
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Chunk>,
+}
+
+/// Keys above `after` (excluded) up to `upto` (included), either end open:
+/// chunks split at the same boundaries meet without a gap or an overlap.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunk {
+    pub after: Option<Vec<Value>>,
+    pub upto: Option<Vec<Value>>,
 }
 
 /// Keys from `from` to `to`, both included, either end open. A composite
@@ -91,11 +106,6 @@ impl KeyRange {
         };
         Some((end(&self.from)?, end(&self.to)?))
     }
-
-    /// The bound values in the order [`Subset::where_clause`] places them.
-    fn values(&self) -> impl Iterator<Item = &Value> {
-        self.from.iter().chain(self.to.iter()).flatten()
-    }
 }
 
 impl std::fmt::Display for Subset {
@@ -128,6 +138,13 @@ impl Subset {
     /// The key range a source read whole filters by; a predicate is SQL,
     /// which such a source cannot evaluate.
     pub fn for_whole_read(&self, system: &str) -> Result<Option<KeyRange>, ConnectorError> {
+        if self.chunk.is_some() {
+            return Err(ConnectorError::failed(
+                system,
+                "snapshot",
+                "this source is read whole: it cannot be read in key-range chunks",
+            ));
+        }
         if self.predicate.is_some() {
             return Err(ConnectorError::failed(
                 system,
@@ -150,32 +167,35 @@ impl Subset {
         if let Some(predicate) = &self.predicate {
             parts.push(format!("({predicate})"));
         }
-        let mut n = 0;
-        if let Some(range) = &self.keys {
-            let columns: Vec<String> = key
-                .iter()
-                .map(|k| format!("s.{}", super::sql::quote_ident(k)))
-                .collect();
-            let columns = tuple(&columns);
-            for (bound, op) in [(&range.from, ">="), (&range.to, "<=")] {
-                if bound.is_some() {
-                    let values: Vec<String> = key
-                        .iter()
-                        .map(|k| {
-                            n += 1;
-                            placeholder(n - 1, k)
-                        })
-                        .collect();
-                    parts.push(format!("{columns} {op} {}", tuple(&values)));
-                }
-            }
-        }
-        let values = self
-            .keys
-            .iter()
-            .flat_map(KeyRange::values)
-            .cloned()
+        let range = self.keys.as_ref().map(|r| [(&r.from, ">="), (&r.to, "<=")]);
+        let chunk = self
+            .chunk
+            .as_ref()
+            .map(|c| [(&c.after, ">"), (&c.upto, "<=")]);
+        let bounds: Vec<(&Vec<Value>, &str)> = range
+            .into_iter()
+            .chain(chunk)
+            .flatten()
+            .filter_map(|(bound, op)| Some((bound.as_ref()?, op)))
             .collect();
+        let columns: Vec<String> = key
+            .iter()
+            .map(|k| format!("s.{}", super::sql::quote_ident(k)))
+            .collect();
+        let columns = tuple(&columns);
+        let mut n = 0;
+        let mut values = Vec::new();
+        for (bound, op) in bounds {
+            let placeholders: Vec<String> = key
+                .iter()
+                .map(|k| {
+                    n += 1;
+                    placeholder(n - 1, k)
+                })
+                .collect();
+            parts.push(format!("{columns} {op} {}", tuple(&placeholders)));
+            values.extend(bound.iter().cloned());
+        }
         let clause = match parts.is_empty() {
             true => String::new(),
             false => format!(" WHERE {}", parts.join(" AND ")),
@@ -349,15 +369,19 @@ mod tests {
         let subset = Subset {
             predicate: Some("region = 'eu'".into()),
             keys: Some(KeyRange::parse("[1,\"a\"]..", 2).unwrap()),
+            chunk: Some(Chunk {
+                after: None,
+                upto: Some(vec![json!(7), json!("q")]),
+            }),
         };
         let key = vec!["id".to_string(), "code".to_string()];
         let (sql, values) = subset.where_clause(&key, &mut |n, c| format!("${}::{c}", n + 1));
         assert_eq!(
             sql,
-            " WHERE (region = 'eu') AND (s.\"id\", s.\"code\") >= ($1::id, $2::code)"
+            " WHERE (region = 'eu') AND (s.\"id\", s.\"code\") >= ($1::id, $2::code) AND (s.\"id\", s.\"code\") <= ($3::id, $4::code)"
         );
         let (all, none) = Subset::default().where_clause(&key, &mut |_, _| "?".into());
         assert!(all.is_empty() && none.is_empty());
-        assert_eq!(values, vec![json!(1), json!("a")]);
+        assert_eq!(values, vec![json!(1), json!("a"), json!(7), json!("q")]);
     }
 }

@@ -49,7 +49,7 @@ impl Scope<'_> {
 
     /// Whether the ledger key `text`, which the scan did not return, was
     /// deleted at the source.
-    async fn deleted(&self, text: &str) -> Result<bool, DetectError> {
+    pub(super) async fn deleted(&self, text: &str) -> Result<bool, DetectError> {
         let Scope::Keys { range, source } = self else {
             return Ok(true);
         };
@@ -73,6 +73,7 @@ impl Scope<'_> {
                 from: Some(key.clone()),
                 to: Some(key),
             }),
+            chunk: None,
         };
         let mut rows = source.scan(Scan::Subset(&point)).await?;
         Ok(rows.try_next().await?.is_none())

@@ -6,6 +6,7 @@ mod cursor;
 mod diff;
 mod outbox;
 mod resync;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -58,6 +59,11 @@ pub struct DetectReport {
     pub unclassified: u64,
     /// A dry run's first keys of each kind ([`DetectOptions::sample`]).
     pub samples: KeySamples,
+    /// A chunked snapshot of the job is in progress after this detection
+    /// (its chunk tasks are in the queue).
+    pub snapshot_open: bool,
+    /// That snapshot is the job's first run: its rows are inserts.
+    pub snapshot_first: bool,
 }
 
 /// The first keys (as JSON arrays of the key's values) that a dry run
@@ -82,6 +88,21 @@ impl KeySamples {
 }
 
 impl DetectReport {
+    /// Adds an earlier pass's counts to this one's (a snapshot's last pass).
+    pub fn absorb(&mut self, earlier: DetectReport) {
+        self.scanned += earlier.scanned;
+        self.inserts += earlier.inserts;
+        self.updates += earlier.updates;
+        self.deletes += earlier.deletes;
+        self.unchanged += earlier.unchanged;
+        self.invalid += earlier.invalid;
+        self.null_cursor += earlier.null_cursor;
+        self.left_out += earlier.left_out;
+        self.tasks += earlier.tasks;
+        self.unclassified += earlier.unclassified;
+        self.snapshot_first |= earlier.snapshot_first;
+    }
+
     pub fn changed(&self) -> u64 {
         self.inserts + self.updates + self.deletes + self.unclassified
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod chunks;
 mod lease;
 mod pass;
 
@@ -187,6 +188,17 @@ impl JobRun {
         self.sync.synced = self.sync.synced.max(synced);
     }
 
+    /// Rows that snapshot chunk tasks wrote were read from the source:
+    /// inserts on a first run, rewrites (updates) on a repair.
+    fn count_snapshot_rows(&mut self) {
+        let rows = self.sync.snapshot_rows;
+        self.detect.scanned += rows;
+        match self.detect.snapshot_first {
+            true => self.detect.inserts += rows,
+            false => self.detect.updates += rows,
+        }
+    }
+
     /// Deletes a diff refused to enqueue (max_delete_ratio, an empty source).
     pub fn refused_deletes(&self) -> Option<u64> {
         match &self.error {
@@ -322,6 +334,32 @@ fn outcome(run: &JobRun, result: &Result<(), RunError>, opts: &RunOptions) -> Ou
     }
 }
 
+/// The pass after a snapshot's chunks are done: its deletes, then the
+/// snapshot is closed. Skipped while chunks are left (another process's,
+/// or failed ones waiting for a retry).
+async fn finish_snapshot(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    run_id: i64,
+    opts: &RunOptions,
+    run: &mut JobRun,
+    pass: Pass<'_>,
+) -> Result<(), RunError> {
+    let Some(open) = store.open_snapshot(&job.name).await? else {
+        return Ok(());
+    };
+    if store.chunk_counts(open.id).await?.open > 0 {
+        return Ok(());
+    }
+    let first = std::mem::take(&mut run.detect);
+    let drained = std::mem::take(&mut run.sync);
+    let result = detect_and_sync(job, store, owner, run_id, opts, run, pass).await;
+    run.sync.absorb(drained);
+    run.detect.absorb(first);
+    result
+}
+
 /// Process-wide identity of this runner: a random id, never a host or pod
 /// name (a restarted pod keeps its name and would look alive).
 pub fn instance_id() -> String {
@@ -426,6 +464,11 @@ async fn run_leased(
                 result = detect_and_sync(job, store, owner, run_id, opts, run, second).await;
                 run.sync.absorb(drained);
             }
+            // A snapshot whose chunks the drain finished: a last pass queues
+            // its deletes and closes it.
+            if result.is_ok() && run.detect.snapshot_open && !opts.shutdown.is_cancelled() {
+                result = finish_snapshot(job, store, owner, run_id, opts, run, first).await;
+            }
             // Every row is queued under the new rules: later runs compare
             // with them. (A failed or skipped detection rewrites next run;
             // so does a resync, which resent only its part.)
@@ -441,6 +484,7 @@ async fn run_leased(
     if result.is_err() {
         run.count_progress(&opts.progress);
     }
+    run.count_snapshot_rows();
     let counts = RunCounts {
         scanned: run.detect.scanned as i64,
         changed: run.detect.changed() as i64,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::chunks::SourceChunks;
 use super::lease::{with_job_lease, Leased};
 use super::{JobRun, RunError, RunOptions};
 use crate::config::{Detect, Job, Mode};
@@ -65,6 +66,18 @@ async fn detect_exclusively(
             return Err(DetectError::Source(e.clone()).into());
         }
         let source = connectors::source(job).map_err(DetectError::Source)?;
+        let detection = Detection {
+            job,
+            source: source.as_ref(),
+            store,
+            run_id,
+            opts: opts.detect,
+            subset: opts.resync.as_deref(),
+            progress: &opts.progress,
+        };
+        if let Some(report) = snapshot_lane(detection, opts).await? {
+            return Ok(report);
+        }
         let repair = Repair::start(job, store, run_id, opts).await?;
         if repair.snapshot.is_some() {
             crate::fault::point("repair-recorded");
@@ -87,6 +100,51 @@ async fn detect_exclusively(
         tracing::info!(job = %job.name, "another process is detecting changes of this job ({holder}); this run only drains the queue");
     }
     Ok(report)
+}
+
+/// The snapshot lane, where it applies: a chunked snapshot in progress is
+/// continued (its deletes queued once its chunks are done) instead of
+/// detecting changes; a repair or a first run of a source that splits
+/// itself is started as one. None: detection goes on as usual.
+async fn snapshot_lane(
+    d: Detection<'_>,
+    opts: &RunOptions,
+) -> Result<Option<DetectReport>, RunError> {
+    let job = d.job;
+    if job.detect == Detect::Outbox {
+        return Ok(None);
+    }
+    let open = d.store.open_snapshot(&job.name).await?;
+    if let Some(open) = &open {
+        if open.lane.as_deref() != Some("chunks") {
+            return Ok(None);
+        }
+        let (mut report, finished) = detect::snapshot::proceed(d, open).await?;
+        report.snapshot_open = !finished;
+        return Ok(Some(report));
+    }
+    let whole = Subset::default();
+    let asked = match opts.resync.as_deref() {
+        Some(subset) => Some(subset),
+        None if opts.detect.repair => Some(&whole),
+        None => None,
+    };
+    let first_run = asked.is_none()
+        && !opts.detect.full
+        && d.store.ledger_is_empty(&job.name).await?
+        && d.store.watermark(&job.name).await?.is_none();
+    let Some(subset) = asked.or(first_run.then_some(&whole)) else {
+        return Ok(None);
+    };
+    let Some(started) = detect::snapshot::start(d, subset, first_run).await? else {
+        return Ok(None);
+    };
+    Ok(Some(DetectReport {
+        tasks: started.chunks as u64,
+        snapshot_open: true,
+        snapshot_first: first_run,
+        ..DetectReport::default()
+    }))
 }
 
 /// A repair (`ferry resync`, `run --once --full`) recorded before it reads
@@ -240,14 +298,28 @@ pub(super) async fn detect_and_sync(
         .map_err(RunError::Target)?;
         let target: Arc<dyn connectors::Target> =
             Arc::from(connectors::target(job).map_err(RunError::Target)?);
+        // Snapshot chunk tasks are read from the source, when it answers.
+        let chunks: Option<Arc<dyn sync::ChunkReader>> = match pass.source_down {
+            None if job.detect != Detect::Outbox => match SourceChunks::open(job) {
+                Ok(reader) => Some(Arc::new(reader)),
+                Err(e) => {
+                    tracing::warn!(job = %job.name, "snapshot chunks are left to a later run: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
         let report = sync::drain(
             job,
             target.clone(),
-            store,
-            owner,
-            &opts.shutdown,
-            &opts.progress,
-            &detected,
+            sync::Drain {
+                store,
+                owner,
+                shutdown: &opts.shutdown,
+                progress: &opts.progress,
+                detected: &detected,
+                chunks,
+            },
         )
         .await?;
         target.finish().await.map_err(RunError::Target)?;

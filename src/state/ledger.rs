@@ -215,26 +215,37 @@ impl Store {
             self.record_detected(&mut tx, job, batch, new_task).await?;
         }
         if let Some(w) = &batch.watermark {
-            let mut a = args();
-            a.push(job.to_string());
-            a.push(w.clone());
-            a.push(now);
-            sqlx::query_with(
-                "INSERT INTO ferry_watermarks (job, cursor, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (job) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                a,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+            self.set_watermark(&mut tx, job, w, now).await?;
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(task_id)
     }
 
+    pub(super) async fn set_watermark(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: &str,
+        cursor: &str,
+        now: i64,
+    ) -> Result<(), StateError> {
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(cursor.to_string());
+        a.push(now);
+        sqlx::query_with(
+            "INSERT INTO ferry_watermarks (job, cursor, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (job) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+            a,
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// The batch's changes as the keys' latest detected ones. When a key was
     /// known, older tasks are marked to check for superseded items first.
-    async fn record_detected(
+    pub(super) async fn record_detected(
         &self,
         tx: &mut Transaction<'static, Any>,
         job: &str,

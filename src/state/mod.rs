@@ -2,6 +2,7 @@
 //! watermarks and leases. SQLite (embedded, default) or PostgreSQL (shared by
 //! many replicas), chosen by URL. The only module that writes SQL for ferry's
 //! own tables; it never talks to external systems.
+mod chunks;
 mod daemons;
 mod idmap;
 mod lease;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
+pub use chunks::{ChunkCounts, NewSnapshot};
 pub use daemons::{daemon_heartbeat, DaemonInfo};
 pub use lease::{host_name, Lease, LeaseHolder};
 pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, WrittenEntry};

@@ -50,6 +50,12 @@ pub struct ClaimedTask {
     pub token: i64,
     pub attempts: i64,
     pub items: Vec<Item>,
+    /// A chunk task of a snapshot: the part of the source it re-reads (a
+    /// [`Subset`] as JSON), and its snapshot. Its items are read then.
+    ///
+    /// [`Subset`]: crate::connectors::Subset
+    pub chunk: Option<String>,
+    pub snapshot_id: Option<i64>,
 }
 
 /// The fate of one task's items after a sync attempt (see [`Store::settle`]).
@@ -92,7 +98,18 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<ClaimedTask>, StateError> {
-        Ok(self.claim_batch(job, owner, lease, 1).await?.pop())
+        Ok(self.claim_tasks(job, owner, lease, 1, false).await?.pop())
+    }
+
+    /// Claims the oldest claimable task of `job` as [`Store::claim`] does,
+    /// a snapshot's chunk task included.
+    pub async fn claim_or_chunk(
+        &self,
+        job: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedTask>, StateError> {
+        Ok(self.claim_tasks(job, owner, lease, 1, true).await?.pop())
     }
 
     /// Claims up to `limit` tasks of `job` in one statement, oldest first (as
@@ -104,7 +121,22 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<ClaimedTask>, StateError> {
+        self.claim_tasks(job, owner, lease, limit, false).await
+    }
+
+    async fn claim_tasks(
+        &self,
+        job: &str,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+        chunks: bool,
+    ) -> Result<Vec<ClaimedTask>, StateError> {
         let now = now_millis();
+        let kinds = match chunks {
+            true => "",
+            false => " AND chunk IS NULL",
+        };
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -113,9 +145,9 @@ impl Store {
             "UPDATE ferry_tasks SET state = 'running', lease_owner = $1, lease_token = lease_token + 1, \
              lease_expires_at = $2, attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM ferry_tasks WHERE job = $3 AND state IN ('pending', 'failed', 'running') AND \
-               ((state <> 'running' AND run_after <= $4) OR (state = 'running' AND lease_expires_at < $4)) \
+               ((state <> 'running' AND run_after <= $4) OR (state = 'running' AND lease_expires_at < $4)){kinds} \
                ORDER BY id LIMIT $5{lock}) \
-             RETURNING id, lease_token, attempts, run_id"
+             RETURNING id, lease_token, attempts, run_id, chunk, snapshot_id"
         );
         let mut a = args();
         a.push(owner.to_string());
@@ -148,6 +180,8 @@ impl Store {
                 token: row.get(1),
                 attempts: row.get(2),
                 items,
+                chunk: row.get(4),
+                snapshot_id: row.get(5),
             });
         }
         // RETURNING gives no order; claims are handed out oldest first.

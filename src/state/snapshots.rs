@@ -13,6 +13,13 @@ pub struct OpenSnapshot {
     /// The part of the source, as the run recorded it (JSON).
     pub scope: String,
     pub started_at: i64,
+    /// `chunks`: split into chunk tasks (the snapshot lane); None: a
+    /// repair whose changes are queued as items.
+    pub lane: Option<String>,
+    /// Every version the snapshot's chunks wrote is above it.
+    pub version_floor: Option<i64>,
+    /// Rows of the scope when it was split.
+    pub rows: Option<i64>,
 }
 
 impl Store {
@@ -59,7 +66,7 @@ impl Store {
         let mut a = args();
         a.push(job.to_string());
         let row = sqlx::query_with(
-            "SELECT id, scope, started_at FROM ferry_snapshots WHERE job = $1 AND finished_at IS NULL ORDER BY id LIMIT 1",
+            "SELECT id, scope, started_at, lane, version_floor, rows FROM ferry_snapshots WHERE job = $1 AND finished_at IS NULL ORDER BY id LIMIT 1",
             a,
         )
         .fetch_optional(&self.pool)
@@ -69,6 +76,9 @@ impl Store {
             id: r.get(0),
             scope: r.get(1),
             started_at: r.get(2),
+            lane: r.get(3),
+            version_floor: r.get(4),
+            rows: r.get(5),
         }))
     }
 }

@@ -2,6 +2,7 @@
 //! task through the [`Target`] in bulk — splitting a batch the target refuses
 //! until the refused items are isolated — and records every item's fate and
 //! the ledger in the state store. Meets detection only through the store.
+mod chunk;
 mod conflicts;
 mod identity;
 mod mapping;
@@ -21,6 +22,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use chunk::{ChunkReader, ChunkRow, ChunkRows};
 pub use mapping::Mapping;
 pub use mirror::{prune, MirrorError};
 pub use predict::{predict, Predicted, DELETION_TIME};
@@ -63,6 +65,8 @@ pub struct SyncReport {
     pub unchanged: u64,
     /// Deletes that `deletes = "ignore"` kept from the target.
     pub skipped: u64,
+    /// Rows that snapshot chunk tasks re-read and wrote (also in `synced`).
+    pub snapshot_rows: u64,
 }
 
 impl SyncReport {
@@ -76,6 +80,7 @@ impl SyncReport {
         self.conflicts += earlier.conflicts;
         self.unchanged += earlier.unchanged;
         self.skipped += earlier.skipped;
+        self.snapshot_rows += earlier.snapshot_rows;
         self.mirrored += earlier.mirrored;
         self.paused |= earlier.paused;
         if self.first_error.is_none() {
@@ -96,6 +101,7 @@ struct Shared {
     conflicts: AtomicU64,
     unchanged: AtomicU64,
     skipped: AtomicU64,
+    snapshot_rows: AtomicU64,
     stop: AtomicBool,
     first_error: Mutex<Option<ConnectorError>>,
     progress: Arc<Progress>,
@@ -138,6 +144,7 @@ impl Shared {
             conflicts: shared.conflicts.load(Ordering::Relaxed),
             unchanged: shared.unchanged.load(Ordering::Relaxed),
             skipped: shared.skipped.load(Ordering::Relaxed),
+            snapshot_rows: shared.snapshot_rows.load(Ordering::Relaxed),
         }
     }
 
@@ -152,15 +159,32 @@ impl Shared {
 /// until `detected` is cancelled (detection is over) and none is claimable,
 /// the target is unreachable, or `shutdown` is cancelled (tasks in flight
 /// finish). A paused job sends nothing.
+/// Where a drain's workers are and what they may take.
+pub struct Drain<'a> {
+    pub store: &'a Store,
+    pub owner: &'a str,
+    pub shutdown: &'a CancellationToken,
+    pub progress: &'a Arc<Progress>,
+    /// Cancelled once detection is over.
+    pub detected: &'a CancellationToken,
+    /// Reads snapshot chunk tasks: without it, the drain leaves them to
+    /// another (a run whose source is down).
+    pub chunks: Option<Arc<dyn ChunkReader>>,
+}
+
 pub async fn drain(
     job: &Job,
     target: Arc<dyn Target>,
-    store: &Store,
-    owner: &str,
-    shutdown: &CancellationToken,
-    progress: &Arc<Progress>,
-    detected: &CancellationToken,
+    d: Drain<'_>,
 ) -> Result<SyncReport, StateError> {
+    let Drain {
+        store,
+        owner,
+        shutdown,
+        progress,
+        detected,
+        chunks,
+    } = d;
     let paused = store.is_paused(&job.name).await?;
     crate::metrics::job_paused(&job.name, paused);
     if paused {
@@ -196,7 +220,14 @@ pub async fn drain(
     });
     let lease = task_lease();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..job.batch.concurrency {
+    // Chunk tasks are taken by at most `[snapshot] parallelism` workers at a time.
+    let chunk_slots = Arc::new(tokio::sync::Semaphore::new(job.snapshot.parallelism));
+    let count = match chunks {
+        Some(_) => job.batch.concurrency.max(job.snapshot.parallelism),
+        None => job.batch.concurrency,
+    };
+    for _ in 0..count {
+        let (chunks, chunk_slots) = (chunks.clone(), chunk_slots.clone());
         let (job, target, store, owner, shared, mapping, shutdown) = (
             job.clone(),
             target.clone(),
@@ -212,7 +243,15 @@ pub async fn drain(
                 // Read before claiming: once detection is over, an empty
                 // claim means the queue is drained for good.
                 let detection_over = detected.is_cancelled();
-                let Some(claimed) = store.claim(&job.name, &owner, lease).await? else {
+                let slot = match chunks {
+                    Some(_) => chunk_slots.clone().try_acquire_owned().ok(),
+                    None => None,
+                };
+                let claimed = match slot {
+                    Some(_) => store.claim_or_chunk(&job.name, &owner, lease).await?,
+                    None => store.claim(&job.name, &owner, lease).await?,
+                };
+                let Some(claimed) = claimed else {
                     // Tasks of the job still running elsewhere (another
                     // process's, or one whose holder died: its lease
                     // expires and it is claimed here) are waited for, so a
@@ -241,7 +280,17 @@ pub async fn drain(
                     shared: &shared,
                     lease,
                 };
-                task::sync_task(worker, &mapping, claimed).instrument(span).await?;
+                match (&claimed.chunk, &chunks) {
+                    (Some(_), Some(reader)) => {
+                        chunk::sync_chunk(worker, &mapping, claimed, reader.as_ref())
+                            .instrument(span)
+                            .await?;
+                    }
+                    _ => {
+                        drop(slot);
+                        task::sync_task(worker, &mapping, claimed).instrument(span).await?;
+                    }
+                }
             }
             Ok::<(), StateError>(())
         });

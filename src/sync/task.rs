@@ -86,7 +86,69 @@ pub(super) async fn sync_task(
         tracing::warn!(job = %job.name, task = task.id, "lease lost before writing; the task belongs to another worker now");
         return Ok(());
     };
-    let keys: Vec<String> = task.items.iter().map(|i| key_text(&i.key)).collect();
+    let keys = keys_of(&task);
+    let mut attempt = attempt(worker, shape, &task, &keys, stale_check).await?;
+    if !finish(worker, &task, &attempt.settlement, &attempt.outcome).await? {
+        tracing::warn!(job = %job.name, task = task.id, "task was taken over by another worker after its lease expired; its result is discarded");
+        return Ok(());
+    }
+    attempt.conclude(worker, shape, &task).await
+}
+
+/// Each item's key in its ledger text.
+pub(super) fn keys_of(task: &ClaimedTask) -> Vec<String> {
+    task.items.iter().map(|i| key_text(&i.key)).collect()
+}
+
+/// One write of a task's items, up to what the queue is to be told.
+pub(super) struct Attempt<'t, 'k> {
+    sorted: Sorted<'t>,
+    pub outcome: Outcome,
+    pub settlement: Settlement,
+    tally: Tally<'k>,
+}
+
+impl Attempt<'_, '_> {
+    /// The target was never reached, or refused nothing and took nothing:
+    /// every item waits for a retry.
+    pub fn nothing_written(&self) -> bool {
+        never_reached(&self.outcome)
+            || (self.settlement.synced.is_empty()
+                && self.settlement.dead.is_empty()
+                && !self.settlement.retry.is_empty())
+    }
+
+    /// After the settle: the echo marks and the counters.
+    pub async fn conclude(
+        &mut self,
+        worker: Worker<'_>,
+        shape: &Shape,
+        task: &ClaimedTask,
+    ) -> Result<(), StateError> {
+        if !shape.echo.is_empty() {
+            mark_written_echo(worker.store, shape, &self.sorted.live, &self.outcome).await?;
+        }
+        count(
+            worker,
+            task,
+            &self.settlement,
+            &mut self.tally,
+            &self.outcome,
+        );
+        Ok(())
+    }
+}
+
+/// Sorts, translates and writes the task's items (`keys`: their ledger
+/// text), and decides each one's fate.
+pub(super) async fn attempt<'t, 'k>(
+    worker: Worker<'_>,
+    shape: &Shape,
+    task: &'t ClaimedTask,
+    keys: &'k [String],
+    stale_check: bool,
+) -> Result<Attempt<'t, 'k>, StateError> {
+    let Worker { job, store, .. } = worker;
     // Only a task that a later detection marked can hold superseded items,
     // and they must be known before writing; the others look keys up only
     // to check for conflicts after the write, and do so while it runs, and
@@ -95,19 +157,19 @@ pub(super) async fn sync_task(
         true => task
             .items
             .iter()
-            .zip(&keys)
+            .zip(keys)
             .filter(|(item, _)| item.op == Op::Upsert && item.prior.is_none())
             .map(|(_, key)| key.clone())
             .collect(),
         false => Vec::new(),
     };
     let ledger = if stale_check {
-        store.ledger_written(&job.name, &keys).await?
+        store.ledger_written(&job.name, keys).await?
     } else {
         Default::default()
     };
-    let mut sorted = sort_items(shape, &task, &keys, &ledger);
-    let translation_error = match translate(worker, shape, &keys, &mut sorted).await {
+    let mut sorted = sort_items(shape, task, keys, &ledger);
+    let translation_error = match translate(worker, shape, keys, &mut sorted).await {
         Ok(()) => None,
         Err(IdentityError::State(e)) => return Err(e),
         Err(IdentityError::Target(e)) => Some(e),
@@ -122,7 +184,7 @@ pub(super) async fn sync_task(
     let write = async {
         match translation_error {
             Some(e) => Outcome::not_written(sorted.live.len(), e),
-            None => write_isolating(&worker, &task, &sorted.live, options).await,
+            None => write_isolating(&worker, task, &sorted.live, options).await,
         }
     };
     let (mut outcome, ledger) = if uncarried.is_empty() {
@@ -141,16 +203,13 @@ pub(super) async fn sync_task(
         .error
         .map(|e| e.map_detail(|d| job.locate_in_message(d)));
 
-    let (settlement, mut tally) = settlement(job, &task, &keys, &ledger, &sorted, &outcome);
-    if !finish(worker, &task, &settlement, &outcome).await? {
-        tracing::warn!(job = %job.name, task = task.id, "task was taken over by another worker after its lease expired; its result is discarded");
-        return Ok(());
-    }
-    if !shape.echo.is_empty() {
-        mark_written_echo(store, shape, &sorted.live, &outcome).await?;
-    }
-    count(worker, &task, &settlement, &mut tally, &outcome);
-    Ok(())
+    let (settlement, tally) = settlement(job, task, keys, &ledger, &sorted, &outcome);
+    Ok(Attempt {
+        sorted,
+        outcome,
+        settlement,
+        tally,
+    })
 }
 
 /// Drops the items a newer detected change supersedes and shapes the rest

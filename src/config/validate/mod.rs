@@ -73,6 +73,7 @@ pub fn job(
     let detect = detect(ctx, file.detect.as_ref(), &source, file.source.span());
     let ops = ops(ctx, file.detect.as_ref(), &detect);
     let batch = batch(ctx, file.batch.as_ref());
+    let snapshot = snapshot(ctx, file.snapshot.as_ref());
     let target = target(ctx, &file.target, target_keys, source.tables.is_some());
     if target.mode == Mode::Mirror && !matches!(detect, Detect::Diff { .. }) {
         let span = file
@@ -116,6 +117,7 @@ pub fn job(
         detect,
         ops,
         batch,
+        snapshot,
         target,
         fields,
         rules,
@@ -404,6 +406,21 @@ fn batch(ctx: &mut Ctx, b: Option<&S<raw::BatchRaw>>) -> Batch {
         ) as u32,
         backoff_initial: initial,
         backoff_max: max,
+    }
+}
+
+fn snapshot(ctx: &mut Ctx, s: Option<&S<raw::SnapshotRaw>>) -> Snapshot {
+    let d = Snapshot::default();
+    let Some(s) = s else { return d };
+    let r = s.get_ref();
+    Snapshot {
+        chunk_rows: ctx.int(
+            &r.chunk_rows,
+            "chunk_rows",
+            (1, 100_000_000),
+            d.chunk_rows as i64,
+        ) as u64,
+        parallelism: ctx.int(&r.parallelism, "parallelism", (1, 64), d.parallelism as i64) as usize,
     }
 }
 

@@ -5,9 +5,12 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 
 use super::literal;
 use crate::config::{Child, SourceConfig};
-use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
+use crate::connectors::sql::{
+    chunks_of, classify, quote_ident, records_of_json, relation, split_statements, OutboxTable,
+};
 use crate::connectors::{
-    ColumnType, ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source,
+    ColumnType, ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source, Split,
+    Subset,
 };
 use crate::model::{Record, SourceRow};
 
@@ -42,6 +45,27 @@ impl MysqlSource {
             cfg_table: cfg.table.clone(),
             cfg_query: cfg.query.clone(),
         })
+    }
+
+    /// ` WHERE …` selecting `subset` of the relation described by
+    /// `columns`, and the values to bind. A number compared with a text
+    /// column would turn the column's values into numbers: it binds as
+    /// text there.
+    fn subset_clause(&self, columns: &[(String, String)], subset: &Subset) -> (String, Vec<Value>) {
+        let mut compared = Vec::new();
+        let (clause, values) = subset.where_clause(&self.key, &mut |_, column| {
+            compared.push(numeric_column(columns, column));
+            "?".into()
+        });
+        let values = values
+            .into_iter()
+            .zip(compared)
+            .map(|(v, numeric)| match v {
+                Value::Number(n) if !numeric => Value::String(n.to_string()),
+                v => v,
+            })
+            .collect();
+        (clause, values)
     }
 
     fn err(&self, e: sqlx::Error) -> ConnectorError {
@@ -103,6 +127,23 @@ impl MysqlSource {
     }
 }
 
+/// Binds each value; a number as one: compared with a BIGINT key as a
+/// string, it would go through a double and lose digits.
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    binds: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+    for b in binds {
+        q = match b {
+            Value::Number(n) if n.is_i64() => q.bind(n.as_i64()),
+            Value::Number(n) => q.bind(n.as_f64()),
+            Value::String(s) => q.bind(s.as_str()),
+            other => q.bind(other.to_string()),
+        };
+    }
+    q
+}
+
 /// Whether the relation's `column` holds numbers (as the driver names types).
 fn numeric_column(described: &[(String, String)], column: &str) -> bool {
     described.iter().any(|(name, ty)| {
@@ -142,22 +183,8 @@ impl Source for MysqlSource {
         let sql = match scan {
             Scan::All => format!("SELECT {json}, NULL FROM {from}"),
             Scan::Subset(subset) => {
-                let mut compared = Vec::new();
-                let (clause, values) = subset.where_clause(&self.key, &mut |_, column| {
-                    compared.push(numeric_column(&columns, column));
-                    "?".into()
-                });
-                // A number compared with a text column would turn the
-                // column's values into numbers: it binds as text there.
-                binds.extend(
-                    values
-                        .into_iter()
-                        .zip(compared)
-                        .map(|(v, numeric)| match v {
-                            Value::Number(n) if !numeric => Value::String(n.to_string()),
-                            v => v,
-                        }),
-                );
+                let (clause, values) = self.subset_clause(&columns, subset);
+                binds.extend(values);
                 format!("SELECT {json}, NULL FROM {from}{clause}")
             }
             Scan::NullCursor { column } => format!(
@@ -194,18 +221,7 @@ impl Source for MysqlSource {
         let system = self.system.clone();
         let object = self.object.clone();
         let stream = async_stream::try_stream! {
-            let mut q = sqlx::query(&sql);
-            for b in &binds {
-                // A number binds as one: compared with a BIGINT key as a
-                // string, it would go through a double and lose digits.
-                q = match b {
-                    Value::Number(n) if n.is_i64() => q.bind(n.as_i64()),
-                    Value::Number(n) => q.bind(n.as_f64()),
-                    Value::String(s) => q.bind(s.as_str()),
-                    other => q.bind(other.to_string()),
-                };
-            }
-            let mut rows = q.fetch(&pool);
+            let mut rows = bind_all(sqlx::query(&sql), &binds).fetch(&pool);
             while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
                 let json: String = row.try_get(0).map_err(|e| classify(e, &system, &object))?;
                 let data: Record = serde_json::from_str(&json).map_err(|e| ConnectorError::failed(&system, &object, e))?;
@@ -214,6 +230,45 @@ impl Source for MysqlSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {
+        let columns = self.columns(&self.relation).await?;
+        let (tail, binds) = self.subset_clause(&columns, subset);
+        let (boundaries, count) = split_statements(
+            &self.relation,
+            &tail,
+            &self.key,
+            rows,
+            "CAST(JSON_ARRAY({}) AS CHAR)",
+        );
+        let found: Vec<String> = bind_all(sqlx::query(&boundaries), &binds)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let count: i64 = bind_all(sqlx::query(&count), &binds)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.err(e))?;
+        chunks_of(&found, count, rows, &self.system, &self.object).map(Some)
+    }
+
+    async fn max_cursor(&self, column: &str) -> Result<Option<String>, ConnectorError> {
+        let sql = format!(
+            "SELECT CAST(max(s.{c}) AS CHAR) FROM ({}) AS s",
+            self.relation,
+            c = quote_ident(column)
+        );
+        sqlx::query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get::<Option<String>, _>(0))
+            .map_err(|e| self.err(e))
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {

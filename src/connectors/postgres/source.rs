@@ -7,8 +7,12 @@ use serde_json::Value;
 
 use super::copy_rows::CopyRows;
 use crate::config::{Child, SourceConfig};
-use crate::connectors::sql::{classify, quote_ident, records_of_json, relation, OutboxTable};
-use crate::connectors::{ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source};
+use crate::connectors::sql::{
+    chunks_of, classify, quote_ident, records_of_json, relation, split_statements, OutboxTable,
+};
+use crate::connectors::{
+    ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source, Split, Subset,
+};
 use crate::model::{Object, Record, SourceRow};
 
 pub struct PostgresSource {
@@ -92,6 +96,48 @@ impl PostgresSource {
         Ok(row.is_some_and(|r| r.get::<bool, _>(0)))
     }
 
+    /// ` WHERE …` selecting `subset` and the values it binds; None when
+    /// the relation has no rows (its key types are unknown). A value binds
+    /// as text and is cast to its column's type, so that any key type
+    /// (bigint, uuid, text) compares.
+    async fn subset_tail(
+        &self,
+        subset: &Subset,
+    ) -> Result<Option<(String, Vec<String>)>, ConnectorError> {
+        let mut types = Vec::with_capacity(self.key.len());
+        let compared: &[String] = match subset.keys.is_some() || subset.chunk.is_some() {
+            true => &self.key,
+            false => &[],
+        };
+        for column in compared {
+            match self.column_type(column).await? {
+                Some(ty) => types.push(ty),
+                None => return Ok(None),
+            }
+        }
+        let (clause, values) = subset.where_clause(&self.key, &mut |n, _| {
+            format!("CAST(${} AS {})", n + 1, types[n % types.len()])
+        });
+        // Integer bounds (a snapshot's chunks of an integer key) are
+        // written into the statement, which can then be a COPY: an i64
+        // rendered by Rust is a number and nothing else.
+        let integers: Option<Vec<i64>> = values.iter().map(Value::as_i64).collect();
+        if let (Some(integers), None) = (integers, &subset.predicate) {
+            let (clause, _) = subset.where_clause(&self.key, &mut |n, _| {
+                format!("CAST({} AS {})", integers[n], types[n % types.len()])
+            });
+            return Ok(Some((clause, vec![])));
+        }
+        let binds = values
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect();
+        Ok(Some((clause, binds)))
+    }
+
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
     }
@@ -172,32 +218,10 @@ impl Source for PostgresSource {
                     vec![],
                 )
             }
-            Scan::Subset(subset) => {
-                // A value binds as text and is cast to its column's type,
-                // so that any key type (bigint, uuid, text) compares.
-                let mut types = Vec::with_capacity(self.key.len());
-                let compared: &[String] = match subset.keys {
-                    Some(_) => &self.key,
-                    None => &[],
-                };
-                for column in compared {
-                    match self.column_type(column).await? {
-                        Some(ty) => types.push(ty),
-                        None => return Ok(Box::pin(futures::stream::empty())),
-                    }
-                }
-                let (clause, values) = subset.where_clause(&self.key, &mut |n, _| {
-                    format!("CAST(${} AS {})", n + 1, types[n % types.len()])
-                });
-                let binds = values
-                    .into_iter()
-                    .map(|v| match v {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    })
-                    .collect();
-                (clause, None, binds)
-            }
+            Scan::Subset(subset) => match self.subset_tail(subset).await? {
+                Some((tail, binds)) => (tail, None, binds),
+                None => return Ok(Box::pin(futures::stream::empty())),
+            },
             Scan::Since { column, from, lag } => {
                 let c = quote_ident(column);
                 let Some(ty) = self.column_type(column).await? else {
@@ -262,6 +286,40 @@ impl Source for PostgresSource {
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
         self.outbox.receive(&self.pool, max).await
+    }
+
+    async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {
+        let Some((tail, binds)) = self.subset_tail(subset).await? else {
+            return Ok(Some(Split::at(vec![], 0)));
+        };
+        let (boundaries, count) = split_statements(
+            &self.relation,
+            &tail,
+            &self.key,
+            rows,
+            "json_build_array({})::text",
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&boundaries);
+        let mut c = sqlx::query_scalar::<_, i64>(&count);
+        for b in &binds {
+            q = q.bind(b);
+            c = c.bind(b);
+        }
+        let found = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        let count = c.fetch_one(&self.pool).await.map_err(|e| self.err(e))?;
+        chunks_of(&found, count, rows, &self.system, &self.object).map(Some)
+    }
+
+    async fn max_cursor(&self, column: &str) -> Result<Option<String>, ConnectorError> {
+        let sql = format!(
+            "SELECT max(s.{c})::text FROM ({}) AS s",
+            self.relation,
+            c = quote_ident(column)
+        );
+        sqlx::query_scalar::<_, Option<String>>(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn list_tables(&self) -> Result<Option<Vec<ListedTable>>, ConnectorError> {

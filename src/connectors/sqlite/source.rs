@@ -7,8 +7,10 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Column, Row, SqlitePool, TypeInfo, ValueRef};
 
 use crate::config::{Child, SourceConfig};
-use crate::connectors::sql::{classify, quote_ident, relation};
-use crate::connectors::{ConnectorError, ListedTable, RowStream, Scan, Shape, Source};
+use crate::connectors::sql::{chunks_of, classify, quote_ident, relation, split_statements};
+use crate::connectors::{
+    ConnectorError, ListedTable, RowStream, Scan, Shape, Source, Split, Subset,
+};
 use crate::model::{Record, SourceRow};
 
 pub struct SqliteSource {
@@ -39,8 +41,57 @@ impl SqliteSource {
     }
 }
 
+impl SqliteSource {
+    /// ` WHERE …` selecting `subset`, its values bound into `args`.
+    fn subset_clause(
+        &self,
+        subset: &Subset,
+        args: &mut SqliteArguments<'_>,
+    ) -> Result<String, ConnectorError> {
+        let (clause, values) = subset.where_clause(&self.key, &mut |n, _| format!("${}", n + 1));
+        for value in values {
+            bind_value(args, value)
+                .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))?;
+        }
+        Ok(clause)
+    }
+}
+
 #[async_trait]
 impl Source for SqliteSource {
+    async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {
+        let mut args = SqliteArguments::default();
+        let tail = self.subset_clause(subset, &mut args)?;
+        let (boundaries, count) =
+            split_statements(&self.relation, &tail, &self.key, rows, "json_array({})");
+        let err = |e| classify(e, &self.system, &self.object);
+        let found: Vec<String> = sqlx::query_scalar_with(&boundaries, args.clone())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let count: i64 = sqlx::query_scalar_with(&count, args)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        chunks_of(&found, count, rows, &self.system, &self.object).map(Some)
+    }
+
+    async fn max_cursor(&self, column: &str) -> Result<Option<String>, ConnectorError> {
+        let sql = format!(
+            "SELECT max(s.{c}) AS {c} FROM ({}) AS s",
+            self.relation,
+            c = quote_ident(column)
+        );
+        let row = sqlx::query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify(e, &self.system, &self.object))?;
+        Ok(record_of(&row)
+            .get(column)
+            .filter(|v| !v.is_null())
+            .map(ToString::to_string))
+    }
+
     fn describe(&self) -> String {
         format!("{} {}", self.system, self.object)
     }
@@ -56,12 +107,7 @@ impl Source for SqliteSource {
                 quote_ident(column)
             ),
             Scan::Subset(subset) => {
-                let (clause, values) =
-                    subset.where_clause(&self.key, &mut |n, _| format!("${}", n + 1));
-                for value in values {
-                    bind_value(&mut args, value)
-                        .map_err(|e| ConnectorError::failed(&self.system, &self.object, e))?;
-                }
+                let clause = self.subset_clause(subset, &mut args)?;
                 format!("SELECT * FROM ({}) AS s{clause}", self.relation)
             }
             Scan::Since { column, from, lag } => {

@@ -1,0 +1,173 @@
+//! A snapshot's chunk task: its part of the source re-read (through the
+//! [`ChunkReader`] the runner hands the drain), written to the target part
+//! by part as a task's items are, each part settled in the ledger in bulk
+//! under the chunk's lease. A chunk that fails is read again later, whole:
+//! what its settled parts wrote is rewritten, idempotently by key.
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+
+use super::backoff;
+use super::task::{attempt, keys_of, Shape, Worker};
+use crate::connectors::ConnectorError;
+use crate::model::{key_text, now_millis, Item};
+use crate::state::{ClaimedTask, StateError};
+
+/// One row of a chunk, as the reader made it.
+pub enum ChunkRow {
+    /// An upsert of the object (its version is the chunk's).
+    Item(Item),
+    /// A row that cannot become an item (a key column without a value), and why.
+    Invalid(String),
+}
+
+pub type ChunkRows = BoxStream<'static, Result<ChunkRow, ConnectorError>>;
+
+/// Reads a chunk task's part of the source (`chunk`: the task's JSON).
+#[async_trait]
+pub trait ChunkReader: Send + Sync {
+    async fn read(&self, chunk: &str) -> Result<ChunkRows, ConnectorError>;
+}
+
+/// Rows written per target call and ledger write within a chunk.
+const PART_ROWS: usize = 5_000;
+
+/// How a chunk's attempt ended, for its task and the counters.
+enum Ended {
+    Done(u64),
+    /// The source or the target failed: the chunk is read again later.
+    Failed(ConnectorError),
+    /// Another worker holds the chunk now.
+    Lost,
+}
+
+pub(super) async fn sync_chunk(
+    worker: Worker<'_>,
+    shape: &Shape,
+    chunk: ClaimedTask,
+    reader: &dyn ChunkReader,
+) -> Result<(), StateError> {
+    let Worker { job, store, .. } = worker;
+    crate::fault::point("chunk-claimed");
+    let version = store.allocate_version(&job.name).await?;
+    let ended = match reader
+        .read(chunk.chunk.as_deref().unwrap_or_default())
+        .await
+    {
+        Ok(rows) => write_parts(worker, shape, &chunk, rows, version).await?,
+        Err(e) => Ended::Failed(e),
+    };
+    match ended {
+        Ended::Done(rows) => {
+            if store.complete_chunk(&chunk, rows).await? {
+                crate::metrics::snapshot_chunk(&job.name, "ok", rows);
+                worker
+                    .shared
+                    .snapshot_rows
+                    .fetch_add(rows, Ordering::Relaxed);
+            }
+        }
+        Ended::Failed(e) => {
+            let exhausted = chunk.attempts >= i64::from(job.batch.max_attempts);
+            let retry_at = now_millis() + backoff(job, chunk.attempts).as_millis() as i64;
+            let why = e.to_string();
+            if store.fail_chunk(&chunk, retry_at, &why, exhausted).await? {
+                let result = if exhausted { "dead" } else { "retry" };
+                crate::metrics::snapshot_chunk(&job.name, result, 0);
+                tracing::warn!(job = %job.name, task = chunk.id, attempt = chunk.attempts, "snapshot chunk failed ({result}): {why}");
+            }
+            worker.shared.note_error(&e);
+            if e.stops_run() {
+                worker.shared.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        Ended::Lost => {
+            tracing::warn!(job = %job.name, task = chunk.id, "snapshot chunk taken over by another worker after its lease expired; its result is discarded");
+        }
+    }
+    Ok(())
+}
+
+/// Reads the chunk's rows and writes them `PART_ROWS` at a time.
+async fn write_parts(
+    worker: Worker<'_>,
+    shape: &Shape,
+    chunk: &ClaimedTask,
+    mut rows: ChunkRows,
+    version: i64,
+) -> Result<Ended, StateError> {
+    let job = worker.job;
+    let mut total = 0;
+    loop {
+        // Later rows with the same key win: one item per key per part.
+        let mut part: HashMap<String, Item> = HashMap::with_capacity(PART_ROWS);
+        let mut order = Vec::with_capacity(PART_ROWS);
+        let mut ended = false;
+        while part.len() < PART_ROWS {
+            match rows.try_next().await {
+                Ok(Some(ChunkRow::Item(mut item))) => {
+                    item.version = version;
+                    let key = key_text(&item.key);
+                    if part.insert(key.clone(), item).is_none() {
+                        order.push(key);
+                    }
+                }
+                Ok(Some(ChunkRow::Invalid(why))) => {
+                    worker.shared.dead.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(job = %job.name, task = chunk.id, "{why}");
+                }
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(e) => return Ok(Ended::Failed(e)),
+            }
+        }
+        if !order.is_empty() {
+            let items = order
+                .into_iter()
+                .filter_map(|key| part.remove(&key))
+                .collect::<Vec<_>>();
+            let n = items.len() as u64;
+            let part = ClaimedTask {
+                id: chunk.id,
+                run_id: chunk.run_id,
+                job: chunk.job.clone(),
+                token: chunk.token,
+                attempts: chunk.attempts,
+                items,
+                chunk: None,
+                snapshot_id: chunk.snapshot_id,
+            };
+            let keys = keys_of(&part);
+            let mut attempt = attempt(worker, shape, &part, &keys, false).await?;
+            if attempt.nothing_written() {
+                let e = attempt.outcome.error.take().unwrap_or_else(|| {
+                    ConnectorError::failed(
+                        &worker.target.describe(),
+                        "snapshot",
+                        "nothing was written",
+                    )
+                });
+                return Ok(Ended::Failed(e));
+            }
+            let lease = worker.lease.as_millis() as i64;
+            if !worker
+                .store
+                .settle_chunk_part(chunk, &attempt.settlement, lease)
+                .await?
+            {
+                return Ok(Ended::Lost);
+            }
+            crate::fault::point("chunk-part-settled");
+            attempt.conclude(worker, shape, &part).await?;
+            total += n;
+        }
+        if ended {
+            return Ok(Ended::Done(total));
+        }
+    }
+}
