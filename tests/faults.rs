@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use rand::{Rng, SeedableRng};
 
+/// Every row through the per-item queue, whose faults these tests inject.
 fn job(db: &TestDb, detect: &str, batch: &str, target_url: &str) -> String {
-    pg_job(&db.url, "src", detect, batch, target_url, "dst")
+    items_only(&pg_job(&db.url, "src", detect, batch, target_url, "dst"))
 }
 
 const DIFF: &str = "strategy = \"diff\"\nmax_delete_ratio = 1.0";

@@ -3,8 +3,16 @@ mod common;
 
 use common::*;
 
+/// Every row through the per-item queue: these commands act on its tasks.
 fn job(db: &TestDb) -> String {
-    pg_job(&db.url, "src", CURSOR, "size = 100", &db.url, "dst")
+    items_only(&pg_job(
+        &db.url,
+        "src",
+        CURSOR,
+        "size = 100",
+        &db.url,
+        "dst",
+    ))
 }
 
 async fn setup() -> (TestDb, ConfigDir) {

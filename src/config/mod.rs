@@ -387,7 +387,8 @@ impl Default for Batch {
 /// split the source into chunk tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Rows per chunk task.
+    /// Rows per chunk task; 0: no chunk tasks, every row is queued as an
+    /// item (the lane of brokers and outboxes).
     pub chunk_rows: u64,
     /// Chunk tasks in flight in one process.
     pub parallelism: usize,

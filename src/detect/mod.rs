@@ -62,8 +62,9 @@ pub struct DetectReport {
     /// A chunked snapshot of the job is in progress after this detection
     /// (its chunk tasks are in the queue).
     pub snapshot_open: bool,
-    /// That snapshot is the job's first run: its rows are inserts.
-    pub snapshot_first: bool,
+    /// This detection started that snapshot and counts its rows (as
+    /// inserts on a first run, else updates) as the source held them.
+    pub snapshot_counted: bool,
 }
 
 /// The first keys (as JSON arrays of the key's values) that a dry run
@@ -100,7 +101,7 @@ impl DetectReport {
         self.left_out += earlier.left_out;
         self.tasks += earlier.tasks;
         self.unclassified += earlier.unclassified;
-        self.snapshot_first |= earlier.snapshot_first;
+        self.snapshot_counted |= earlier.snapshot_counted;
     }
 
     pub fn changed(&self) -> u64 {

@@ -29,6 +29,16 @@ pub async fn start(
     subset: &Subset,
     first_run: bool,
 ) -> Result<Option<Started>, DetectError> {
+    // A document target (a broker, an API, a file) knows a resent change
+    // by its version, which a chunk read again would not keep: such jobs
+    // queue their rows as items.
+    let keeps_rows = crate::connectors::REGISTRY
+        .spec(&d.job.target.kind)
+        .and_then(|spec| spec.target.as_ref())
+        .is_some_and(|target| target.writes.keeps_rows());
+    if d.job.snapshot.chunk_rows == 0 || !keeps_rows {
+        return Ok(None);
+    }
     let Some(split) = d.source.split(subset, d.job.snapshot.chunk_rows).await? else {
         return Ok(None);
     };

@@ -188,14 +188,12 @@ impl JobRun {
         self.sync.synced = self.sync.synced.max(synced);
     }
 
-    /// Rows that snapshot chunk tasks wrote were read from the source:
-    /// inserts on a first run, rewrites (updates) on a repair.
+    /// Rows that chunk tasks of a snapshot this run did not start (one a
+    /// killed run left) wrote: read from the source, of unknown kind.
     fn count_snapshot_rows(&mut self) {
-        let rows = self.sync.snapshot_rows;
-        self.detect.scanned += rows;
-        match self.detect.snapshot_first {
-            true => self.detect.inserts += rows,
-            false => self.detect.updates += rows,
+        if !self.detect.snapshot_counted {
+            self.detect.scanned += self.sync.snapshot_rows;
+            self.detect.unclassified += self.sync.snapshot_rows;
         }
     }
 
@@ -481,10 +479,11 @@ async fn run_leased(
         }
         Err(e) => Err(e),
     };
-    if result.is_err() {
-        run.count_progress(&opts.progress);
+    // A failed run counts what its progress counters saw, chunks' rows too.
+    match result.is_err() {
+        true => run.count_progress(&opts.progress),
+        false => run.count_snapshot_rows(),
     }
-    run.count_snapshot_rows();
     let counts = RunCounts {
         scanned: run.detect.scanned as i64,
         changed: run.detect.changed() as i64,

@@ -139,10 +139,17 @@ async fn snapshot_lane(
     let Some(started) = detect::snapshot::start(d, subset, first_run).await? else {
         return Ok(None);
     };
+    let (inserts, updates) = match first_run {
+        true => (started.rows, 0),
+        false => (0, started.rows),
+    };
     Ok(Some(DetectReport {
+        scanned: started.rows,
+        inserts,
+        updates,
         tasks: started.chunks as u64,
         snapshot_open: true,
-        snapshot_first: first_run,
+        snapshot_counted: true,
         ..DetectReport::default()
     }))
 }

@@ -103,19 +103,21 @@ impl Store {
         Ok(id)
     }
 
-    /// A new version of the job for one attempt of a chunk: above every
-    /// change detected before, so the chunk's rows supersede them.
-    pub async fn allocate_version(&self, job: &str) -> Result<i64, StateError> {
+    /// `n` new versions of the job for one part of a chunk, the first
+    /// returned: above every change detected before, so the part's rows
+    /// supersede them.
+    pub async fn allocate_versions(&self, job: &str, n: u64) -> Result<i64, StateError> {
         let mut a = args();
+        a.push(n as i64);
         a.push(job.to_string());
         let row = sqlx::query_with(
-            "UPDATE ferry_jobs SET next_version = next_version + 1 WHERE job = $1 RETURNING next_version",
+            "UPDATE ferry_jobs SET next_version = next_version + $1 WHERE job = $2 RETURNING next_version",
             a,
         )
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        Ok(row.get(0))
+        Ok(row.get::<i64, _>(0) - n as i64 + 1)
     }
 
     /// Records what one part of a held chunk task came to, in one

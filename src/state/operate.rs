@@ -202,7 +202,7 @@ impl Store {
             a.push(*id);
         }
         let sql = format!(
-            "DELETE FROM ferry_tasks WHERE state <> 'running' AND id IN ({}) RETURNING id, job",
+            "DELETE FROM ferry_tasks WHERE state <> 'running' AND chunk IS NULL AND id IN ({}) RETURNING id, job",
             placeholders(1, ids.len())
         );
         let mut tx = self.write_tx().await?;

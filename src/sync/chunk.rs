@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::backoff;
 use super::task::{attempt, keys_of, Shape, Worker};
@@ -32,9 +33,6 @@ pub trait ChunkReader: Send + Sync {
     async fn read(&self, chunk: &str) -> Result<ChunkRows, ConnectorError>;
 }
 
-/// Rows written per target call and ledger write within a chunk.
-const PART_ROWS: usize = 5_000;
-
 /// How a chunk's attempt ended, for its task and the counters.
 enum Ended {
     Done(u64),
@@ -42,6 +40,8 @@ enum Ended {
     Failed(ConnectorError),
     /// Another worker holds the chunk now.
     Lost,
+    /// The process is stopping: the chunk is given back, to be read again.
+    Stopped,
 }
 
 pub(super) async fn sync_chunk(
@@ -49,25 +49,21 @@ pub(super) async fn sync_chunk(
     shape: &Shape,
     chunk: ClaimedTask,
     reader: &dyn ChunkReader,
+    shutdown: &CancellationToken,
 ) -> Result<(), StateError> {
     let Worker { job, store, .. } = worker;
     crate::fault::point("chunk-claimed");
-    let version = store.allocate_version(&job.name).await?;
     let ended = match reader
         .read(chunk.chunk.as_deref().unwrap_or_default())
         .await
     {
-        Ok(rows) => write_parts(worker, shape, &chunk, rows, version).await?,
+        Ok(rows) => write_parts(worker, shape, &chunk, rows, shutdown).await?,
         Err(e) => Ended::Failed(e),
     };
     match ended {
         Ended::Done(rows) => {
             if store.complete_chunk(&chunk, rows).await? {
                 crate::metrics::snapshot_chunk(&job.name, "ok", rows);
-                worker
-                    .shared
-                    .snapshot_rows
-                    .fetch_add(rows, Ordering::Relaxed);
             }
         }
         Ended::Failed(e) => {
@@ -84,6 +80,11 @@ pub(super) async fn sync_chunk(
                 worker.shared.stop.store(true, Ordering::Relaxed);
             }
         }
+        Ended::Stopped => {
+            store
+                .release(&chunk, now_millis(), "stopped before it was done")
+                .await?;
+        }
         Ended::Lost => {
             tracing::warn!(job = %job.name, task = chunk.id, "snapshot chunk taken over by another worker after its lease expired; its result is discarded");
         }
@@ -91,25 +92,29 @@ pub(super) async fn sync_chunk(
     Ok(())
 }
 
-/// Reads the chunk's rows and writes them `PART_ROWS` at a time.
+/// Reads the chunk's rows and writes them `[batch] size` at a time, each
+/// part's items under versions of their own (documents carry them as ids).
 async fn write_parts(
     worker: Worker<'_>,
     shape: &Shape,
     chunk: &ClaimedTask,
     mut rows: ChunkRows,
-    version: i64,
+    shutdown: &CancellationToken,
 ) -> Result<Ended, StateError> {
     let job = worker.job;
+    let part_rows = job.batch.size;
     let mut total = 0;
     loop {
+        if shutdown.is_cancelled() {
+            return Ok(Ended::Stopped);
+        }
         // Later rows with the same key win: one item per key per part.
-        let mut part: HashMap<String, Item> = HashMap::with_capacity(PART_ROWS);
-        let mut order = Vec::with_capacity(PART_ROWS);
+        let mut part: HashMap<String, Item> = HashMap::with_capacity(part_rows);
+        let mut order = Vec::with_capacity(part_rows);
         let mut ended = false;
-        while part.len() < PART_ROWS {
+        while part.len() < part_rows {
             match rows.try_next().await {
-                Ok(Some(ChunkRow::Item(mut item))) => {
-                    item.version = version;
+                Ok(Some(ChunkRow::Item(item))) => {
                     let key = key_text(&item.key);
                     if part.insert(key.clone(), item).is_none() {
                         order.push(key);
@@ -127,11 +132,15 @@ async fn write_parts(
             }
         }
         if !order.is_empty() {
-            let items = order
+            let mut items = order
                 .into_iter()
                 .filter_map(|key| part.remove(&key))
                 .collect::<Vec<_>>();
             let n = items.len() as u64;
+            let first = worker.store.allocate_versions(&job.name, n).await?;
+            for (i, item) in items.iter_mut().enumerate() {
+                item.version = first + i as i64;
+            }
             let part = ClaimedTask {
                 id: chunk.id,
                 run_id: chunk.run_id,
@@ -164,6 +173,8 @@ async fn write_parts(
             }
             crate::fault::point("chunk-part-settled");
             attempt.conclude(worker, shape, &part).await?;
+            worker.shared.progress.scanned(n, n);
+            worker.shared.snapshot_rows.fetch_add(n, Ordering::Relaxed);
             total += n;
         }
         if ended {

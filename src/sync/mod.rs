@@ -155,10 +155,6 @@ impl Shared {
     }
 }
 
-/// Claims and syncs this job's due tasks with `[batch] concurrency` workers
-/// until `detected` is cancelled (detection is over) and none is claimable,
-/// the target is unreachable, or `shutdown` is cancelled (tasks in flight
-/// finish). A paused job sends nothing.
 /// Where a drain's workers are and what they may take.
 pub struct Drain<'a> {
     pub store: &'a Store,
@@ -172,6 +168,10 @@ pub struct Drain<'a> {
     pub chunks: Option<Arc<dyn ChunkReader>>,
 }
 
+/// Claims and syncs this job's due tasks with `[batch] concurrency` workers
+/// until `detected` is cancelled (detection is over) and none is claimable,
+/// the target is unreachable, or `shutdown` is cancelled (tasks in flight
+/// finish). A paused job sends nothing.
 pub async fn drain(
     job: &Job,
     target: Arc<dyn Target>,
@@ -227,73 +227,20 @@ pub async fn drain(
         None => job.batch.concurrency,
     };
     for _ in 0..count {
-        let (chunks, chunk_slots) = (chunks.clone(), chunk_slots.clone());
-        let (job, target, store, owner, shared, mapping, shutdown) = (
-            job.clone(),
-            target.clone(),
-            store.clone(),
-            owner.to_string(),
-            shared.clone(),
-            mapping.clone(),
-            shutdown.clone(),
-        );
-        let detected = detected.clone();
-        workers.spawn(async move {
-            while !shared.stop.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
-                // Read before claiming: once detection is over, an empty
-                // claim means the queue is drained for good.
-                let detection_over = detected.is_cancelled();
-                let slot = match chunks {
-                    Some(_) => chunk_slots.clone().try_acquire_owned().ok(),
-                    None => None,
-                };
-                let claimed = match slot {
-                    Some(_) => store.claim_or_chunk(&job.name, &owner, lease).await?,
-                    None => store.claim(&job.name, &owner, lease).await?,
-                };
-                let Some(claimed) = claimed else {
-                    // Tasks of the job still running elsewhere (another
-                    // process's, or one whose holder died: its lease
-                    // expires and it is claimed here) are waited for, so a
-                    // drain ends only when nothing of the job is in flight.
-                    if detection_over && !store.has_running(&job.name).await? {
-                        break;
-                    }
-                    if detection_over {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {}
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        }
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = detected.cancelled() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    }
-                    continue;
-                };
-                let span = tracing::info_span!("task", job = %job.name, task = claimed.id, attempt = claimed.attempts);
-                let worker = task::Worker {
-                    job: &job,
-                    target: target.as_ref(),
-                    store: &store,
-                    shared: &shared,
-                    lease,
-                };
-                match (&claimed.chunk, &chunks) {
-                    (Some(_), Some(reader)) => {
-                        chunk::sync_chunk(worker, &mapping, claimed, reader.as_ref())
-                            .instrument(span)
-                            .await?;
-                    }
-                    _ => {
-                        drop(slot);
-                        task::sync_task(worker, &mapping, claimed).instrument(span).await?;
-                    }
-                }
-            }
-            Ok::<(), StateError>(())
-        });
+        let crew = Crew {
+            job: job.clone(),
+            target: target.clone(),
+            store: store.clone(),
+            owner: owner.to_string(),
+            shared: shared.clone(),
+            shape: mapping.clone(),
+            shutdown: shutdown.clone(),
+            detected: detected.clone(),
+            chunks: chunks.clone(),
+            chunk_slots: chunk_slots.clone(),
+            lease,
+        };
+        workers.spawn(crew.work());
     }
     let mut result = Ok(());
     while let Some(joined) = workers.join_next().await {
@@ -308,6 +255,92 @@ pub async fn drain(
     }
     result?;
     Ok(shared.report())
+}
+
+/// What each worker of a drain holds.
+struct Crew {
+    job: Job,
+    target: Arc<dyn Target>,
+    store: Store,
+    owner: String,
+    shared: Arc<Shared>,
+    shape: Arc<task::Shape>,
+    shutdown: CancellationToken,
+    detected: CancellationToken,
+    chunks: Option<Arc<dyn ChunkReader>>,
+    chunk_slots: Arc<tokio::sync::Semaphore>,
+    lease: Duration,
+}
+
+impl Crew {
+    /// Claims and syncs tasks until the drain is over (see [`drain`]).
+    async fn work(self) -> Result<(), StateError> {
+        let Crew {
+            job,
+            store,
+            owner,
+            shared,
+            shutdown,
+            detected,
+            chunks,
+            lease,
+            ..
+        } = &self;
+        while !shared.stop.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
+            // Read before claiming: once detection is over, an empty
+            // claim means the queue is drained for good.
+            let detection_over = detected.is_cancelled();
+            let slot = match chunks {
+                Some(_) => self.chunk_slots.clone().try_acquire_owned().ok(),
+                None => None,
+            };
+            let claimed = match slot {
+                Some(_) => store.claim_or_chunk(&job.name, owner, *lease).await?,
+                None => store.claim(&job.name, owner, *lease).await?,
+            };
+            let Some(claimed) = claimed else {
+                // Tasks of the job still running elsewhere (another
+                // process's, or one whose holder died: its lease
+                // expires and it is claimed here) are waited for, so a
+                // drain ends only when nothing of the job is in flight.
+                if detection_over && !store.has_running(&job.name).await? {
+                    break;
+                }
+                let wait = match detection_over {
+                    true => Duration::from_millis(100),
+                    false => Duration::from_millis(20),
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = detected.cancelled(), if !detection_over => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            };
+            let span = tracing::info_span!("task", job = %job.name, task = claimed.id, attempt = claimed.attempts);
+            let worker = task::Worker {
+                job,
+                target: self.target.as_ref(),
+                store,
+                shared,
+                lease: *lease,
+            };
+            match (&claimed.chunk, chunks) {
+                (Some(_), Some(reader)) => {
+                    chunk::sync_chunk(worker, &self.shape, claimed, reader.as_ref(), shutdown)
+                        .instrument(span)
+                        .await?;
+                }
+                _ => {
+                    drop(slot);
+                    task::sync_task(worker, &self.shape, claimed)
+                        .instrument(span)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Exponential backoff with full jitter, the exponent capped: a delay drawn

@@ -394,6 +394,12 @@ pub fn pg_job(
     )
 }
 
+/// `job` with every row queued as an item, never in chunk tasks: for the
+/// tests of the per-item queue's own mechanics (a first run fills it).
+pub fn items_only(job: &str) -> String {
+    format!("{job}\n[snapshot]\nchunk_rows = 0\n")
+}
+
 /// SQL for a `writes` counter on `table` (an int column it must have),
 /// raised by a trigger on every insert and update: how tests see that a
 /// change was applied exactly once.

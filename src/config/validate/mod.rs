@@ -417,7 +417,7 @@ fn snapshot(ctx: &mut Ctx, s: Option<&S<raw::SnapshotRaw>>) -> Snapshot {
         chunk_rows: ctx.int(
             &r.chunk_rows,
             "chunk_rows",
-            (1, 100_000_000),
+            (0, 100_000_000),
             d.chunk_rows as i64,
         ) as u64,
         parallelism: ctx.int(&r.parallelism, "parallelism", (1, 64), d.parallelism as i64) as usize,

@@ -233,6 +233,10 @@ impl Source for MysqlSource {
     }
 
     async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {
+        if self.cfg_table.is_none() {
+            // A query would be run again for every chunk.
+            return Ok(None);
+        }
         let columns = self.columns(&self.relation).await?;
         let (tail, binds) = self.subset_clause(&columns, subset);
         let (boundaries, count) = split_statements(

@@ -60,6 +60,10 @@ impl SqliteSource {
 #[async_trait]
 impl Source for SqliteSource {
     async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {
+        if self.cfg_table.is_none() {
+            // A query would be run again for every chunk.
+            return Ok(None);
+        }
         let mut args = SqliteArguments::default();
         let tail = self.subset_clause(subset, &mut args)?;
         let (boundaries, count) =

@@ -1,0 +1,284 @@
+//! The snapshot lane: a first run, `run --once --full` and `ferry resync` of
+//! a SQL table source queue chunk tasks (key ranges the source splits
+//! itself) instead of one item per row; each chunk is re-read and written
+//! in bulk. What it leaves — target rows, ledger, watermark — is what the
+//! per-item lane leaves, on both state stores and for every key kind; a
+//! killed snapshot resumes with the chunks left.
+mod common;
+
+use common::*;
+
+/// `n` rows with ids 1..=n, each a second later than the one before.
+async fn source_rows(db: &TestDb, n: i64) {
+    db.exec(&format!(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL);
+         INSERT INTO src SELECT i, 'n' || i, '2026-01-01'::timestamptz + i * interval '1 second' FROM generate_series(1, {n}) i;
+         CREATE TABLE dst (id bigint PRIMARY KEY, name text, updated_at timestamptz);"
+    ))
+    .await;
+}
+
+const CURSOR: &str = "strategy = \"cursor\"\ncursor = \"updated_at\"\nlag = \"0s\"";
+const DIFF: &str = "strategy = \"diff\"";
+
+/// `src` into `dst` of `db`, with `[snapshot] chunk_rows` and parallelism.
+fn copy_job(db: &TestDb, detect: &str, chunk_rows: u64, parallelism: u64) -> String {
+    format!(
+        "{}\n[snapshot]\nchunk_rows = {chunk_rows}\nparallelism = {parallelism}\n",
+        pg_job(&db.url, "src", detect, "size = 100", &db.url, "dst")
+    )
+}
+
+async fn same_rows(db: &TestDb) {
+    assert_eq!(
+        db.difference(
+            "SELECT id, name, updated_at FROM src",
+            "SELECT id, name, updated_at FROM dst"
+        )
+        .await,
+        0,
+        "the target holds exactly the source's rows"
+    );
+}
+
+async fn first_run_through_chunks(kind: StateKind, detect: &str) {
+    let db = TestDb::new().await;
+    source_rows(&db, 1000).await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &copy_job(&db, detect, 64, 2));
+    let state = state_url(kind, &cfg, &db);
+
+    let out = cfg.run_once_ok(&state);
+    let run = summary_run(&out, "copy");
+    assert_eq!(run["inserts"], 1000, "{run}");
+    assert_eq!(run["synced"], 1000, "{run}");
+    assert_eq!(run["writes"], 16, "one write per chunk of 64 rows: {run}");
+    same_rows(&db).await;
+
+    // The ledger knows every key: nothing changed is nothing sent, and a
+    // cursor job starts from the watermark its snapshot recorded.
+    let out = cfg.run_once_ok(&state);
+    let run = summary_run(&out, "copy");
+    assert_eq!(run["changed"], 0, "{run}");
+    if detect == CURSOR {
+        assert!(run["scanned"].as_u64().unwrap() < 10, "{run}");
+    }
+    db.exec("UPDATE src SET name = 'changed', updated_at = now() WHERE id IN (3, 500, 999)")
+        .await;
+    let out = cfg.run_once_ok(&state);
+    assert_eq!(changed(&out, "copy"), 3);
+    same_rows(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_first_run_goes_through_chunks_sqlite_state() {
+    first_run_through_chunks(StateKind::Sqlite, CURSOR).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_diff_first_run_goes_through_chunks_postgres_state() {
+    first_run_through_chunks(StateKind::Postgres, DIFF).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_first_run_goes_through_chunks_postgres_state() {
+    first_run_through_chunks(StateKind::Postgres, CURSOR).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_diff_first_run_goes_through_chunks_sqlite_state() {
+    first_run_through_chunks(StateKind::Sqlite, DIFF).await;
+}
+
+/// Killed after its first chunk wrote, a first run's snapshot is finished
+/// by the next run: the chunks left, the killed one again.
+async fn a_killed_snapshot_resumes(kind: StateKind) {
+    let db = TestDb::new().await;
+    source_rows(&db, 200).await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &copy_job(&db, DIFF, 50, 1));
+    let state = state_url(kind, &cfg, &db);
+    let mut child = spawn_at_fault(
+        &cfg,
+        &state,
+        "pause",
+        "chunk-part-settled",
+        &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert_eq!(db.count("SELECT count(*) FROM dst").await, 50);
+
+    let out = run_after_killed(&cfg, &state);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a snapshot is in progress: 4 chunk task(s) left"),
+        "{}",
+        stderr(&out)
+    );
+    let run = summary_run(&out, "copy");
+    assert_eq!(
+        run["synced"], 200,
+        "the killed chunk again, then the rest: {run}"
+    );
+    same_rows(&db).await;
+    let out = cfg.run_once_ok(&state);
+    assert_eq!(changed(&out, "copy"), 0, "the ledger holds every key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_snapshot_resumes_sqlite_state() {
+    a_killed_snapshot_resumes(StateKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_snapshot_resumes_postgres_state() {
+    a_killed_snapshot_resumes(StateKind::Postgres).await;
+}
+
+/// Text, composite and integer keys split by PostgreSQL, MariaDB and
+/// SQLite into chunks that meet without a gap or an overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_key_kind_splits_without_gap_or_overlap() {
+    let db = TestDb::new().await;
+    let my = MysqlDb::new().await;
+    let cfg = ConfigDir::new();
+    let lite = cfg.path().join("src.db");
+    let lite_url = format!("sqlite://{}?mode=rwc", lite.display());
+    db.exec(
+        "CREATE TABLE t_text (code text PRIMARY KEY, v int);
+         INSERT INTO t_text SELECT 'k' || i, i FROM generate_series(1, 97) i;
+         CREATE TABLE t_pair (a int, b text, v int, PRIMARY KEY (a, b));
+         INSERT INTO t_pair SELECT i % 5, 'b' || i, i FROM generate_series(1, 97) i;",
+    )
+    .await;
+    my.exec(
+        "CREATE TABLE t_text (code VARCHAR(20) PRIMARY KEY, v INT);
+         INSERT INTO t_text SELECT CONCAT('K', seq), seq FROM seq_1_to_97;",
+    )
+    .await;
+    let sqlite = sqlx::SqlitePool::connect(&lite_url).await.expect("sqlite");
+    sqlx::raw_sql(
+        "CREATE TABLE t_pair (a INTEGER, b TEXT, v INTEGER, PRIMARY KEY (a, b));
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 97)
+         INSERT INTO t_pair SELECT i % 5, 'b' || i, i FROM s;",
+    )
+    .execute(&sqlite)
+    .await
+    .expect("sqlite rows");
+    sqlite.close().await;
+    let sources = [
+        (
+            "pg_text",
+            "postgres",
+            db.url.clone(),
+            "t_text",
+            "[\"code\"]",
+        ),
+        (
+            "pg_pair",
+            "postgres",
+            db.url.clone(),
+            "t_pair",
+            "[\"a\", \"b\"]",
+        ),
+        ("my_text", "mysql", my.url.clone(), "t_text", "[\"code\"]"),
+        (
+            "lite_pair",
+            "sqlite",
+            lite_url.clone(),
+            "t_pair",
+            "[\"a\", \"b\"]",
+        ),
+    ];
+    for (name, kind, url, table, key) in &sources {
+        cfg.job(
+            name,
+            &format!(
+                "[source]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"{table}\"\nkey = {key}\n\n\
+                 [detect]\nstrategy = \"diff\"\n\n[snapshot]\nchunk_rows = 7\n\n\
+                 [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"{name}\"\nkey = {key}\ncreate = true\n\n\
+                 [rules]\nowner = \"source\"\n",
+                db.url
+            ),
+        );
+    }
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let out = cfg.run_once_ok(&state);
+    for (name, ..) in &sources {
+        let run = summary_run(&out, name);
+        assert_eq!(run["synced"], 97, "{name}: {run}");
+        assert_eq!(run["writes"], 14, "{name}: 14 chunks of 7 rows: {run}");
+        assert_eq!(
+            db.count(&format!("SELECT count(DISTINCT v) FROM {name}"))
+                .await,
+            97,
+            "{name}"
+        );
+    }
+    let out = cfg.run_once_ok(&state);
+    for (name, ..) in &sources {
+        assert_eq!(changed(&out, name), 0, "{name}");
+    }
+}
+
+/// The same job through chunks and through the per-item queue
+/// (`chunk_rows = 0`) leaves the same rows, under owner rules and soft
+/// deletes, for a first run and a `--full` repair.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rules_give_the_same_rows_through_both_lanes() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, email text, phone text, notes text);
+         INSERT INTO src SELECT i, 'e' || i, 'p' || i, 'n' || i FROM generate_series(1, 40) i;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    for (lane, chunk_rows) in [("chunks", 6), ("items", 0)] {
+        db.exec(&format!(
+            "CREATE TABLE dst_{lane} (id bigint PRIMARY KEY, email text, phone text, notes text, deleted_at timestamptz);
+             INSERT INTO dst_{lane} SELECT i, 'old' || i, 'mine' || i, CASE WHEN i % 2 = 0 THEN 'kept' || i END, NULL FROM generate_series(1, 20) i;"
+        ))
+        .await;
+        cfg.job(
+            &format!("to_{lane}"),
+            &format!(
+                "[source]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"src\"\nkey = [\"id\"]\n\n\
+                 [detect]\nstrategy = \"diff\"\nmax_delete_ratio = 1.0\n\n[snapshot]\nchunk_rows = {chunk_rows}\n\n\
+                 [target]\ntype = \"postgres\"\nurl = \"{url}\"\ntable = \"dst_{lane}\"\nkey = [\"id\"]\n\n\
+                 [fields]\nid = \"id\"\nemail = {{ from = \"email\", owner = \"source\" }}\n\
+                 phone = {{ from = \"phone\", owner = \"target\" }}\nnotes = {{ from = \"notes\", owner = \"fill\" }}\n\n\
+                 [rules]\nowner = \"source\"\ndeletes = \"soft\"\nsoft_delete = \"deleted_at\"\n",
+                url = db.url
+            ),
+        );
+    }
+    let state = state_url(StateKind::Postgres, &cfg, &db);
+    let rows = |lane: &str| {
+        format!("SELECT id, email, phone, notes, deleted_at IS NOT NULL FROM dst_{lane}")
+    };
+    cfg.run_once_ok(&state);
+    assert_eq!(db.difference(&rows("chunks"), &rows("items")).await, 0);
+    assert_eq!(
+        db.strings("SELECT phone || '/' || coalesce(notes, '-') FROM dst_chunks WHERE id IN (1, 2, 30) ORDER BY id")
+            .await,
+        ["mine1/n1", "mine2/kept2", "p30/n30"]
+    );
+
+    db.exec("DELETE FROM src WHERE id IN (4, 33); UPDATE src SET email = 'new', notes = 'new' WHERE id IN (2, 3)")
+        .await;
+    let out = cfg.ferry(
+        Some(&state),
+        &["--output", "json", "run", "--once", "--full"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for lane in ["chunks", "items"] {
+        assert_eq!(summary_run(&out, &format!("to_{lane}"))["deletes"], 2);
+    }
+    assert_eq!(db.difference(&rows("chunks"), &rows("items")).await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM dst_chunks WHERE deleted_at IS NOT NULL")
+            .await,
+        2
+    );
+}
