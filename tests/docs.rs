@@ -74,6 +74,8 @@ zz_detect = 1
 [batch]
 zz_batch = 1
 backoff = { zz_backoff = 1 }
+[snapshot]
+zz_snapshot = 1
 [target]
 type = "postgres"
 url = "postgres://h/db"
@@ -111,6 +113,7 @@ fn every_key_check_accepts_is_documented_and_every_documented_key_is_accepted() 
         ("zz_detect", "`[detect]`"),
         ("zz_batch", "`[batch]`"),
         ("zz_backoff", "`[batch] backoff`"),
+        ("zz_snapshot", "`[snapshot]`"),
         ("zz_fields", "`[fields]`"),
         ("zz_rules", "`[rules]`"),
         ("zz_schema", "`[schema]`"),
