@@ -282,3 +282,50 @@ async fn the_rules_give_the_same_rows_through_both_lanes() {
         2
     );
 }
+
+/// A repair asked for while a snapshot is in progress is refused, saying
+/// why; once the snapshot is done, the same repair runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repair_waits_for_the_snapshot_in_progress() {
+    let db = TestDb::new().await;
+    source_rows(&db, 100).await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &copy_job(&db, DIFF, 30, 1));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let mut child = spawn_at_fault(
+        &cfg,
+        &state,
+        "pause",
+        "chunk-part-settled",
+        &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    let out = cfg.ferry(Some(&state), &["resync", "copy", "--keys", "1..10"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a snapshot of this job is in progress (4 chunk task(s) left)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The refused run's drain did the chunks beside it; this run closes
+    // the snapshot.
+    cfg.run_once_ok(&state);
+    same_rows(&db).await;
+    db.exec("UPDATE dst SET name = 'drift' WHERE id <= 20")
+        .await;
+    let out = cfg.ferry(
+        Some(&state),
+        &["--output", "json", "resync", "copy", "--keys", "1..10"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary_run(&out, "copy")["synced"], 10);
+    assert_eq!(
+        db.count("SELECT count(*) FROM dst WHERE name = 'drift'")
+            .await,
+        10
+    );
+}

@@ -124,6 +124,8 @@ pub enum DetectError {
     },
     #[error("the source returned no objects, which would delete all {present} in the target; rerun with --allow-mass-delete if this is intended")]
     EmptySource { present: u64 },
+    #[error("a snapshot of this job is in progress ({left} chunk task(s) left): run the job until it is done (ferry status shows it), then ask again")]
+    SnapshotInProgress { left: i64 },
     /// The diff strategy sorts its scan in temporary files (`TMPDIR`).
     #[error("diff scan: temporary sort file in {}: {source}", std::env::temp_dir().display())]
     Spill {

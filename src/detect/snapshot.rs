@@ -9,7 +9,7 @@ use super::{DetectError, DetectReport, Detection};
 use crate::config::{Detect, DEFAULT_MAX_DELETE_RATIO};
 use crate::connectors::Subset;
 use crate::model::{key_text, Item};
-use crate::state::{DetectedBatch, NewSnapshot, OpenSnapshot, StateError};
+use crate::state::{DetectedBatch, IntegerKeys, NewSnapshot, OpenSnapshot, StateError};
 
 /// A snapshot split into chunk tasks.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +87,14 @@ pub async fn start(
 pub async fn proceed(
     d: Detection<'_>,
     open: &OpenSnapshot,
+    asked: bool,
 ) -> Result<(DetectReport, bool), DetectError> {
     let counts = d.store.chunk_counts(open.id).await?;
+    if counts.open > 0 && asked {
+        // A new snapshot asked for now would be dropped, or read the
+        // source a second time beside this one.
+        return Err(DetectError::SnapshotInProgress { left: counts.open });
+    }
     if counts.open > 0 {
         tracing::warn!(job = %d.job.name, snapshot = open.id, left = counts.open, "a snapshot is in progress: {} chunk task(s) left, which this run helps with; changes are detected once it is done", counts.open);
         return Ok((DetectReport::default(), false));
@@ -128,8 +134,20 @@ async fn deletes(
             source: d.source,
         },
     };
+    let within = subset
+        .keys
+        .as_ref()
+        .and_then(|range| range.integer_bounds())
+        .map(|(lo, hi)| IntegerKeys {
+            lo: lo.unwrap_or(i64::MIN),
+            hi: hi.unwrap_or(i64::MAX),
+        });
     let mut gone = Vec::new();
-    for text in d.store.keys_not_seen_since(&d.job.name, floor).await? {
+    for text in d
+        .store
+        .keys_not_seen_since(&d.job.name, floor, within)
+        .await?
+    {
         if scope.deleted(&text).await? {
             gone.push(text);
         }

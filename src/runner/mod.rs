@@ -350,9 +350,13 @@ async fn finish_snapshot(
     if store.chunk_counts(open.id).await?.open > 0 {
         return Ok(());
     }
+    // The repair this run was asked for is the snapshot being finished.
+    let mut finishing = opts.clone();
+    finishing.resync = None;
+    finishing.detect.repair = false;
     let first = std::mem::take(&mut run.detect);
     let drained = std::mem::take(&mut run.sync);
-    let result = detect_and_sync(job, store, owner, run_id, opts, run, pass).await;
+    let result = detect_and_sync(job, store, owner, run_id, &finishing, run, pass).await;
     run.sync.absorb(drained);
     run.detect.absorb(first);
     result

@@ -114,21 +114,26 @@ async fn snapshot_lane(
     if job.detect == Detect::Outbox {
         return Ok(None);
     }
-    let open = d.store.open_snapshot(&job.name).await?;
-    if let Some(open) = &open {
-        if open.lane.as_deref() != Some("chunks") {
-            return Ok(None);
-        }
-        let (mut report, finished) = detect::snapshot::proceed(d, open).await?;
-        report.snapshot_open = !finished;
-        return Ok(Some(report));
-    }
     let whole = Subset::default();
     let asked = match opts.resync.as_deref() {
         Some(subset) => Some(subset),
         None if opts.detect.repair => Some(&whole),
         None => None,
     };
+    let mut finished = None;
+    match d.store.open_snapshot(&job.name).await? {
+        Some(open) if open.lane.as_deref() == Some("chunks") => {
+            let (mut report, done) = detect::snapshot::proceed(d, &open, asked.is_some()).await?;
+            if !done || asked.is_none() {
+                report.snapshot_open = !done;
+                return Ok(Some(report));
+            }
+            // Its deletes are queued; the repair asked for now starts.
+            finished = Some(report);
+        }
+        Some(_) => return Ok(None),
+        None => {}
+    }
     let first_run = asked.is_none()
         && !opts.detect.full
         && d.store.ledger_is_empty(&job.name).await?
@@ -136,6 +141,8 @@ async fn snapshot_lane(
     let Some(subset) = asked.or(first_run.then_some(&whole)) else {
         return Ok(None);
     };
+    // A source that cannot split: the repair queues items (its summary
+    // leaves out what a finished snapshot's deletes queued just now).
     let Some(started) = detect::snapshot::start(d, subset, first_run).await? else {
         return Ok(None);
     };
@@ -143,7 +150,7 @@ async fn snapshot_lane(
         true => (started.rows, 0),
         false => (0, started.rows),
     };
-    Ok(Some(DetectReport {
+    let mut report = DetectReport {
         scanned: started.rows,
         inserts,
         updates,
@@ -151,7 +158,11 @@ async fn snapshot_lane(
         snapshot_open: true,
         snapshot_counted: true,
         ..DetectReport::default()
-    }))
+    };
+    if let Some(earlier) = finished {
+        report.absorb(earlier);
+    }
+    Ok(Some(report))
 }
 
 /// A repair (`ferry resync`, `run --once --full`) recorded before it reads

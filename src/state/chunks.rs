@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::queue::{ClaimedTask, Settlement, Synced};
-use super::{args, json_param, Bind, DetectedBatch, Kind, StateError, Store};
+use super::{args, json_param, Bind, DetectedBatch, IntegerKeys, Kind, StateError, Store};
 use crate::model::{key_text, now_millis, Item};
 
 /// A snapshot about to start: what `start_chunked_snapshot` records.
@@ -300,21 +300,31 @@ impl Store {
 
     /// Live ledger keys of `job` that no chunk of the snapshot whose
     /// versions are above `floor` wrote or queued: the source lacked them.
+    /// `within`: only integer keys in that range (and keys of other kinds).
     pub async fn keys_not_seen_since(
         &self,
         job: &str,
         floor: i64,
+        within: Option<IntegerKeys>,
     ) -> Result<Vec<String>, StateError> {
         let mut a = args();
         a.push(job.to_string());
         a.push(floor);
-        let rows = sqlx::query_with(
-            "SELECT key FROM ferry_ledger WHERE job = $1 AND deleted = 0 AND detected_version <= $2 ORDER BY key",
-            a,
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
+        let filter = match within {
+            Some(range) => {
+                a.push(range.lo);
+                a.push(range.hi);
+                IntegerKeys::filter(self.backend, 3, 4)
+            }
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT key FROM ferry_ledger WHERE job = $1 AND deleted = 0 AND detected_version <= $2{filter} ORDER BY key"
+        );
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

@@ -16,6 +16,21 @@ pub struct IntegerKeys {
     pub hi: i64,
 }
 
+impl IntegerKeys {
+    /// ` AND …` keeping the ledger keys whose one integer lies within
+    /// `$lo..=$hi` (placeholders `lo`, `hi`), and every key it cannot
+    /// place. A CASE, as PostgreSQL may evaluate an OR's operands in any
+    /// order (only an integer's digits reach the cast, which is exact: a
+    /// numeric); matching the text costs half of reading it as jsonb.
+    /// SQLite's json_extract gives an integer exactly.
+    pub(super) fn filter(backend: Backend, lo: usize, hi: usize) -> String {
+        match backend {
+            Backend::Postgres => format!(" AND CASE WHEN key ~ '^\\[-?[0-9]+\\]$' THEN substr(key, 2, length(key) - 2)::numeric BETWEEN ${lo} AND ${hi} ELSE true END"),
+            Backend::Sqlite => format!(" AND CASE WHEN json_array_length(key) = 1 AND json_type(key, '$[0]') = 'integer' THEN json_extract(key, '$[0]') BETWEEN ${lo} AND ${hi} ELSE 1 END"),
+        }
+    }
+}
+
 /// Where a ledger walk's reader sends its pages.
 type PageSender = tokio::sync::mpsc::Sender<Result<Vec<(String, LedgerEntry)>, StateError>>;
 
@@ -77,12 +92,9 @@ impl Store {
         let (lo, hi) = within.map_or((i64::MIN, i64::MAX), |w| (w.lo, w.hi));
         a.push(lo);
         a.push(hi);
-        // A CASE, as PostgreSQL may evaluate an OR's operands in any order
-        // (only an integer's digits may reach the cast, which is exact: a
-        // numeric). Matching the text costs half of reading it as jsonb.
         let filter = match within {
-            Some(_) => " AND CASE WHEN key ~ '^\\[-?[0-9]+\\]$' THEN substr(key, 2, length(key) - 2)::numeric BETWEEN $2 AND $3 ELSE true END",
-            None => " AND $2::bigint <= $3::bigint",
+            Some(_) => IntegerKeys::filter(Backend::Postgres, 2, 3),
+            None => " AND $2::bigint <= $3::bigint".to_string(),
         };
         let sql = format!(
             "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger WHERE job = $1{filter} ORDER BY key"
@@ -124,10 +136,9 @@ impl Store {
         // hands them over in order. An `ORDER BY` inside the aggregate would
         // sort every page again (half of the statement's time);
         // [`LedgerWalk`] fails the run should a page ever come out of order.
-        // json_extract gives an integer exactly; any other value is kept.
         let filter = match within {
-            Some(_) => " AND CASE WHEN json_array_length(key) = 1 AND json_type(key, '$[0]') = 'integer' THEN json_extract(key, '$[0]') BETWEEN $4 AND $5 ELSE 1 END",
-            None => " AND $4 <= $5",
+            Some(_) => IntegerKeys::filter(Backend::Sqlite, 4, 5),
+            None => " AND $4 <= $5".to_string(),
         };
         let (lo, hi) = within.map_or((i64::MIN, i64::MAX), |w| (w.lo, w.hi));
         let sql = format!(
