@@ -48,6 +48,13 @@ async fn first_run_through_chunks(kind: StateKind, detect: &str) {
     cfg.job("copy", &copy_job(&db, detect, 64, 2));
     let state = state_url(kind, &cfg, &db);
 
+    let plan = cfg.ferry(Some(&state), &["--output", "json", "plan"]);
+    let doc: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+    assert_eq!(
+        doc["plans"][0]["snapshot"],
+        serde_json::json!({"chunks": 16, "rows": 1000}),
+        "{doc}"
+    );
     let out = cfg.run_once_ok(&state);
     let run = summary_run(&out, "copy");
     assert_eq!(run["inserts"], 1000, "{run}");

@@ -151,6 +151,7 @@ fn run_json(r: &JobRun) -> serde_json::Value {
         "schema_changes": r.schema_changes,
         "keys": d.samples,
         "rewrite": r.rewrite,
+        "snapshot": d.snapshot_plan.map(|(chunks, rows)| serde_json::json!({"chunks": chunks, "rows": rows})),
         "message": r.error.as_ref().map(|e| e.to_string()).or_else(|| r.explanation()),
     })
 }
@@ -394,6 +395,9 @@ fn print_plan(run: &runner::JobRun, field_changes: &[(String, Vec<crate::sync::F
     if run.rewrite {
         out!("  would write every row again: the job's fields or rules changed since its rows were written");
     }
+    if let Some((chunks, rows)) = d.snapshot_plan {
+        out!("  would read {rows} row(s) of the source in {chunks} chunk task(s)");
+    }
     let s = &d.samples;
     for (kind, keys, total) in [
         ("insert", &s.inserts, d.inserts),
@@ -455,9 +459,15 @@ async fn open_for_reading(url: &str, config: Option<&Config>) -> Result<Store, E
     if missing_sqlite {
         return open_store("sqlite::memory:", None).await;
     }
-    Store::open_within(url, super::state_connect_timeout(config))
+    let store = Store::open_within(url, super::state_connect_timeout(config))
         .await
-        .map_err(super::state_failed)
+        .map_err(super::state_failed)?;
+    // A store no run has set up yet holds nothing: plan against an empty one.
+    if !store.has_tables().await.map_err(super::state_failed)? {
+        store.close().await;
+        return open_store("sqlite::memory:", None).await;
+    }
+    Ok(store)
 }
 
 /// The configuration, and the names of the selected jobs (all when none) in

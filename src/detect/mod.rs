@@ -62,6 +62,9 @@ pub struct DetectReport {
     /// A chunked snapshot of the job is in progress after this detection
     /// (its chunk tasks are in the queue).
     pub snapshot_open: bool,
+    /// A dry run: the chunk tasks and rows the snapshot it plans would
+    /// read, when it goes through chunk tasks.
+    pub snapshot_plan: Option<(u64, u64)>,
     /// This detection started that snapshot and counts its rows (as
     /// inserts on a first run, else updates) as the source held them.
     pub snapshot_counted: bool,

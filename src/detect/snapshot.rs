@@ -7,7 +7,7 @@
 use super::diff::Scope;
 use super::{DetectError, DetectReport, Detection};
 use crate::config::{Detect, DEFAULT_MAX_DELETE_RATIO};
-use crate::connectors::Subset;
+use crate::connectors::{Split, Subset};
 use crate::model::{key_text, Item};
 use crate::state::{DetectedBatch, IntegerKeys, NewSnapshot, OpenSnapshot, StateError};
 
@@ -29,17 +29,7 @@ pub async fn start(
     subset: &Subset,
     first_run: bool,
 ) -> Result<Option<Started>, DetectError> {
-    // A document target (a broker, an API, a file) knows a resent change
-    // by its version, which a chunk read again would not keep: such jobs
-    // queue their rows as items.
-    let keeps_rows = crate::connectors::REGISTRY
-        .spec(&d.job.target.kind)
-        .and_then(|spec| spec.target.as_ref())
-        .is_some_and(|target| target.writes.keeps_rows());
-    if d.job.snapshot.chunk_rows == 0 || !keeps_rows {
-        return Ok(None);
-    }
-    let Some(split) = d.source.split(subset, d.job.snapshot.chunk_rows).await? else {
+    let Some(split) = split(d, subset).await? else {
         return Ok(None);
     };
     let watermark = match (&d.job.detect, first_run) {
@@ -79,6 +69,32 @@ pub async fn start(
     tracing::info!(job = %d.job.name, snapshot, chunks = started.chunks, rows = started.rows, "snapshot of {subset}: {} chunk task(s) queued", started.chunks);
     crate::metrics::chunk_detected(&d.job.name, 0, 0, 0, true, std::time::Duration::ZERO);
     Ok(Some(started))
+}
+
+/// The chunks of `subset`, when its job's snapshots go through chunk
+/// tasks: a table source that splits itself, into a target that keeps rows.
+/// A document target (a broker, an API, a file) knows a resent change by
+/// its version, which a chunk read again would not keep: such jobs, and
+/// `chunk_rows = 0`, queue their rows as items.
+async fn split(d: Detection<'_>, subset: &Subset) -> Result<Option<Split>, DetectError> {
+    let keeps_rows = crate::connectors::REGISTRY
+        .spec(&d.job.target.kind)
+        .and_then(|spec| spec.target.as_ref())
+        .is_some_and(|target| target.writes.keeps_rows());
+    if d.job.snapshot.chunk_rows == 0 || !keeps_rows || d.job.detect == Detect::Outbox {
+        return Ok(None);
+    }
+    Ok(d.source.split(subset, d.job.snapshot.chunk_rows).await?)
+}
+
+/// What a snapshot of `subset` would read (`ferry plan`): its chunk tasks
+/// and rows; None when it would queue items instead.
+pub async fn preview(d: Detection<'_>, subset: &Subset) -> Result<Option<Started>, DetectError> {
+    Ok(split(d, subset).await?.map(|split| Started {
+        snapshot: 0,
+        chunks: split.chunks.len(),
+        rows: split.rows,
+    }))
 }
 
 /// Where a chunked snapshot stands: chunks left (nothing to do here; the

@@ -300,7 +300,7 @@ async fn plan_run(
     run.rewrite = prepared.rewrite;
     let job = &prepared.job;
     let source = connectors::source(job).map_err(DetectError::Source)?;
-    run.detect = detect::detect(Detection {
+    let detection = Detection {
         job,
         source: source.as_ref(),
         store,
@@ -311,8 +311,20 @@ async fn plan_run(
         },
         subset: opts.resync.as_deref(),
         progress: &opts.progress,
-    })
-    .await?;
+    };
+    run.detect = detect::detect(detection).await?;
+    // A repair, or a first run, would read the source in chunk tasks.
+    let whole = crate::connectors::Subset::default();
+    let snapshot = match opts.resync.as_deref() {
+        Some(subset) => Some(subset),
+        None if opts.detect.repair || store.ledger_is_empty(&job.name).await? => Some(&whole),
+        None => None,
+    };
+    if let Some(subset) = snapshot {
+        if let Some(plan) = detect::snapshot::preview(detection, subset).await? {
+            run.detect.snapshot_plan = Some((plan.chunks as u64, plan.rows));
+        }
+    }
     run.outcome = Outcome::Success;
     Ok(())
 }

@@ -192,6 +192,20 @@ impl Store {
             })
     }
 
+    /// Whether ferry's tables exist here (a store `ferry migrate` or a run
+    /// set up): `plan` reads a store that has none as an empty one.
+    pub async fn has_tables(&self) -> Result<bool, StateError> {
+        let sql = match self.backend {
+            Backend::Postgres => "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = '_sqlx_migrations' AND schemaname = current_schema()",
+            Backend::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        };
+        let row = sqlx::query(sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(sqlx::Row::get::<i64, _>(&row, 0) > 0)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
