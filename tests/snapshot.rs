@@ -336,3 +336,50 @@ async fn a_repair_waits_for_the_snapshot_in_progress() {
         10
     );
 }
+
+/// Two processes running the same job share its chunk tasks: each chunk is
+/// written by one of them, once, and together they write every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_share_a_snapshot() {
+    let db = TestDb::new().await;
+    source_rows(&db, 2000).await;
+    db.exec(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$;
+         CREATE TRIGGER slow AFTER INSERT ON dst FOR EACH STATEMENT EXECUTE FUNCTION slow();",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &copy_job(&db, DIFF, 100, 1));
+    assert_eq!(code(&cfg.ferry(Some(&db.url), &["migrate"])), 0);
+    let start = || {
+        cfg.command(Some(&db.url), &["--output", "json", "run", "--once"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let first = start();
+    assert!(
+        eventually(10, || async {
+            db.count("SELECT count(*) FROM ferry_tasks WHERE chunk IS NOT NULL AND state = 'done'")
+                .await
+                > 0
+        })
+        .await,
+        "the first process never finished a chunk"
+    );
+    let second = start();
+    let (first, second) = (
+        first.wait_with_output().expect("first"),
+        second.wait_with_output().expect("second"),
+    );
+    let (a, b) = (synced(&first, "copy"), synced(&second, "copy"));
+    assert!(a > 0 && b > 0, "each process wrote chunks: {a} and {b}");
+    assert_eq!(a + b, 2000, "each chunk was written once");
+    assert_eq!(
+        db.count("SELECT count(*) FROM ferry_tasks WHERE chunk IS NOT NULL AND state = 'done'")
+            .await,
+        20
+    );
+    same_rows(&db).await;
+}
