@@ -3,6 +3,7 @@
 //! the ledger (each key as detected and synced at once, in bulk).
 use sqlx::Row;
 
+use super::ledger::{synced_rows, SYNCED_COLUMNS};
 use super::queue::{ClaimedTask, Settlement, Synced};
 use super::{args, json_param, Bind, DetectedBatch, IntegerKeys, Kind, StateError, Store};
 use crate::model::{key_text, now_millis, Item};
@@ -205,23 +206,11 @@ impl Store {
              detected_version = excluded.detected_version, synced_hash = excluded.synced_hash, \
              synced_version = excluded.synced_version, written = excluded.written, deleted = 0, discarded = 0 \
              WHERE ferry_ledger.detected_version <= excluded.detected_version",
-            self.json_rows(
-                2,
-                &[
-                    ("key", Kind::Text),
-                    ("hash", Kind::Int),
-                    ("version", Kind::Int),
-                    ("written", Kind::Text),
-                ],
-            )
+            self.json_rows(2, SYNCED_COLUMNS)
         );
-        let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
-            .iter()
-            .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
-            .collect();
         let mut a = args();
         a.push(job.to_string());
-        a.push(json_param(&rows));
+        a.push(synced_rows(synced));
         sqlx::query_with(&sql, a)
             .execute(&mut **tx)
             .await

@@ -334,15 +334,7 @@ impl Store {
         if synced.is_empty() {
             return Ok(());
         }
-        let rows = self.json_rows(
-            2,
-            &[
-                ("key", Kind::Text),
-                ("hash", Kind::Int),
-                ("version", Kind::Int),
-                ("written", Kind::Text),
-            ],
-        );
+        let rows = self.json_rows(2, SYNCED_COLUMNS);
         // Materialized: else SQLite puts the ledger in the outer loop and
         // scans every key of the job for each statement.
         let update = format!(
@@ -357,11 +349,7 @@ impl Store {
              ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written, discarded = 0 \
              WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version"
         );
-        let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
-            .iter()
-            .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
-            .collect();
-        let rows = json_param(&rows);
+        let rows = synced_rows(synced);
         for sql in [update, upsert] {
             let mut a = args();
             a.push(job.to_string());
@@ -398,6 +386,23 @@ impl Store {
         }
         Ok(total)
     }
+}
+
+/// The columns of [`synced_rows`], for `json_rows`.
+pub(super) const SYNCED_COLUMNS: &[(&str, Kind)] = &[
+    ("key", Kind::Text),
+    ("hash", Kind::Int),
+    ("version", Kind::Int),
+    ("written", Kind::Text),
+];
+
+/// Synced items as one JSON parameter of [`SYNCED_COLUMNS`] rows.
+pub(super) fn synced_rows(synced: &[Synced]) -> String {
+    let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
+        .iter()
+        .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
+        .collect();
+    json_param(&rows)
 }
 
 /// A ledger entry from the columns `detected_hash, detected_version,
