@@ -233,6 +233,14 @@ pub fn snapshot_chunk(job: &str, result: &'static str, rows: u64) {
     counter!("ferry_snapshot_rows_total", "sync_job" => job.to_string()).increment(rows);
 }
 
+/// A snapshot queued `chunks` chunk tasks for `rows` rows of the source:
+/// changes detected and tasks enqueued, as a detection's are counted.
+pub fn snapshot_planned(job: &str, rows: u64, chunks: u64) {
+    counter!("ferry_changes_detected_total", "sync_job" => job.to_string(), "op" => "upsert")
+        .increment(rows);
+    counter!("ferry_tasks_enqueued_total", "sync_job" => job.to_string()).increment(chunks);
+}
+
 pub fn objects_scanned(job: &str, n: u64) {
     counter!("ferry_objects_scanned_total", "sync_job" => job.to_string()).increment(n);
 }

@@ -13,4 +13,6 @@ ALTER TABLE ferry_snapshots ADD COLUMN watermark TEXT;
 ALTER TABLE ferry_snapshots ADD COLUMN version_floor BIGINT;
 ALTER TABLE ferry_snapshots ADD COLUMN chunks BIGINT;
 ALTER TABLE ferry_snapshots ADD COLUMN rows BIGINT;
+-- A job's first run: its rows are new to the target as far as ferry knows.
+ALTER TABLE ferry_snapshots ADD COLUMN first_run BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX ferry_tasks_snapshot ON ferry_tasks (snapshot_id, state) WHERE snapshot_id IS NOT NULL;

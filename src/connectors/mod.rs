@@ -181,6 +181,10 @@ pub struct WriteBatch<'a> {
     /// Report the upserted rows as they are before and after the write,
     /// each as a source of the same table would read it (echo suppression).
     pub read_back: bool,
+    /// The upserts are new to the target as far as ferry knows (a first
+    /// run's snapshot): a target may insert them in bulk, reporting no
+    /// images, and must write the batch as usual should any be there.
+    pub insert_new: bool,
 }
 
 impl<'a> WriteBatch<'a> {

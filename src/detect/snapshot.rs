@@ -59,6 +59,7 @@ pub async fn start(
             chunks,
             rows: split.rows as i64,
             watermark,
+            first_run,
         })
         .await?;
     let started = Started {
@@ -67,7 +68,7 @@ pub async fn start(
         rows: split.rows,
     };
     tracing::info!(job = %d.job.name, snapshot, chunks = started.chunks, rows = started.rows, "snapshot of {subset}: {} chunk task(s) queued", started.chunks);
-    crate::metrics::chunk_detected(&d.job.name, 0, 0, 0, true, std::time::Duration::ZERO);
+    crate::metrics::snapshot_planned(&d.job.name, started.rows, started.chunks as u64);
     Ok(Some(started))
 }
 

@@ -188,11 +188,12 @@ impl JobRun {
         self.sync.synced = self.sync.synced.max(synced);
     }
 
-    /// Rows that chunk tasks of a snapshot this run did not start (one a
-    /// killed run left) wrote: read from the source, of unknown kind.
+    /// Rows that snapshot chunk tasks wrote in this run were scanned; those
+    /// of a snapshot this run did not start (one a killed run left) are
+    /// changes of unknown kind besides.
     fn count_snapshot_rows(&mut self) {
+        self.detect.scanned += self.sync.snapshot_rows;
         if !self.detect.snapshot_counted {
-            self.detect.scanned += self.sync.snapshot_rows;
             self.detect.unclassified += self.sync.snapshot_rows;
         }
     }

@@ -150,8 +150,8 @@ async fn snapshot_lane(
         true => (started.rows, 0),
         false => (0, started.rows),
     };
+    // Rows count as scanned once a chunk has read them.
     let mut report = DetectReport {
-        scanned: started.rows,
         inserts,
         updates,
         tasks: started.chunks as u64,

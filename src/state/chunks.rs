@@ -21,6 +21,8 @@ pub struct NewSnapshot<'a> {
     /// A cursor job's first run: the cursor's largest value now, where its
     /// incremental runs start (recorded as the job's watermark).
     pub watermark: Option<String>,
+    /// The job's first run: its rows are new to the target.
+    pub first_run: bool,
 }
 
 /// How far a snapshot's chunk tasks are.
@@ -56,9 +58,10 @@ impl Store {
         a.push(floor);
         a.push(s.chunks.len() as i64);
         a.push(s.rows);
+        a.push(i64::from(s.first_run));
         let id: i64 = sqlx::query_with(
-            "INSERT INTO ferry_snapshots (job, scope, started_at, run_id, lane, watermark, version_floor, chunks, rows) \
-             VALUES ($1, $2, $3, $4, 'chunks', $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO ferry_snapshots (job, scope, started_at, run_id, lane, watermark, version_floor, chunks, rows, first_run) \
+             VALUES ($1, $2, $3, $4, 'chunks', $5, $6, $7, $8, $9) RETURNING id",
             a,
         )
         .fetch_one(&mut *tx)
@@ -262,6 +265,18 @@ impl Store {
         .await
         .map_err(|e| self.err(e))?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Whether the snapshot is its job's first run.
+    pub async fn snapshot_is_first_run(&self, snapshot_id: i64) -> Result<bool, StateError> {
+        let mut a = args();
+        a.push(snapshot_id);
+        let first: Option<i64> =
+            sqlx::query_scalar_with("SELECT first_run FROM ferry_snapshots WHERE id = $1", a)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        Ok(first == Some(1))
     }
 
     /// The snapshot's chunk tasks by how far they are.

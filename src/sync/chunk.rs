@@ -53,11 +53,15 @@ pub(super) async fn sync_chunk(
 ) -> Result<(), StateError> {
     let Worker { job, store, .. } = worker;
     crate::fault::point("chunk-claimed");
+    let insert_new = match chunk.snapshot_id {
+        Some(id) => store.snapshot_is_first_run(id).await?,
+        None => false,
+    };
     let ended = match reader
         .read(chunk.chunk.as_deref().unwrap_or_default())
         .await
     {
-        Ok(rows) => write_parts(worker, shape, &chunk, rows, shutdown).await?,
+        Ok(rows) => write_parts(worker, shape, &chunk, rows, shutdown, insert_new).await?,
         Err(e) => Ended::Failed(e),
     };
     match ended {
@@ -100,6 +104,7 @@ async fn write_parts(
     chunk: &ClaimedTask,
     mut rows: ChunkRows,
     shutdown: &CancellationToken,
+    insert_new: bool,
 ) -> Result<Ended, StateError> {
     let job = worker.job;
     let part_rows = job.batch.size;
@@ -152,7 +157,7 @@ async fn write_parts(
                 snapshot_id: chunk.snapshot_id,
             };
             let keys = keys_of(&part);
-            let mut attempt = attempt(worker, shape, &part, &keys, false).await?;
+            let mut attempt = attempt(worker, shape, &part, &keys, false, insert_new).await?;
             if attempt.nothing_written() {
                 let e = attempt.outcome.error.take().unwrap_or_else(|| {
                     ConnectorError::failed(
@@ -174,6 +179,7 @@ async fn write_parts(
             crate::fault::point("chunk-part-settled");
             attempt.conclude(worker, shape, &part).await?;
             worker.shared.progress.scanned(n, n);
+            crate::metrics::objects_scanned(&job.name, n);
             worker.shared.snapshot_rows.fetch_add(n, Ordering::Relaxed);
             total += n;
         }

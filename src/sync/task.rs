@@ -87,7 +87,7 @@ pub(super) async fn sync_task(
         return Ok(());
     };
     let keys = keys_of(&task);
-    let mut attempt = attempt(worker, shape, &task, &keys, stale_check).await?;
+    let mut attempt = attempt(worker, shape, &task, &keys, stale_check, false).await?;
     if !finish(worker, &task, &attempt.settlement, &attempt.outcome).await? {
         tracing::warn!(job = %job.name, task = task.id, "task was taken over by another worker after its lease expired; its result is discarded");
         return Ok(());
@@ -147,6 +147,7 @@ pub(super) async fn attempt<'t, 'k>(
     task: &'t ClaimedTask,
     keys: &'k [String],
     stale_check: bool,
+    insert_new: bool,
 ) -> Result<Attempt<'t, 'k>, StateError> {
     let Worker { job, store, .. } = worker;
     // Only a task that a later detection marked can hold superseded items,
@@ -180,6 +181,7 @@ pub(super) async fn attempt<'t, 'k>(
         images: shape.track,
         before: shape.need_before,
         read_back: !shape.echo.is_empty(),
+        insert_new,
     };
     let write = async {
         match translation_error {

@@ -74,6 +74,7 @@ pub(super) async fn write_isolating(
             images: options.images,
             skip_before: !options.before,
             read_back: options.read_back,
+            insert_new: options.insert_new,
             ..Default::default()
         };
         for (i, op, row) in &live[range.clone()] {
@@ -161,6 +162,8 @@ pub(super) struct WriteOptions {
     pub images: bool,
     pub before: bool,
     pub read_back: bool,
+    /// A first run's snapshot: the rows are new (see `WriteBatch::insert_new`).
+    pub insert_new: bool,
 }
 
 /// A write's images in the order of its upserts, each with the fields they

@@ -1,14 +1,14 @@
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use crate::config::TargetConfig;
+use crate::config::{Mode, TargetConfig};
 use serde_json::Value;
 
 use crate::connectors::sql::{
-    classify, execute_batch, key_stream, quote_qualified, Dialect, WriteSql,
+    classify, execute_batch, key_stream, quote_qualified, read_images, Dialect, WriteSql,
 };
 use crate::connectors::{
-    ConnectorError, KeyStream, SchemaChange, Shape, Target, WriteBatch, WriteRules, Written,
+    ConnectorError, Images, KeyStream, SchemaChange, Shape, Target, WriteBatch, WriteRules, Written,
 };
 
 pub struct PostgresTarget {
@@ -52,6 +52,61 @@ impl PostgresTarget {
     fn err(&self, e: sqlx::Error) -> ConnectorError {
         classify(e, &self.system, &self.object)
     }
+
+    /// New rows by `COPY` (see `copy_in.rs`), with their images read back
+    /// by key when asked; None, and nothing written, when the batch is for
+    /// the statement: a column COPY would read otherwise, a child table, or
+    /// a row the table holds already (a unique violation).
+    async fn copy_new(&self, batch: &WriteBatch<'_>) -> Result<Option<Written>, ConnectorError> {
+        let rules = self.sql.rules();
+        if !rules.children.is_empty() {
+            return Ok(None);
+        }
+        let table = quote_qualified(&rules.table);
+        let columns = self.sql.upsert_columns(batch);
+        let Some(copy) = super::copy_in::render(&table, batch, &columns, &rules.key, |name| {
+            self.sql.column(name).map(|c| c.ty.clone())
+        }) else {
+            return Ok(None);
+        };
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let copied = async {
+            let mut into = tx.copy_in_raw(&copy.statement).await?;
+            into.send(copy.data).await?;
+            into.finish().await
+        }
+        .await;
+        if let Err(e) = copied {
+            let refused = self.err(e);
+            tracing::debug!(
+                "COPY of new rows refused, written by the statement instead: {refused}"
+            );
+            // The COPY's transaction rolls back as it drops.
+            return Ok(None);
+        }
+        let mut written = Written::default();
+        if batch.images {
+            let fields: Vec<String> = columns
+                .into_iter()
+                .filter(|c| !rules.key.contains(c))
+                .collect();
+            let query = self.sql.images_of_inserted(&fields);
+            let read = read_images::<sqlx::Postgres>(&mut tx, &query, &copy.keys)
+                .await
+                .map_err(|e| self.err(e))?;
+            written.images = read
+                .into_iter()
+                .map(|(incoming, _)| Images {
+                    after: rules.inserts_new_rows().then(|| incoming.clone()),
+                    incoming,
+                    before: None,
+                })
+                .collect();
+            written.fields = fields;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Some(written))
+    }
 }
 
 #[async_trait]
@@ -72,6 +127,11 @@ impl Target for PostgresTarget {
         self.sql
             .load_columns(|| async { self.schema().await })
             .await?;
+        if batch.insert_new && !batch.read_back && self.sql.rules().mode != Mode::Update {
+            if let Some(written) = self.copy_new(batch).await? {
+                return Ok(written);
+            }
+        }
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let read_back = batch.read_back && batch.upsert_count() > 0;
         let rows_before = match read_back {

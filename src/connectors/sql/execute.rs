@@ -109,7 +109,7 @@ pub(super) fn row_after(
     )
 }
 
-pub(super) async fn read_images<DB>(
+pub async fn read_images<DB>(
     conn: &mut DB::Connection,
     query: &str,
     rows: &str,

@@ -104,7 +104,7 @@ impl WriteSql {
             .map(|_| ())
     }
 
-    fn column(&self, name: &str) -> Option<&Column> {
+    pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.get().and_then(|columns| columns.get(name))
     }
 
@@ -422,6 +422,19 @@ impl WriteSql {
             "SELECT {}, CASE WHEN ferry_t.{} IS NULL THEN NULL ELSE {} END FROM {rows} LEFT JOIN {t} AS ferry_t ON {} ORDER BY {order}",
             self.image_array("x", fields),
             quote_ident(&self.rules.key[0]),
+            self.image_array("ferry_t", fields),
+            self.key_join(),
+        )
+    }
+
+    /// PostgreSQL: the images of rows just inserted (the target's own,
+    /// which are what was sent, typed), read by key in the order of `$1`, a
+    /// JSON array of objects holding each row's key.
+    pub fn images_of_inserted(&self, fields: &[String]) -> String {
+        let t = &self.table;
+        format!(
+            "SELECT {}, NULL FROM json_populate_recordset(NULL::{t}, $1::json) WITH ORDINALITY AS x \
+             JOIN {t} AS ferry_t ON {} ORDER BY x.ordinality",
             self.image_array("ferry_t", fields),
             self.key_join(),
         )
