@@ -175,10 +175,7 @@ fn progress_bar(
     let (shown, progress) = (bar.clone(), progress.clone());
     let ticker = tokio::spawn(async move {
         loop {
-            let (scanned, changed, synced) = progress.get();
-            shown.set_message(format!(
-                "{scanned} scanned, {changed} changed, {synced} synced"
-            ));
+            shown.set_message(progress.message(shown.elapsed()));
             shown.tick();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -69,6 +69,7 @@ pub async fn start(
     };
     tracing::info!(job = %d.job.name, snapshot, chunks = started.chunks, rows = started.rows, "snapshot of {subset}: {} chunk task(s) queued", started.chunks);
     crate::metrics::snapshot_planned(&d.job.name, started.rows, started.chunks as u64);
+    d.progress.expect(started.rows);
     Ok(Some(started))
 }
 
