@@ -70,6 +70,18 @@ pub(super) async fn sync_chunk(
                 crate::metrics::snapshot_chunk(&job.name, "ok", rows);
             }
         }
+        Ended::Failed(e) if e.stops_run() => {
+            // A system that could not be reached, or refuses us: the chunk
+            // did not fail, it could not run; the attempt is given back, as
+            // a task's is, and the next run meets the same answer at once.
+            let why = e.to_string();
+            if store.release(&chunk, now_millis(), &why).await? {
+                crate::metrics::snapshot_chunk(&job.name, "retry", 0);
+                tracing::warn!(job = %job.name, task = chunk.id, "snapshot chunk stopped, attempt not counted: {why}");
+            }
+            worker.shared.note_error(&e);
+            worker.shared.stop.store(true, Ordering::Relaxed);
+        }
         Ended::Failed(e) => {
             let exhausted = chunk.attempts >= i64::from(job.batch.max_attempts);
             let retry_at = now_millis() + backoff(job, chunk.attempts).as_millis() as i64;
@@ -80,9 +92,6 @@ pub(super) async fn sync_chunk(
                 tracing::warn!(job = %job.name, task = chunk.id, attempt = chunk.attempts, "snapshot chunk failed ({result}): {why}");
             }
             worker.shared.note_error(&e);
-            if e.stops_run() {
-                worker.shared.stop.store(true, Ordering::Relaxed);
-            }
         }
         Ended::Stopped => {
             store
