@@ -482,7 +482,13 @@ async fn run_leased(
             // A snapshot whose chunks the drain finished: a last pass queues
             // its deletes and closes it.
             if result.is_ok() && run.detect.snapshot_open && !opts.shutdown.is_cancelled() {
-                result = finish_snapshot(job, store, owner, run_id, opts, run, first).await;
+                // Another process that shared the chunks may be closing the
+                // snapshot itself: wait a moment for its lease.
+                let last = Pass {
+                    lease_wait: SECOND_PASS_LEASE_WAIT,
+                    ..first
+                };
+                result = finish_snapshot(job, store, owner, run_id, opts, run, last).await;
             }
             // Every row is queued under the new rules: later runs compare
             // with them. (A failed or skipped detection rewrites next run;
