@@ -5,7 +5,8 @@
 //! SIGKILLs it); `FERRY_FAULT=stop-<point>` makes it SIGSTOP itself there (the
 //! test SIGCONTs it later). Points: `detecting` (the job lease just taken), `after-enqueue`, `before-write`,
 //! `after-write` (the target holds a batch its task has not settled), `before-ack`
-//! (outbox: changes enqueued, messages not yet acknowledged).
+//! (outbox: changes enqueued, messages not yet acknowledged), `chunk-claimed`,
+//! `chunk-part-settled` and `chunk-done` (a snapshot's chunk task).
 use std::time::Duration;
 
 pub fn point(name: &str) {

@@ -143,6 +143,51 @@ async fn a_killed_snapshot_resumes_postgres_state() {
     a_killed_snapshot_resumes(StateKind::Postgres).await;
 }
 
+/// While one process runs a snapshot, `ferry status` in another shows how
+/// far it has come, from the state store; after it, nothing is pending.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_a_snapshot_in_progress() {
+    let db = TestDb::new().await;
+    source_rows(&db, 200).await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &copy_job(&db, DIFF, 50, 1));
+    let state = state_url(StateKind::Postgres, &cfg, &db);
+    let mut child = spawn_at_fault(
+        &cfg,
+        &state,
+        "pause",
+        "chunk-done",
+        &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
+    );
+    let status = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let pending = &doc["jobs"][0]["pending_resync"];
+    assert_eq!(
+        (&pending["chunks"], &pending["rows"]),
+        (
+            &serde_json::json!({"done": 1, "open": 3, "dead": 0, "total": 4}),
+            &serde_json::json!({"written": 50, "planned": 200})
+        ),
+        "{doc}"
+    );
+    let text = cfg.ferry(Some(&state), &["status", "copy"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains("1 of 4 chunk(s) done, 50 of 200 row(s) written (25%)"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+
+    let out = run_after_killed(&cfg, &state);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    same_rows(&db).await;
+    let status = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert!(doc["jobs"][0]["pending_resync"].is_null(), "{doc}");
+}
+
 /// Text, composite and integer keys split by PostgreSQL, MariaDB and
 /// SQLite into chunks that meet without a gap or an overlap.
 #[tokio::test(flavor = "multi_thread")]

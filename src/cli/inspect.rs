@@ -126,7 +126,7 @@ fn describe_target(config: &Config, job: &str) -> String {
     format!("{}:{}", t.kind, t.table.clone().unwrap_or_default())
 }
 
-fn time(ms: Option<i64>) -> String {
+pub(super) fn time(ms: Option<i64>) -> String {
     ms.map_or("-".to_string(), crate::model::utc_text)
 }
 
@@ -206,8 +206,9 @@ struct JobStatus {
     present: i64,
     discarded: i64,
     schema_changes: Vec<crate::state::SchemaChangeInfo>,
-    /// A resync that did not finish (its part, when it started): the next run does it.
-    pending_resync: Option<(String, i64)>,
+    /// A snapshot or resync that did not finish: the next run does it, or
+    /// another process is doing it now.
+    pending_resync: Option<super::pending::PendingSnapshot>,
 }
 
 async fn job_status(
@@ -231,11 +232,7 @@ async fn job_status(
         present: store.live_count(&job.name).await?,
         discarded: store.discarded_count(&job.name).await?,
         schema_changes: store.schema_changes(&job.name).await?,
-        pending_resync: store.open_snapshot(&job.name).await?.map(|open| {
-            let part = serde_json::from_str::<crate::connectors::Subset>(&open.scope)
-                .map_or(open.scope, |subset| subset.to_string());
-            (part, open.started_at)
-        }),
+        pending_resync: super::pending::pending_snapshot(store, &job.name).await?,
     })
 }
 
@@ -257,9 +254,7 @@ impl JobStatus {
             "id_map_size": self.id_map,
             "conflicts_total": self.conflicts,
             "discarded_keys": self.discarded,
-            "pending_resync": self.pending_resync.as_ref().map(|(part, at)| serde_json::json!({
-                "part": part, "started_at": iso(Some(*at)),
-            })),
+            "pending_resync": self.pending_resync.as_ref().map(super::pending::PendingSnapshot::json),
             "schema_changes": self.schema_changes.iter().map(|c| serde_json::json!({
                 "at": iso(Some(c.at)), "change": c.change, "detail": c.detail,
             })).collect::<Vec<_>>(),
@@ -336,11 +331,8 @@ impl JobStatus {
                 self.job
             );
         }
-        if let Some((part, at)) = &self.pending_resync {
-            out!(
-                "  resync       of {part}, started {}, did not finish: the next run does it",
-                time(Some(*at))
-            );
+        if let Some(pending) = &self.pending_resync {
+            pending.print();
         }
         for change in &self.schema_changes {
             out!(
@@ -354,7 +346,7 @@ impl JobStatus {
 }
 
 /// A unix-millisecond time as RFC 3339 (UTC), for JSON output; null when absent.
-fn iso(ms: Option<i64>) -> Option<String> {
+pub(super) fn iso(ms: Option<i64>) -> Option<String> {
     ms.and_then(|m| Utc.timestamp_millis_opt(m).single())
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }

@@ -4,6 +4,7 @@
 mod output;
 mod check;
 mod inspect;
+mod pending;
 mod resync;
 mod run;
 mod test;

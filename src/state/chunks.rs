@@ -32,6 +32,8 @@ pub struct ChunkCounts {
     pub open: i64,
     pub dead: i64,
     pub done: i64,
+    /// Rows written by the done chunks.
+    pub rows_done: i64,
 }
 
 impl Store {
@@ -284,7 +286,8 @@ impl Store {
         let mut a = args();
         a.push(snapshot_id);
         let rows = sqlx::query_with(
-            "SELECT state, count(*) FROM ferry_tasks WHERE snapshot_id = $1 GROUP BY state",
+            "SELECT state, count(*), CAST(coalesce(sum(item_count), 0) AS BIGINT) FROM ferry_tasks \
+             WHERE snapshot_id = $1 AND chunk IS NOT NULL GROUP BY state",
             a,
         )
         .fetch_all(&self.pool)
@@ -294,7 +297,10 @@ impl Store {
         for r in rows {
             let n: i64 = r.get(1);
             match r.get::<String, _>(0).as_str() {
-                "done" => counts.done += n,
+                "done" => {
+                    counts.done += n;
+                    counts.rows_done += r.get::<i64, _>(2);
+                }
                 "dead" => counts.dead += n,
                 _ => counts.open += n,
             }

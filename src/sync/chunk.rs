@@ -69,6 +69,7 @@ pub(super) async fn sync_chunk(
             if store.complete_chunk(&chunk, rows).await? {
                 crate::metrics::snapshot_chunk(&job.name, "ok", rows);
             }
+            crate::fault::point("chunk-done");
         }
         Ended::Failed(e) if e.stops_run() => {
             // A system that could not be reached, or refuses us: the chunk
