@@ -315,29 +315,60 @@ pub fn object_keys(json: &RawValue, fields: &mut Vec<String>) {
             Ok(())
         }
     }
-    /// A field name, borrowed from the JSON text unless it has escapes.
-    struct FieldName<'de>(std::borrow::Cow<'de, str>);
-    impl<'de> Deserialize<'de> for FieldName<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Name;
-            impl<'de> Visitor<'de> for Name {
-                type Value = FieldName<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a field name")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<FieldName<'de>, E> {
-                    Ok(FieldName(v.into()))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<FieldName<'de>, E> {
-                    Ok(FieldName(v.to_string().into()))
-                }
-            }
-            d.deserialize_str(Name)
-        }
-    }
     let mut de = serde_json::Deserializer::from_str(json.get());
     // A RawValue holds valid JSON; one that is not an object names no field.
     let _ = de.deserialize_map(Keys(fields));
+}
+
+/// The JSON object `json`'s values of `columns`, in their order, borrowed
+/// from its text (None: the object lacks the field). None when `json` is
+/// not an object. A later duplicate of a field wins, as in a map.
+pub fn object_fields<'j>(
+    json: &'j RawValue,
+    columns: &[String],
+) -> Option<Vec<Option<&'j RawValue>>> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    struct Fields<'c>(&'c [String]);
+    impl<'de> Visitor<'de> for Fields<'_> {
+        type Value = Vec<Option<&'de RawValue>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut values = vec![None; self.0.len()];
+            while let Some(name) = map.next_key::<FieldName<'de>>()? {
+                let value = map.next_value::<&'de RawValue>()?;
+                if let Some(i) = self.0.iter().position(|c| *c == *name.0) {
+                    values[i] = Some(value);
+                }
+            }
+            Ok(values)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json.get());
+    de.deserialize_map(Fields(columns)).ok()
+}
+
+/// A field name, borrowed from the JSON text unless it has escapes.
+struct FieldName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(v.to_string().into()))
+            }
+        }
+        d.deserialize_str(Name)
+    }
 }
 
 /// The ledger's text form of a key: compact JSON of the key values.

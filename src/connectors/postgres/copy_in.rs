@@ -4,10 +4,10 @@
 //! it (no json, array or unknown column types: those read a JSON value
 //! differently from its text). A row already in the table makes the COPY
 //! fail whole, and the batch is written by the statement instead.
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::connectors::{ColumnType, WriteBatch};
-use crate::model::Record;
 
 /// New rows as `COPY` takes them.
 pub(super) struct CopyIn {
@@ -40,21 +40,30 @@ pub(super) fn render(
             _ => {}
         }
     }
-    let parsed: Vec<Record>;
-    let rows: Vec<&Record> = if batch.upsert_json.is_empty() {
-        batch.upserts.clone()
-    } else {
-        parsed = batch
-            .upsert_json
-            .iter()
-            .map(|raw| serde_json::from_str(raw.get()))
-            .collect::<Result<_, _>>()
-            .ok()?;
-        parsed.iter().collect()
+    let mut data = Vec::with_capacity(batch.upsert_count() * 64 * columns.len());
+    let mut keys = String::with_capacity(batch.upsert_count() * 16 * key.len());
+    keys.push('[');
+    let key_at: Vec<usize> = key
+        .iter()
+        .map(|k| columns.iter().position(|c| c == k))
+        .collect::<Option<_>>()?;
+    let mut row_keys = |values: &dyn Fn(usize) -> Option<String>| {
+        if keys.len() > 1 {
+            keys.push(',');
+        }
+        keys.push('{');
+        for (n, (name, at)) in key.iter().zip(&key_at).enumerate() {
+            if n > 0 {
+                keys.push(',');
+            }
+            // A String serialises; a JSON value's text is JSON.
+            keys.push_str(&serde_json::to_string(name).unwrap_or_default());
+            keys.push(':');
+            keys.push_str(values(*at).as_deref().unwrap_or("null"));
+        }
+        keys.push('}');
     };
-    let mut data = Vec::with_capacity(rows.len() * 64 * columns.len());
-    let mut keys = Vec::with_capacity(rows.len());
-    for row in rows {
+    for row in &batch.upserts {
         for (i, name) in columns.iter().enumerate() {
             if i > 0 {
                 data.push(b'\t');
@@ -62,12 +71,20 @@ pub(super) fn render(
             cell(&mut data, row.get(name));
         }
         data.push(b'\n');
-        let key: Record = key
-            .iter()
-            .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
-            .collect();
-        keys.push(key);
+        row_keys(&|at| row.get(&columns[at]).map(Value::to_string));
     }
+    for raw in &batch.upsert_json {
+        let values = crate::model::object_fields(raw, columns)?;
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                data.push(b'\t');
+            }
+            raw_cell(&mut data, *value)?;
+        }
+        data.push(b'\n');
+        row_keys(&|at| values[at].map(|v| v.get().to_string()));
+    }
+    keys.push(']');
     let quoted: Vec<String> = columns
         .iter()
         .map(|c| crate::connectors::sql::quote_ident(c))
@@ -75,7 +92,7 @@ pub(super) fn render(
     Some(CopyIn {
         statement: format!("COPY {table} ({}) FROM STDIN", quoted.join(", ")),
         data,
-        keys: serde_json::to_string(&keys).ok()?,
+        keys,
     })
 }
 
@@ -90,6 +107,24 @@ fn cell(out: &mut Vec<u8>, value: Option<&Value>) {
         Some(Value::String(s)) => escape(out, s),
         Some(other) => escape(out, &other.to_string()),
     }
+}
+
+/// [`cell`] of a value's JSON text, without building the value; None when
+/// the text is not JSON.
+fn raw_cell(out: &mut Vec<u8>, value: Option<&RawValue>) -> Option<()> {
+    let Some(text) = value.map(RawValue::get) else {
+        out.extend_from_slice(b"\\N");
+        return Some(());
+    };
+    match text.as_bytes().first()? {
+        b'n' => out.extend_from_slice(b"\\N"),
+        b'"' if !text.contains('\\') => escape(out, &text[1..text.len() - 1]),
+        b'"' => escape(out, &serde_json::from_str::<String>(text).ok()?),
+        // Numbers and booleans as written; objects and arrays as compact
+        // JSON, which ferry's own rows are.
+        _ => escape(out, text),
+    }
+    Some(())
 }
 
 fn escape(out: &mut Vec<u8>, text: &str) {
@@ -107,7 +142,47 @@ fn escape(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Record;
     use serde_json::json;
+
+    #[test]
+    fn renders_rows_kept_as_json_text_as_it_renders_maps() {
+        let texts = [
+            r#"{"name":"a\tb \u00e9\\","id":7,"ok":true,"doc":{"x":[1,2]}}"#,
+            r#"{"id":8,"name":null,"id":9}"#,
+        ];
+        let raws: Vec<Box<RawValue>> = texts
+            .iter()
+            .map(|t| RawValue::from_string(t.to_string()).unwrap())
+            .collect();
+        let records: Vec<Record> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let columns = ["id", "name", "ok", "doc"].map(String::from);
+        let key = ["id".to_string()];
+        let text = |_: &str| Some(ColumnType::Text(None));
+        let from_json = WriteBatch {
+            upsert_json: raws.iter().map(|r| r.as_ref()).collect(),
+            ..Default::default()
+        };
+        let from_maps = WriteBatch {
+            upserts: records.iter().collect(),
+            ..Default::default()
+        };
+        let a = render("t", &from_json, &columns, &key, text).unwrap();
+        let b = render("t", &from_maps, &columns, &key, text).unwrap();
+        assert_eq!(
+            String::from_utf8(a.data.clone()).unwrap(),
+            String::from_utf8(b.data).unwrap()
+        );
+        assert_eq!(
+            String::from_utf8(a.data).unwrap(),
+            "7\ta\\tb é\\\\\ttrue\t{\"x\":[1,2]}\n9\t\\N\t\\N\t\\N\n"
+        );
+        assert_eq!(a.keys, r#"[{"id":7},{"id":9}]"#);
+        assert_eq!(a.keys, b.keys);
+    }
 
     #[test]
     fn escapes_what_copy_text_reads_specially() {
