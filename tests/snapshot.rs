@@ -476,3 +476,79 @@ async fn ten_kills_lose_nothing_and_duplicate_nothing() {
     );
     assert_eq!(changed(&cfg.run_once_ok(&state), "copy"), 0);
 }
+
+/// A first run's COPY into an empty PostgreSQL table remembers, per key,
+/// exactly what the per-item lane's statement remembers (the ledger's
+/// `written` images), over many column types: read back by key range where
+/// the keys are dense, by key where they are sparse. A later edit on both
+/// sides is then one conflict in each lane.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copied_first_run_remembers_what_the_statement_would() {
+    let db = TestDb::new().await;
+    let columns =
+        "id bigint PRIMARY KEY, name text, amount numeric(12,2), ratio float8, at timestamptz, \
+                   day date, ok boolean, code varchar(12), n int4, u uuid";
+    db.exec(&format!(
+        "CREATE TABLE src ({columns});
+         INSERT INTO src SELECT i, E'n\\t\"' || i || E'\\\\ é', i * 1.5, i / 7.0, '2026-01-01'::timestamptz + i * interval '1 minute',
+                DATE '2026-01-01' + i, i % 2 = 0, 'c' || i, i, md5(i::text)::uuid
+         FROM (SELECT g AS i FROM generate_series(1, 200) g UNION ALL SELECT 1000 + 10 * g FROM generate_series(1, 100) g) s;
+         UPDATE src SET name = NULL, amount = NULL WHERE id % 17 = 0;
+         CREATE TABLE dst_chunks ({columns}); CREATE TABLE dst_items ({columns});"
+    ))
+    .await;
+    let cfg = ConfigDir::new();
+    for (lane, chunk_rows) in [("chunks", 50), ("items", 0)] {
+        cfg.job(
+            &format!("to_{lane}"),
+            &format!(
+                "{}\n[snapshot]\nchunk_rows = {chunk_rows}\n",
+                pg_job(
+                    &db.url,
+                    "src",
+                    DIFF,
+                    "size = 100",
+                    &db.url,
+                    &format!("dst_{lane}")
+                )
+            ),
+        );
+    }
+    let state = state_url(StateKind::Postgres, &cfg, &db);
+    cfg.run_once_ok(&state);
+    let rows = |lane: &str| format!("SELECT * FROM dst_{lane}");
+    assert_eq!(db.difference(&rows("chunks"), &rows("items")).await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM dst_chunks").await, 300);
+    let written = |job: &str| {
+        format!("SELECT key, written FROM ferry_ledger WHERE job = '{job}' AND written IS NOT NULL")
+    };
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM ({}) w",
+            written("to_chunks")
+        ))
+        .await,
+        300
+    );
+    assert_eq!(
+        db.difference(&written("to_chunks"), &written("to_items"))
+            .await,
+        0,
+        "each key's images as the statement's"
+    );
+
+    db.exec(
+        "UPDATE dst_chunks SET amount = 1 WHERE id IN (3, 1050); UPDATE dst_items SET amount = 1 WHERE id IN (3, 1050);
+         UPDATE src SET amount = 2 WHERE id IN (3, 1050)",
+    )
+    .await;
+    let out = cfg.ferry(Some(&state), &["--output", "json", "run", "--once"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for lane in ["chunks", "items"] {
+        assert_eq!(
+            summary_run(&out, &format!("to_{lane}"))["conflicts"],
+            2,
+            "{lane}"
+        );
+    }
+}

@@ -240,7 +240,10 @@ impl Store {
             .join(", ");
         match self.backend {
             Backend::Postgres => {
-                format!("(SELECT {exprs} FROM json_array_elements(${param}::json) AS e)")
+                // jsonb: parsed once, each field then read from the binary
+                // form; `json` re-parses every element for each `->>`
+                // (twice the server's time for a part's ledger rows).
+                format!("(SELECT {exprs} FROM jsonb_array_elements(${param}::jsonb) AS e)")
             }
             Backend::Sqlite => format!("(SELECT {exprs} FROM json_each(${param}))"),
         }

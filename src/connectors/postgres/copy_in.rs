@@ -17,6 +17,8 @@ pub(super) struct CopyIn {
     pub data: Vec<u8>,
     /// Each row's key fields as one JSON array of objects, in order.
     pub keys: String,
+    /// Each row's key, in order, when the key is one integer column.
+    pub int_keys: Option<Vec<i64>>,
 }
 
 /// The batch's upserts (of `columns`, key first) as [`CopyIn`], or None
@@ -47,7 +49,15 @@ pub(super) fn render(
         .iter()
         .map(|k| columns.iter().position(|c| c == k))
         .collect::<Option<_>>()?;
+    let integer_key = key.len() == 1 && matches!(column(&key[0]), Some(ColumnType::Int(_)));
+    let mut int_keys = integer_key.then(|| Vec::with_capacity(batch.upsert_count()));
     let mut row_keys = |values: &dyn Fn(usize) -> Option<String>| {
+        if let Some(ints) = &mut int_keys {
+            match values(key_at[0]).and_then(|v| v.parse().ok()) {
+                Some(n) => ints.push(n),
+                None => int_keys = None,
+            }
+        }
         if keys.len() > 1 {
             keys.push(',');
         }
@@ -93,6 +103,7 @@ pub(super) fn render(
         statement: format!("COPY {table} ({}) FROM STDIN", quoted.join(", ")),
         data,
         keys,
+        int_keys,
     })
 }
 

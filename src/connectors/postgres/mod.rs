@@ -1,5 +1,6 @@
 //! PostgreSQL as source (table or query, streamed) and target (one statement
 //! per batch through `json_populate_recordset`, typed by the target table).
+mod copy_images;
 mod copy_in;
 mod copy_rows;
 mod schema;

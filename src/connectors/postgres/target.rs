@@ -90,13 +90,29 @@ impl PostgresTarget {
                 .into_iter()
                 .filter(|c| !rules.key.contains(c))
                 .collect();
-            let query = self.sql.images_of_inserted(&fields);
-            let read = read_images::<sqlx::Postgres>(&mut tx, &query, &copy.keys)
-                .await
-                .map_err(|e| self.err(e))?;
+            let by_range = match &copy.int_keys {
+                Some(keys) => {
+                    super::copy_images::by_key_range(&mut tx, &table, &rules.key[0], &fields, keys)
+                        .await
+                        .map_err(|e| self.err(e))?
+                }
+                None => None,
+            };
+            let read = match by_range {
+                Some(read) => read,
+                None => {
+                    let query = self.sql.images_of_inserted(&fields);
+                    read_images::<sqlx::Postgres>(&mut tx, &query, &copy.keys)
+                        .await
+                        .map_err(|e| self.err(e))?
+                        .into_iter()
+                        .map(|(incoming, _)| incoming)
+                        .collect()
+                }
+            };
             written.images = read
                 .into_iter()
-                .map(|(incoming, _)| Images {
+                .map(|incoming| Images {
                     after: rules.inserts_new_rows().then(|| incoming.clone()),
                     incoming,
                     before: None,
