@@ -13,7 +13,6 @@ use sqlx::{Column, Executor, Statement, TypeInfo};
 
 use super::copy_rows::CopyRows;
 use crate::connectors::sql::quote_ident;
-use crate::model::Object;
 
 /// A range this many times wider than the rows looked for is not worth
 /// scanning (a sparse key space, or rows read out of key order).
@@ -58,27 +57,23 @@ pub(super) async fn by_key_range(
     }
     drop(chunks);
     let mut found: HashMap<i64, Vec<u32>> = HashMap::with_capacity(keys.len());
-    let mut scratch = Vec::new();
+    let (mut scratch, mut json) = (Vec::new(), Vec::new());
     for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(row) = copy.row(line, &mut scratch) else {
-            return Ok(None);
+        let mut id = None;
+        let mut hashes = Vec::with_capacity(fields.len());
+        let rendered = copy.each_field(line, &mut scratch, &mut json, |i, value| match i {
+            // The key column, first: an integer's JSON is its text.
+            0 => {
+                id = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok())
+            }
+            _ => hashes.push(xxhash_rust::xxh3::xxh3_64(value) as u32),
+        });
+        match (rendered, id) {
+            (Ok(_), Some(id)) => found.insert(id, hashes),
+            _ => return Ok(None),
         };
-        let Object::Json { json, key } = row.object else {
-            return Ok(None);
-        };
-        let (Some(id), Some(values)) = (
-            key.first().and_then(serde_json::Value::as_i64),
-            crate::model::object_fields(&json, fields),
-        ) else {
-            return Ok(None);
-        };
-        // Rendered by ferry, each field is present; a missing one would
-        // hash as JSON null, which the server renders as `null` too.
-        let hashes = values
-            .iter()
-            .map(|v| xxhash_rust::xxh3::xxh3_64(v.map_or("null", |v| v.get()).as_bytes()) as u32)
-            .collect();
-        found.insert(id, hashes);
     }
     Ok(keys.iter().map(|k| found.remove(k)).collect())
 }

@@ -129,24 +129,19 @@ impl CopyRows {
     pub fn row(&self, line: &[u8], scratch: &mut Vec<u8>) -> Result<SourceRow, String> {
         let mut json = Vec::with_capacity(line.len() + 16 * self.columns.len());
         let mut key_spans = vec![(0, 0); self.keys];
-        let mut fields = line.split(|b| *b == b'\t');
+        let mut value = Vec::new();
         json.push(b'{');
-        for (i, column) in self.columns.iter().enumerate() {
-            let field = fields.next().ok_or_else(|| {
-                format!("COPY row has {i} fields, expected {}", self.columns.len())
-            })?;
+        let rest = self.each_field(line, scratch, &mut value, |i, value| {
+            let column = &self.columns[i];
             json.extend_from_slice(column.label.as_bytes());
             let start = json.len();
-            match unescaped(field, scratch) {
-                None => json.extend_from_slice(b"null"),
-                Some(text) => render(column.render, text, &mut json)?,
-            }
+            json.extend_from_slice(value);
             if let Some(slot) = column.key_slot {
                 key_spans[slot] = (start, json.len());
             }
-        }
+        })?;
         json.push(b'}');
-        let cursor = match (self.cursor, fields.next()) {
+        let cursor = match (self.cursor, rest) {
             (false, _) => None,
             (true, Some(field)) => unescaped(field, scratch)
                 .map(|text| String::from_utf8(text.to_vec()))
@@ -169,6 +164,33 @@ impl CopyRows {
 }
 
 /// A field's text with COPY's escapes undone; None for `\N` (NULL).
+impl CopyRows {
+    /// Each column of a line as its JSON value, handed to `each` with the
+    /// column's index, without building the row's object; returns the field
+    /// after the columns, if any. `json` is scratch space.
+    pub fn each_field<'l>(
+        &self,
+        line: &'l [u8],
+        scratch: &mut Vec<u8>,
+        json: &mut Vec<u8>,
+        mut each: impl FnMut(usize, &[u8]),
+    ) -> Result<Option<&'l [u8]>, String> {
+        let mut fields = line.split(|b| *b == b'\t');
+        for (i, column) in self.columns.iter().enumerate() {
+            let field = fields.next().ok_or_else(|| {
+                format!("COPY row has {i} fields, expected {}", self.columns.len())
+            })?;
+            json.clear();
+            match unescaped(field, scratch) {
+                None => json.extend_from_slice(b"null"),
+                Some(text) => render(column.render, text, json)?,
+            }
+            each(i, json);
+        }
+        Ok(fields.next())
+    }
+}
+
 fn unescaped<'a>(field: &'a [u8], scratch: &'a mut Vec<u8>) -> Option<&'a [u8]> {
     if field == b"\\N" {
         return None;
