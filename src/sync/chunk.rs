@@ -181,7 +181,7 @@ async fn write_parts(
             let lease = worker.lease.as_millis() as i64;
             if !worker
                 .store
-                .settle_chunk_part(chunk, &attempt.settlement, lease)
+                .settle_chunk_part(chunk, &attempt.settlement, lease, insert_new)
                 .await?
             {
                 return Ok(Ended::Lost);
