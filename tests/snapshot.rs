@@ -97,21 +97,34 @@ async fn a_diff_first_run_goes_through_chunks_sqlite_state() {
     first_run_through_chunks(StateKind::Sqlite, DIFF).await;
 }
 
-/// Killed after its first chunk wrote, a first run's snapshot is finished
-/// by the next run: the chunks left, the killed one again.
-async fn a_killed_snapshot_resumes(kind: StateKind) {
+/// `n` source rows and a job of `chunk_rows` chunks, one at a time, whose
+/// first run is held at fault `point` (short leases, for the run that
+/// follows a kill).
+async fn snapshot_held_at(
+    n: i64,
+    chunk_rows: u64,
+    kind: StateKind,
+    point: &str,
+) -> (TestDb, ConfigDir, String, std::process::Child) {
     let db = TestDb::new().await;
-    source_rows(&db, 200).await;
+    source_rows(&db, n).await;
     let cfg = ConfigDir::new();
-    cfg.job("copy", &copy_job(&db, DIFF, 50, 1));
+    cfg.job("copy", &copy_job(&db, DIFF, chunk_rows, 1));
     let state = state_url(kind, &cfg, &db);
-    let mut child = spawn_at_fault(
+    let child = spawn_at_fault(
         &cfg,
         &state,
         "pause",
-        "chunk-part-settled",
+        point,
         &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
     );
+    (db, cfg, state, child)
+}
+
+/// Killed after its first chunk wrote, a first run's snapshot is finished
+/// by the next run: the chunks left, the killed one again.
+async fn a_killed_snapshot_resumes(kind: StateKind) {
+    let (db, cfg, state, mut child) = snapshot_held_at(200, 50, kind, "chunk-part-settled").await;
     child.kill().expect("kill");
     child.wait().expect("wait");
     assert_eq!(db.count("SELECT count(*) FROM dst").await, 50);
@@ -147,18 +160,8 @@ async fn a_killed_snapshot_resumes_postgres_state() {
 /// far it has come, from the state store; after it, nothing is pending.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_shows_a_snapshot_in_progress() {
-    let db = TestDb::new().await;
-    source_rows(&db, 200).await;
-    let cfg = ConfigDir::new();
-    cfg.job("copy", &copy_job(&db, DIFF, 50, 1));
-    let state = state_url(StateKind::Postgres, &cfg, &db);
-    let mut child = spawn_at_fault(
-        &cfg,
-        &state,
-        "pause",
-        "chunk-done",
-        &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
-    );
+    let (db, cfg, state, mut child) =
+        snapshot_held_at(200, 50, StateKind::Postgres, "chunk-done").await;
     let status = cfg.ferry(Some(&state), &["--output", "json", "status", "copy"]);
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     let pending = &doc["jobs"][0]["pending_resync"];
@@ -339,18 +342,8 @@ async fn the_rules_give_the_same_rows_through_both_lanes() {
 /// why; once the snapshot is done, the same repair runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repair_waits_for_the_snapshot_in_progress() {
-    let db = TestDb::new().await;
-    source_rows(&db, 100).await;
-    let cfg = ConfigDir::new();
-    cfg.job("copy", &copy_job(&db, DIFF, 30, 1));
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
-    let mut child = spawn_at_fault(
-        &cfg,
-        &state,
-        "pause",
-        "chunk-part-settled",
-        &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
-    );
+    let (db, cfg, state, mut child) =
+        snapshot_held_at(100, 30, StateKind::Sqlite, "chunk-part-settled").await;
     child.kill().expect("kill");
     child.wait().expect("wait");
     std::thread::sleep(std::time::Duration::from_millis(1500));
