@@ -118,6 +118,9 @@ row "T1 first run PostgreSQL → MariaDB, sqlite state" "$wall" "$(ratio "$wall"
 echo "== T2 PostgreSQL → SQLite"
 rm -f "$WORK"/state.db* "$WORK"/target.db* "$WORK"/reference.db*
 job "$WORK/sqlite" sqlite "sqlite://$PWD/$WORK/target.db"
+# ferry opens a target database, it does not create one (a mistyped path
+# fails instead of writing elsewhere): an empty file is an empty database.
+: >"$WORK/target.db"
 read -r wall rss < <(measure "$FERRY" --config "$WORK/sqlite" --state "sqlite://$PWD/$WORK/state.db" run --once)
 check "T2" "$(sqlite_sums "$WORK/target.db")"
 sqlite3 "$WORK/target.db" .schema | sqlite3 "$WORK/reference.db"
