@@ -9,6 +9,8 @@
 #      of the source alone
 #   R1 `ferry resync --keys` of 1% of the key space after that 1% drifted
 #      in the target, vs 0.2 s plus 1.5 × its share of S1
+#   F1 `ferry run --once --full` of the whole table after 1% of the
+#      target's rows drifted, spread over the key space, vs the COPY pipe
 # for the SQLite and the PostgreSQL state store.
 #
 #   bench/sync.sh                    # 1,000,000 rows
@@ -147,6 +149,11 @@ for store in sqlite postgres; do
     read -r wall rss < <(measure "$FERRY" --config "$WORK/cursor" --state "$state" --output json resync customers --keys "1..$((ROWS / 100))"); verify "R1 ($store)"
     read_rows=$(grep -o '"scanned": *[0-9]*' "$WORK/cmd.out" | grep -o '[0-9]*$')
     row "R1 resync --keys 1% ($read_rows rows read), $store state" "$wall" "$(ratio "$wall" "$(awk -v s="$S1_WALL" 'BEGIN { print 0.2 + 1.5 * s / 100 }')") × (0.2 s + 1.5 × 1% of S1)" "$(mib "$rss")" "≤ 1.0 ×"
+    # F1: a whole repair of a full target whose rows drifted by 1%, spread
+    # over the key space: every row read and written again under the rules.
+    psql_q "$DST" -c "UPDATE customers SET name = 'drift' WHERE id % 100 = 3"
+    read -r wall rss < <(measure "$FERRY" --config "$WORK/cursor" --state "$state" run --once --full); verify "F1 ($store)"
+    row "F1 run --once --full, target full and 1% drifted, $store state" "$wall" "$(ratio "$wall" "$COPY_WALL") × COPY pipe" "$(mib "$rss")" "≤ 3.0 ×"
 
     fresh
     ferry_run "$WORK/diff" "$state" >/dev/null; verify "S3 setup ($store)"
