@@ -38,33 +38,18 @@ mkdir -p "$WORK"
 cargo build --profile profiling --quiet
 FERRY=$PWD/target/profiling/ferry
 
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+. bench/lib.sh
 
 echo "== preparing $ROWS source rows"
 for db in ferry_bench_src ferry_bench_dst ferry_bench_state; do
     psql_q "$PG/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 done
-SCHEMA="CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL,
-    country text NOT NULL, balance numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)"
-psql_q "$SRC" -c "$SCHEMA" -c "CREATE INDEX customers_updated_at ON customers (updated_at)" -c "INSERT INTO customers
-    SELECT g, 'customer' || g || '@example.com', 'Customer Name ' || g, (ARRAY['CZ','DE','FR','US','GB'])[1 + g % 5],
-           (g::bigint * 7919 % 10000000) / 100.0, timestamptz '2026-01-01' + g * interval '1 second'
-    FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE customers"
-psql_q "$DST" -c "$SCHEMA"
+customers_table "$SRC" "$ROWS"
+psql_q "$DST" -c "$CUSTOMERS_SCHEMA"
 PAYLOAD=$(psql -X -At "$SRC" -c "SELECT pg_size_pretty(pg_total_relation_size('customers'))")
 
 checksum() {
     psql -X -At "$1" -c "SELECT count(*) || ':' || md5(string_agg(md5(c::text), '' ORDER BY id)) FROM customers c"
-}
-
-# wall seconds and peak RSS (KiB) of a command, via /usr/bin/time -v
-measure() {
-    local log=$WORK/time.log
-    /usr/bin/time -v "$@" >"$WORK/cmd.out" 2>"$log" || { cat "$WORK/cmd.out" "$log"; exit 1; }
-    local wall rss
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-    echo "$wall $rss"
 }
 
 verify() {
@@ -122,10 +107,6 @@ ferry_run() { # config-folder state-url
     measure "$FERRY" --config "$1" --state "$2" run --once
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
-ROWS_TABLE=""
-row() { ROWS_TABLE+="| $1 | $2 | $3 | $4 | $5 |"$'\n'; }
 row "S1 reference: COPY binary pipe" "$COPY_WALL" "1.00" "$(mib "$COPY_RSS")" "—"
 
 for store in sqlite postgres; do

@@ -32,16 +32,12 @@ done
 cargo build --profile profiling --quiet
 FERRY=$PWD/target/profiling/ferry
 
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+. bench/lib.sh
 my() { mysql -h 127.0.0.1 -u root --local-infile=1 "$@"; }
 
 echo "== preparing $ROWS source rows"
 psql_q "$PG/postgres" -c "DROP DATABASE IF EXISTS ferry_bench_targets_src WITH (FORCE)" -c "CREATE DATABASE ferry_bench_targets_src"
-psql_q "$SRC" -c "CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL,
-    country text NOT NULL, balance numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)" -c "INSERT INTO customers
-    SELECT g, 'customer' || g || '@example.com', 'Customer Name ' || g, (ARRAY['CZ','DE','FR','US','GB'])[1 + g % 5],
-           (g::bigint * 7919 % 10000000) / 100.0, timestamptz '2026-01-01' + g * interval '1 second'
-    FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE customers"
+customers_table "$SRC" "$ROWS"
 # The rows as the target's client loads them: timestamps in UTC, without offset.
 psql_q "$SRC" -c "COPY (SELECT id, email, name, country, balance, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
     FROM customers ORDER BY id) TO STDOUT (FORMAT csv)" >"$WORK/customers.csv"
@@ -58,15 +54,6 @@ check() { # what got
         echo "MISMATCH after $1: target $2, source $expected" >&2
         exit 1
     fi
-}
-
-measure() { # wall seconds and peak RSS (KiB)
-    local log=$WORK/time.log
-    /usr/bin/time -v "$@" >"$WORK/cmd.out" 2>"$log" || { cat "$WORK/cmd.out" "$log"; exit 1; }
-    local wall rss
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-    echo "$wall $rss"
 }
 
 job() { # folder target-type target-url
@@ -99,10 +86,6 @@ deletes = "propagate"
 TOML
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
-ROWS_TABLE=""
-row() { ROWS_TABLE+="| $1 | $2 | $3 | $4 | $5 |"$'\n'; }
 
 echo "== T1 PostgreSQL → MariaDB"
 job "$WORK/mariadb" mysql "$MYSQL/$MYDB"

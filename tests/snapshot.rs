@@ -29,6 +29,16 @@ fn copy_job(db: &TestDb, detect: &str, chunk_rows: u64, parallelism: u64) -> Str
     )
 }
 
+/// Every statement writing `dst` (on `events`) takes `seconds` longer: a
+/// snapshot then runs long enough for another process, or a kill, to meet it.
+async fn slow_writes(db: &TestDb, events: &str, seconds: f64) {
+    db.exec(&format!(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
+         CREATE TRIGGER slow AFTER {events} ON dst FOR EACH STATEMENT EXECUTE FUNCTION slow();"
+    ))
+    .await;
+}
+
 async fn same_rows(db: &TestDb) {
     assert_eq!(
         db.difference(
@@ -381,11 +391,7 @@ async fn a_repair_waits_for_the_snapshot_in_progress() {
 async fn two_processes_share_a_snapshot() {
     let db = TestDb::new().await;
     source_rows(&db, 2000).await;
-    db.exec(
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$;
-         CREATE TRIGGER slow AFTER INSERT ON dst FOR EACH STATEMENT EXECUTE FUNCTION slow();",
-    )
-    .await;
+    slow_writes(&db, "INSERT", 0.1).await;
     let cfg = ConfigDir::new();
     cfg.job("copy", &copy_job(&db, DIFF, 100, 1));
     assert_eq!(code(&cfg.ferry(Some(&db.url), &["migrate"])), 0);
@@ -429,11 +435,7 @@ async fn two_processes_share_a_snapshot() {
 async fn ten_kills_lose_nothing_and_duplicate_nothing() {
     let db = TestDb::new().await;
     source_rows(&db, 3000).await;
-    db.exec(
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NULL; END $$;
-         CREATE TRIGGER slow AFTER INSERT OR UPDATE ON dst FOR EACH STATEMENT EXECUTE FUNCTION slow();",
-    )
-    .await;
+    slow_writes(&db, "INSERT OR UPDATE", 0.02).await;
     let cfg = ConfigDir::new();
     cfg.job("copy", &copy_job(&db, DIFF, 500, 2));
     let state = state_url(StateKind::Postgres, &cfg, &db);

@@ -1,0 +1,32 @@
+# Shared by the benchmark scripts (sourced): the customers table, timing,
+# and the results table. Each script sets WORK (a folder for scratch files).
+
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+CUSTOMERS_SCHEMA="CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL,
+    country text NOT NULL, balance numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)"
+
+# The customers table in database URL $1 with $2 rows, each a second later
+# than the one before.
+customers_table() {
+    psql_q "$1" -c "$CUSTOMERS_SCHEMA" -c "CREATE INDEX customers_updated_at ON customers (updated_at)" -c "INSERT INTO customers
+    SELECT g, 'customer' || g || '@example.com', 'Customer Name ' || g, (ARRAY['CZ','DE','FR','US','GB'])[1 + g % 5],
+           (g::bigint * 7919 % 10000000) / 100.0, timestamptz '2026-01-01' + g * interval '1 second'
+    FROM generate_series(1, $2) g" -c "VACUUM ANALYZE customers"
+}
+
+# wall seconds and peak RSS (KiB) of a command, via /usr/bin/time -v; its
+# output goes to $WORK/cmd.out.
+measure() {
+    local log=$WORK/time.log
+    /usr/bin/time -v "$@" >"$WORK/cmd.out" 2>"$log" || { cat "$WORK/cmd.out" "$log"; exit 1; }
+    local wall rss
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+    echo "$wall $rss"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+ROWS_TABLE=""
+row() { ROWS_TABLE+="| $1 | $2 | $3 | $4 | $5 |"$'\n'; }
