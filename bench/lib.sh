@@ -30,3 +30,34 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
 ROWS_TABLE=""
 row() { ROWS_TABLE+="| $1 | $2 | $3 | $4 | $5 |"$'\n'; }
+
+# A job copying customers from database URL $2 into target $4 of type $3,
+# in folder $1, detecting with the TOML lines $5; $6: more [target] lines.
+customers_job() {
+    mkdir -p "$1/jobs"
+    cat >"$1/jobs/customers.toml" <<TOML
+[source]
+type = "postgres"
+url = "$2"
+table = "customers"
+key = ["id"]
+
+[detect]
+$5
+
+[batch]
+size = ${BATCH:-5000}
+concurrency = ${CONCURRENCY:-2}
+
+[target]
+type = "$3"
+url = "$4"
+table = "customers"
+key = ["id"]
+${6:-}
+
+[rules]
+owner = "source"
+deletes = "propagate"
+TOML
+}

@@ -67,35 +67,8 @@ psql_q "$DST" -c "TRUNCATE customers"
 read -r COPY_WALL COPY_RSS < <(measure bash -c "psql -X -q '$SRC' -c 'COPY customers TO STDOUT (FORMAT binary)' | psql -X -q '$DST' -c 'COPY customers FROM STDIN (FORMAT binary)'")
 verify "COPY pipe"
 
-write_job() { # folder strategy-lines
-    mkdir -p "$1/jobs"
-    cat >"$1/jobs/customers.toml" <<TOML
-[source]
-type = "postgres"
-url = "$SRC"
-table = "customers"
-key = ["id"]
-
-[detect]
-$2
-
-[batch]
-size = ${BATCH:-5000}
-concurrency = ${CONCURRENCY:-2}
-
-[target]
-type = "postgres"
-url = "$DST"
-table = "customers"
-key = ["id"]
-
-[rules]
-owner = "source"
-deletes = "propagate"
-TOML
-}
-write_job "$WORK/cursor" $'strategy = "cursor"\ncursor = "updated_at"'
-write_job "$WORK/diff" $'strategy = "diff"\nmax_delete_ratio = 0.05'
+customers_job "$WORK/cursor" "$SRC" postgres "$DST" $'strategy = "cursor"\ncursor = "updated_at"'
+customers_job "$WORK/diff" "$SRC" postgres "$DST" $'strategy = "diff"\nmax_delete_ratio = 0.05'
 
 fresh() { # state-url: empty target, empty state store
     psql_q "$DST" -c "TRUNCATE customers"

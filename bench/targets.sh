@@ -33,6 +33,7 @@ cargo build --profile profiling --quiet
 FERRY=$PWD/target/profiling/ferry
 
 . bench/lib.sh
+CURSOR=$'strategy = "cursor"\ncursor = "updated_at"'
 my() { mysql -h 127.0.0.1 -u root --local-infile=1 "$@"; }
 
 echo "== preparing $ROWS source rows"
@@ -56,39 +57,10 @@ check() { # what got
     fi
 }
 
-job() { # folder target-type target-url
-    mkdir -p "$1/jobs"
-    cat >"$1/jobs/customers.toml" <<TOML
-[source]
-type = "postgres"
-url = "$SRC"
-table = "customers"
-key = ["id"]
-
-[detect]
-strategy = "cursor"
-cursor = "updated_at"
-
-[batch]
-size = ${BATCH:-5000}
-concurrency = 2
-
-[target]
-type = "$2"
-url = "$3"
-table = "customers"
-key = ["id"]
-create = true
-
-[rules]
-owner = "source"
-deletes = "propagate"
-TOML
-}
 
 
 echo "== T1 PostgreSQL → MariaDB"
-job "$WORK/mariadb" mysql "$MYSQL/$MYDB"
+customers_job "$WORK/mariadb" "$SRC" mysql "$MYSQL/$MYDB" "$CURSOR" "create = true"
 rm -f "$WORK"/state.db*
 read -r wall rss < <(measure "$FERRY" --config "$WORK/mariadb" --state "sqlite://$PWD/$WORK/state.db" run --once)
 check "T1" "$(my_sums customers)"
@@ -100,7 +72,7 @@ row "T1 first run PostgreSQL → MariaDB, sqlite state" "$wall" "$(ratio "$wall"
 
 echo "== T2 PostgreSQL → SQLite"
 rm -f "$WORK"/state.db* "$WORK"/target.db* "$WORK"/reference.db*
-job "$WORK/sqlite" sqlite "sqlite://$PWD/$WORK/target.db"
+customers_job "$WORK/sqlite" "$SRC" sqlite "sqlite://$PWD/$WORK/target.db" "$CURSOR" "create = true"
 # ferry opens a target database, it does not create one (a mistyped path
 # fails instead of writing elsewhere): an empty file is an empty database.
 : >"$WORK/target.db"
