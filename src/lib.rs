@@ -27,3 +27,4 @@ pub mod sql_error;
 pub mod sql_log;
 pub mod state;
 pub mod sync;
+pub mod verify;

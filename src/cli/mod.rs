@@ -8,6 +8,7 @@ mod pending;
 mod resync;
 mod run;
 mod test;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -138,6 +139,16 @@ pub enum Command {
         /// them when the part of the source is empty.
         #[arg(long)]
         allow_mass_delete: bool,
+    },
+    /// Compare each job's target with its source, trusting only the two
+    /// databases: exit 0 when they match, 1 when rows are missing, extra
+    /// or different.
+    Verify {
+        /// Only keys from LO to HI, both included (as `resync --keys`).
+        #[arg(long, value_name = "LO..HI")]
+        keys: Option<String>,
+        /// Jobs to verify (all when none).
+        jobs: Vec<String>,
     },
     /// Ask the daemon(s) on the same state store to run jobs now.
     Trigger {
@@ -278,6 +289,7 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             };
             resync::resync(&cli, signals, job, part).await
         }
+        Command::Verify { keys, jobs } => verify::verify(&cli, jobs, keys.as_deref()).await,
         Command::Trigger {
             wait,
             timeout,

@@ -4,6 +4,7 @@
 //!
 //! Adding a system: a folder here and one line in each registry below.
 pub mod amqp;
+pub mod checksum;
 mod children;
 pub mod columns;
 mod error;
@@ -144,6 +145,10 @@ pub trait Source: Send + Sync {
     /// changes are durably enqueued: the queue forgets them.
     async fn acknowledge(&self, _ack: u64) -> Result<(), ConnectorError> {
         Ok(())
+    }
+    /// How `ferry verify` reads the source's rows. None: it cannot.
+    fn checksum(&self) -> Option<&dyn checksum::Checksum> {
+        None
     }
     /// The rows of `child`'s query for all of `parents` (values of the
     /// parent's key) in one query; each row names its parent in the
@@ -313,6 +318,10 @@ pub trait Target: Send + Sync {
     /// reads them): only then does a run check them.
     fn has_columns(&self) -> bool {
         false
+    }
+    /// How `ferry verify` reads the target's rows. None: it cannot.
+    fn checksum(&self) -> Option<&dyn checksum::Checksum> {
+        None
     }
     /// The target's rows for the batch's upserts as they are now, each as
     /// a source of the table would read it (`ferry plan` shows what an

@@ -1,4 +1,7 @@
 use async_trait::async_trait;
+
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::sql::reader::Readout;
 use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
@@ -16,6 +19,8 @@ use crate::model::{Record, SourceRow};
 
 pub struct MysqlSource {
     pool: MySqlPool,
+    /// What `ferry verify` reads.
+    readout: Readout<sqlx::MySql>,
     system: String,
     object: String,
     /// `SELECT …` producing the source's rows, before ferry's own filter.
@@ -35,7 +40,15 @@ impl MysqlSource {
         let pool = super::pool(url, &system, 2)?;
         let (relation, object) = relation(cfg);
         let outbox = OutboxTable::new(cfg, &system, &object, true);
+        let readout = Readout {
+            pool: pool.clone(),
+            kind: SqlKind::Mysql,
+            relation: relation.clone(),
+            system: system.clone(),
+            object: object.clone(),
+        };
         Ok(MysqlSource {
+            readout,
             pool,
             system,
             object,
@@ -170,6 +183,10 @@ fn described_binary(described: &[(String, String)]) -> Vec<String> {
 
 #[async_trait]
 impl Source for MysqlSource {
+    fn checksum(&self) -> Option<&dyn crate::connectors::checksum::Checksum> {
+        Some(&self.readout)
+    }
+
     fn describe(&self) -> String {
         format!("{} {}", self.system, self.object)
     }

@@ -1,4 +1,7 @@
 use async_trait::async_trait;
+
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::sql::reader::Readout;
 use serde_json::Value;
 use sqlx::mysql::MySqlArguments;
 use sqlx::{Arguments, MySqlPool};
@@ -19,6 +22,8 @@ const MAX_PLACEHOLDERS: usize = 65_535;
 
 pub struct MysqlTarget {
     pool: MySqlPool,
+    /// What `ferry verify` reads.
+    readout: Readout<sqlx::MySql>,
     system: String,
     object: String,
     table: String,
@@ -33,7 +38,18 @@ impl MysqlTarget {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
         let pool = super::pool(url, &system, 8)?;
+        let readout = Readout {
+            pool: pool.clone(),
+            kind: SqlKind::Mysql,
+            relation: format!(
+                "SELECT * FROM {}",
+                crate::connectors::sql::quote_qualified(&rules.table)
+            ),
+            system: system.clone(),
+            object: format!("table {}", rules.table),
+        };
         Ok(MysqlTarget {
+            readout,
             pool,
             system,
             object: format!("table {}", rules.table),
@@ -250,6 +266,10 @@ fn mysql_time(s: &str) -> Option<String> {
 
 #[async_trait]
 impl Target for MysqlTarget {
+    fn checksum(&self) -> Option<&dyn crate::connectors::checksum::Checksum> {
+        Some(&self.readout)
+    }
+
     fn describe(&self) -> String {
         format!("{} {}", self.system, self.object)
     }

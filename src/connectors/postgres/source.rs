@@ -1,4 +1,7 @@
 use async_trait::async_trait;
+
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::sql::reader::Readout;
 use futures::TryStreamExt;
 use sqlx::{Column, Executor, PgPool, Row, Statement, TypeInfo};
 
@@ -17,6 +20,8 @@ use crate::model::{Object, Record, SourceRow};
 
 pub struct PostgresSource {
     pool: PgPool,
+    /// What `ferry verify` reads.
+    readout: Readout<sqlx::Postgres>,
     system: String,
     object: String,
     /// `SELECT …` producing the source's rows, before ferry's own filter.
@@ -51,7 +56,15 @@ impl PostgresSource {
             .map(|k| format!("s.{}", quote_ident(k)))
             .collect();
         let key_json = format!("json_build_array({})::text", key_columns.join(", "));
+        let readout = Readout {
+            pool: pool.clone(),
+            kind: SqlKind::Postgres,
+            relation: relation.clone(),
+            system: system.clone(),
+            object: object.clone(),
+        };
         Ok(PostgresSource {
+            readout,
             pool,
             system,
             object,
@@ -199,6 +212,10 @@ impl PostgresSource {
 
 #[async_trait]
 impl Source for PostgresSource {
+    fn checksum(&self) -> Option<&dyn crate::connectors::checksum::Checksum> {
+        Some(&self.readout)
+    }
+
     fn describe(&self) -> String {
         format!("{} {}", self.system, self.object)
     }

@@ -1,4 +1,7 @@
 use async_trait::async_trait;
+
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::sql::reader::Readout;
 use sqlx::PgPool;
 
 use crate::config::{Mode, TargetConfig};
@@ -13,6 +16,8 @@ use crate::connectors::{
 
 pub struct PostgresTarget {
     pool: PgPool,
+    /// What `ferry verify` reads.
+    readout: Readout<sqlx::Postgres>,
     system: String,
     object: String,
     sql: WriteSql,
@@ -23,7 +28,18 @@ impl PostgresTarget {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
         let pool = super::pool(url, &system, 8)?;
+        let readout = Readout {
+            pool: pool.clone(),
+            kind: SqlKind::Postgres,
+            relation: format!(
+                "SELECT * FROM {}",
+                crate::connectors::sql::quote_qualified(&rules.table)
+            ),
+            system: system.clone(),
+            object: format!("table {}", rules.table),
+        };
         Ok(PostgresTarget {
+            readout,
             pool,
             system,
             object: format!("table {}", rules.table),
@@ -127,6 +143,10 @@ impl PostgresTarget {
 
 #[async_trait]
 impl Target for PostgresTarget {
+    fn checksum(&self) -> Option<&dyn crate::connectors::checksum::Checksum> {
+        Some(&self.readout)
+    }
+
     fn describe(&self) -> String {
         format!("{} {}", self.system, self.object)
     }

@@ -1,6 +1,8 @@
 //! Helpers shared by the SQL connectors: identifier quoting and error classification.
+pub mod canonical;
 mod execute;
 mod outbox;
+pub mod reader;
 mod split;
 mod write;
 

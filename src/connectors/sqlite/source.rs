@@ -1,6 +1,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::sql::reader::Readout;
 use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
@@ -15,6 +18,8 @@ use crate::model::{Record, SourceRow};
 
 pub struct SqliteSource {
     pool: SqlitePool,
+    /// What `ferry verify` reads.
+    readout: Readout<sqlx::Sqlite>,
     system: String,
     object: String,
     relation: String,
@@ -29,7 +34,15 @@ impl SqliteSource {
         let system = super::system(url);
         let pool = super::pool(url, &system, true)?;
         let (relation, object) = relation(cfg);
+        let readout = Readout {
+            pool: pool.clone(),
+            kind: SqlKind::Sqlite,
+            relation: relation.clone(),
+            system: system.clone(),
+            object: object.clone(),
+        };
         Ok(SqliteSource {
+            readout,
             pool,
             system,
             object,
@@ -59,6 +72,10 @@ impl SqliteSource {
 
 #[async_trait]
 impl Source for SqliteSource {
+    fn checksum(&self) -> Option<&dyn crate::connectors::checksum::Checksum> {
+        Some(&self.readout)
+    }
+
     async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {
         if self.cfg_table.is_none() {
             // A query would be run again for every chunk.

@@ -1,6 +1,9 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
+
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::sql::reader::Readout;
 use serde_json::Value;
 use sqlx::SqlitePool;
 
@@ -14,6 +17,8 @@ use crate::connectors::{
 
 pub struct SqliteTarget {
     pool: SqlitePool,
+    /// What `ferry verify` reads.
+    readout: Readout<sqlx::Sqlite>,
     system: String,
     object: String,
     sql: WriteSql,
@@ -34,7 +39,18 @@ impl SqliteTarget {
             .ok()
             .map(|o| o.get_filename().to_path_buf())
             .filter(|f| !f.as_os_str().is_empty() && f.as_os_str() != ":memory:");
+        let readout = Readout {
+            pool: pool.clone(),
+            kind: SqlKind::Sqlite,
+            relation: format!(
+                "SELECT * FROM {}",
+                crate::connectors::sql::quote_qualified(&rules.table)
+            ),
+            system: system.clone(),
+            object: format!("table {}", rules.table),
+        };
         Ok(SqliteTarget {
+            readout,
             file,
             pool,
             system,
@@ -106,6 +122,10 @@ impl SqliteTarget {
 
 #[async_trait]
 impl Target for SqliteTarget {
+    fn checksum(&self) -> Option<&dyn crate::connectors::checksum::Checksum> {
+        Some(&self.readout)
+    }
+
     fn describe(&self) -> String {
         format!("{} {}", self.system, self.object)
     }

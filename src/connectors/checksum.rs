@@ -1,0 +1,599 @@
+//! A table's rows as `ferry verify` compares them: each row's key and
+//! compared fields as canonical texts ([`sql::canonical`]), a 64-bit hash of
+//! them, and per bucket of keys a count and a sum of hashes. A server that
+//! can hash computes all of it in SQL, so that no row leaves it unless its
+//! bucket differs; SQLite's rows (and rows whose texts ferry must finish)
+//! are hashed here, with the same function over the same bytes.
+//!
+//! [`sql::canonical`]: super::sql::canonical
+use async_trait::async_trait;
+use md5::{Digest as _, Md5};
+use serde_json::Value;
+
+use super::sql::canonical::{self, Canon, Finish, SqlKind};
+use super::{Column, ConnectorError, KeyRange, Subset};
+
+/// How a system reads its rows for a verify.
+#[async_trait]
+pub trait Checksum: Send + Sync {
+    fn kind(&self) -> SqlKind;
+    /// The `SELECT` of the rows compared (a source's with the job's filter).
+    fn relation(&self) -> String;
+    fn describe(&self) -> String;
+    /// A reader; `consistent`: every query sees one snapshot of the database.
+    async fn reader(&self, consistent: bool) -> Result<Box<dyn TextReader>, ConnectorError>;
+}
+
+/// Runs queries whose every column is text.
+#[async_trait]
+pub trait TextReader: Send {
+    /// Runs `sql`, binding `binds` (the n-th as [`Checksum`]'s kind
+    /// placeholders it, see [`placeholder`]), and hands each row to `each`.
+    async fn each_row(
+        &mut self,
+        sql: &str,
+        binds: &[Value],
+        each: &mut (dyn FnMut(Vec<Option<String>>) -> Result<(), ConnectorError> + Send),
+    ) -> Result<(), ConnectorError>;
+}
+
+/// The n-th (0-based) bound value compared with `column`.
+pub fn placeholder(kind: SqlKind, n: usize, column: &Column) -> String {
+    match kind {
+        SqlKind::Postgres => format!("CAST(${} AS {})", n + 1, column.declared),
+        _ => "?".to_string(),
+    }
+}
+
+/// What one side compares, in its own column names and types.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub key: Vec<Column>,
+    pub fields: Vec<Column>,
+    /// SQL over the relation's columns (soft-deleted rows left out).
+    pub filter: Option<String>,
+}
+
+/// How both sides hash: the same on each.
+#[derive(Debug, Clone, Copy)]
+pub struct Hashing {
+    pub buckets: u32,
+    /// Both sides are PostgreSQL servers: `hashtextextended` on each.
+    pub pg_native: bool,
+    /// Both sides are the same kind of database.
+    pub alike: bool,
+}
+
+/// One bucket: how many rows, and the sum of their hashes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Digest {
+    pub rows: u64,
+    pub sum: i128,
+}
+
+/// A side's rows, read through one reader.
+pub struct Session {
+    reader: Box<dyn TextReader>,
+    kind: SqlKind,
+    relation: String,
+    key: Vec<Canon>,
+    fields: Vec<Canon>,
+    hashing: Hashing,
+    /// ` WHERE …` with its bound values.
+    clause: String,
+    binds: Vec<Value>,
+    system: String,
+}
+
+impl Session {
+    pub async fn open(
+        system: &dyn Checksum,
+        side: &Side,
+        keys: Option<&KeyRange>,
+        hashing: Hashing,
+        consistent: bool,
+    ) -> Result<Session, ConnectorError> {
+        let kind = system.kind();
+        let canon = |c: &Column| canonical::canon(kind, &c.name, &c.ty, hashing.alike);
+        let key_names: Vec<String> = side.key.iter().map(|c| c.name.clone()).collect();
+        let subset = Subset {
+            keys: keys.cloned(),
+            ..Subset::default()
+        };
+        let (mut clause, binds) = subset.where_clause(&key_names, &mut |n, name| {
+            let column = side.key.iter().find(|c| c.name == name);
+            // Each placeholder names one of `key_names`, all in `side.key`.
+            placeholder(kind, n, column.expect("a key column"))
+        });
+        if let Some(filter) = &side.filter {
+            clause = match clause.is_empty() {
+                true => format!(" WHERE {filter}"),
+                false => format!("{clause} AND {filter}"),
+            };
+        }
+        Ok(Session {
+            reader: system.reader(consistent).await?,
+            kind,
+            relation: system.relation(),
+            key: side.key.iter().map(canon).collect(),
+            fields: side.fields.iter().map(canon).collect(),
+            hashing,
+            clause,
+            binds,
+            system: system.describe(),
+        })
+    }
+
+    /// Whether the server hashes this side's rows.
+    pub fn pushed_down(&self) -> bool {
+        self.kind.hashes()
+            && self
+                .key
+                .iter()
+                .chain(&self.fields)
+                .all(|c| c.finish == Finish::None)
+    }
+
+    fn texts_sql(&self) -> (String, String) {
+        let exprs = |cs: &[Canon]| cs.iter().map(|c| c.expr.clone()).collect::<Vec<_>>();
+        let key = exprs(&self.key);
+        let fields = exprs(&self.fields);
+        let key_text = canonical::joined_sql(
+            self.kind,
+            &key.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let fields_text = canonical::joined_sql(
+            self.kind,
+            &fields.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let row_text = canonical::concat_sql(
+            self.kind,
+            &canonical::concat_sql(
+                self.kind,
+                &key_text,
+                canonical::key_separator_sql(self.kind),
+            ),
+            &fields_text,
+        );
+        (key_text, row_text)
+    }
+
+    /// `SELECT key_text, bucket, row_hash FROM …` computed in the server.
+    fn hashed_sql(&self) -> String {
+        let (key_text, row_text) = self.texts_sql();
+        let native = self.hashing.pg_native;
+        let key_hash = canonical::hash_sql(self.kind, &key_text, native);
+        format!(
+            "SELECT {key_text} AS k, {} AS b, {} AS h FROM ({}) AS s{}",
+            canonical::bucket_sql(&key_hash, self.hashing.buckets),
+            canonical::hash_sql(self.kind, &row_text, native),
+            self.relation,
+            self.clause
+        )
+    }
+
+    fn buckets_filter(only: Option<&[u32]>) -> String {
+        match only {
+            None => String::new(),
+            Some(list) => {
+                let list: Vec<String> = list.iter().map(u32::to_string).collect();
+                format!(" WHERE t.b IN ({})", list.join(", "))
+            }
+        }
+    }
+
+    /// Each bucket's rows and hash sum (`buckets` entries).
+    pub async fn digests(&mut self) -> Result<Vec<Digest>, ConnectorError> {
+        let mut digests = vec![Digest::default(); self.hashing.buckets as usize];
+        if !self.pushed_down() {
+            self.each_hashed(None, &mut |_, bucket, hash| {
+                let d = &mut digests[bucket as usize];
+                d.rows += 1;
+                d.sum += i128::from(hash);
+            })
+            .await?;
+            return Ok(digests);
+        }
+        let text = |e: &str| match self.kind {
+            SqlKind::Mysql => format!("CAST({e} AS CHAR)"),
+            _ => format!("({e})::text"),
+        };
+        let sql = format!(
+            "SELECT {}, {}, {} FROM ({}) AS t GROUP BY t.b",
+            text("t.b"),
+            text("COUNT(*)"),
+            text("SUM(t.h)"),
+            self.hashed_sql()
+        );
+        let system = self.system.clone();
+        let binds = std::mem::take(&mut self.binds);
+        let result = self
+            .reader
+            .each_row(&sql, &binds, &mut |row| {
+                let bucket: usize = number(&system, row.first())?;
+                let rows: u64 = number(&system, row.get(1))?;
+                let sum: i128 = number(&system, row.get(2))?;
+                match digests.get_mut(bucket) {
+                    Some(d) => *d = Digest { rows, sum },
+                    None => return Err(bad(&system, "a bucket out of range")),
+                }
+                Ok(())
+            })
+            .await;
+        self.binds = binds;
+        result.map(|()| digests)
+    }
+
+    /// Each row of the buckets `only` (all when None): its key text, bucket
+    /// and hash.
+    pub async fn each_hashed(
+        &mut self,
+        only: Option<&[u32]>,
+        each: &mut (dyn FnMut(String, u32, i64) + Send),
+    ) -> Result<(), ConnectorError> {
+        let system = self.system.clone();
+        let binds = std::mem::take(&mut self.binds);
+        let result = if self.pushed_down() {
+            let sql = format!(
+                "SELECT t.k, {}, {} FROM ({}) AS t{}",
+                self.as_text("t.b"),
+                self.as_text("t.h"),
+                self.hashed_sql(),
+                Self::buckets_filter(only)
+            );
+            self.reader
+                .each_row(&sql, &binds, &mut |row| {
+                    let key = row.first().cloned().flatten().unwrap_or_default();
+                    let bucket: u32 = number(&system, row.get(1))?;
+                    let hash: i64 = number(&system, row.get(2))?;
+                    each(key, bucket, hash);
+                    Ok(())
+                })
+                .await
+        } else {
+            let buckets = self.hashing.buckets;
+            let finish = self.finishes();
+            let key_width = self.key.len();
+            let sql = self.texts_query();
+            self.reader
+                .each_row(&sql, &binds, &mut |row| {
+                    let (key, fields) = finished(&system, row, &finish, key_width)?;
+                    let bucket = bucket_of(&key, buckets);
+                    if only.is_none_or(|o| o.binary_search(&bucket).is_ok()) {
+                        let hash = row_hash(&key, &fields);
+                        each(key, bucket, hash);
+                    }
+                    Ok(())
+                })
+                .await
+        };
+        self.binds = binds;
+        result
+    }
+
+    /// Each row of the buckets `only` (sorted): its key text and each
+    /// compared field's canonical text.
+    pub async fn each_row(
+        &mut self,
+        only: &[u32],
+        each: &mut (dyn FnMut(String, Vec<Option<String>>) + Send),
+    ) -> Result<(), ConnectorError> {
+        let system = self.system.clone();
+        let binds = std::mem::take(&mut self.binds);
+        let finish = self.finishes();
+        let key_width = self.key.len();
+        let buckets = self.hashing.buckets;
+        let in_server = self.pushed_down();
+        let mut sql = self.texts_query();
+        if in_server {
+            let (key_text, _) = self.texts_sql();
+            let key_hash = canonical::hash_sql(self.kind, &key_text, self.hashing.pg_native);
+            let bucket = canonical::bucket_sql(&key_hash, buckets);
+            let list: Vec<String> = only.iter().map(u32::to_string).collect();
+            let joiner = if self.clause.is_empty() {
+                " WHERE"
+            } else {
+                " AND"
+            };
+            sql = format!("{sql}{joiner} {bucket} IN ({})", list.join(", "));
+        }
+        let result = self
+            .reader
+            .each_row(&sql, &binds, &mut |row| {
+                let (key, fields) = finished(&system, row, &finish, key_width)?;
+                if in_server || only.binary_search(&bucket_of(&key, buckets)).is_ok() {
+                    each(key, fields);
+                }
+                Ok(())
+            })
+            .await;
+        self.binds = binds;
+        result
+    }
+
+    fn as_text(&self, e: &str) -> String {
+        match self.kind {
+            SqlKind::Mysql => format!("CAST({e} AS CHAR)"),
+            _ => format!("({e})::text"),
+        }
+    }
+
+    fn finishes(&self) -> Vec<Finish> {
+        self.key
+            .iter()
+            .chain(&self.fields)
+            .map(|c| c.finish)
+            .collect()
+    }
+
+    /// `SELECT` of every key and field text, unhashed.
+    fn texts_query(&self) -> String {
+        let exprs: Vec<&str> = self
+            .key
+            .iter()
+            .chain(&self.fields)
+            .map(|c| c.expr.as_str())
+            .collect();
+        format!(
+            "SELECT {} FROM ({}) AS s{}",
+            exprs.join(", "),
+            self.relation,
+            self.clause
+        )
+    }
+}
+
+fn bad(system: &str, what: &str) -> ConnectorError {
+    ConnectorError::failed(system, "verify", what)
+}
+
+fn number<T: std::str::FromStr>(
+    system: &str,
+    v: Option<&Option<String>>,
+) -> Result<T, ConnectorError> {
+    v.and_then(|v| v.as_deref())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            bad(
+                system,
+                "the server returned a count or hash that is not a number",
+            )
+        })
+}
+
+/// The key text and field texts of one row, finished.
+fn finished(
+    system: &str,
+    row: Vec<Option<String>>,
+    finish: &[Finish],
+    key_width: usize,
+) -> Result<(String, Vec<Option<String>>), ConnectorError> {
+    let mut texts = Vec::with_capacity(row.len());
+    for (value, how) in row.into_iter().zip(finish) {
+        texts.push(match value {
+            None => None,
+            Some(v) => Some(finish_text(&v, *how).map_err(|why| bad(system, &why))?),
+        });
+    }
+    let fields = texts.split_off(key_width);
+    Ok((joined(&texts), fields))
+}
+
+/// Values joined as [`canonical::joined_sql`] joins them in SQL.
+pub fn joined(parts: &[Option<String>]) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('\x1f');
+        }
+        match part {
+            Some(text) => out.push_str(text),
+            None => out.push('\x1e'),
+        }
+    }
+    out
+}
+
+/// The key's parts, as [`joined`] joined them.
+pub fn key_parts(key: &str) -> Vec<Option<String>> {
+    key.split('\x1f')
+        .map(|p| (p != "\x1e").then(|| p.to_string()))
+        .collect()
+}
+
+/// `md5`'s first 60 bits, as the servers compute them ([`canonical::hash_sql`]).
+pub fn md5_60(text: &str) -> i64 {
+    let digest = Md5::digest(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // 15 hex digits: the first 60 bits, so always below 2^60.
+    (u64::from_be_bytes(first) >> 4) as i64
+}
+
+pub fn bucket_of(key: &str, buckets: u32) -> u32 {
+    (md5_60(key) % i64::from(buckets)) as u32
+}
+
+pub fn row_hash(key: &str, fields: &[Option<String>]) -> i64 {
+    md5_60(&format!("{key}\x1d{}", joined(fields)))
+}
+
+/// A kind's raw text, finished to the canonical form.
+pub fn finish_text(text: &str, how: Finish) -> Result<String, String> {
+    match how {
+        Finish::None => Ok(text.to_string()),
+        Finish::Float => float(text),
+        Finish::Number => match text.strip_prefix('r') {
+            Some(real) => {
+                let v: f64 = real
+                    .parse()
+                    .map_err(|_| format!("`{text}` is not a number"))?;
+                Ok(decimal(&format!("{v}")))
+            }
+            None => Ok(decimal(text)),
+        },
+        Finish::Json => json(text),
+        Finish::Date => Ok(text.get(..10).unwrap_or(text).to_string()),
+        Finish::Time => Ok(time(text)),
+        Finish::Timestamp => timestamp(text),
+        Finish::Bytes => Ok(text
+            .strip_prefix("\\x")
+            .unwrap_or(text)
+            .to_ascii_lowercase()),
+    }
+}
+
+/// Plain digits without trailing fractional zeros (`1.50` → `1.5`).
+fn decimal(text: &str) -> String {
+    let text = text.trim();
+    if !text.contains('.') || text.contains(['e', 'E']) {
+        return text.to_string();
+    }
+    let trimmed = text.trim_end_matches('0').trim_end_matches('.');
+    match trimmed {
+        "-0" | "" | "-" => "0".to_string(),
+        t => t.to_string(),
+    }
+}
+
+/// PostgreSQL's shortest text of a float: fixed for exponents -4..15,
+/// otherwise `d.ddde+XX`.
+fn float(text: &str) -> Result<String, String> {
+    let v: f64 = match text {
+        "inf" | "Infinity" => f64::INFINITY,
+        "-inf" | "-Infinity" => f64::NEG_INFINITY,
+        "nan" | "NaN" => return Ok("NaN".to_string()),
+        t => t.parse().map_err(|_| format!("`{t}` is not a float"))?,
+    };
+    if v.is_infinite() {
+        return Ok(if v > 0.0 { "Infinity" } else { "-Infinity" }.to_string());
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..15).contains(&exp) {
+        return Ok(format!("{v}"));
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    Ok(format!("{mantissa}e{sign}{:02}", exp.abs()))
+}
+
+/// Compact JSON with object keys sorted (as PostgreSQL's `jsonb` would
+/// compare them, by length then bytes), numbers as written.
+fn json(text: &str) -> Result<String, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let mut out = String::new();
+    write_json(&value, &mut out);
+    Ok(out)
+}
+
+fn write_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| (a.0.len(), a.0).cmp(&(b.0.len(), b.0)));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// `HH:MM:SS.ffffff`.
+fn time(text: &str) -> String {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
+    format!("{whole}.{digits:0<6}")
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, from ISO text with or without an
+/// offset (`T` or a space between date and time).
+fn timestamp(text: &str) -> Result<String, String> {
+    let normal = text.replacen('T', " ", 1);
+    let formats = ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"];
+    for f in formats {
+        if let Ok(t) = chrono::DateTime::parse_from_str(&normal, f) {
+            let utc = t.naive_utc();
+            return Ok(utc.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+        }
+    }
+    let zulu = normal.trim_end_matches('Z');
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(zulu, f) {
+            return Ok(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(zulu, "%Y-%m-%d") {
+        return Ok(format!("{d} 00:00:00.000000"));
+    }
+    Err(format!("`{text}` is not a timestamp"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finishes_each_kind_to_one_text() {
+        assert_eq!(finish_text("1.50", Finish::Number).unwrap(), "1.5");
+        assert_eq!(finish_text("r1.5", Finish::Number).unwrap(), "1.5");
+        assert_eq!(
+            finish_text("r0.10000000000000001", Finish::Number).unwrap(),
+            "0.1"
+        );
+        assert_eq!(finish_text("2.000", Finish::Number).unwrap(), "2");
+        assert_eq!(finish_text("42", Finish::Number).unwrap(), "42");
+        assert_eq!(
+            finish_text("0.10000000000000001", Finish::Float).unwrap(),
+            "0.1"
+        );
+        assert_eq!(finish_text("1e20", Finish::Float).unwrap(), "1e+20");
+        assert_eq!(finish_text("1.5e-5", Finish::Float).unwrap(), "1.5e-05");
+        assert_eq!(finish_text("123.25", Finish::Float).unwrap(), "123.25");
+        assert_eq!(
+            finish_text(r#"{"b": 1, "aa": [1, {"d":2,"c":3}]}"#, Finish::Json).unwrap(),
+            r#"{"b":1,"aa":[1,{"c":3,"d":2}]}"#
+        );
+        assert_eq!(
+            finish_text("2024-01-02T03:04:05+02:00", Finish::Timestamp).unwrap(),
+            "2024-01-02 01:04:05.000000"
+        );
+        assert_eq!(
+            finish_text("2024-01-02 03:04:05.5", Finish::Timestamp).unwrap(),
+            "2024-01-02 03:04:05.500000"
+        );
+        assert_eq!(
+            finish_text("10:00:01.25", Finish::Time).unwrap(),
+            "10:00:01.250000"
+        );
+        assert_eq!(finish_text("\\x0A0b", Finish::Bytes).unwrap(), "0a0b");
+    }
+
+    #[test]
+    fn md5_60_is_the_first_fifteen_hex_digits() {
+        // md5("abc") = 900150983cd24fb0d6963f7d28e17f72
+        assert_eq!(md5_60("abc"), 0x900150983cd24fb);
+        assert_eq!(
+            key_parts(&joined(&[Some("a".into()), None])),
+            vec![Some("a".into()), None]
+        );
+    }
+}

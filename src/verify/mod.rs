@@ -1,0 +1,195 @@
+//! `ferry verify`: whether the target holds what the source holds, trusting
+//! nothing but the two databases (not the ledger).
+//!
+//! Both sides hash each row's canonical texts (`connectors::checksum`) and
+//! sum the hashes per bucket of keys, in the servers where they can, at one
+//! snapshot each. Only buckets whose count or sum differ are read again, as
+//! (key, hash) pairs sorted in bounded memory and walked side by side; the
+//! keys that differ are read once more, field by field, outside the
+//! snapshot, so that a row changed while the verify ran is not reported.
+//! Buckets by key hash rather than key ranges: two passes find scattered
+//! differences whatever the key's type, where a bisection of ranges reads
+//! the table once per level.
+mod compare;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::config::Job;
+use crate::connectors::checksum::{Checksum, Hashing, Session};
+use crate::connectors::{self, ConnectorError, KeyRange, Shape, TableSchema};
+
+pub use compare::{Difference, Kind};
+pub use plan::Plan;
+
+/// Buckets of keys: about 250 rows each at 1M rows; a bucket is what is
+/// read again when it differs.
+pub const BUCKETS: u32 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The job cannot be verified as configured (exit 78).
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
+    #[error("source {0}")]
+    Source(ConnectorError),
+    #[error("target {0}")]
+    Target(ConnectorError),
+    #[error("verify: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl VerifyError {
+    pub fn connector(&self) -> Option<&ConnectorError> {
+        match self {
+            VerifyError::Source(e) | VerifyError::Target(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What one verify found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub job: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub equal: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    /// Target rows the source lacks do not count as drift for this job.
+    pub extra_allowed: bool,
+    pub missing_allowed: bool,
+    /// How many rows differ in each field.
+    pub fields: BTreeMap<String, u64>,
+    /// The first keys of each kind, in key order of their texts.
+    pub first: Vec<Difference>,
+    pub compared_fields: Vec<String>,
+    pub not_compared: Vec<String>,
+    /// Whether each server hashed its own rows.
+    pub source_pushdown: bool,
+    pub target_pushdown: bool,
+    pub seconds: f64,
+}
+
+impl Outcome {
+    /// Differences the job's rules do not allow.
+    pub fn drifted(&self) -> bool {
+        self.different > 0
+            || (self.missing > 0 && !self.missing_allowed)
+            || (self.extra > 0 && !self.extra_allowed)
+    }
+}
+
+/// Keys listed per kind.
+pub const FIRST: usize = 20;
+
+pub async fn verify(job: &Job, keys: Option<&KeyRange>) -> Result<Outcome, VerifyError> {
+    let started = Instant::now();
+    let source = connectors::source(job).map_err(VerifyError::Source)?;
+    let target = connectors::target(job).map_err(VerifyError::Target)?;
+    let not_table = |side: &str, what: String| {
+        VerifyError::Refused(vec![format!(
+            "the {side} {what} is not a table ferry can read back: verify compares PostgreSQL, MySQL/MariaDB and SQLite tables"
+        )])
+    };
+    let source_sum = source
+        .checksum()
+        .ok_or_else(|| not_table("source", source.describe()))?;
+    let target_sum = target
+        .checksum()
+        .ok_or_else(|| not_table("target", target.describe()))?;
+    let (source_shape, target_shape) = tokio::join!(source.schema(), target.schema());
+    let source_table = table(
+        source_shape.map_err(VerifyError::Source)?,
+        &source.describe(),
+    )
+    .map_err(VerifyError::Source)?;
+    let target_table = table(
+        target_shape.map_err(VerifyError::Target)?,
+        &target.describe(),
+    )
+    .map_err(VerifyError::Target)?;
+    let (kind_s, kind_t) = (source_sum.kind(), target_sum.kind());
+    let plan = plan::plan(job, &source_table, &target_table, (kind_s, kind_t))
+        .map_err(VerifyError::Refused)?;
+    let hashing = Hashing {
+        buckets: BUCKETS,
+        pg_native: kind_s == kind_t
+            && kind_s == crate::connectors::sql::canonical::SqlKind::Postgres,
+        alike: kind_s == kind_t,
+    };
+    let sides = Sides {
+        source: source_sum,
+        target: target_sum,
+        plan: &plan,
+        keys,
+        hashing,
+    };
+    let found = compare::compare(&sides).await?;
+    Ok(Outcome {
+        job: job.name.clone(),
+        source_rows: found.source_rows,
+        target_rows: found.target_rows,
+        equal: found.source_rows - found.missing - found.different,
+        missing: found.missing,
+        extra: found.extra,
+        different: found.different,
+        extra_allowed: plan.extra_allowed,
+        missing_allowed: plan.missing_allowed,
+        fields: found.fields,
+        first: found.first,
+        compared_fields: plan.fields.clone(),
+        not_compared: plan.not_compared.clone(),
+        source_pushdown: found.source_pushdown,
+        target_pushdown: found.target_pushdown,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn table(shape: Shape, described: &str) -> Result<TableSchema, ConnectorError> {
+    match shape {
+        Shape::Table(t) => Ok(t),
+        _ => Err(ConnectorError::MissingObject {
+            system: described.to_string(),
+            object: "table".to_string(),
+            detail: "no such table".to_string(),
+        }),
+    }
+}
+
+/// Both systems and how they are read.
+pub(crate) struct Sides<'a> {
+    pub source: &'a dyn Checksum,
+    pub target: &'a dyn Checksum,
+    pub plan: &'a Plan,
+    pub keys: Option<&'a KeyRange>,
+    pub hashing: Hashing,
+}
+
+impl Sides<'_> {
+    pub async fn open(&self, consistent: bool) -> Result<(Session, Session), VerifyError> {
+        let (s, t) = tokio::join!(
+            Session::open(
+                self.source,
+                &self.plan.source,
+                self.keys,
+                self.hashing,
+                consistent
+            ),
+            Session::open(
+                self.target,
+                &self.plan.target,
+                self.keys,
+                self.hashing,
+                consistent
+            ),
+        );
+        Ok((
+            s.map_err(VerifyError::Source)?,
+            t.map_err(VerifyError::Target)?,
+        ))
+    }
+}

@@ -1,0 +1,166 @@
+//! What a verify compares for a job: the key and the fields the source
+//! owns, on each side in its own names and types, and which differences
+//! the job's rules allow. Computed from the configuration and the two
+//! tables' columns only.
+use crate::config::{Deletes, Job, Mode};
+use crate::connectors::checksum::Side;
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::{Column, ColumnType, TableSchema};
+use crate::rules::{Condition, DeleteAs, WriteRules};
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source: Side,
+    pub target: Side,
+    /// The compared fields' target names, in order.
+    pub fields: Vec<String>,
+    /// Target rows the source lacks are allowed (`deletes = "ignore"`,
+    /// `ops.delete = false`, `mode = "insert"`).
+    pub extra_allowed: bool,
+    /// Source rows the target lacks are allowed (`mode = "update"`,
+    /// `ops.create = false`).
+    pub missing_allowed: bool,
+    /// Fields left out, each with why.
+    pub not_compared: Vec<String>,
+}
+
+/// The plan, or every reason the job cannot be verified (exit 78).
+pub fn plan(
+    job: &Job,
+    source: &TableSchema,
+    target: &TableSchema,
+    kinds: (SqlKind, SqlKind),
+) -> Result<Plan, Vec<String>> {
+    let rules = WriteRules::from_job(job);
+    let mut problems = Vec::new();
+    let mut not_compared = Vec::new();
+    let pairs: Vec<(String, String, bool)> = match job.fields.is_empty() {
+        false => job
+            .fields
+            .iter()
+            .map(|f| (f.target.clone(), f.from.clone(), f.lookup.is_some()))
+            .collect(),
+        true => source
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.name.clone(), false))
+            .collect(),
+    };
+    let column = |schema: &TableSchema, name: &str, side: &str, problems: &mut Vec<String>| {
+        let found = schema.column(name).cloned();
+        if found.is_none() {
+            problems.push(format!("the {side} has no column `{name}`"));
+        }
+        found
+    };
+    let mut source_key = Vec::new();
+    let mut target_key = Vec::new();
+    for k in &job.target.key {
+        let from = pairs
+            .iter()
+            .find(|(t, _, _)| t == k)
+            .map_or(k.as_str(), |(_, s, _)| s.as_str());
+        if !job.source.key.iter().any(|s| s == from) {
+            problems.push(format!(
+                "target key `{k}` does not come from the source's key (a generated key or a lookup): verify compares rows by the key both sides share"
+            ));
+            continue;
+        }
+        if let (Some(s), Some(t)) = (
+            column(source, from, "source", &mut problems),
+            column(target, k, "target", &mut problems),
+        ) {
+            let (s, t) = read_alike(s, t, kinds);
+            source_key.push(s);
+            target_key.push(t);
+        }
+    }
+    let mut fields = Vec::new();
+    let (mut source_fields, mut target_fields) = (Vec::new(), Vec::new());
+    for (to, from, lookup) in &pairs {
+        if job.target.key.contains(to) {
+            continue;
+        }
+        if let Some(why) = left_out(&rules, to, *lookup) {
+            not_compared.push(format!("`{to}`: {why}"));
+            continue;
+        }
+        if job.fields.is_empty() && target.column(to).is_none() {
+            not_compared.push(format!("`{to}`: the target has no such column"));
+            continue;
+        }
+        let (Some(s), Some(t)) = (
+            column(source, from, "source", &mut problems),
+            column(target, to, "target", &mut problems),
+        ) else {
+            continue;
+        };
+        let (s, t) = read_alike(s, t, kinds);
+        source_fields.push(s);
+        target_fields.push(t);
+        fields.push(to.clone());
+    }
+    if !job.children.is_empty() {
+        not_compared.push("child tables: only the parent table is compared".to_string());
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let target_filter = match rules.delete_as() {
+        DeleteAs::MarkDeleted(column) => Some(format!(
+            "s.{} IS NULL",
+            crate::connectors::sql::quote_ident(column)
+        )),
+        _ => None,
+    };
+    Ok(Plan {
+        source: side(source_key, source_fields, None),
+        target: side(target_key, target_fields, target_filter),
+        fields,
+        extra_allowed: rules.deletes == Deletes::Ignore
+            || !job.ops.delete
+            || job.target.mode == Mode::Insert,
+        missing_allowed: job.target.mode == Mode::Update || !job.ops.create,
+        not_compared,
+    })
+}
+
+/// Why the field `to` is not compared, if it is not: only the fields an
+/// update always writes must hold the source's value.
+fn left_out(rules: &WriteRules, to: &str, lookup: bool) -> Option<&'static str> {
+    if lookup {
+        return Some("translated through another job's id map");
+    }
+    match rules.condition(to) {
+        Some(Condition::Always) => None,
+        Some(Condition::WhereEmpty) => Some("owner fill (the target may hold its own value)"),
+        Some(Condition::IfNewer) => Some("owner newest (the target may hold a newer value)"),
+        None => Some("owned by the target"),
+    }
+}
+
+/// The two columns of a field, each typed for reading as the other
+/// reads: SQLite keeps what it was given under any declared type (a
+/// timestamp as text, a boolean as an integer), so its column is read as
+/// the other side's type; a `char(n)` on either side compares without its
+/// padding on both.
+fn read_alike(mut s: Column, mut t: Column, (ks, kt): (SqlKind, SqlKind)) -> (Column, Column) {
+    if ks == SqlKind::Sqlite && kt != SqlKind::Sqlite {
+        s.ty = t.ty.clone();
+    } else if kt == SqlKind::Sqlite && ks != SqlKind::Sqlite {
+        t.ty = s.ty.clone();
+    }
+    if matches!(s.ty, ColumnType::Char(_)) || matches!(t.ty, ColumnType::Char(_)) {
+        s.ty = ColumnType::Char(0);
+        t.ty = ColumnType::Char(0);
+    }
+    (s, t)
+}
+
+fn side(key: Vec<Column>, fields: Vec<Column>, filter: Option<String>) -> Side {
+    Side {
+        key,
+        fields,
+        filter,
+    }
+}

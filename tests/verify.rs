@@ -1,0 +1,254 @@
+//! `ferry verify`: after ferry synced a table, the two databases compare
+//! equal on every type, across database kinds (PostgreSQL into PostgreSQL,
+//! MariaDB and SQLite); drift made by hand in the target is found key by
+//! key and field by field; the job's rules decide what counts; exit codes.
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// A source of many types: 200 rows, some values NULL.
+const TYPED_SOURCE: &str = "CREATE TABLE src (
+    id bigint PRIMARY KEY, name text, code char(4), flag boolean, qty integer,
+    price numeric(12,2), ratio double precision, born date, at timestamp(6),
+    seen timestamptz, uid uuid, doc jsonb, raw bytea);
+  INSERT INTO src SELECT i, 'name ' || i, 'c' || (i % 10), i % 3 = 0, i * 7,
+    (i * 1.25)::numeric(12,2), i / 8.0, date '2024-01-01' + i,
+    timestamp '2024-01-01 10:00:00.123456' + i * interval '1 hour',
+    timestamptz '2024-03-01 00:00:00+02' + i * interval '1 minute',
+    md5(i::text)::uuid, jsonb_build_object('n', i, 'tags', jsonb_build_array('a', i)),
+    decode(lpad(to_hex(i), 4, '0'), 'hex')
+  FROM generate_series(1, 200) i;
+  UPDATE src SET name = NULL, ratio = NULL, seen = NULL, doc = NULL WHERE id % 17 = 0;";
+
+fn job(source_url: &str, target_kind: &str, target_url: &str, extra: &str) -> String {
+    format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{source_url}\"\ntable = \"src\"\nkey = [\"id\"]\n\n\
+         [detect]\nstrategy = \"diff\"\n\n\
+         [target]\ntype = \"{target_kind}\"\nurl = \"{target_url}\"\ntable = \"dst\"\nkey = [\"id\"]\ncreate = true\n\n\
+         [rules]\nowner = \"source\"\n{extra}"
+    )
+}
+
+fn verify(cfg: &ConfigDir, state: &str, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--output", "json", "verify"];
+    all.extend_from_slice(args);
+    let out = cfg.ferry(Some(state), &all);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let json: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {text}\n{}", stderr(&out)));
+    (code(&out), json)
+}
+
+fn result(json: &Value) -> &Value {
+    &json["jobs"][0]["result"]
+}
+
+/// The listed keys of one kind, as text.
+fn keys(json: &Value, kind: &str) -> Vec<String> {
+    result(json)["first"]
+        .as_array()
+        .expect("first")
+        .iter()
+        .filter(|d| d["kind"] == kind)
+        .map(|d| d["key"].as_str().expect("key").to_string())
+        .collect()
+}
+
+/// Synced once into `target_kind`; verify says equal, in the servers
+/// where both are PostgreSQL.
+async fn synced(target_kind: &str, target_url: &str, db: &TestDb) -> (ConfigDir, String) {
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &job(&db.url, target_kind, target_url, ""));
+    let state = state_url(StateKind::Sqlite, &cfg, db);
+    cfg.run_once_ok(&state);
+    let (code, json) = verify(&cfg, &state, &[]);
+    let r = result(&json);
+    assert_eq!(code, 0, "{target_kind}: a synced target is equal: {json:#}");
+    assert_eq!(r["source_rows"], 200);
+    assert_eq!(r["target_rows"], 200);
+    assert_eq!(r["equal"], 200);
+    assert_eq!(r["compared_fields"].as_array().map(Vec::len), Some(12));
+    (cfg, state)
+}
+
+#[tokio::test]
+async fn postgres_target_equal_then_drift_found_key_by_key() {
+    let db = TestDb::new().await;
+    db.exec(TYPED_SOURCE).await;
+    let (cfg, state) = synced("postgres", &db.url, &db).await;
+    let (_, json) = verify(&cfg, &state, &[]);
+    assert_eq!(result(&json)["source_pushdown"], true);
+    assert_eq!(result(&json)["target_pushdown"], true);
+    db.exec(
+        "UPDATE dst SET price = price + 0.01 WHERE id = 10;
+         UPDATE dst SET doc = '{\"n\": 0}', flag = NOT flag WHERE id = 20;
+         UPDATE dst SET seen = seen + interval '1 microsecond' WHERE id = 30;
+         DELETE FROM dst WHERE id IN (40, 150);
+         INSERT INTO dst (id, name) VALUES (1000, 'stray'), (1001, NULL);",
+    )
+    .await;
+    let (code, json) = verify(&cfg, &state, &[]);
+    let r = result(&json);
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(r["different"], 3);
+    assert_eq!(r["missing"], 2);
+    assert_eq!(r["extra"], 2);
+    assert_eq!(r["equal"], 195);
+    assert_eq!(keys(&json, "missing"), ["150", "40"]);
+    assert_eq!(keys(&json, "extra"), ["1000", "1001"]);
+    assert_eq!(keys(&json, "different"), ["10", "20", "30"]);
+    let fields: Vec<&Value> = r["first"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "different")
+        .map(|d| &d["fields"])
+        .collect();
+    assert_eq!(fields[0], &serde_json::json!(["price"]));
+    assert_eq!(fields[1], &serde_json::json!(["flag", "doc"]));
+    assert_eq!(fields[2], &serde_json::json!(["seen"]));
+    // A range of keys compares only its rows.
+    let (code, json) = verify(&cfg, &state, &["--keys", "100..200"]);
+    assert_eq!(code, 1);
+    assert_eq!(result(&json)["source_rows"], 101);
+    assert_eq!(keys(&json, "missing"), ["150"]);
+    assert_eq!(result(&json)["different"], 0);
+    let (code, _) = verify(&cfg, &state, &["--keys", "41..140"]);
+    assert_eq!(code, 0);
+    // A resync of the whole table repairs it; verify agrees.
+    let out = cfg.ferry(Some(&state), &["resync", "copy"]);
+    assert_eq!(code_of(&out), 0, "{}", stderr(&out));
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(
+        code, 1,
+        "the stray rows the ledger never saw stay: {json:#}"
+    );
+    assert_eq!(result(&json)["extra"], 2);
+    assert_eq!(result(&json)["different"], 0);
+    assert_eq!(result(&json)["missing"], 0);
+}
+
+fn code_of(out: &std::process::Output) -> i32 {
+    code(out)
+}
+
+#[tokio::test]
+async fn mariadb_target_compares_equal_across_kinds() {
+    let db = TestDb::new().await;
+    db.exec(TYPED_SOURCE).await;
+    let maria = MysqlDb::new().await;
+    let (cfg, state) = synced("mysql", &maria.url, &db).await;
+    maria
+        .exec("UPDATE dst SET name = 'hand' WHERE id = 7; DELETE FROM dst WHERE id = 8")
+        .await;
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(keys(&json, "different"), ["7"]);
+    assert_eq!(keys(&json, "missing"), ["8"]);
+    assert_eq!(result(&json)["fields"], serde_json::json!({"name": 1}));
+}
+
+#[tokio::test]
+async fn sqlite_target_compares_equal_across_kinds() {
+    let db = TestDb::new().await;
+    db.exec(TYPED_SOURCE).await;
+    let cfg_dir = ConfigDir::new();
+    let path = cfg_dir.path().join("dst.db");
+    std::fs::File::create(&path).expect("sqlite file");
+    let url = format!("sqlite://{}", path.display());
+    let (cfg, state) = synced("sqlite", &url, &db).await;
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+    sqlx::query("UPDATE dst SET qty = qty + 1 WHERE id = 3")
+        .execute(&pool)
+        .await
+        .expect("drift");
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(keys(&json, "different"), ["3"]);
+    assert_eq!(result(&json)["target_pushdown"], false);
+}
+
+#[tokio::test]
+async fn the_rules_decide_what_counts() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text, note text);
+         INSERT INTO src SELECT i, 'n' || i, 'x' FROM generate_series(1, 50) i;
+         CREATE TABLE dst (id bigint PRIMARY KEY, name text, note text, deleted_at timestamptz);",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    let rules = "deletes = \"soft\"\nsoft_delete = \"deleted_at\"\n\n\
+                 [fields]\nid = \"id\"\nname = \"name\"\nnote = { from = \"note\", owner = \"target\" }\n";
+    cfg.job("copy", &job(&db.url, "postgres", &db.url, rules));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    // A target-owned field edited in the target is not drift.
+    db.exec("UPDATE dst SET note = 'kept by the target' WHERE id < 10")
+        .await;
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(
+        result(&json)["compared_fields"],
+        serde_json::json!(["name"])
+    );
+    // A soft-deleted row counts as deleted: present in the source, missing.
+    db.exec("UPDATE dst SET deleted_at = now() WHERE id = 5")
+        .await;
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(keys(&json, "missing"), ["5"]);
+}
+
+#[tokio::test]
+async fn extra_rows_are_allowed_when_deletes_are_ignored() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text);
+         INSERT INTO src SELECT i, 'n' || i FROM generate_series(1, 30) i;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job(
+        "copy",
+        &job(&db.url, "postgres", &db.url, "deletes = \"ignore\"\n"),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec("DELETE FROM src WHERE id = 3").await;
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(result(&json)["extra"], 1);
+    assert_eq!(result(&json)["extra_allowed"], true);
+}
+
+#[tokio::test]
+async fn exit_codes_name_what_cannot_be_verified() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text); INSERT INTO src VALUES (1, 'a');",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    let out_dir = cfg.path().join("out");
+    cfg.job(
+        "to_file",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"src\"\nkey = [\"id\"]\n\n\
+             [detect]\nstrategy = \"diff\"\n\n[target]\ntype = \"file\"\npath = \"{}\"\nformat = \"jsonl\"\n\n[rules]\nowner = \"source\"\n",
+            db.url,
+            out_dir.display()
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let out = cfg.ferry(Some(&state), &["verify", "to_file"]);
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a table"), "{}", stderr(&out));
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    let down = format!("postgres://postgres@127.0.0.1:{port}/nothing");
+    cfg.job("down", &job(&down, "postgres", &db.url, ""));
+    let out = cfg.ferry(Some(&state), &["verify", "down"]);
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+}
