@@ -62,6 +62,10 @@ pub struct Hashing {
     pub pg_native: bool,
     /// Both sides are the same kind of database.
     pub alike: bool,
+    /// The key is one integer column on both sides: its value is its
+    /// bucket's hash (cheaper than hashing its text, and neighbours share
+    /// buckets).
+    pub int_key: bool,
 }
 
 /// One bucket: how many rows, and the sum of their hashes.
@@ -79,6 +83,8 @@ pub struct Session {
     key: Vec<Canon>,
     fields: Vec<Canon>,
     hashing: Hashing,
+    /// The first key column, as the row `s`'s (for [`Hashing::int_key`]).
+    key_column: String,
     /// ` WHERE …` with its bound values.
     clause: String,
     binds: Vec<Value>,
@@ -118,6 +124,9 @@ impl Session {
             key: side.key.iter().map(canon).collect(),
             fields: side.fields.iter().map(canon).collect(),
             hashing,
+            key_column: key_names
+                .first()
+                .map_or_else(String::new, |k| format!("s.{}", super::sql::quote_ident(k))),
             clause,
             binds,
             system: system.describe(),
@@ -158,14 +167,22 @@ impl Session {
         (key_text, row_text)
     }
 
+    /// The bucket of the row `s`, in the server.
+    fn bucket_sql(&self, key_text: &str) -> String {
+        let key_hash = match self.hashing.int_key {
+            true => self.key_column.clone(),
+            false => canonical::hash_sql(self.kind, key_text, self.hashing.pg_native),
+        };
+        canonical::bucket_sql(&key_hash, self.hashing.buckets)
+    }
+
     /// `SELECT key_text, bucket, row_hash FROM …` computed in the server.
     fn hashed_sql(&self) -> String {
         let (key_text, row_text) = self.texts_sql();
         let native = self.hashing.pg_native;
-        let key_hash = canonical::hash_sql(self.kind, &key_text, native);
         format!(
             "SELECT {key_text} AS k, {} AS b, {} AS h FROM ({}) AS s{}",
-            canonical::bucket_sql(&key_hash, self.hashing.buckets),
+            self.bucket_sql(&key_text),
             canonical::hash_sql(self.kind, &row_text, native),
             self.relation,
             self.clause
@@ -251,14 +268,14 @@ impl Session {
                 })
                 .await
         } else {
-            let buckets = self.hashing.buckets;
+            let hashing = self.hashing;
             let finish = self.finishes();
             let key_width = self.key.len();
             let sql = self.texts_query();
             self.reader
                 .each_row(&sql, &binds, &mut |row| {
                     let (key, fields) = finished(&system, row, &finish, key_width)?;
-                    let bucket = bucket_of(&key, buckets);
+                    let bucket = bucket_of(&key, hashing);
                     if only.is_none_or(|o| o.binary_search(&bucket).is_ok()) {
                         let hash = row_hash(&key, &fields);
                         each(key, bucket, hash);
@@ -282,13 +299,12 @@ impl Session {
         let binds = std::mem::take(&mut self.binds);
         let finish = self.finishes();
         let key_width = self.key.len();
-        let buckets = self.hashing.buckets;
+        let hashing = self.hashing;
         let in_server = self.pushed_down();
         let mut sql = self.texts_query();
         if in_server {
             let (key_text, _) = self.texts_sql();
-            let key_hash = canonical::hash_sql(self.kind, &key_text, self.hashing.pg_native);
-            let bucket = canonical::bucket_sql(&key_hash, buckets);
+            let bucket = self.bucket_sql(&key_text);
             let list: Vec<String> = only.iter().map(u32::to_string).collect();
             let joiner = if self.clause.is_empty() {
                 " WHERE"
@@ -301,7 +317,7 @@ impl Session {
             .reader
             .each_row(&sql, &binds, &mut |row| {
                 let (key, fields) = finished(&system, row, &finish, key_width)?;
-                if in_server || only.binary_search(&bucket_of(&key, buckets)).is_ok() {
+                if in_server || only.binary_search(&bucket_of(&key, hashing)).is_ok() {
                     each(key, fields);
                 }
                 Ok(())
@@ -410,8 +426,16 @@ pub fn md5_60(text: &str) -> i64 {
     (u64::from_be_bytes(first) >> 4) as i64
 }
 
-pub fn bucket_of(key: &str, buckets: u32) -> u32 {
-    (md5_60(key) % i64::from(buckets)) as u32
+/// A key's bucket, as [`Session`] computes it in the server.
+pub fn bucket_of(key: &str, hashing: Hashing) -> u32 {
+    let buckets = i64::from(hashing.buckets);
+    let hash = match hashing.int_key {
+        // A key that is not an integer equals no row of the other side:
+        // any bucket will do.
+        true => key.parse::<i64>().unwrap_or_else(|_| md5_60(key)),
+        false => md5_60(key),
+    };
+    hash.rem_euclid(buckets) as u32
 }
 
 pub fn row_hash(key: &str, fields: &[Option<String>]) -> i64 {
@@ -517,32 +541,47 @@ fn write_json(value: &Value, out: &mut String) {
     }
 }
 
-/// `HH:MM:SS.ffffff`.
+/// `HH:MM:SS[.ffffff]`, the fraction without trailing zeros.
 fn time(text: &str) -> String {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
-    format!("{whole}.{digits:0<6}")
+    let digits: String = fraction
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    match digits.trim_end_matches('0') {
+        "" => whole.to_string(),
+        digits => format!("{whole}.{digits}"),
+    }
 }
 
-/// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, from ISO text with or without an
+fn printed(t: chrono::NaiveDateTime) -> String {
+    let micros = t.and_utc().timestamp_subsec_micros();
+    let whole = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    match micros {
+        0 => whole,
+        m => format!("{whole}.{}", format!("{m:06}").trim_end_matches('0')),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC, from ISO text with or without an
 /// offset (`T` or a space between date and time).
 fn timestamp(text: &str) -> Result<String, String> {
     let normal = text.replacen('T', " ", 1);
     let formats = ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"];
     for f in formats {
         if let Ok(t) = chrono::DateTime::parse_from_str(&normal, f) {
-            let utc = t.naive_utc();
-            return Ok(utc.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+            return Ok(printed(t.naive_utc()));
         }
     }
     let zulu = normal.trim_end_matches('Z');
     for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d"] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(zulu, f) {
-            return Ok(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+            return Ok(printed(t));
         }
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(zulu, "%Y-%m-%d") {
-        return Ok(format!("{d} 00:00:00.000000"));
+        return Ok(format!("{d} 00:00:00"));
     }
     Err(format!("`{text}` is not a timestamp"))
 }
@@ -574,15 +613,15 @@ mod tests {
         );
         assert_eq!(
             finish_text("2024-01-02T03:04:05+02:00", Finish::Timestamp).unwrap(),
-            "2024-01-02 01:04:05.000000"
+            "2024-01-02 01:04:05"
         );
         assert_eq!(
             finish_text("2024-01-02 03:04:05.5", Finish::Timestamp).unwrap(),
-            "2024-01-02 03:04:05.500000"
+            "2024-01-02 03:04:05.5"
         );
         assert_eq!(
             finish_text("10:00:01.25", Finish::Time).unwrap(),
-            "10:00:01.250000"
+            "10:00:01.25"
         );
         assert_eq!(finish_text("\\x0A0b", Finish::Bytes).unwrap(), "0a0b");
     }

@@ -120,6 +120,9 @@ pub async fn verify(job: &Job, keys: Option<&KeyRange>) -> Result<Outcome, Verif
         pg_native: kind_s == kind_t
             && kind_s == crate::connectors::sql::canonical::SqlKind::Postgres,
         alike: kind_s == kind_t,
+        int_key: [&plan.source, &plan.target].iter().all(|side| {
+            matches!(side.key.as_slice(), [one] if matches!(one.ty, crate::connectors::ColumnType::Int(_)))
+        }),
     };
     let sides = Sides {
         source: source_sum,

@@ -85,12 +85,9 @@ fn postgres(c: &str, ty: &ColumnType, alike: bool) -> Canon {
         ColumnType::Float(_) if alike => done(format!("{c}::text")),
         ColumnType::Float(_) => finished(format!("{c}::text"), Finish::Float),
         ColumnType::Bytes => done(format!("encode({c}, 'hex')")),
-        ColumnType::Date => done(format!("to_char({c}, 'YYYY-MM-DD')")),
-        ColumnType::Time(_) => done(format!("to_char({c}, 'HH24:MI:SS.US')")),
-        ColumnType::Timestamp(_) => done(format!("to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')")),
-        ColumnType::TimestampTz(_) => done(format!(
-            "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-        )),
+        // The reader's transaction sets `DateStyle = ISO`: the text forms
+        // are the canonical ones, and cost half of `to_char`'s.
+        ColumnType::TimestampTz(_) => done(format!("({c} AT TIME ZONE 'UTC')::text")),
         ColumnType::Char(_) => done(format!("rtrim({c}::text, ' ')")),
         ColumnType::Json if alike => done(format!("{c}::jsonb::text")),
         ColumnType::Json => finished(format!("{c}::text"), Finish::Json),
@@ -110,11 +107,13 @@ fn mysql(c: &str, ty: &ColumnType, alike: bool) -> Canon {
         ColumnType::Float(_) => finished(text(format!("CAST({c} AS CHAR)")), Finish::Float),
         ColumnType::Bytes => done(text(format!("LOWER(HEX({c}))"))),
         ColumnType::Date => done(text(format!("DATE_FORMAT({c}, '%Y-%m-%d')"))),
-        ColumnType::Time(_) => done(text(format!("TIME_FORMAT({c}, '%H:%i:%s.%f')"))),
+        ColumnType::Time(_) => done(text(trimmed_fraction(format!(
+            "TIME_FORMAT({c}, '%H:%i:%s.%f')"
+        )))),
         // The session's time zone is UTC (see the reader), so a TIMESTAMP
         // column renders in UTC as a zoned value should.
-        ColumnType::Timestamp(_) | ColumnType::TimestampTz(_) => done(text(format!(
-            "DATE_FORMAT({c}, '%Y-%m-%d %H:%i:%s.%f')"
+        ColumnType::Timestamp(_) | ColumnType::TimestampTz(_) => done(text(trimmed_fraction(
+            format!("DATE_FORMAT({c}, '%Y-%m-%d %H:%i:%s.%f')"),
         ))),
         ColumnType::Uuid => done(text(format!("LOWER({c})"))),
         ColumnType::Char(_) => done(text(format!("TRIM(TRAILING ' ' FROM {c})"))),
@@ -122,6 +121,12 @@ fn mysql(c: &str, ty: &ColumnType, alike: bool) -> Canon {
         ColumnType::Json => finished(text(format!("CAST({c} AS CHAR)")), Finish::Json),
         _ => done(text(format!("CAST({c} AS CHAR)"))),
     }
+}
+
+/// `…:SS.ffffff` without the fraction's trailing zeros (nor its point when
+/// they are all zeros), as PostgreSQL prints times.
+fn trimmed_fraction(e: String) -> String {
+    format!("TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {e}))")
 }
 
 fn sqlite(c: &str, ty: &ColumnType) -> Canon {
@@ -207,7 +212,8 @@ pub fn key_separator_sql(kind: SqlKind) -> &'static str {
     }
 }
 
-/// The bucket (0..buckets) of a row whose key hashes to `hash`.
+/// The bucket (0..buckets) of a row whose key hashes to `hash` (or, a
+/// one-column integer key, whose key is `hash`).
 pub fn bucket_sql(hash: &str, buckets: u32) -> String {
     format!("((({hash}) % {buckets}) + {buckets}) % {buckets}")
 }

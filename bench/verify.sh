@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# `ferry verify` against what reading both tables costs, measured in the
+# same invocation (PostgreSQL → PostgreSQL, two databases of one server):
+#   reference: `COPY customers TO STDOUT` of the source table, then of the
+#              target table (the time a verify that reads every row out of
+#              both servers could not beat)
+#   V1 identical tables: verify says equal              (target ≤ 0.6 ×)
+#   V2 100 scattered differences in the target (40 updated, 30 deleted,
+#      30 inserted): exactly those 100 keys reported   (target ≤ 1.0 ×)
+#   V3 the same 100 into a SQLite copy of the target, which ferry hashes
+#      itself (no target)
+#
+#   bench/verify.sh                  # 1,000,000 rows
+#   ROWS=100000 bench/verify.sh
+#
+# Needs a local PostgreSQL (PG) and sqlite3; writes bench/RESULTS-verify.md (OUT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROWS=${ROWS:-1000000}
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+SRC="$PG/ferry_bench_verify_src"
+DST="$PG/ferry_bench_verify_dst"
+WORK=bench/out/verify
+mkdir -p "$WORK"
+for tool in psql sqlite3 jq; do
+    command -v "$tool" >/dev/null || { echo "bench/verify.sh needs $tool" >&2; exit 1; }
+done
+
+cargo build --profile profiling --quiet
+FERRY=$PWD/target/profiling/ferry
+
+. bench/lib.sh
+DIFF=$'strategy = "diff"'
+
+echo "== preparing $ROWS rows in each database"
+for db in ferry_bench_verify_src ferry_bench_verify_dst; do
+    psql_q "$PG/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+    customers_table "$PG/$db" "$ROWS"
+done
+customers_job "$WORK/pg" "$SRC" postgres "$DST" "$DIFF"
+STATE="sqlite://$PWD/$WORK/state.db"
+
+copy_both() {
+    psql -X -q "$SRC" -c "COPY customers TO STDOUT" >/dev/null
+    psql -X -q "$DST" -c "COPY customers TO STDOUT" >/dev/null
+}
+export -f copy_both
+export SRC DST
+# Warm both tables into the cache before anything is timed.
+copy_both
+read -r ref_wall ref_rss < <(measure bash -c copy_both)
+row "reference: COPY TO of source + target" "$ref_wall" "1.00" "$(mib "$ref_rss")" "—"
+
+# verify JOB-FOLDER EXPECTED-EXIT: wall, RSS; the JSON in $WORK/cmd.out.
+run_verify() {
+    local log=$WORK/time.log
+    set +e
+    /usr/bin/time -v "$FERRY" --config "$1" --state "$STATE" --output json verify >"$WORK/cmd.out" 2>"$log"
+    local code=$?
+    set -e
+    if [ "$code" != "$2" ]; then cat "$WORK/cmd.out" "$log"; echo "verify exited $code, expected $2" >&2; exit 1; fi
+    local wall rss
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+    echo "$wall $rss"
+}
+# The counts a verify reported, as missing:extra:different.
+counts() { jq -r '.jobs[0].result | "\(.missing):\(.extra):\(.different)"' "$WORK/cmd.out"; }
+
+echo "== V1 identical"
+read -r wall rss < <(run_verify "$WORK/pg" 0)
+row "V1 verify, identical" "$wall" "$(ratio "$wall" "$ref_wall") × COPY TO" "$(mib "$rss")" "≤ 0.6 ×"
+
+echo "== V2 100 differences"
+# Spread over the table, disjoint: updated ids end in 3, deleted ones in 5.
+psql_q "$DST" -c "UPDATE customers SET name = name || ' (edited)' WHERE id IN (SELECT 10 * (g * $ROWS / 400) + 3 FROM generate_series(0, 39) g)" \
+    -c "DELETE FROM customers WHERE id IN (SELECT 10 * (g * $ROWS / 300) + 5 FROM generate_series(0, 29) g)" \
+    -c "INSERT INTO customers SELECT $ROWS + g, 'x' || g, 'x', 'CZ', 1, now() FROM generate_series(1, 30) g"
+read -r wall rss < <(run_verify "$WORK/pg" 1)
+got=$(counts)
+[ "$got" = "30:30:40" ] || { echo "V2 reported $got (missing:extra:different), expected 30:30:40" >&2; exit 1; }
+row "V2 verify, 100 differences (30 missing, 30 extra, 40 different)" "$wall" "$(ratio "$wall" "$ref_wall") × COPY TO" "$(mib "$rss")" "≤ 1.0 ×"
+
+echo "== V3 the same into SQLite"
+rm -f "$WORK"/target.db*
+psql -X -q "$DST" -c "COPY (SELECT id, email, name, country, balance, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00') FROM customers) TO STDOUT (FORMAT csv)" >"$WORK/dst.csv"
+sqlite3 "$WORK/target.db" "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, name TEXT, country TEXT, balance NUMERIC, updated_at TEXT)" ".import --csv $WORK/dst.csv customers"
+customers_job "$WORK/lite" "$SRC" sqlite "sqlite://$PWD/$WORK/target.db" "$DIFF"
+read -r wall rss < <(run_verify "$WORK/lite" 1)
+got=$(counts)
+[ "$got" = "30:30:40" ] || { echo "V3 reported $got (missing:extra:different), expected 30:30:40" >&2; exit 1; }
+row "V3 verify into SQLite, 100 differences (hashed in ferry)" "$wall" "$(ratio "$wall" "$ref_wall") × COPY TO" "$(mib "$rss")" "—"
+
+TABLE="| scenario ($ROWS rows) | wall s | ratio | peak RSS MiB | target |
+|---|---:|---:|---:|---|
+$ROWS_TABLE"
+echo
+echo "$TABLE"
+OUT=${OUT:-bench/RESULTS-verify.md}
+cat >"$OUT" <<MD
+# ferry verify
+
+Produced by \`ROWS=$ROWS bench/verify.sh\` on $(date +%F), $(nproc) cores,
+PostgreSQL → PostgreSQL (two databases of one local server) unless named.
+Each run's report was checked: exit 0 for V1; exactly 30 missing, 30 extra
+and 40 different keys for V2 and V3. Ratios are against the reference
+measured in the same invocation; wall times are whole processes.
+
+$TABLE
+MD
+echo "wrote $OUT"
+if [ -z "${KEEP:-}" ]; then
+    for db in ferry_bench_verify_src ferry_bench_verify_dst; do
+        psql_q "$PG/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    done
+    rm -rf "$WORK"
+fi
