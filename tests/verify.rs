@@ -116,17 +116,52 @@ async fn postgres_target_equal_then_drift_found_key_by_key() {
     assert_eq!(result(&json)["different"], 0);
     let (code, _) = verify(&cfg, &state, &["--keys", "41..140"]);
     assert_eq!(code, 0);
-    // A resync of the whole table repairs it; verify agrees.
-    let out = cfg.ferry(Some(&state), &["resync", "copy"]);
-    assert_eq!(code_of(&out), 0, "{}", stderr(&out));
-    let (code, json) = verify(&cfg, &state, &[]);
+}
+
+/// Drift of every kind, repaired: the differing keys are resent or
+/// deleted through the normal lane, and a second verify is equal.
+async fn repair_with(kind: StateKind) {
+    let db = TestDb::new().await;
+    db.exec(TYPED_SOURCE).await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &job(&db.url, "postgres", &db.url, ""));
+    let state = state_url(kind, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec(
+        "UPDATE dst SET name = 'hand' WHERE id IN (3, 4);
+         DELETE FROM dst WHERE id = 5;
+         INSERT INTO dst (id, name) VALUES (900, 'stray');",
+    )
+    .await;
+    let (code, json) = verify(&cfg, &state, &["--repair"]);
+    assert_eq!(code, 0, "{json:#}");
+    let report = &json["jobs"][0];
+    assert_eq!(report["result"]["different"], 2);
+    assert_eq!(report["repair"]["outcome"], "success", "{report:#}");
     assert_eq!(
-        code, 1,
-        "the stray rows the ledger never saw stay: {json:#}"
+        report["repair"]["synced"], 4,
+        "2 rewritten, 1 re-inserted, 1 deleted: {report:#}"
     );
-    assert_eq!(result(&json)["extra"], 2);
-    assert_eq!(result(&json)["different"], 0);
-    assert_eq!(result(&json)["missing"], 0);
+    assert_eq!(report["after"]["equal"], 200);
+    assert_eq!(report["after"]["extra"], 0);
+    assert_eq!(
+        db.difference("SELECT * FROM src", "SELECT * FROM dst")
+            .await,
+        0
+    );
+    // The ledger knows the repaired rows: the next run has nothing to do.
+    let out = cfg.run_once_ok(&state);
+    assert_eq!(changed(&out, "copy"), 0);
+}
+
+#[tokio::test]
+async fn repair_makes_the_target_equal_sqlite_state() {
+    repair_with(StateKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn repair_makes_the_target_equal_postgres_state() {
+    repair_with(StateKind::Postgres).await;
 }
 
 fn code_of(out: &std::process::Output) -> i32 {

@@ -147,6 +147,11 @@ pub enum Command {
         /// Only keys from LO to HI, both included (as `resync --keys`).
         #[arg(long, value_name = "LO..HI")]
         keys: Option<String>,
+        /// Resend the rows found missing or different and delete the extra
+        /// ones (under the job's rules, through the normal lane), then
+        /// verify again.
+        #[arg(long)]
+        repair: bool,
         /// Jobs to verify (all when none).
         jobs: Vec<String>,
     },
@@ -289,7 +294,9 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             };
             resync::resync(&cli, signals, job, part).await
         }
-        Command::Verify { keys, jobs } => verify::verify(&cli, jobs, keys.as_deref()).await,
+        Command::Verify { keys, repair, jobs } => {
+            verify::verify(&cli, jobs, keys.as_deref(), *repair).await
+        }
         Command::Trigger {
             wait,
             timeout,

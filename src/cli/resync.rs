@@ -80,5 +80,6 @@ fn subset(job: &Job, part: &Part<'_>) -> Result<Subset, String> {
         predicate: part.predicate.map(str::to_string),
         keys,
         chunk: None,
+        listed: None,
     })
 }

@@ -117,7 +117,7 @@ fn signal_name(signal: Received) -> &'static str {
 }
 
 /// One run as `run --once --output json` and `plan --output json` print it.
-fn run_json(r: &JobRun) -> serde_json::Value {
+pub(super) fn run_json(r: &JobRun) -> serde_json::Value {
     let d = &r.detect;
     serde_json::json!({
         "job": r.job,
@@ -490,7 +490,7 @@ async fn selected(cli: &Cli, names: &[String]) -> Result<(Config, Vec<String>), 
     Ok((config, order))
 }
 
-fn report_errors(run: &JobRun) {
+pub(super) fn report_errors(run: &JobRun) {
     if let Some(e) = &run.error {
         eprintln!("error: job {}: {e}", run.job);
     } else if let Some(e) = &run.sync.first_error {
@@ -510,7 +510,7 @@ fn report_errors(run: &JobRun) {
     }
 }
 
-fn print_summary(runs: &[JobRun], stopped_by: Option<Received>) {
+pub(super) fn print_summary(runs: &[JobRun], stopped_by: Option<Received>) {
     let interactive = std::io::stdout().is_terminal();
     if interactive {
         out!();
@@ -577,6 +577,6 @@ fn print_summary(runs: &[JobRun], stopped_by: Option<Received>) {
     }
 }
 
-fn exit_code(runs: &[JobRun]) -> ExitCode {
+pub(super) fn exit_code(runs: &[JobRun]) -> ExitCode {
     ExitCode::worst(runs.iter().map(JobRun::exit_code))
 }

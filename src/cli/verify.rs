@@ -1,11 +1,18 @@
-//! `ferry verify [JOB...] [--keys LO..HI] [--output json]`: exit 0 when
-//! every job's target matches its source, 1 when one differs, 75 when a
-//! system cannot be reached, 78 when a job cannot be verified as configured.
-use super::{load_jobs, Cli, ExitCode, OutputFormat};
+//! `ferry verify [JOB...] [--keys LO..HI] [--repair] [--output json]`:
+//! exit 0 when every job's target matches its source (after the repair,
+//! with `--repair`), 1 when one differs, 75 when a system cannot be
+//! reached, 78 when a job cannot be verified as configured.
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{load_jobs, open_store, run, state_url, Cli, ExitCode, OutputFormat};
+use crate::config::{Config, Job};
 use crate::connectors::KeyRange;
+use crate::runner::{self, RunOptions, Trigger};
 use crate::verify::{self, Kind, Outcome, VerifyError};
 
-pub async fn verify(cli: &Cli, names: &[String], keys: Option<&str>) -> ExitCode {
+pub async fn verify(cli: &Cli, names: &[String], keys: Option<&str>, repair: bool) -> ExitCode {
     let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -28,11 +35,16 @@ pub async fn verify(cli: &Cli, names: &[String], keys: Option<&str>) -> ExitCode
             }
         };
         match verify::verify(job, range.as_ref()).await {
+            Ok(outcome) if repair && outcome.drifted() => {
+                if cli.output == OutputFormat::Text {
+                    print_text(&outcome);
+                }
+                let (code, report) = repaired(cli, &config, job, outcome, range.as_ref()).await;
+                codes.push(code);
+                reports.push(report);
+            }
             Ok(outcome) => {
-                codes.push(match outcome.drifted() {
-                    true => ExitCode::Failed,
-                    false => ExitCode::Ok,
-                });
+                codes.push(verdict(&outcome));
                 if cli.output == OutputFormat::Text {
                     print_text(&outcome);
                 }
@@ -57,6 +69,79 @@ pub async fn verify(cli: &Cli, names: &[String], keys: Option<&str>) -> ExitCode
         out!("{}", serde_json::json!({ "jobs": reports }));
     }
     ExitCode::worst(codes)
+}
+
+fn verdict(outcome: &Outcome) -> ExitCode {
+    match outcome.drifted() {
+        true => ExitCode::Failed,
+        false => ExitCode::Ok,
+    }
+}
+
+/// Repairs what `before` found through a resync of its keys, then
+/// verifies again: the exit code is the second verify's (or the run's,
+/// when it failed), the report holds all three.
+async fn repaired(
+    cli: &Cli,
+    config: &Config,
+    job: &Job,
+    before: Outcome,
+    range: Option<&KeyRange>,
+) -> (ExitCode, serde_json::Value) {
+    let mut report = serde_json::json!({ "job": job.name, "result": before });
+    let fix = match verify::repair(job, &before) {
+        Ok(fix) => fix,
+        Err(why) => {
+            eprintln!("ferry: verify --repair {}: {why}", job.name);
+            report["repair_error"] = why.into();
+            return (ExitCode::Failed, report);
+        }
+    };
+    let store = match open_store(&state_url(cli, Some(config)), Some(config)).await {
+        Ok(store) => store,
+        Err(code) => return (code, report),
+    };
+    let held: Vec<(String, i64, Option<i64>)> =
+        fix.held.iter().map(|k| (k.clone(), 0, None)).collect();
+    let noted = async {
+        store.ensure_job(&job.name).await?;
+        store.mark_echo(&job.name, &held, &[]).await
+    };
+    if let Err(e) = noted.await {
+        store.close().await;
+        return (super::state_failed(e), report);
+    }
+    let mut opts = RunOptions::new(
+        Trigger::Resync,
+        crate::detect::DetectOptions::default(),
+        CancellationToken::new(),
+    );
+    opts.resync = Some(Arc::new(fix.subset));
+    let fixed = runner::run_job(job, &store, &runner::instance_id(), opts).await;
+    store.close().await;
+    run::report_errors(&fixed);
+    let runs = [fixed];
+    let run_code = run::exit_code(&runs);
+    match cli.output {
+        OutputFormat::Text => run::print_summary(&runs, None),
+        OutputFormat::Json => report["repair"] = run::run_json(&runs[0]),
+    }
+    match verify::verify(job, range).await {
+        Ok(after) => {
+            let code = ExitCode::worst([run_code, verdict(&after)]);
+            if cli.output == OutputFormat::Text {
+                out!("after the repair:");
+                print_text(&after);
+            }
+            report["after"] = serde_json::to_value(&after).unwrap_or_default();
+            (code, report)
+        }
+        Err(e) => {
+            eprintln!("ferry: verify {} after the repair: {e}", job.name);
+            report["error"] = e.to_string().into();
+            (exit_code(&e), report)
+        }
+    }
 }
 
 fn exit_code(e: &VerifyError) -> ExitCode {

@@ -21,6 +21,10 @@ pub struct Subset {
     /// [`Source::split`]: super::Source::split
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<Chunk>,
+    /// These keys only, each in the source's key order (`ferry verify
+    /// --repair`: the keys that differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed: Option<Vec<Vec<Value>>>,
 }
 
 /// Keys above `after` (excluded) up to `upto` (included), either end open:
@@ -127,6 +131,9 @@ impl std::fmt::Display for Subset {
         if let Some(predicate) = &self.predicate {
             parts.push(format!("--where {predicate:?}"));
         }
+        if let Some(listed) = &self.listed {
+            parts.push(format!("{} listed key(s)", listed.len()));
+        }
         match parts.is_empty() {
             true => f.write_str("the whole source"),
             false => f.write_str(&parts.join(" ")),
@@ -138,6 +145,13 @@ impl Subset {
     /// The key range a source read whole filters by; a predicate is SQL,
     /// which such a source cannot evaluate.
     pub fn for_whole_read(&self, system: &str) -> Result<Option<KeyRange>, ConnectorError> {
+        if self.listed.is_some() {
+            return Err(ConnectorError::failed(
+                system,
+                "repair",
+                "this source is read whole: it cannot be read by a list of keys",
+            ));
+        }
         if self.chunk.is_some() {
             return Err(ConnectorError::failed(
                 system,
@@ -185,6 +199,23 @@ impl Subset {
         let columns = tuple(&columns);
         let mut n = 0;
         let mut values = Vec::new();
+        if let Some(listed) = self.listed.as_ref().filter(|l| !l.is_empty()) {
+            let mut tuples = Vec::with_capacity(listed.len());
+            for key_values in listed {
+                let placeholders: Vec<String> = key
+                    .iter()
+                    .map(|k| {
+                        n += 1;
+                        placeholder(n - 1, k)
+                    })
+                    .collect();
+                tuples.push(tuple(&placeholders));
+                values.extend(key_values.iter().cloned());
+            }
+            parts.push(format!("{columns} IN ({})", tuples.join(", ")));
+        } else if self.listed.is_some() {
+            parts.push("1 = 0".to_string());
+        }
         for (bound, op) in bounds {
             let placeholders: Vec<String> = key
                 .iter()
@@ -373,6 +404,7 @@ mod tests {
                 after: None,
                 upto: Some(vec![json!(7), json!("q")]),
             }),
+            listed: None,
         };
         let key = vec!["id".to_string(), "code".to_string()];
         let (sql, values) = subset.where_clause(&key, &mut |n, c| format!("${}::{c}", n + 1));
@@ -383,5 +415,20 @@ mod tests {
         let (all, none) = Subset::default().where_clause(&key, &mut |_, _| "?".into());
         assert!(all.is_empty() && none.is_empty());
         assert_eq!(values, vec![json!(1), json!("a"), json!(7), json!("q")]);
+        let listed = Subset {
+            listed: Some(vec![vec![json!(1), json!("a")], vec![json!(2), json!("b")]]),
+            ..Subset::default()
+        };
+        let (sql, values) = listed.where_clause(&key, &mut |n, _| format!("${}", n + 1));
+        assert_eq!(sql, " WHERE (s.\"id\", s.\"code\") IN (($1, $2), ($3, $4))");
+        assert_eq!(values.len(), 4);
+        let nothing = Subset {
+            listed: Some(vec![]),
+            ..Subset::default()
+        };
+        assert_eq!(
+            nothing.where_clause(&key, &mut |_, _| "?".into()).0,
+            " WHERE 1 = 0"
+        );
     }
 }

@@ -33,9 +33,15 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
         chunker.consume(rows, false).await?;
         return Ok(chunker.report);
     }
-    let scope = match &subset.keys {
-        None => Scope::All,
-        Some(range) => Scope::Keys {
+    let listed: Option<Vec<String>> = subset.listed.as_ref().map(|keys| {
+        let mut texts: Vec<String> = keys.iter().map(|k| crate::model::key_text(k)).collect();
+        texts.sort_unstable();
+        texts
+    });
+    let scope = match (&listed, &subset.keys) {
+        (Some(texts), _) => Scope::Listed(texts),
+        (None, None) => Scope::All,
+        (None, Some(range)) => Scope::Keys {
             range,
             source: d.source,
         },

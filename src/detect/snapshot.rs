@@ -83,7 +83,12 @@ async fn split(d: Detection<'_>, subset: &Subset) -> Result<Option<Split>, Detec
         .spec(&d.job.target.kind)
         .and_then(|spec| spec.target.as_ref())
         .is_some_and(|target| target.writes.keeps_rows());
-    if d.job.snapshot.chunk_rows == 0 || !keeps_rows || d.job.detect == Detect::Outbox {
+    // A list of keys (a verify's repair) is read by key, not in ranges.
+    if d.job.snapshot.chunk_rows == 0
+        || !keeps_rows
+        || d.job.detect == Detect::Outbox
+        || subset.listed.is_some()
+    {
         return Ok(None);
     }
     Ok(d.source.split(subset, d.job.snapshot.chunk_rows).await?)

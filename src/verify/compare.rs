@@ -39,6 +39,10 @@ pub(crate) struct Found {
     pub different: u64,
     pub fields: BTreeMap<String, u64>,
     pub first: Vec<Difference>,
+    /// Every difference re-checked: its kind and key text.
+    pub all: Vec<(Kind, String)>,
+    /// Differences beyond [`RECHECKED`], counted but not listed.
+    pub unlisted: u64,
     pub source_pushdown: bool,
     pub target_pushdown: bool,
 }
@@ -58,6 +62,8 @@ pub(crate) async fn compare(sides: &Sides<'_>) -> Result<Found, VerifyError> {
         different: 0,
         fields: BTreeMap::new(),
         first: Vec::new(),
+        all: Vec::new(),
+        unlisted: 0,
         source_pushdown: source.pushed_down(),
         target_pushdown: target.pushed_down(),
     };
@@ -172,6 +178,7 @@ async fn recheck(
     found.missing += missing;
     found.extra += extra;
     found.different += different;
+    found.unlisted = missing + extra + different;
     if suspects.keys.is_empty() {
         return Ok(());
     }
@@ -205,6 +212,7 @@ async fn recheck(
             (None, None) => None,
         };
         if let Some((kind, fields)) = difference {
+            found.all.push((kind, key.clone()));
             differences.push(Difference {
                 kind,
                 key: shown(key),

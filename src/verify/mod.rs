@@ -12,6 +12,7 @@
 //! the table once per level.
 mod compare;
 mod plan;
+mod repair;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use crate::connectors::{self, ConnectorError, KeyRange, Shape, TableSchema};
 
 pub use compare::{Difference, Kind};
 pub use plan::Plan;
+pub use repair::{repair, Repair};
 
 /// Buckets of keys: about 250 rows each at 1M rows; a bucket is what is
 /// read again when it differs.
@@ -66,6 +68,14 @@ pub struct Outcome {
     pub fields: BTreeMap<String, u64>,
     /// The first keys of each kind, in key order of their texts.
     pub first: Vec<Difference>,
+    /// Differences counted beyond those re-checked and listed.
+    pub unlisted: u64,
+    /// Every listed difference: its kind and key text (see [`repair`]).
+    #[serde(skip)]
+    pub keys: Vec<(Kind, String)>,
+    /// The source's key columns, in the order of the key texts.
+    #[serde(skip)]
+    pub source_key: Vec<crate::connectors::Column>,
     pub compared_fields: Vec<String>,
     pub not_compared: Vec<String>,
     /// Whether each server hashed its own rows.
@@ -144,6 +154,9 @@ pub async fn verify(job: &Job, keys: Option<&KeyRange>) -> Result<Outcome, Verif
         missing_allowed: plan.missing_allowed,
         fields: found.fields,
         first: found.first,
+        unlisted: found.unlisted,
+        keys: found.all,
+        source_key: plan.source.key.clone(),
         compared_fields: plan.fields.clone(),
         not_compared: plan.not_compared.clone(),
         source_pushdown: found.source_pushdown,

@@ -118,10 +118,11 @@ impl PostgresSource {
         subset: &Subset,
     ) -> Result<Option<(String, Vec<String>)>, ConnectorError> {
         let mut types = Vec::with_capacity(self.key.len());
-        let compared: &[String] = match subset.keys.is_some() || subset.chunk.is_some() {
-            true => &self.key,
-            false => &[],
-        };
+        let compared: &[String] =
+            match subset.keys.is_some() || subset.chunk.is_some() || subset.listed.is_some() {
+                true => &self.key,
+                false => &[],
+            };
         for column in compared {
             match self.column_type(column).await? {
                 Some(ty) => types.push(ty),
