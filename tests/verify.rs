@@ -164,10 +164,6 @@ async fn repair_makes_the_target_equal_postgres_state() {
     repair_with(StateKind::Postgres).await;
 }
 
-fn code_of(out: &std::process::Output) -> i32 {
-    code(out)
-}
-
 #[tokio::test]
 async fn mariadb_target_compares_equal_across_kinds() {
     let db = TestDb::new().await;
