@@ -116,6 +116,12 @@ async fn postgres_target_equal_then_drift_found_key_by_key() {
     assert_eq!(result(&json)["different"], 0);
     let (code, _) = verify(&cfg, &state, &["--keys", "41..140"]);
     assert_eq!(code, 0);
+    // A predicate, evaluated in both tables.
+    let (code, json) = verify(&cfg, &state, &["--where", "id % 2 = 0"]);
+    assert_eq!(code, 1);
+    assert_eq!(result(&json)["source_rows"], 100);
+    assert_eq!(keys(&json, "extra"), ["1000"]);
+    assert_eq!(result(&json)["different"], 3);
 }
 
 /// Drift of every kind, repaired: the differing keys are resent or

@@ -144,6 +144,10 @@ pub enum Command {
     /// databases: exit 0 when they match, 1 when rows are missing, extra
     /// or different.
     Verify {
+        /// Only rows matching this SQL predicate, evaluated in both tables
+        /// (name columns both have).
+        #[arg(long = "where", value_name = "PREDICATE")]
+        predicate: Option<String>,
         /// Only keys from LO to HI, both included (as `resync --keys`).
         #[arg(long, value_name = "LO..HI")]
         keys: Option<String>,
@@ -294,8 +298,18 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             };
             resync::resync(&cli, signals, job, part).await
         }
-        Command::Verify { keys, repair, jobs } => {
-            verify::verify(&cli, jobs, keys.as_deref(), *repair).await
+        Command::Verify {
+            predicate,
+            keys,
+            repair,
+            jobs,
+        } => {
+            let asked = verify::Asked {
+                predicate: predicate.as_deref(),
+                keys: keys.as_deref(),
+                repair: *repair,
+            };
+            verify::verify(&cli, jobs, asked).await
         }
         Command::Trigger {
             wait,

@@ -10,9 +10,16 @@ use super::{load_jobs, open_store, run, state_url, Cli, ExitCode, OutputFormat};
 use crate::config::{Config, Job};
 use crate::connectors::KeyRange;
 use crate::runner::{self, RunOptions, Trigger};
-use crate::verify::{self, Kind, Outcome, VerifyError};
+use crate::verify::{self, Kind, Outcome, Part, VerifyError};
 
-pub async fn verify(cli: &Cli, names: &[String], keys: Option<&str>, repair: bool) -> ExitCode {
+/// What the command line asks.
+pub struct Asked<'a> {
+    pub predicate: Option<&'a str>,
+    pub keys: Option<&'a str>,
+    pub repair: bool,
+}
+
+pub async fn verify(cli: &Cli, names: &[String], asked: Asked<'_>) -> ExitCode {
     let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -24,7 +31,7 @@ pub async fn verify(cli: &Cli, names: &[String], keys: Option<&str>, repair: boo
     let mut codes = Vec::new();
     let mut reports = Vec::new();
     for job in jobs {
-        let range = match keys
+        let range = match asked.keys
             .map(|k| KeyRange::parse(k, job.source.key.len()))
             .transpose()
         {
@@ -34,12 +41,16 @@ pub async fn verify(cli: &Cli, names: &[String], keys: Option<&str>, repair: boo
                 return ExitCode::Usage;
             }
         };
-        match verify::verify(job, range.as_ref()).await {
-            Ok(outcome) if repair && outcome.drifted() => {
+        let part = Part {
+            keys: range.as_ref(),
+            predicate: asked.predicate,
+        };
+        match verify::verify(job, part).await {
+            Ok(outcome) if asked.repair && outcome.drifted() => {
                 if cli.output == OutputFormat::Text {
                     print_text(&outcome);
                 }
-                let (code, report) = repaired(cli, &config, job, outcome, range.as_ref()).await;
+                let (code, report) = repaired(cli, &config, job, outcome, part).await;
                 codes.push(code);
                 reports.push(report);
             }
@@ -86,7 +97,7 @@ async fn repaired(
     config: &Config,
     job: &Job,
     before: Outcome,
-    range: Option<&KeyRange>,
+    part: Part<'_>,
 ) -> (ExitCode, serde_json::Value) {
     let mut report = serde_json::json!({ "job": job.name, "result": before });
     let fix = match verify::repair(job, &before) {
@@ -126,7 +137,7 @@ async fn repaired(
         OutputFormat::Text => run::print_summary(&runs, None),
         OutputFormat::Json => report["repair"] = run::run_json(&runs[0]),
     }
-    match verify::verify(job, range).await {
+    match verify::verify(job, part).await {
         Ok(after) => {
             let code = ExitCode::worst([run_code, verdict(&after)]);
             if cli.output == OutputFormat::Text {

@@ -54,6 +54,14 @@ pub struct Side {
     pub filter: Option<String>,
 }
 
+/// The part of both tables compared: keys in a range, rows matching a
+/// predicate (SQL over columns both tables have).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Part<'a> {
+    pub keys: Option<&'a KeyRange>,
+    pub predicate: Option<&'a str>,
+}
+
 /// How both sides hash: the same on each.
 #[derive(Debug, Clone, Copy)]
 pub struct Hashing {
@@ -95,7 +103,7 @@ impl Session {
     pub async fn open(
         system: &dyn Checksum,
         side: &Side,
-        keys: Option<&KeyRange>,
+        part: &Part<'_>,
         hashing: Hashing,
         consistent: bool,
     ) -> Result<Session, ConnectorError> {
@@ -103,7 +111,8 @@ impl Session {
         let canon = |c: &Column| canonical::canon(kind, &c.name, &c.ty, hashing.alike);
         let key_names: Vec<String> = side.key.iter().map(|c| c.name.clone()).collect();
         let subset = Subset {
-            keys: keys.cloned(),
+            keys: part.keys.cloned(),
+            predicate: part.predicate.map(str::to_string),
             ..Subset::default()
         };
         let (mut clause, binds) = subset.where_clause(&key_names, &mut |n, name| {

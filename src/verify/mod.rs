@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use crate::config::Job;
 use crate::connectors::checksum::{Checksum, Hashing, Session};
-use crate::connectors::{self, ConnectorError, KeyRange, Shape, TableSchema};
+use crate::connectors::{self, ConnectorError, Shape, TableSchema};
+
+pub use crate::connectors::checksum::Part;
 
 pub use compare::{Difference, Kind};
 pub use plan::Plan;
@@ -96,7 +98,7 @@ impl Outcome {
 /// Keys listed per kind.
 pub const FIRST: usize = 20;
 
-pub async fn verify(job: &Job, keys: Option<&KeyRange>) -> Result<Outcome, VerifyError> {
+pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
     let started = Instant::now();
     let source = connectors::source(job).map_err(VerifyError::Source)?;
     let target = connectors::target(job).map_err(VerifyError::Target)?;
@@ -138,7 +140,7 @@ pub async fn verify(job: &Job, keys: Option<&KeyRange>) -> Result<Outcome, Verif
         source: source_sum,
         target: target_sum,
         plan: &plan,
-        keys,
+        part,
         hashing,
     };
     let found = compare::compare(&sides).await?;
@@ -181,7 +183,7 @@ pub(crate) struct Sides<'a> {
     pub source: &'a dyn Checksum,
     pub target: &'a dyn Checksum,
     pub plan: &'a Plan,
-    pub keys: Option<&'a KeyRange>,
+    pub part: Part<'a>,
     pub hashing: Hashing,
 }
 
@@ -191,14 +193,14 @@ impl Sides<'_> {
             Session::open(
                 self.source,
                 &self.plan.source,
-                self.keys,
+                &self.part,
                 self.hashing,
                 consistent
             ),
             Session::open(
                 self.target,
                 &self.plan.target,
-                self.keys,
+                &self.part,
                 self.hashing,
                 consistent
             ),
