@@ -143,22 +143,7 @@ pub enum Command {
     /// Compare each job's target with its source, trusting only the two
     /// databases: exit 0 when they match, 1 when rows are missing, extra
     /// or different.
-    Verify {
-        /// Only rows matching this SQL predicate, evaluated in both tables
-        /// (name columns both have).
-        #[arg(long = "where", value_name = "PREDICATE")]
-        predicate: Option<String>,
-        /// Only keys from LO to HI, both included (as `resync --keys`).
-        #[arg(long, value_name = "LO..HI")]
-        keys: Option<String>,
-        /// Resend the rows found missing or different and delete the extra
-        /// ones (under the job's rules, through the normal lane), then
-        /// verify again.
-        #[arg(long)]
-        repair: bool,
-        /// Jobs to verify (all when none).
-        jobs: Vec<String>,
-    },
+    Verify(verify::VerifyArgs),
     /// Ask the daemon(s) on the same state store to run jobs now.
     Trigger {
         /// Wait for the runs and exit with their outcome.
@@ -298,19 +283,7 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             };
             resync::resync(&cli, signals, job, part).await
         }
-        Command::Verify {
-            predicate,
-            keys,
-            repair,
-            jobs,
-        } => {
-            let asked = verify::Asked {
-                predicate: predicate.as_deref(),
-                keys: keys.as_deref(),
-                repair: *repair,
-            };
-            verify::verify(&cli, jobs, asked).await
-        }
+        Command::Verify(args) => verify::verify(&cli, args).await,
         Command::Trigger {
             wait,
             timeout,

@@ -12,14 +12,29 @@ use crate::connectors::KeyRange;
 use crate::runner::{self, RunOptions, Trigger};
 use crate::verify::{self, Kind, Outcome, Part, VerifyError};
 
-/// What the command line asks.
-pub struct Asked<'a> {
-    pub predicate: Option<&'a str>,
-    pub keys: Option<&'a str>,
-    pub repair: bool,
+/// Compare each job's target with its source, trusting only the two
+/// databases: exit 0 when they match, 1 when rows are missing, extra or
+/// different.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Only rows matching this SQL predicate, evaluated in both tables
+    /// (name columns both have).
+    #[arg(long = "where", value_name = "PREDICATE")]
+    predicate: Option<String>,
+    /// Only keys from LO to HI, both included (as `resync --keys`).
+    #[arg(long, value_name = "LO..HI")]
+    keys: Option<String>,
+    /// Resend the rows found missing or different and delete the extra
+    /// ones (under the job's rules, through the normal lane), then verify
+    /// again.
+    #[arg(long)]
+    repair: bool,
+    /// Jobs to verify (all when none).
+    jobs: Vec<String>,
 }
 
-pub async fn verify(cli: &Cli, names: &[String], asked: Asked<'_>) -> ExitCode {
+pub async fn verify(cli: &Cli, asked: &VerifyArgs) -> ExitCode {
+    let names = &asked.jobs;
     let config = match load_jobs(cli).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -31,7 +46,9 @@ pub async fn verify(cli: &Cli, names: &[String], asked: Asked<'_>) -> ExitCode {
     let mut codes = Vec::new();
     let mut reports = Vec::new();
     for job in jobs {
-        let range = match asked.keys
+        let range = match asked
+            .keys
+            .as_deref()
             .map(|k| KeyRange::parse(k, job.source.key.len()))
             .transpose()
         {
@@ -43,7 +60,7 @@ pub async fn verify(cli: &Cli, names: &[String], asked: Asked<'_>) -> ExitCode {
         };
         let part = Part {
             keys: range.as_ref(),
-            predicate: asked.predicate,
+            predicate: asked.predicate.as_deref(),
         };
         match verify::verify(job, part).await {
             Ok(outcome) if asked.repair && outcome.drifted() => {
