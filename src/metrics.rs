@@ -47,6 +47,12 @@ pub fn install() -> PrometheusHandle {
                         BATCH_BUCKETS,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("ferry_verify_duration_seconds".to_string()),
+                        RUN_BUCKETS,
+                    )
+                })
                 // Static, well-formed buckets: building cannot fail.
                 .expect("valid buckets")
                 .build_recorder();
@@ -146,6 +152,19 @@ fn describe() {
         "Time of the last accepted (re)load."
     );
     describe_gauge!(
+        "ferry_verify_rows",
+        "Rows of the job's last verify, by result: equal, missing, extra, different (missing and extra only where the job's rules do not allow them)."
+    );
+    describe_gauge!(
+        "ferry_verify_last_run_timestamp_seconds",
+        "When the job's last verify finished."
+    );
+    describe_histogram!(
+        "ferry_verify_duration_seconds",
+        Unit::Seconds,
+        "Wall time of each verify."
+    );
+    describe_gauge!(
         "ferry_build_info",
         "Always 1; the version label tells the build."
     );
@@ -216,6 +235,29 @@ pub fn run_finished(job: &str, trigger: &str, outcome: &str, seconds: f64) {
         gauge!("ferry_last_success_timestamp_seconds", "sync_job" => job.to_string())
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
+}
+
+/// What one verify found (see [`verified`]).
+pub struct Verified {
+    pub equal: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    pub seconds: f64,
+}
+
+pub const VERIFY_RESULTS: [&str; 4] = ["equal", "missing", "extra", "different"];
+
+/// A verify of `job` finished.
+pub fn verified(job: &str, v: &Verified) {
+    let counts = [v.equal, v.missing, v.extra, v.different];
+    for (result, n) in VERIFY_RESULTS.into_iter().zip(counts) {
+        gauge!("ferry_verify_rows", "sync_job" => job.to_string(), "result" => result)
+            .set(n as f64);
+    }
+    gauge!("ferry_verify_last_run_timestamp_seconds", "sync_job" => job.to_string())
+        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    histogram!("ferry_verify_duration_seconds", "sync_job" => job.to_string()).record(v.seconds);
 }
 
 /// The end of the job's last successful run, as the state store remembers

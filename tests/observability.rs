@@ -259,7 +259,7 @@ async fn metrics_are_right_lint_clean_and_feed_every_dashboard_panel() {
     let d = cfg
         .daemon(
             &db.url,
-            "good = \"*/1 * * * * *\"\npoisoned = \"*/1 * * * * *\"\ndown = \"*/1 * * * * *\"",
+            "good = { cron = \"*/1 * * * * *\", verify = \"*/2 * * * * *\" }\npoisoned = \"*/1 * * * * *\"\ndown = \"*/1 * * * * *\"",
             &[],
         )
         .await;

@@ -289,3 +289,49 @@ async fn exit_codes_name_what_cannot_be_verified() {
     let out = cfg.ferry(Some(&state), &["verify", "down"]);
     assert_eq!(code(&out), 75, "{}", stderr(&out));
 }
+
+/// `verify = "<cron>"`: the daemon verifies the job on its schedule and
+/// exports what it found.
+#[tokio::test]
+async fn the_daemon_verifies_on_schedule_and_exports_drift() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text);
+         INSERT INTO src SELECT i, 'n' || i FROM generate_series(1, 40) i;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &job(&db.url, "postgres", &db.url, ""));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    db.exec("UPDATE dst SET name = 'hand' WHERE id IN (1, 2); DELETE FROM dst WHERE id = 3")
+        .await;
+    let daemon = cfg
+        .daemon(
+            &state,
+            "copy = { cron = \"0 0 1 1 *\", verify = \"*/2 * * * * *\" }",
+            &[],
+        )
+        .await;
+    let series = |text: &str, result: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("ferry_verify_rows{")
+                    && l.contains("sync_job=\"copy\"")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let found = eventually(20, || async {
+        let text = daemon.get("/metrics").await.unwrap_or_default();
+        series(&text, "different") == Some(2.0) && series(&text, "missing") == Some(1.0)
+    })
+    .await;
+    let text = daemon.get("/metrics").await.unwrap_or_default();
+    assert!(found, "no verify exported:\n{text}\n{}", daemon.log_text());
+    assert_eq!(series(&text, "equal"), Some(37.0));
+    assert!(text.contains("ferry_verify_last_run_timestamp_seconds{sync_job=\"copy\"}"));
+    assert!(text.contains("ferry_verify_duration_seconds_bucket{sync_job=\"copy\""));
+    assert!(daemon.log_text().contains("verify: the target differs"));
+}

@@ -508,19 +508,27 @@ fn schedule(
             "schedule `{job}`: `missed` is `{m}`; expected `skip` or `run_once`"
         )),
     };
-    let parsed = Schedule::parse(
-        &raw.cron,
-        *tz.as_ref().unwrap_or(&chrono_tz::UTC),
-        *missed.as_ref().unwrap_or(&Missed::RunOnce),
-    )
-    .map_err(|m| format!("schedule `{job}`: {m}"))
-    .and_then(|s| match s.fires_within(chrono::Utc::now(), NEVER_FIRES_HORIZON_YEARS) {
-        true => Ok(s),
-        false => Err(format!(
-            "schedule `{job}`: `{}` never fires in the next {NEVER_FIRES_HORIZON_YEARS} years (is the day of the month one that month has?)",
-            raw.cron
-        )),
-    });
+    let zone = *tz.as_ref().unwrap_or(&chrono_tz::UTC);
+    let fires = |expression: &str, missed: Missed, what: &str| {
+        Schedule::parse(expression, zone, missed)
+            .map_err(|m| format!("schedule `{job}`: {what}{m}"))
+            .and_then(|s| match s.fires_within(chrono::Utc::now(), NEVER_FIRES_HORIZON_YEARS) {
+                true => Ok(s),
+                false => Err(format!(
+                    "schedule `{job}`: {what}`{expression}` never fires in the next {NEVER_FIRES_HORIZON_YEARS} years (is the day of the month one that month has?)"
+                )),
+            })
+    };
+    let verify = raw
+        .verify
+        .as_deref()
+        .map(|v| fires(v, Missed::Skip, "verify: "))
+        .transpose();
+    let parsed =
+        fires(&raw.cron, *missed.as_ref().unwrap_or(&Missed::RunOnce), "").and_then(|mut s| {
+            s.verify = verify?.map(Box::new);
+            Ok(s)
+        });
     (tz, missed, parsed)
 }
 

@@ -37,6 +37,8 @@ pub struct ScheduleRaw {
     pub cron: String,
     pub timezone: Option<String>,
     pub missed: Option<String>,
+    /// When the daemon runs `ferry verify` for the job.
+    pub verify: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for ScheduleRaw {
@@ -47,18 +49,20 @@ impl<'de> Deserialize<'de> for ScheduleRaw {
             cron: String,
             timezone: Option<String>,
             missed: Option<String>,
+            verify: Option<String>,
         }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = ScheduleRaw;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a cron expression or a table { cron, timezone, missed }")
+                f.write_str("a cron expression or a table { cron, timezone, missed, verify }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ScheduleRaw, E> {
                 Ok(ScheduleRaw {
                     cron: v.to_string(),
                     timezone: None,
                     missed: None,
+                    verify: None,
                 })
             }
             fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<ScheduleRaw, M::Error> {
@@ -67,6 +71,7 @@ impl<'de> Deserialize<'de> for ScheduleRaw {
                     cron: t.cron,
                     timezone: t.timezone,
                     missed: t.missed,
+                    verify: t.verify,
                 })
             }
         }

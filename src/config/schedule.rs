@@ -17,6 +17,9 @@ pub struct Schedule {
     pub expression: String,
     pub timezone: Tz,
     pub missed: Missed,
+    /// `verify = "<cron>"`: when the daemon verifies the job's target, in
+    /// the same zone (a missed verify is skipped).
+    pub verify: Option<Box<Schedule>>,
     cron: Cron,
 }
 
@@ -42,6 +45,7 @@ impl Schedule {
             expression: expression.to_string(),
             timezone,
             missed,
+            verify: None,
             cron,
         })
     }

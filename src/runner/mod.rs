@@ -377,6 +377,23 @@ async fn finish_snapshot(
 
 /// Process-wide identity of this runner: a random id, never a host or pod
 /// name (a restarted pod keeps its name and would look alive).
+/// `ferry verify` of `job` under the job's lease, so never beside a run of
+/// it in any process. None: another process holds the lease.
+pub async fn verify_job(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+) -> Result<Option<Result<crate::verify::Outcome, crate::verify::VerifyError>>, RunError> {
+    let verified = lease::with_job_lease(job, store, owner, Duration::ZERO, async {
+        Ok(crate::verify::verify(job, crate::verify::Part::default()).await)
+    })
+    .await?;
+    Ok(match verified {
+        lease::Leased::Done(outcome) => Some(outcome),
+        lease::Leased::Held(_) => None,
+    })
+}
+
 pub fn instance_id() -> String {
     format!("ferry-{}", uuid::Uuid::new_v4())
 }

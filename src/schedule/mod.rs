@@ -5,6 +5,7 @@
 mod http;
 mod signals;
 pub mod ticks;
+mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -44,11 +45,18 @@ pub struct Daemon {
 /// Signals within this window are one request (several SIGUSR1 may arrive as one, or as many).
 const SIGNAL_DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// What finished: a run, and the trigger requests it answered.
+/// What finished: a run, and the trigger requests it answered, or a
+/// scheduled verify.
 struct Finished {
-    run: JobRun,
+    work: Work,
     requests: Vec<i64>,
     trigger: Trigger,
+}
+
+enum Work {
+    Run(JobRun),
+    /// The job whose target was verified.
+    Verified(String),
 }
 
 impl Daemon {
@@ -260,7 +268,7 @@ impl Daemon {
         runs.spawn(async move {
             let run = runner::run_job(&job_cfg, &store, &owner, opts).await;
             Finished {
-                run,
+                work: Work::Run(run),
                 requests,
                 trigger,
             }
@@ -280,7 +288,17 @@ impl Daemon {
                 return;
             }
         };
-        let run = &finished.run;
+        let run = match &finished.work {
+            Work::Run(run) => run,
+            Work::Verified(job) => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(job);
+                self.released(runs, job);
+                return;
+            }
+        };
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -311,14 +329,20 @@ impl Daemon {
                 tracing::warn!(request = id, "could not record the trigger's outcome: {e}");
             }
         }
+        self.released(runs, &run.job);
+    }
+
+    /// `job` is no longer busy here: the run asked for meanwhile starts,
+    /// and runs that waited for it (`after`).
+    fn released(&self, runs: &mut JoinSet<Finished>, job: &str) {
         let next = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&run.job);
+            .remove(job);
         if let Some((trigger, requests)) = next {
             if !self.shutdown.is_cancelled() {
-                self.start(runs, &run.job, trigger, None, requests);
+                self.start(runs, job, trigger, None, requests);
             }
         }
         // Runs that waited for this job (`after`) and can go now.
@@ -352,7 +376,14 @@ impl Daemon {
     /// restarted daemon sees what it missed), else now.
     async fn init_handled_until(&self) {
         let now = Utc::now();
-        for job in self.config().schedules.keys() {
+        let config = self.config();
+        let verified = config
+            .schedules
+            .iter()
+            .filter(|(_, s)| s.verify.is_some())
+            .map(|(job, _)| verify::tick_name(job));
+        for job in config.schedules.keys().cloned().chain(verified) {
+            let job = &job;
             let since = match self.store.last_tick(job).await {
                 Ok(Some(ms)) => Utc.timestamp_millis_opt(ms).single().unwrap_or(now),
                 Ok(None) => now,
@@ -386,18 +417,15 @@ impl Daemon {
         let now = Utc::now();
         let config = self.config();
         for (job, schedule) in &config.schedules {
-            let since = *self
-                .handled_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(job.clone())
-                .or_insert(now);
-            let due = ticks::due(schedule, since, now);
-            self.handled_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(job.clone(), now);
-            let Some(tick) = due else { continue };
+            if let Some(verify) = &schedule.verify {
+                let name = verify::tick_name(job);
+                if let Some(tick) = self.due(&name, verify, now) {
+                    self.verify_at(runs, job, &name, tick).await;
+                }
+            }
+            let Some(tick) = self.due(job, schedule, now) else {
+                continue;
+            };
             if self.is_running(job) {
                 tracing::info!(job = %job, tick = %tick, "still running; tick skipped");
                 continue;
@@ -439,6 +467,63 @@ impl Daemon {
         if now.timestamp() % 3600 == 0 {
             let _ = self.store.purge_ticks(Duration::from_secs(24 * 3600)).await;
         }
+    }
+
+    /// The tick of `schedule` due now for `name`, if one is; the ticks up to
+    /// now count as handled.
+    fn due(
+        &self,
+        name: &str,
+        schedule: &config::Schedule,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut handled = self.handled_until.lock().unwrap_or_else(|p| p.into_inner());
+        let since = *handled.entry(name.to_string()).or_insert(now);
+        handled.insert(name.to_string(), now);
+        ticks::due(schedule, since, now)
+    }
+
+    /// A due verify tick of `job`: claimed once across replicas, run unless
+    /// the job is busy here (its lease keeps it apart from runs elsewhere).
+    async fn verify_at(
+        &self,
+        runs: &mut JoinSet<Finished>,
+        job: &str,
+        name: &str,
+        tick: DateTime<Utc>,
+    ) {
+        if self.is_running(job) {
+            tracing::info!(job = %job, tick = %tick, "running; verify skipped");
+            return;
+        }
+        match self
+            .store
+            .claim_tick(name, tick.timestamp_millis(), &self.owner)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(job = %job, "cannot claim verify tick {tick}: {e}");
+                return;
+            }
+        }
+        let Some(job_cfg) = self.config().jobs.get(job).cloned() else {
+            return;
+        };
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.to_string());
+        let (store, owner) = (self.store.clone(), self.owner.clone());
+        runs.spawn(async move {
+            verify::scheduled(&job_cfg, &store, &owner).await;
+            Finished {
+                work: Work::Verified(job_cfg.name.clone()),
+                requests: Vec::new(),
+                trigger: Trigger::Schedule,
+            }
+        });
     }
 
     /// SIGHUP: validate the new configuration first; keep the old one on error.

@@ -1,0 +1,55 @@
+//! Scheduled verification (`verify = "<cron>"` in a job's schedule): the
+//! daemon runs `ferry verify` for the job under the job's lease, so never
+//! beside a run of the job in any process, and exports what it found.
+use crate::config::Job;
+use crate::runner;
+use crate::state::Store;
+
+/// The name a job's verify ticks are claimed under (job names are
+/// `[a-z0-9_]+`, so it is no job's).
+pub fn tick_name(job: &str) -> String {
+    format!("{job}.verify")
+}
+
+pub async fn scheduled(job: &Job, store: &Store, owner: &str) {
+    match runner::verify_job(job, store, owner).await {
+        Ok(Some(Ok(outcome))) => {
+            crate::metrics::verified(
+                &job.name,
+                &crate::metrics::Verified {
+                    equal: outcome.equal,
+                    missing: if outcome.missing_allowed {
+                        0
+                    } else {
+                        outcome.missing
+                    },
+                    extra: if outcome.extra_allowed {
+                        0
+                    } else {
+                        outcome.extra
+                    },
+                    different: outcome.different,
+                    seconds: outcome.seconds,
+                },
+            );
+            match outcome.drifted() {
+                true => tracing::warn!(
+                    job = %job.name,
+                    missing = outcome.missing,
+                    extra = outcome.extra,
+                    different = outcome.different,
+                    "verify: the target differs from the source (`ferry verify {} --repair` repairs it)",
+                    job.name
+                ),
+                false => {
+                    tracing::info!(job = %job.name, rows = outcome.source_rows, seconds = outcome.seconds, "verify: equal")
+                }
+            }
+        }
+        Ok(Some(Err(e))) => tracing::error!(job = %job.name, "verify failed: {e}"),
+        Ok(None) => {
+            tracing::info!(job = %job.name, "verify skipped: the job is running in another process")
+        }
+        Err(e) => tracing::error!(job = %job.name, "verify could not take the job lease: {e}"),
+    }
+}
