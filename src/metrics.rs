@@ -67,6 +67,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_verify();
     describe_counter!(
         "ferry_runs_total",
         "Runs of a job, by what started them and how they ended."
@@ -152,6 +153,13 @@ fn describe() {
         "Time of the last accepted (re)load."
     );
     describe_gauge!(
+        "ferry_build_info",
+        "Always 1; the version label tells the build."
+    );
+}
+
+fn describe_verify() {
+    describe_gauge!(
         "ferry_verify_rows",
         "Rows of the job's last verify, by result: equal, missing, extra, different (missing and extra only where the job's rules do not allow them)."
     );
@@ -163,10 +171,6 @@ fn describe() {
         "ferry_verify_duration_seconds",
         Unit::Seconds,
         "Wall time of each verify."
-    );
-    describe_gauge!(
-        "ferry_build_info",
-        "Always 1; the version label tells the build."
     );
 }
 

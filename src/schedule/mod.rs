@@ -54,7 +54,7 @@ struct Finished {
 }
 
 enum Work {
-    Run(JobRun),
+    Run(Box<JobRun>),
     /// The job whose target was verified.
     Verified(String),
 }
@@ -268,7 +268,7 @@ impl Daemon {
         runs.spawn(async move {
             let run = runner::run_job(&job_cfg, &store, &owner, opts).await;
             Finished {
-                work: Work::Run(run),
+                work: Work::Run(Box::new(run)),
                 requests,
                 trigger,
             }
