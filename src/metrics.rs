@@ -252,6 +252,16 @@ pub struct Verified {
 
 pub const VERIFY_RESULTS: [&str; 4] = ["equal", "missing", "extra", "different"];
 
+/// Registers a scheduled verify's series at 0 (never verified yet: the
+/// last-run time is 0).
+pub fn register_verify(job: &str) {
+    for result in VERIFY_RESULTS {
+        gauge!("ferry_verify_rows", "sync_job" => job.to_string(), "result" => result).set(0.0);
+    }
+    gauge!("ferry_verify_last_run_timestamp_seconds", "sync_job" => job.to_string()).set(0.0);
+    let _ = histogram!("ferry_verify_duration_seconds", "sync_job" => job.to_string());
+}
+
 /// A verify of `job` finished.
 pub fn verified(job: &str, v: &Verified) {
     let counts = [v.equal, v.missing, v.extra, v.different];

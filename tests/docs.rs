@@ -295,7 +295,13 @@ async fn every_metric_served_is_documented_with_its_labels() {
         "[source]\ntype = \"file\"\npath = \"people.csv\"\nkey = [\"id\"]\n\n[target]\ntype = \"sqlite\"\nurl = \"sqlite://people.db?mode=rwc\"\ntable = \"people\"\nkey = [\"id\"]\ncreate = true\n\n[rules]\nowner = \"source\"\n",
     );
     let state = format!("sqlite://{}", cfg.path().join("state.db").display());
-    let daemon = cfg.daemon(&state, "people = \"*/1 * * * * *\"", &[]).await;
+    let daemon = cfg
+        .daemon(
+            &state,
+            "people = { cron = \"*/1 * * * * *\", verify = \"0 0 1 1 *\" }",
+            &[],
+        )
+        .await;
     // A run has finished once its outcome is counted.
     let ran = "ferry_runs_total{sync_job=\"people\",trigger=\"schedule\",outcome=\"success\"} 1";
     assert!(

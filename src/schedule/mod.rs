@@ -64,6 +64,11 @@ impl Daemon {
         for job in config.jobs.keys() {
             crate::metrics::register_job(job);
         }
+        for (job, schedule) in &config.schedules {
+            if schedule.verify.is_some() {
+                crate::metrics::register_verify(job);
+            }
+        }
         crate::metrics::register_config();
         Arc::new(Daemon {
             config_dir: config.dir.clone(),
