@@ -8,6 +8,23 @@ use std::time::Duration;
 /// How long connecting may take when the configuration does not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// [`probe`] of a job's system of `kind` at `url` (none: nothing to ask),
+/// as the connector error a run reports.
+pub async fn system(
+    kind: &str,
+    url: &Option<String>,
+    role: &str,
+    timeout: Duration,
+) -> Result<(), crate::connectors::ConnectorError> {
+    let Some(url) = url else { return Ok(()) };
+    probe(url, role, timeout).await.map_err(|detail| {
+        crate::connectors::ConnectorError::Unreachable {
+            system: format!("{kind} {}", crate::redact::url(url)),
+            detail,
+        }
+    })
+}
+
 /// Connects to the host and port of `url` and hangs up. `role` (source,
 /// target, state store) goes into the message. URLs without a network
 /// address (files, SQLite, sockets) pass unasked.

@@ -264,7 +264,7 @@ async fn extra_rows_are_allowed_when_deletes_are_ignored() {
 async fn exit_codes_name_what_cannot_be_verified() {
     let db = TestDb::new().await;
     db.exec(
-        "CREATE TABLE src (id bigint PRIMARY KEY, name text); INSERT INTO src VALUES (1, 'a');",
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text); INSERT INTO src VALUES (1, 'a'); CREATE TABLE dst (LIKE src);",
     )
     .await;
     let cfg = ConfigDir::new();
@@ -334,4 +334,111 @@ async fn the_daemon_verifies_on_schedule_and_exports_drift() {
     assert!(text.contains("ferry_verify_last_run_timestamp_seconds{sync_job=\"copy\"}"));
     assert!(text.contains("ferry_verify_duration_seconds_bucket{sync_job=\"copy\""));
     assert!(daemon.log_text().contains("verify: the target differs"));
+}
+
+/// A file source (read whole, no server to hash it) against a PostgreSQL
+/// target: ferry reads the file's objects and hashes them as the server
+/// hashes the table's rows.
+#[tokio::test]
+async fn a_file_source_compares_with_its_target() {
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    let mut csv = String::from("id,name,amount,active,born\n");
+    for i in 1..=60 {
+        csv.push_str(&format!(
+            "{i},name {i},{}.50,{},2024-01-{:02}\n",
+            i * 3,
+            i % 2 == 0,
+            i % 28 + 1
+        ));
+    }
+    cfg.file("people.csv", &csv);
+    cfg.job(
+        "people",
+        &format!(
+            "[source]\ntype = \"file\"\npath = \"people.csv\"\nkey = [\"id\"]\n\
+             types = {{ id = \"bigint\", amount = \"numeric(12,2)\", active = \"boolean\", born = \"date\" }}\n\n\
+             [detect]\nstrategy = \"diff\"\n\n\
+             [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"people\"\nkey = [\"id\"]\ncreate = true\n\n\
+             [rules]\nowner = \"source\"\n",
+            db.url
+        ),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(result(&json)["equal"], 60);
+    assert_eq!(result(&json)["source_pushdown"], false);
+    db.exec("UPDATE people SET amount = 0 WHERE id = 9; DELETE FROM people WHERE id = 10")
+        .await;
+    let (code, json) = verify(&cfg, &state, &["--keys", "5..20"]);
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(result(&json)["source_rows"], 16);
+    assert_eq!(keys(&json, "different"), ["9"]);
+    assert_eq!(keys(&json, "missing"), ["10"]);
+    let out = cfg.ferry(Some(&state), &["verify", "people", "--where", "id > 3"]);
+    assert_eq!(common::code(&out), 78, "{}", stderr(&out));
+}
+
+/// MariaDB and SQLite as sources: typed rows synced into PostgreSQL
+/// compare equal, and a hand edit in the target is found.
+#[tokio::test]
+async fn mariadb_and_sqlite_sources_compare_with_postgres() {
+    let db = TestDb::new().await;
+    let maria = MysqlDb::new().await;
+    maria
+        .exec(
+            "CREATE TABLE src (id bigint PRIMARY KEY, name varchar(40), flag tinyint(1), price decimal(12,2),
+                at datetime(6), doc json, code char(4));
+             INSERT INTO src SELECT seq, CONCAT('name ', seq), seq % 2, seq * 1.25,
+                TIMESTAMP('2024-01-01 10:00:00.5') + INTERVAL seq HOUR, JSON_OBJECT('n', seq, 'a', 'x'), 'ab'
+             FROM seq_1_to_80;",
+        )
+        .await;
+    let cfg = ConfigDir::new();
+    let lite_path = cfg.path().join("src.db");
+    let lite_url = format!("sqlite://{}?mode=rwc", lite_path.display());
+    let pool = sqlx::SqlitePool::connect(&lite_url).await.expect("sqlite");
+    sqlx::raw_sql(
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, name TEXT, price NUMERIC, at TEXT, flag BOOLEAN);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80)
+         INSERT INTO src SELECT i, 'name ' || i, i * 1.25, '2024-01-01T10:00:00', i % 2 FROM n;",
+    )
+    .execute(&pool)
+    .await
+    .expect("sqlite source");
+    for (name, kind, url) in [
+        ("from_maria", "mysql", maria.url.clone()),
+        (
+            "from_lite",
+            "sqlite",
+            format!("sqlite://{}", lite_path.display()),
+        ),
+    ] {
+        cfg.job(
+            name,
+            &format!(
+                "[source]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"src\"\nkey = [\"id\"]\n\n\
+                 [detect]\nstrategy = \"diff\"\n\n\
+                 [target]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"dst_{name}\"\nkey = [\"id\"]\ncreate = true\n\n\
+                 [rules]\nowner = \"source\"\n",
+                db.url
+            ),
+        );
+    }
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    for name in ["from_maria", "from_lite"] {
+        let (code, json) = verify(&cfg, &state, &[name]);
+        assert_eq!(code, 0, "{name}: {json:#}");
+        assert_eq!(result(&json)["equal"], 80, "{name}");
+        db.exec(&format!(
+            "UPDATE dst_{name} SET name = 'hand' WHERE id = 33"
+        ))
+        .await;
+        let (code, json) = verify(&cfg, &state, &[name]);
+        assert_eq!(code, 1, "{name}: {json:#}");
+        assert_eq!(keys(&json, "different"), ["33"], "{name}");
+    }
 }

@@ -24,7 +24,7 @@ pub(super) async fn prepare_schema(
     store: &Store,
     run: &mut JobRun,
 ) -> Result<(Job, Option<ConnectorError>), RunError> {
-    let reached = probe(
+    let reached = crate::reach::system(
         &job.source.kind,
         &job.source.url,
         "source",
@@ -262,22 +262,6 @@ pub(super) struct Pass<'a> {
     pub source_down: Option<&'a ConnectorError>,
 }
 
-/// Fails fast, naming host and port, when nothing answers at `url`.
-async fn probe(
-    kind: &str,
-    url: &Option<String>,
-    role: &str,
-    timeout: Duration,
-) -> Result<(), ConnectorError> {
-    let Some(url) = url else { return Ok(()) };
-    crate::reach::probe(url, role, timeout)
-        .await
-        .map_err(|detail| ConnectorError::Unreachable {
-            system: format!("{kind} {}", crate::redact::url(url)),
-            detail,
-        })
-}
-
 pub(super) async fn detect_and_sync(
     job: &Job,
     store: &Store,
@@ -306,7 +290,7 @@ pub(super) async fn detect_and_sync(
         if !crate::fault::pipelined() {
             detected.cancelled().await;
         }
-        probe(
+        crate::reach::system(
             &job.target.kind,
             &job.target.url,
             "target",

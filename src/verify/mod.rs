@@ -17,9 +17,13 @@ mod repair;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::config::Job;
-use crate::connectors::checksum::{Checksum, Hashing, Session};
-use crate::connectors::{self, ConnectorError, Shape, TableSchema};
+use std::sync::Arc;
+
+use crate::config::registry::Reads;
+use crate::config::{Detect, Job};
+use crate::connectors::checksum::{Checksum, Hashing, Objects, Session};
+use crate::connectors::sql::canonical::SqlKind;
+use crate::connectors::{self, Column, ConnectorError, Shape, Source, TableSchema};
 
 pub use crate::connectors::checksum::Part;
 
@@ -100,37 +104,51 @@ pub const FIRST: usize = 20;
 
 pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
     let started = Instant::now();
-    let source = connectors::source(job).map_err(VerifyError::Source)?;
+    // Nothing listening is said at once, not after a pool's timeout.
+    let (s, t) = (&job.source, &job.target);
+    let (up_s, up_t) = tokio::join!(
+        crate::reach::system(&s.kind, &s.url, "source", s.connect_timeout),
+        crate::reach::system(&t.kind, &t.url, "target", t.connect_timeout),
+    );
+    up_s.map_err(VerifyError::Source)?;
+    up_t.map_err(VerifyError::Target)?;
+    let source: Arc<dyn Source> = Arc::from(connectors::source(job).map_err(VerifyError::Source)?);
     let target = connectors::target(job).map_err(VerifyError::Target)?;
-    let not_table = |side: &str, what: String| {
-        VerifyError::Refused(vec![format!(
-            "the {side} {what} is not a table ferry can read back: verify compares PostgreSQL, MySQL/MariaDB and SQLite tables"
-        )])
-    };
-    let source_sum = source
-        .checksum()
-        .ok_or_else(|| not_table("source", source.describe()))?;
     let target_sum = target
         .checksum()
-        .ok_or_else(|| not_table("target", target.describe()))?;
-    let (source_shape, target_shape) = tokio::join!(source.schema(), target.schema());
-    let source_table = table(
-        source_shape.map_err(VerifyError::Source)?,
-        &source.describe(),
-    )
-    .map_err(VerifyError::Source)?;
-    let target_table = table(
-        target_shape.map_err(VerifyError::Target)?,
-        &target.describe(),
-    )
-    .map_err(VerifyError::Target)?;
-    let (kind_s, kind_t) = (source_sum.kind(), target_sum.kind());
+        .ok_or_else(|| not_table("target", &target.describe()))?;
+    let kind_s = match source.checksum() {
+        Some(sum) => sum.kind(),
+        None if reads_whole(job) => SqlKind::Objects,
+        None => return Err(not_table("source", &source.describe())),
+    };
+    if kind_s == SqlKind::Objects && part.predicate.is_some() {
+        return Err(VerifyError::Refused(vec![format!(
+            "--where is SQL, and the source {} is not: narrow it by --keys",
+            source.describe()
+        )]));
+    }
+    let (source_table, target_table) = tables(job, source.as_ref(), target.as_ref()).await?;
+    let kind_t = target_sum.kind();
     let plan = plan::plan(job, &source_table, &target_table, (kind_s, kind_t))
         .map_err(VerifyError::Refused)?;
+    let names = |columns: &[Column]| columns.iter().map(|c| c.name.clone()).collect();
+    let objects = (kind_s == SqlKind::Objects).then(|| {
+        Objects::new(
+            source.clone(),
+            names(&plan.source.key),
+            names(&plan.source.fields),
+            part.keys.cloned(),
+        )
+    });
+    let source_sum: &dyn Checksum = match (&objects, source.checksum()) {
+        (Some(objects), _) => objects,
+        (None, Some(sum)) => sum,
+        (None, None) => return Err(not_table("source", &source.describe())),
+    };
     let hashing = Hashing {
         buckets: BUCKETS,
-        pg_native: kind_s == kind_t
-            && kind_s == crate::connectors::sql::canonical::SqlKind::Postgres,
+        pg_native: kind_s == kind_t && kind_s == SqlKind::Postgres,
         alike: kind_s == kind_t,
         int_key: [&plan.source, &plan.target].iter().all(|side| {
             matches!(side.key.as_slice(), [one] if matches!(one.ty, crate::connectors::ColumnType::Int(_)))
@@ -165,6 +183,59 @@ pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
         target_pushdown: found.target_pushdown,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+fn not_table(side: &str, what: &str) -> VerifyError {
+    VerifyError::Refused(vec![format!(
+        "the {side} {what} is not a table ferry can read back: verify compares PostgreSQL, MySQL/MariaDB and SQLite tables (and sources read whole, as files, with such a target)"
+    )])
+}
+
+/// A source read whole every run (a file, an API), not a queue.
+fn reads_whole(job: &Job) -> bool {
+    let reads = connectors::REGISTRY
+        .source(&job.source.kind)
+        .map(|spec| spec.reads);
+    reads == Some(Reads::Whole) && job.detect != Detect::Outbox
+}
+
+/// Both tables' columns. A source without columns (JSON lines, an API)
+/// has the fields the job reads from it, typed by the target's columns.
+async fn tables(
+    job: &Job,
+    source: &dyn Source,
+    target: &dyn connectors::Target,
+) -> Result<(TableSchema, TableSchema), VerifyError> {
+    let (source_shape, target_shape) = tokio::join!(source.schema(), target.schema());
+    let target_table = table(
+        target_shape.map_err(VerifyError::Target)?,
+        &target.describe(),
+    )
+    .map_err(VerifyError::Target)?;
+    let source_table = match source_shape.map_err(VerifyError::Source)? {
+        Shape::Schemaless => {
+            let mut fields: Vec<String> = match job.fields.is_empty() {
+                true => target_table
+                    .columns
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
+                false => job.fields.iter().map(|f| f.from.clone()).collect(),
+            };
+            fields.extend(job.source.key.iter().cloned());
+            fields.sort_unstable();
+            fields.dedup();
+            TableSchema {
+                columns: fields
+                    .into_iter()
+                    .map(|name| Column::sqlite(name, String::new()))
+                    .collect(),
+                primary_key: job.source.key.clone(),
+            }
+        }
+        shape => table(shape, &source.describe()).map_err(VerifyError::Source)?,
+    };
+    Ok((source_table, target_table))
 }
 
 fn table(shape: Shape, described: &str) -> Result<TableSchema, ConnectorError> {

@@ -141,13 +141,15 @@ fn left_out(rules: &WriteRules, to: &str, lookup: bool) -> Option<&'static str> 
 
 /// The two columns of a field, each typed for reading as the other
 /// reads: SQLite keeps what it was given under any declared type (a
-/// timestamp as text, a boolean as an integer), so its column is read as
-/// the other side's type; a `char(n)` on either side compares without its
+/// timestamp as text, a boolean as an integer), and so do a file's
+/// objects, so such a column is read as the other side's type; a `char(n)` on either side compares without its
 /// padding on both.
 fn read_alike(mut s: Column, mut t: Column, (ks, kt): (SqlKind, SqlKind)) -> (Column, Column) {
-    if ks == SqlKind::Sqlite && kt != SqlKind::Sqlite {
+    // Objects (a file) carry text, numbers and booleans, typed by nothing.
+    let loose = |k| matches!(k, SqlKind::Sqlite | SqlKind::Objects);
+    if loose(ks) && !loose(kt) {
         s.ty = t.ty.clone();
-    } else if kt == SqlKind::Sqlite && ks != SqlKind::Sqlite {
+    } else if loose(kt) && !loose(ks) {
         t.ty = s.ty.clone();
     }
     if matches!(s.ty, ColumnType::Char(_)) || matches!(t.ty, ColumnType::Char(_)) {

@@ -23,6 +23,13 @@ pub fn finish_text(text: &str, how: Finish) -> Result<String, String> {
         Finish::Date => Ok(text.get(..10).unwrap_or(text).to_string()),
         Finish::Time => Ok(time(text)),
         Finish::Timestamp => timestamp(text),
+        Finish::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" | "yes" | "y" => Ok("1".to_string()),
+            "false" | "f" | "0" | "no" | "n" => Ok("0".to_string()),
+            _ => Ok(text.to_string()),
+        },
+        Finish::Lower => Ok(text.to_lowercase()),
+        Finish::Rtrim => Ok(text.trim_end_matches(' ').to_string()),
         Finish::Bytes => Ok(text
             .strip_prefix("\\x")
             .unwrap_or(text)
@@ -187,5 +194,7 @@ mod tests {
             "10:00:01.25"
         );
         assert_eq!(finish_text("\\x0A0b", Finish::Bytes).unwrap(), "0a0b");
+        assert_eq!(finish_text("True", Finish::Bool).unwrap(), "1");
+        assert_eq!(finish_text("ab  ", Finish::Rtrim).unwrap(), "ab");
     }
 }

@@ -14,7 +14,9 @@ use super::sql::canonical::{self, Canon, Finish, SqlKind};
 use super::{Column, ConnectorError, KeyRange, Subset};
 
 mod finish;
+mod objects;
 pub use finish::finish_text;
+pub use objects::Objects;
 
 /// How a system reads its rows for a verify.
 #[async_trait]

@@ -19,12 +19,15 @@ pub enum SqlKind {
     Postgres,
     Mysql,
     Sqlite,
+    /// Not SQL: the objects a source reads (a file), each field's text
+    /// rendered and finished by ferry (`checksum::objects`).
+    Objects,
 }
 
 impl SqlKind {
     /// Whether the server can hash rows itself (SQLite has no hash function).
     pub fn hashes(self) -> bool {
-        self != SqlKind::Sqlite
+        matches!(self, SqlKind::Postgres | SqlKind::Mysql)
     }
 }
 
@@ -45,6 +48,11 @@ pub enum Finish {
     Timestamp,
     /// Bytes as hex, or as the `\x…` text a JSON rendering gave them.
     Bytes,
+    /// `true`, `t`, `1` (any case) → `1`; `false`, `f`, `0` → `0`.
+    Bool,
+    Lower,
+    /// Without trailing blanks (`char(n)`).
+    Rtrim,
 }
 
 /// One column's text: the SQL expression over the row aliased `s`, and what
@@ -64,6 +72,29 @@ pub fn canon(kind: SqlKind, name: &str, ty: &ColumnType, alike: bool) -> Canon {
         SqlKind::Postgres => postgres(&c, ty, alike),
         SqlKind::Mysql => mysql(&c, ty, alike),
         SqlKind::Sqlite => sqlite(&c, ty),
+        // The field's name: what the objects' reader takes from each object.
+        SqlKind::Objects => finished(name.to_string(), object(ty)),
+    }
+}
+
+/// How ferry finishes a field of an object typed `ty` (by the column of
+/// the other side): JSON gives text, numbers, booleans.
+fn object(ty: &ColumnType) -> Finish {
+    match ty {
+        ColumnType::Bool => Finish::Bool,
+        ColumnType::Int(_)
+        | ColumnType::Decimal(_)
+        | ColumnType::SqliteNumeric
+        | ColumnType::Any => Finish::Number,
+        ColumnType::Float(_) => Finish::Float,
+        ColumnType::Bytes => Finish::Bytes,
+        ColumnType::Date => Finish::Date,
+        ColumnType::Time(_) => Finish::Time,
+        ColumnType::Timestamp(_) | ColumnType::TimestampTz(_) => Finish::Timestamp,
+        ColumnType::Json => Finish::Json,
+        ColumnType::Uuid => Finish::Lower,
+        ColumnType::Char(_) => Finish::Rtrim,
+        _ => Finish::None,
     }
 }
 
@@ -169,8 +200,8 @@ pub fn hash_sql(kind: SqlKind, text: &str, pg_native: bool) -> String {
         SqlKind::Postgres if pg_native => format!("hashtextextended({text}, 0)"),
         SqlKind::Postgres => format!("('x' || substr(md5({text}), 1, 15))::bit(60)::bigint"),
         SqlKind::Mysql => format!("CAST(CONV(SUBSTR(MD5({text}), 1, 15), 16, 10) AS UNSIGNED)"),
-        // No hash function in SQLite: its rows are hashed by ferry.
-        SqlKind::Sqlite => String::new(),
+        // No hash function in SQLite: its rows (and objects) are hashed by ferry.
+        SqlKind::Sqlite | SqlKind::Objects => String::new(),
     }
 }
 
@@ -183,7 +214,7 @@ pub fn joined_sql(kind: SqlKind, parts: &[&str]) -> String {
     let (null, sep) = match kind {
         SqlKind::Postgres => ("E'\\x1e'", "E'\\x1f'"),
         SqlKind::Mysql => ("CHAR(30 USING utf8mb4)", "CHAR(31 USING utf8mb4)"),
-        SqlKind::Sqlite => ("char(30)", "char(31)"),
+        SqlKind::Sqlite | SqlKind::Objects => ("char(30)", "char(31)"),
     };
     let coalesced: Vec<String> = parts
         .iter()
@@ -208,7 +239,7 @@ pub fn key_separator_sql(kind: SqlKind) -> &'static str {
     match kind {
         SqlKind::Postgres => "E'\\x1d'",
         SqlKind::Mysql => "CHAR(29 USING utf8mb4)",
-        SqlKind::Sqlite => "char(29)",
+        SqlKind::Sqlite | SqlKind::Objects => "char(29)",
     }
 }
 
