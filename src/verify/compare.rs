@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{Sides, VerifyError, FIRST};
-use crate::connectors::checksum::{self, Session};
+use crate::connectors::checksum::{self, Hashing, IntBuckets, Session};
+use crate::connectors::sql::canonical::SqlKind;
 use crate::sort::{Entry, Merged, Sorter, SORT_MEMORY};
 
 /// Keys re-checked field by field at most; beyond them a difference is
@@ -48,7 +49,15 @@ pub(crate) struct Found {
 }
 
 pub(crate) async fn compare(sides: &Sides<'_>) -> Result<Found, VerifyError> {
-    let (mut source, mut target) = sides.open(true).await?;
+    let mut hashing = sides.hashing;
+    let (mut source, mut target) = sides.open(true, hashing).await?;
+    if super::integer_key(sides.plan) {
+        if let Some(ranges) = key_ranges(sides, &mut source, &mut target).await? {
+            hashing.int_key = Some(ranges);
+            source.bucket_by(ranges);
+            target.bucket_by(ranges);
+        }
+    }
     let (s, t) = tokio::join!(source.digests(), target.digests());
     let (s, t) = (
         s.map_err(VerifyError::Source)?,
@@ -81,8 +90,27 @@ pub(crate) async fn compare(sides: &Sides<'_>) -> Result<Found, VerifyError> {
         s.map_err(VerifyError::Source)??,
         t.map_err(VerifyError::Target)??,
     )?;
-    recheck(sides, suspects, &mut found).await?;
+    recheck(sides, hashing, suspects, &mut found).await?;
     Ok(found)
+}
+
+/// Buckets of ranges of a one-column integer key, spanning the keys of
+/// the source (of the target when the source is empty or not SQL). Any
+/// span is correct, both sides bucketing alike; one that fits the keys
+/// keeps the buckets even.
+async fn key_ranges(
+    sides: &Sides<'_>,
+    source: &mut Session,
+    target: &mut Session,
+) -> Result<Option<IntBuckets>, VerifyError> {
+    let mut span = None;
+    if sides.source.kind() != SqlKind::Objects {
+        span = source.key_span().await.map_err(VerifyError::Source)?;
+    }
+    if span.is_none() {
+        span = target.key_span().await.map_err(VerifyError::Target)?;
+    }
+    Ok(span.and_then(|(lo, hi)| IntBuckets::spanning(lo, hi, sides.hashing.buckets)))
 }
 
 /// The (key, hash) pairs of a side's buckets `only`, sorted by key text.
@@ -171,6 +199,7 @@ fn walk(mut source: Merged, mut target: Merged) -> Result<Suspects, VerifyError>
 /// are now alike changed while the verify ran, and is not reported.
 async fn recheck(
     sides: &Sides<'_>,
+    hashing: Hashing,
     suspects: Suspects,
     found: &mut Found,
 ) -> Result<(), VerifyError> {
@@ -182,7 +211,7 @@ async fn recheck(
     if suspects.keys.is_empty() {
         return Ok(());
     }
-    let (mut source, mut target) = sides.open(false).await?;
+    let (mut source, mut target) = sides.open(false, hashing).await?;
     let keys = &suspects.keys;
     let buckets = &suspects.buckets;
     let (s, t) = tokio::join!(

@@ -13,8 +13,10 @@ use serde_json::Value;
 use super::sql::canonical::{self, Canon, Finish, SqlKind};
 use super::{Column, ConnectorError, KeyRange, Subset};
 
+mod buckets;
 mod finish;
 mod objects;
+pub use buckets::IntBuckets;
 pub use finish::finish_text;
 pub use objects::Objects;
 
@@ -73,12 +75,17 @@ pub struct Hashing {
     pub buckets: u32,
     /// Both sides are PostgreSQL servers: `hashtextextended` on each.
     pub pg_native: bool,
+    /// Both sides are PostgreSQL 14 or later, and every compared column has
+    /// the same type on both: each row is hashed by `hash_record_extended`,
+    /// each value by its type's own hash (equal values hash alike: `1.50`
+    /// and `1.5`, `char(n)` with or without its blanks), no text rendered.
+    pub pg_record: bool,
     /// Both sides are the same kind of database.
     pub alike: bool,
-    /// The key is one integer column on both sides: its value is its
-    /// bucket's hash (cheaper than hashing its text, and neighbours share
-    /// buckets).
-    pub int_key: bool,
+    /// The key is one integer column on both sides: its buckets are ranges
+    /// of it (cheaper than hashing its text, and a differing bucket is read
+    /// by an index).
+    pub int_key: Option<IntBuckets>,
 }
 
 /// One bucket: how many rows, and the sum of their hashes.
@@ -98,6 +105,9 @@ pub struct Session {
     hashing: Hashing,
     /// The first key column, as the row `s`'s (for [`Hashing::int_key`]).
     key_column: String,
+    /// The key's columns then the fields', as the row `s`'s (for
+    /// [`Hashing::pg_record`]).
+    columns: Vec<String>,
     /// ` WHERE …` with its bound values.
     clause: String,
     binds: Vec<Value>,
@@ -141,6 +151,12 @@ impl Session {
             key_column: key_names
                 .first()
                 .map_or_else(String::new, |k| format!("s.{}", super::sql::quote_ident(k))),
+            columns: side
+                .key
+                .iter()
+                .chain(&side.fields)
+                .map(|c| format!("s.{}", super::sql::quote_ident(&c.name)))
+                .collect(),
             clause,
             binds,
             system: system.describe(),
@@ -183,23 +199,72 @@ impl Session {
 
     /// The bucket of the row `s`, in the server.
     fn bucket_sql(&self, key_text: &str) -> String {
-        let key_hash = match self.hashing.int_key {
-            true => self.key_column.clone(),
-            false => canonical::hash_sql(self.kind, key_text, self.hashing.pg_native),
+        let key_hash = match (self.hashing.int_key, self.hashing.pg_record) {
+            (Some(ranges), _) => return ranges.sql(&self.key_column, self.hashing.buckets),
+            (None, true) => record_hash(&self.columns[..self.key.len()]),
+            (None, false) => canonical::hash_sql(self.kind, key_text, self.hashing.pg_native),
         };
         canonical::bucket_sql(&key_hash, self.hashing.buckets)
     }
 
-    /// `SELECT key_text, bucket, row_hash FROM …` computed in the server.
-    fn hashed_sql(&self) -> String {
-        let (key_text, row_text) = self.texts_sql();
-        let native = self.hashing.pg_native;
-        format!(
-            "SELECT {key_text} AS k, {} AS b, {} AS h FROM ({}) AS s{}",
-            self.bucket_sql(&key_text),
-            canonical::hash_sql(self.kind, &row_text, native),
+    /// A condition an index can use to read only the buckets `only` (a key
+    /// of ranges); None: each row's bucket is computed.
+    fn ranges(&self, only: Option<&[u32]>) -> Option<String> {
+        let ranges = self.hashing.int_key?;
+        Some(ranges.ranges_sql(&self.key_column, only?, self.hashing.buckets))
+    }
+
+    /// The ranges of `only`, or the whole part, as ` WHERE …`.
+    fn clause_within(&self, only: Option<&[u32]>) -> String {
+        match (self.ranges(only), self.clause.is_empty()) {
+            (None, _) => self.clause.clone(),
+            (Some(r), true) => format!(" WHERE {r}"),
+            (Some(r), false) => format!("{} AND {r}", self.clause),
+        }
+    }
+
+    /// The smallest and largest key (a one-column integer key), as the
+    /// reader sees the part compared; None when there are no rows.
+    pub async fn key_span(&mut self) -> Result<Option<(i64, i64)>, ConnectorError> {
+        let sql = format!(
+            "SELECT {}, {} FROM ({}) AS s{}",
+            self.as_text(&format!("MIN({})", self.key_column)),
+            self.as_text(&format!("MAX({})", self.key_column)),
             self.relation,
             self.clause
+        );
+        let mut span = None;
+        let binds = std::mem::take(&mut self.binds);
+        let result = self
+            .reader
+            .each_row(&sql, &binds, &mut |row| {
+                let bound = |i: usize| row.get(i).cloned().flatten()?.parse::<i64>().ok();
+                span = bound(0).zip(bound(1));
+                Ok(())
+            })
+            .await;
+        self.binds = binds;
+        result.map(|()| span)
+    }
+
+    /// Buckets by ranges of the key from now on (see [`Hashing::int_key`]).
+    pub fn bucket_by(&mut self, ranges: IntBuckets) {
+        self.hashing.int_key = Some(ranges);
+    }
+
+    /// `SELECT key_text, bucket, row_hash FROM …` computed in the server,
+    /// of the rows of the buckets `only` where an index can tell them.
+    fn hashed_sql(&self, only: Option<&[u32]>) -> String {
+        let (key_text, row_text) = self.texts_sql();
+        let row_hash = match self.hashing.pg_record {
+            true => record_hash(&self.columns),
+            false => canonical::hash_sql(self.kind, &row_text, self.hashing.pg_native),
+        };
+        format!(
+            "SELECT {key_text} AS k, {} AS b, {row_hash} AS h FROM ({}) AS s{}",
+            self.bucket_sql(&key_text),
+            self.relation,
+            self.clause_within(only)
         )
     }
 
@@ -225,16 +290,12 @@ impl Session {
             .await?;
             return Ok(digests);
         }
-        let text = |e: &str| match self.kind {
-            SqlKind::Mysql => format!("CAST({e} AS CHAR)"),
-            _ => format!("({e})::text"),
-        };
         let sql = format!(
             "SELECT {}, {}, {} FROM ({}) AS t GROUP BY t.b",
-            text("t.b"),
-            text("COUNT(*)"),
-            text("SUM(t.h)"),
-            self.hashed_sql()
+            self.as_text("t.b"),
+            self.as_text("COUNT(*)"),
+            self.as_text("SUM(t.h)"),
+            self.hashed_sql(None)
         );
         let system = self.system.clone();
         let binds = std::mem::take(&mut self.binds);
@@ -269,7 +330,7 @@ impl Session {
                 "SELECT t.k, {}, {} FROM ({}) AS t{}",
                 self.as_text("t.b"),
                 self.as_text("t.h"),
-                self.hashed_sql(),
+                self.hashed_sql(only),
                 Self::buckets_filter(only)
             );
             self.reader
@@ -285,7 +346,7 @@ impl Session {
             let hashing = self.hashing;
             let finish = self.finishes();
             let key_width = self.key.len();
-            let sql = self.texts_query();
+            let sql = self.texts_query(only);
             self.reader
                 .each_row(&sql, &binds, &mut |row| {
                     let (key, fields) = finished(&system, row, &finish, key_width)?;
@@ -315,8 +376,8 @@ impl Session {
         let key_width = self.key.len();
         let hashing = self.hashing;
         let in_server = self.pushed_down();
-        let mut sql = self.texts_query();
-        if in_server {
+        let mut sql = self.texts_query(Some(only));
+        if in_server && self.ranges(Some(only)).is_none() {
             let (key_text, _) = self.texts_sql();
             let bucket = self.bucket_sql(&key_text);
             let list: Vec<String> = only.iter().map(u32::to_string).collect();
@@ -344,7 +405,8 @@ impl Session {
     fn as_text(&self, e: &str) -> String {
         match self.kind {
             SqlKind::Mysql => format!("CAST({e} AS CHAR)"),
-            _ => format!("({e})::text"),
+            SqlKind::Sqlite | SqlKind::Objects => format!("CAST({e} AS TEXT)"),
+            SqlKind::Postgres => format!("({e})::text"),
         }
     }
 
@@ -357,7 +419,8 @@ impl Session {
     }
 
     /// `SELECT` of every key and field text, unhashed.
-    fn texts_query(&self) -> String {
+    /// (Of the rows of the buckets `only` where an index can tell them.)
+    fn texts_query(&self, only: Option<&[u32]>) -> String {
         let exprs: Vec<&str> = self
             .key
             .iter()
@@ -368,9 +431,14 @@ impl Session {
             "SELECT {} FROM ({}) AS s{}",
             exprs.join(", "),
             self.relation,
-            self.clause
+            self.clause_within(only)
         )
     }
+}
+
+/// PostgreSQL's hash of a row of `columns`, each value by its type's hash.
+fn record_hash(columns: &[String]) -> String {
+    format!("hash_record_extended(ROW({}), 0)", columns.join(", "))
 }
 
 fn bad(system: &str, what: &str) -> ConnectorError {
@@ -443,11 +511,11 @@ pub fn md5_60(text: &str) -> i64 {
 /// A key's bucket, as [`Session`] computes it in the server.
 pub fn bucket_of(key: &str, hashing: Hashing) -> u32 {
     let buckets = i64::from(hashing.buckets);
-    let hash = match hashing.int_key {
+    let hash = match (hashing.int_key, key.parse::<i64>()) {
+        (Some(ranges), Ok(value)) => return ranges.bucket(value, hashing.buckets),
         // A key that is not an integer equals no row of the other side:
         // any bucket will do.
-        true => key.parse::<i64>().unwrap_or_else(|_| md5_60(key)),
-        false => md5_60(key),
+        _ => md5_60(key),
     };
     hash.rem_euclid(buckets) as u32
 }
