@@ -3,6 +3,22 @@
 
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
+# Stops the script ($1, for the message) unless each tool after it is installed.
+needs() {
+    local script=$1
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$script needs $tool" >&2; exit 1; }
+    done
+}
+
+# The profiling profile: release code with full symbols, for perf and
+# massif. Sets FERRY to the binary.
+build_ferry() {
+    cargo build --profile profiling --quiet
+    FERRY=$PWD/target/profiling/ferry
+}
+
 CUSTOMERS_SCHEMA="CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL,
     country text NOT NULL, balance numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)"
 

@@ -34,11 +34,9 @@ STATE_PG="$PG/ferry_bench_state"
 WORK=bench/out
 mkdir -p "$WORK"
 
-# The profiling profile: release code with full symbols, for perf and massif.
-cargo build --profile profiling --quiet
-FERRY=$PWD/target/profiling/ferry
-
 . bench/lib.sh
+build_ferry
+
 
 echo "== preparing $ROWS source rows"
 for db in ferry_bench_src ferry_bench_dst ferry_bench_state; do

@@ -25,14 +25,9 @@ SRC="$PG/ferry_bench_targets_src"
 MYDB=ferry_bench_targets
 WORK=bench/out/targets
 mkdir -p "$WORK"
-for tool in psql mysql sqlite3; do
-    command -v "$tool" >/dev/null || { echo "bench/targets.sh needs $tool" >&2; exit 1; }
-done
-
-cargo build --profile profiling --quiet
-FERRY=$PWD/target/profiling/ferry
-
 . bench/lib.sh
+needs bench/targets.sh psql mysql sqlite3
+build_ferry
 CURSOR=$'strategy = "cursor"\ncursor = "updated_at"'
 my() { mysql -h 127.0.0.1 -u root --local-infile=1 "$@"; }
 

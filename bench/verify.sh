@@ -23,14 +23,9 @@ SRC="$PG/ferry_bench_verify_src"
 DST="$PG/ferry_bench_verify_dst"
 WORK=bench/out/verify
 mkdir -p "$WORK"
-for tool in psql sqlite3 jq; do
-    command -v "$tool" >/dev/null || { echo "bench/verify.sh needs $tool" >&2; exit 1; }
-done
-
-cargo build --profile profiling --quiet
-FERRY=$PWD/target/profiling/ferry
-
 . bench/lib.sh
+needs bench/verify.sh psql sqlite3 jq
+build_ferry
 DIFF=$'strategy = "diff"'
 
 echo "== preparing $ROWS rows in each database"

@@ -238,21 +238,25 @@ async fn the_rules_decide_what_counts() {
     assert_eq!(keys(&json, "missing"), ["5"]);
 }
 
+/// `src` of `rows` rows `(id, 'n' || id)` synced once into `dst` of the
+/// same database, under the `[rules]` lines `rules`.
+async fn small_synced(db: &TestDb, rows: u32, rules: &str) -> (ConfigDir, String) {
+    db.exec(&format!(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text);
+         INSERT INTO src SELECT i, 'n' || i FROM generate_series(1, {rows}) i;"
+    ))
+    .await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &job(&db.url, "postgres", &db.url, rules));
+    let state = state_url(StateKind::Sqlite, &cfg, db);
+    cfg.run_once_ok(&state);
+    (cfg, state)
+}
+
 #[tokio::test]
 async fn extra_rows_are_allowed_when_deletes_are_ignored() {
     let db = TestDb::new().await;
-    db.exec(
-        "CREATE TABLE src (id bigint PRIMARY KEY, name text);
-         INSERT INTO src SELECT i, 'n' || i FROM generate_series(1, 30) i;",
-    )
-    .await;
-    let cfg = ConfigDir::new();
-    cfg.job(
-        "copy",
-        &job(&db.url, "postgres", &db.url, "deletes = \"ignore\"\n"),
-    );
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
-    cfg.run_once_ok(&state);
+    let (cfg, state) = small_synced(&db, 30, "deletes = \"ignore\"\n").await;
     db.exec("DELETE FROM src WHERE id = 3").await;
     let (code, json) = verify(&cfg, &state, &[]);
     assert_eq!(code, 0, "{json:#}");
@@ -295,15 +299,7 @@ async fn exit_codes_name_what_cannot_be_verified() {
 #[tokio::test]
 async fn the_daemon_verifies_on_schedule_and_exports_drift() {
     let db = TestDb::new().await;
-    db.exec(
-        "CREATE TABLE src (id bigint PRIMARY KEY, name text);
-         INSERT INTO src SELECT i, 'n' || i FROM generate_series(1, 40) i;",
-    )
-    .await;
-    let cfg = ConfigDir::new();
-    cfg.job("copy", &job(&db.url, "postgres", &db.url, ""));
-    let state = state_url(StateKind::Sqlite, &cfg, &db);
-    cfg.run_once_ok(&state);
+    let (cfg, state) = small_synced(&db, 40, "").await;
     db.exec("UPDATE dst SET name = 'hand' WHERE id IN (1, 2); DELETE FROM dst WHERE id = 3")
         .await;
     let daemon = cfg

@@ -199,24 +199,8 @@ impl Subset {
         let columns = tuple(&columns);
         let mut n = 0;
         let mut values = Vec::new();
-        if let Some(listed) = self.listed.as_ref().filter(|l| !l.is_empty()) {
-            let mut tuples = Vec::with_capacity(listed.len());
-            for key_values in listed {
-                let placeholders: Vec<String> = key
-                    .iter()
-                    .map(|k| {
-                        n += 1;
-                        placeholder(n - 1, k)
-                    })
-                    .collect();
-                tuples.push(tuple(&placeholders));
-                values.extend(key_values.iter().cloned());
-            }
-            parts.push(format!("{columns} IN ({})", tuples.join(", ")));
-        } else if self.listed.is_some() {
-            parts.push("1 = 0".to_string());
-        }
-        for (bound, op) in bounds {
+        // `(p1, p2)`: the next placeholders, one per key column.
+        let mut next_tuple = || {
             let placeholders: Vec<String> = key
                 .iter()
                 .map(|k| {
@@ -224,7 +208,20 @@ impl Subset {
                     placeholder(n - 1, k)
                 })
                 .collect();
-            parts.push(format!("{columns} {op} {}", tuple(&placeholders)));
+            tuple(&placeholders)
+        };
+        if let Some(listed) = self.listed.as_ref().filter(|l| !l.is_empty()) {
+            let mut tuples = Vec::with_capacity(listed.len());
+            for key_values in listed {
+                tuples.push(next_tuple());
+                values.extend(key_values.iter().cloned());
+            }
+            parts.push(format!("{columns} IN ({})", tuples.join(", ")));
+        } else if self.listed.is_some() {
+            parts.push("1 = 0".to_string());
+        }
+        for (bound, op) in bounds {
+            parts.push(format!("{columns} {op} {}", next_tuple()));
             values.extend(bound.iter().cloned());
         }
         let clause = match parts.is_empty() {

@@ -40,13 +40,7 @@ impl MysqlSource {
         let pool = super::pool(url, &system, 2)?;
         let (relation, object) = relation(cfg);
         let outbox = OutboxTable::new(cfg, &system, &object, true);
-        let readout = Readout {
-            pool: pool.clone(),
-            kind: SqlKind::Mysql,
-            relation: relation.clone(),
-            system: system.clone(),
-            object: object.clone(),
-        };
+        let readout = Readout::relation(&pool, SqlKind::Mysql, &system, &relation, &object);
         Ok(MysqlSource {
             readout,
             pool,

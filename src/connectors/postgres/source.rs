@@ -56,13 +56,7 @@ impl PostgresSource {
             .map(|k| format!("s.{}", quote_ident(k)))
             .collect();
         let key_json = format!("json_build_array({})::text", key_columns.join(", "));
-        let readout = Readout {
-            pool: pool.clone(),
-            kind: SqlKind::Postgres,
-            relation: relation.clone(),
-            system: system.clone(),
-            object: object.clone(),
-        };
+        let readout = Readout::relation(&pool, SqlKind::Postgres, &system, &relation, &object);
         Ok(PostgresSource {
             readout,
             pool,

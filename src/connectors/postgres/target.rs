@@ -28,16 +28,7 @@ impl PostgresTarget {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
         let pool = super::pool(url, &system, 8)?;
-        let readout = Readout {
-            pool: pool.clone(),
-            kind: SqlKind::Postgres,
-            relation: format!(
-                "SELECT * FROM {}",
-                crate::connectors::sql::quote_qualified(&rules.table)
-            ),
-            system: system.clone(),
-            object: format!("table {}", rules.table),
-        };
+        let readout = Readout::table(&pool, SqlKind::Postgres, &system, &rules.table);
         Ok(PostgresTarget {
             readout,
             pool,

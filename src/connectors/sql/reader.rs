@@ -93,12 +93,42 @@ where
 /// A SQL table or query as `ferry verify` reads it: what each SQL
 /// connector hands out as its [`Checksum`].
 pub struct Readout<DB: Database> {
-    pub pool: Pool<DB>,
-    pub kind: SqlKind,
+    pool: Pool<DB>,
+    kind: SqlKind,
     /// The `SELECT` of the rows compared.
-    pub relation: String,
-    pub system: String,
-    pub object: String,
+    relation: String,
+    system: String,
+    object: String,
+}
+
+impl<DB: Database> Readout<DB> {
+    /// A target's table (`table` as configured, quoted here).
+    pub fn table(pool: &Pool<DB>, kind: SqlKind, system: &str, table: &str) -> Readout<DB> {
+        Readout {
+            pool: pool.clone(),
+            kind,
+            relation: format!("SELECT * FROM {}", super::quote_qualified(table)),
+            system: system.to_string(),
+            object: format!("table {table}"),
+        }
+    }
+
+    /// A source's `SELECT` (with the job's `where`), named `object`.
+    pub fn relation(
+        pool: &Pool<DB>,
+        kind: SqlKind,
+        system: &str,
+        relation: &str,
+        object: &str,
+    ) -> Readout<DB> {
+        Readout {
+            pool: pool.clone(),
+            kind,
+            relation: relation.to_string(),
+            system: system.to_string(),
+            object: object.to_string(),
+        }
+    }
 }
 
 #[async_trait]

@@ -34,13 +34,7 @@ impl SqliteSource {
         let system = super::system(url);
         let pool = super::pool(url, &system, true)?;
         let (relation, object) = relation(cfg);
-        let readout = Readout {
-            pool: pool.clone(),
-            kind: SqlKind::Sqlite,
-            relation: relation.clone(),
-            system: system.clone(),
-            object: object.clone(),
-        };
+        let readout = Readout::relation(&pool, SqlKind::Sqlite, &system, &relation, &object);
         Ok(SqliteSource {
             readout,
             pool,

@@ -39,16 +39,7 @@ impl SqliteTarget {
             .ok()
             .map(|o| o.get_filename().to_path_buf())
             .filter(|f| !f.as_os_str().is_empty() && f.as_os_str() != ":memory:");
-        let readout = Readout {
-            pool: pool.clone(),
-            kind: SqlKind::Sqlite,
-            relation: format!(
-                "SELECT * FROM {}",
-                crate::connectors::sql::quote_qualified(&rules.table)
-            ),
-            system: system.clone(),
-            object: format!("table {}", rules.table),
-        };
+        let readout = Readout::table(&pool, SqlKind::Sqlite, &system, &rules.table);
         Ok(SqliteTarget {
             readout,
             file,
