@@ -33,9 +33,22 @@ customers_table() {
 
 # wall seconds and peak RSS (KiB) of a command, via /usr/bin/time -v; its
 # output goes to $WORK/cmd.out.
-measure() {
-    local log=$WORK/time.log
-    /usr/bin/time -v "$@" >"$WORK/cmd.out" 2>"$log" || { cat "$WORK/cmd.out" "$log"; exit 1; }
+measure() { measure_exit 0 "$@"; }
+
+# measure, for a command that must exit with $1 (a verify that finds
+# differences exits 1).
+measure_exit() {
+    local expected=$1 log=$WORK/time.log code
+    shift
+    set +e
+    /usr/bin/time -v "$@" >"$WORK/cmd.out" 2>"$log"
+    code=$?
+    set -e
+    if [ "$code" != "$expected" ]; then
+        cat "$WORK/cmd.out" "$log"
+        echo "$1 exited $code, expected $expected" >&2
+        exit 1
+    fi
     local wall rss
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
@@ -46,6 +59,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
 ROWS_TABLE=""
 row() { ROWS_TABLE+="| $1 | $2 | $3 | $4 | $5 |"$'\n'; }
+
+# The rows so far as a Markdown table in TABLE, printed; $1 names the scenarios.
+results_table() {
+    TABLE="| scenario ($1) | wall s | ratio | peak RSS MiB | target |
+|---|---:|---:|---:|---|
+$ROWS_TABLE"
+    echo
+    echo "$TABLE"
+}
 
 # A job copying customers from database URL $2 into target $4 of type $3,
 # in folder $1, detecting with the TOML lines $5; $6: more [target] lines.

@@ -116,11 +116,7 @@ for store in sqlite postgres; do
     row "S3 diff, 1% updated + 0.1% deleted, $store state" "$wall" "$(ratio "$wall" "$ref_wall") × COPY TO" "$(mib "$rss")" "≤ 2.5 ×, ≤ 64 MiB"
 done
 
-TABLE="| scenario ($ROWS rows, $PAYLOAD) | wall s | ratio | peak RSS MiB | target |
-|---|---:|---:|---:|---|
-$ROWS_TABLE"
-echo
-echo "$TABLE"
+results_table "$ROWS rows, $PAYLOAD"
 
 QUEUE_TABLE=""
 HOT_TABLE=""

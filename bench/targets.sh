@@ -79,11 +79,7 @@ check "T2 reference" "$(sqlite_sums "$WORK/reference.db")"
 row "T2 reference: sqlite3 .import --csv" "$ref_wall" "1.00" "$(mib "$ref_rss")" "—"
 row "T2 first run PostgreSQL → SQLite, sqlite state" "$wall" "$(ratio "$wall" "$ref_wall") × .import" "$(mib "$rss")" "≤ 2.0 ×"
 
-TABLE="| scenario ($ROWS rows) | wall s | ratio | peak RSS MiB | target |
-|---|---:|---:|---:|---|
-$ROWS_TABLE"
-echo
-echo "$TABLE"
+results_table "$ROWS rows"
 OUT=${OUT:-bench/RESULTS-targets.md}
 cat >"$OUT" <<MD
 # First runs into MariaDB and SQLite

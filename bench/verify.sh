@@ -48,18 +48,7 @@ read -r ref_wall ref_rss < <(measure bash -c copy_both)
 row "reference: COPY TO of source + target" "$ref_wall" "1.00" "$(mib "$ref_rss")" "—"
 
 # verify JOB-FOLDER EXPECTED-EXIT: wall, RSS; the JSON in $WORK/cmd.out.
-run_verify() {
-    local log=$WORK/time.log
-    set +e
-    /usr/bin/time -v "$FERRY" --config "$1" --state "$STATE" --output json verify >"$WORK/cmd.out" 2>"$log"
-    local code=$?
-    set -e
-    if [ "$code" != "$2" ]; then cat "$WORK/cmd.out" "$log"; echo "verify exited $code, expected $2" >&2; exit 1; fi
-    local wall rss
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-    echo "$wall $rss"
-}
+run_verify() { measure_exit "$2" "$FERRY" --config "$1" --state "$STATE" --output json verify; }
 # The counts a verify reported, as missing:extra:different.
 counts() { jq -r '.jobs[0].result | "\(.missing):\(.extra):\(.different)"' "$WORK/cmd.out"; }
 
@@ -87,11 +76,7 @@ got=$(counts)
 [ "$got" = "30:30:40" ] || { echo "V3 reported $got (missing:extra:different), expected 30:30:40" >&2; exit 1; }
 row "V3 verify into SQLite, 100 differences (hashed in ferry)" "$wall" "$(ratio "$wall" "$ref_wall") × COPY TO" "$(mib "$rss")" "—"
 
-TABLE="| scenario ($ROWS rows) | wall s | ratio | peak RSS MiB | target |
-|---|---:|---:|---:|---|
-$ROWS_TABLE"
-echo
-echo "$TABLE"
+results_table "$ROWS rows"
 OUT=${OUT:-bench/RESULTS-verify.md}
 cat >"$OUT" <<MD
 # ferry verify
