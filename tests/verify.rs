@@ -210,26 +210,40 @@ async fn sqlite_target_compares_equal_across_kinds() {
 async fn the_rules_decide_what_counts() {
     let db = TestDb::new().await;
     db.exec(
-        "CREATE TABLE src (id bigint PRIMARY KEY, name text, note text);
-         INSERT INTO src SELECT i, 'n' || i, 'x' FROM generate_series(1, 50) i;
-         CREATE TABLE dst (id bigint PRIMARY KEY, name text, note text, deleted_at timestamptz);",
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text, note text, phone text);
+         INSERT INTO src SELECT i, 'n' || i, 'x', CASE WHEN i % 2 = 0 THEN 'p' || i END FROM generate_series(1, 50) i;
+         CREATE TABLE dst (id bigint PRIMARY KEY, name text, note text, phone text, deleted_at timestamptz);",
     )
     .await;
     let cfg = ConfigDir::new();
     let rules = "deletes = \"soft\"\nsoft_delete = \"deleted_at\"\n\n\
-                 [fields]\nid = \"id\"\nname = \"name\"\nnote = { from = \"note\", owner = \"target\" }\n";
+                 [fields]\nid = \"id\"\nname = \"name\"\nnote = { from = \"note\", owner = \"target\" }\n\
+                 phone = { from = \"phone\", owner = \"fill\" }\n";
     cfg.job("copy", &job(&db.url, "postgres", &db.url, rules));
     let state = state_url(StateKind::Sqlite, &cfg, &db);
     cfg.run_once_ok(&state);
-    // A target-owned field edited in the target is not drift.
-    db.exec("UPDATE dst SET note = 'kept by the target' WHERE id < 10")
-        .await;
+    // A target-owned field edited in the target is not drift; nor is a
+    // fill field's own value in the target, where the source has one or not.
+    db.exec(
+        "UPDATE dst SET note = 'kept by the target' WHERE id < 10;
+         UPDATE dst SET phone = 'own' WHERE id IN (3, 4)",
+    )
+    .await;
     let (code, json) = verify(&cfg, &state, &[]);
     assert_eq!(code, 0, "{json:#}");
     assert_eq!(
         result(&json)["compared_fields"],
-        serde_json::json!(["name"])
+        serde_json::json!(["name", "phone"])
     );
+    assert_eq!(result(&json)["equal"], 50);
+    // A fill field left empty where the source has a value is drift.
+    db.exec("UPDATE dst SET phone = NULL WHERE id IN (6, 7)")
+        .await;
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(keys(&json, "different"), ["6"]);
+    assert_eq!(result(&json)["fields"], serde_json::json!({"phone": 1}));
+    db.exec("UPDATE dst SET phone = 'p6' WHERE id = 6").await;
     // A soft-deleted row counts as deleted: present in the source, missing.
     db.exec("UPDATE dst SET deleted_at = now() WHERE id = 5")
         .await;

@@ -228,13 +228,19 @@ async fn recheck(
             (Some(_), None) => Some((Kind::Missing, vec![])),
             (None, Some(_)) => Some((Kind::Extra, vec![])),
             (Some(a), Some(b)) => {
-                let fields: Vec<String> = sides
-                    .plan
+                let plan = sides.plan;
+                let fields: Vec<String> = plan
                     .fields
                     .iter()
+                    .zip(&plan.target.filled)
                     .zip(a.iter().zip(b))
-                    .filter(|(_, (x, y))| x != y)
-                    .map(|(name, _)| name.clone())
+                    .filter(|((_, filled), (x, y))| match filled {
+                        // The target may keep its own value; only a hole
+                        // where the source has one differs.
+                        true => x.is_some() && y.is_none(),
+                        false => x != y,
+                    })
+                    .map(|((name, _), _)| name.clone())
                     .collect();
                 (!fields.is_empty()).then_some((Kind::Different, fields))
             }

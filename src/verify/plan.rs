@@ -76,6 +76,7 @@ pub fn plan(
         }
     }
     let mut fields = Vec::new();
+    let mut filled = Vec::new();
     let (mut source_fields, mut target_fields) = (Vec::new(), Vec::new());
     for (to, from, lookup) in &pairs {
         if job.target.key.contains(to) {
@@ -99,6 +100,7 @@ pub fn plan(
         source_fields.push(s);
         target_fields.push(t);
         fields.push(to.clone());
+        filled.push(rules.condition(to) == Some(Condition::WhereEmpty));
     }
     if !job.children.is_empty() {
         not_compared.push("child tables: only the parent table is compared".to_string());
@@ -114,8 +116,8 @@ pub fn plan(
         _ => None,
     };
     Ok(Plan {
-        source: side(source_key, source_fields, None),
-        target: side(target_key, target_fields, target_filter),
+        source: side(source_key, source_fields, &filled, None),
+        target: side(target_key, target_fields, &filled, target_filter),
         fields,
         extra_allowed: rules.deletes == Deletes::Ignore
             || !job.ops.delete
@@ -133,7 +135,8 @@ fn left_out(rules: &WriteRules, to: &str, lookup: bool) -> Option<&'static str> 
     }
     match rules.condition(to) {
         Some(Condition::Always) => None,
-        Some(Condition::WhereEmpty) => Some("owner fill (the target may hold its own value)"),
+        // Compared by presence (see `Side::filled`).
+        Some(Condition::WhereEmpty) => None,
         Some(Condition::IfNewer) => Some("owner newest (the target may hold a newer value)"),
         None => Some("owned by the target"),
     }
@@ -159,10 +162,11 @@ fn read_alike(mut s: Column, mut t: Column, (ks, kt): (SqlKind, SqlKind)) -> (Co
     (s, t)
 }
 
-fn side(key: Vec<Column>, fields: Vec<Column>, filter: Option<String>) -> Side {
+fn side(key: Vec<Column>, fields: Vec<Column>, filled: &[bool], filter: Option<String>) -> Side {
     Side {
         key,
         fields,
+        filled: filled.to_vec(),
         filter,
     }
 }

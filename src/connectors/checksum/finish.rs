@@ -29,6 +29,7 @@ pub fn finish_text(text: &str, how: Finish) -> Result<String, String> {
             _ => Ok(text.to_string()),
         },
         Finish::Lower => Ok(text.to_lowercase()),
+        Finish::Present => Ok("X".to_string()),
         Finish::Rtrim => Ok(text.trim_end_matches(' ').to_string()),
         Finish::Bytes => Ok(text
             .strip_prefix("\\x")

@@ -57,6 +57,11 @@ pub fn placeholder(kind: SqlKind, n: usize, column: &Column) -> String {
 pub struct Side {
     pub key: Vec<Column>,
     pub fields: Vec<Column>,
+    /// Parallel to `fields`: an `owner = "fill"` field, which the target
+    /// may hold a value of its own in. It is compared by presence only: its
+    /// text is `X` or NULL, and only a target NULL where the source has a
+    /// value differs (the re-check decides; see `verify`).
+    pub filled: Vec<bool>,
     /// SQL over the relation's columns (soft-deleted rows left out).
     pub filter: Option<String>,
 }
@@ -124,6 +129,10 @@ impl Session {
     ) -> Result<Session, ConnectorError> {
         let kind = system.kind();
         let canon = |c: &Column| canonical::canon(kind, &c.name, &c.ty, hashing.alike);
+        let field_canon = |(c, filled): (&Column, &bool)| match filled {
+            true => canonical::presence(kind, &c.name),
+            false => canon(c),
+        };
         let key_names: Vec<String> = side.key.iter().map(|c| c.name.clone()).collect();
         let subset = Subset {
             keys: part.keys.cloned(),
@@ -146,7 +155,12 @@ impl Session {
             kind,
             relation: system.relation(),
             key: side.key.iter().map(canon).collect(),
-            fields: side.fields.iter().map(canon).collect(),
+            fields: side
+                .fields
+                .iter()
+                .zip(&side.filled)
+                .map(field_canon)
+                .collect(),
             hashing,
             key_column: key_names
                 .first()
@@ -154,8 +168,15 @@ impl Session {
             columns: side
                 .key
                 .iter()
-                .chain(&side.fields)
-                .map(|c| format!("s.{}", super::sql::quote_ident(&c.name)))
+                .map(|c| (c, &false))
+                .chain(side.fields.iter().zip(&side.filled))
+                .map(|(c, filled)| {
+                    let column = format!("s.{}", super::sql::quote_ident(&c.name));
+                    match filled {
+                        true => format!("({column} IS NOT NULL)"),
+                        false => column,
+                    }
+                })
                 .collect(),
             clause,
             binds,

@@ -53,6 +53,8 @@ pub enum Finish {
     Lower,
     /// Without trailing blanks (`char(n)`).
     Rtrim,
+    /// `X` for any value (a presence, see [`presence`]).
+    Present,
 }
 
 /// One column's text: the SQL expression over the row aliased `s`, and what
@@ -74,6 +76,18 @@ pub fn canon(kind: SqlKind, name: &str, ty: &ColumnType, alike: bool) -> Canon {
         SqlKind::Sqlite => sqlite(&c, ty),
         // The field's name: what the objects' reader takes from each object.
         SqlKind::Objects => finished(name.to_string(), object(ty)),
+    }
+}
+
+/// The presence of a value in column `name`: `X`, or NULL (a `fill`
+/// field, compared by presence).
+pub fn presence(kind: SqlKind, name: &str) -> Canon {
+    match kind {
+        SqlKind::Objects => finished(name.to_string(), Finish::Present),
+        _ => done(format!(
+            "CASE WHEN s.{} IS NOT NULL THEN 'X' END",
+            quote_ident(name)
+        )),
     }
 }
 
