@@ -108,10 +108,8 @@ pub struct Session {
     key: Vec<Canon>,
     fields: Vec<Canon>,
     hashing: Hashing,
-    /// The first key column, as the row `s`'s (for [`Hashing::int_key`]).
-    key_column: String,
     /// The key's columns then the fields', as the row `s`'s (for
-    /// [`Hashing::pg_record`]).
+    /// [`Hashing::pg_record`]; the first, for [`Hashing::int_key`]).
     columns: Vec<String>,
     /// ` WHERE …` with its bound values.
     clause: String,
@@ -162,9 +160,6 @@ impl Session {
                 .map(field_canon)
                 .collect(),
             hashing,
-            key_column: key_names
-                .first()
-                .map_or_else(String::new, |k| format!("s.{}", super::sql::quote_ident(k))),
             columns: side
                 .key
                 .iter()
@@ -182,6 +177,12 @@ impl Session {
             binds,
             system: system.describe(),
         })
+    }
+
+    /// The first key column, as the row `s`'s (a key column is never a
+    /// presence, so it is the column itself).
+    fn key_column(&self) -> &str {
+        self.columns.first().map_or("", String::as_str)
     }
 
     /// Whether the server hashes this side's rows.
@@ -221,7 +222,7 @@ impl Session {
     /// The bucket of the row `s`, in the server.
     fn bucket_sql(&self, key_text: &str) -> String {
         let key_hash = match (self.hashing.int_key, self.hashing.pg_record) {
-            (Some(ranges), _) => return ranges.sql(&self.key_column, self.hashing.buckets),
+            (Some(ranges), _) => return ranges.sql(self.key_column(), self.hashing.buckets),
             (None, true) => record_hash(&self.columns[..self.key.len()]),
             (None, false) => canonical::hash_sql(self.kind, key_text, self.hashing.pg_native),
         };
@@ -232,7 +233,7 @@ impl Session {
     /// of ranges); None: each row's bucket is computed.
     fn ranges(&self, only: Option<&[u32]>) -> Option<String> {
         let ranges = self.hashing.int_key?;
-        Some(ranges.ranges_sql(&self.key_column, only?, self.hashing.buckets))
+        Some(ranges.ranges_sql(self.key_column(), only?, self.hashing.buckets))
     }
 
     /// The ranges of `only`, or the whole part, as ` WHERE …`.
@@ -249,8 +250,8 @@ impl Session {
     pub async fn key_span(&mut self) -> Result<Option<(i64, i64)>, ConnectorError> {
         let sql = format!(
             "SELECT {}, {} FROM ({}) AS s{}",
-            self.as_text(&format!("MIN({})", self.key_column)),
-            self.as_text(&format!("MAX({})", self.key_column)),
+            self.as_text(&format!("MIN({})", self.key_column())),
+            self.as_text(&format!("MAX({})", self.key_column())),
             self.relation,
             self.clause
         );
