@@ -30,31 +30,6 @@ fn job(source_url: &str, target_kind: &str, target_url: &str, extra: &str) -> St
     )
 }
 
-fn verify(cfg: &ConfigDir, state: &str, args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["--output", "json", "verify"];
-    all.extend_from_slice(args);
-    let out = cfg.ferry(Some(state), &all);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let json: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {text}\n{}", stderr(&out)));
-    (code(&out), json)
-}
-
-fn result(json: &Value) -> &Value {
-    &json["jobs"][0]["result"]
-}
-
-/// The listed keys of one kind, as text.
-fn keys(json: &Value, kind: &str) -> Vec<String> {
-    result(json)["first"]
-        .as_array()
-        .expect("first")
-        .iter()
-        .filter(|d| d["kind"] == kind)
-        .map(|d| d["key"].as_str().expect("key").to_string())
-        .collect()
-}
-
 /// Synced once into `target_kind`; verify says equal, in the servers
 /// where both are PostgreSQL.
 async fn synced(target_kind: &str, target_url: &str, db: &TestDb) -> (ConfigDir, String) {

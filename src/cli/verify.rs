@@ -43,6 +43,14 @@ pub async fn verify(cli: &Cli, asked: &VerifyArgs) -> ExitCode {
         Ok(jobs) => jobs,
         Err(code) => return code,
     };
+    // The id maps of jobs whose rows pair through them.
+    let store = match jobs.iter().any(|j| verify::needs_state(j)) {
+        true => match open_store(&state_url(cli, Some(&config)), Some(&config)).await {
+            Ok(store) => Some(store),
+            Err(code) => return code,
+        },
+        false => None,
+    };
     let mut codes = Vec::new();
     let mut reports = Vec::new();
     for job in jobs {
@@ -62,7 +70,7 @@ pub async fn verify(cli: &Cli, asked: &VerifyArgs) -> ExitCode {
             keys: range.as_ref(),
             predicate: asked.predicate.as_deref(),
         };
-        match verify::verify(job, part).await {
+        match verify::verify(job, part, store.as_ref()).await {
             Ok(outcome) if asked.repair && outcome.drifted() => {
                 if cli.output == OutputFormat::Text {
                     print_text(&outcome);
@@ -92,6 +100,9 @@ pub async fn verify(cli: &Cli, asked: &VerifyArgs) -> ExitCode {
                 eprintln!("ferry: verify {}: {e}", job.name);
             }
         }
+    }
+    if let Some(store) = store {
+        store.close().await;
     }
     if cli.output == OutputFormat::Json {
         out!("{}", serde_json::json!({ "jobs": reports }));
@@ -125,6 +136,14 @@ async fn repaired(
             return (ExitCode::Failed, report);
         }
     };
+    if !before.unmapped.is_empty() {
+        eprintln!(
+            "ferry: verify --repair {}: {} target row(s) the source lacks are not in the id map, so ferry never wrote them and does not delete them (target keys {}): delete them in the target if they do not belong there",
+            job.name,
+            before.unmapped.len(),
+            before.unmapped.iter().take(verify::FIRST).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let store = match open_store(&state_url(cli, Some(config)), Some(config)).await {
         Ok(store) => store,
         Err(code) => return (code, report),
@@ -146,7 +165,6 @@ async fn repaired(
     );
     opts.resync = Some(Arc::new(fix.subset));
     let fixed = runner::run_job(job, &store, &runner::instance_id(), opts).await;
-    store.close().await;
     run::report_errors(&fixed);
     let runs = [fixed];
     let run_code = run::exit_code(&runs);
@@ -154,7 +172,9 @@ async fn repaired(
         OutputFormat::Text => run::print_summary(&runs, None),
         OutputFormat::Json => report["repair"] = run::run_json(&runs[0]),
     }
-    match verify::verify(job, part).await {
+    let after = verify::verify(job, part, Some(&store)).await;
+    store.close().await;
+    match after {
         Ok(after) => {
             let code = ExitCode::worst([run_code, verdict(&after)]);
             if cli.output == OutputFormat::Text {
@@ -216,8 +236,8 @@ fn print_text(o: &Outcome) {
             .iter()
             .filter(|d| d.kind == kind)
             .map(|d| match d.fields.is_empty() {
-                true => d.key.clone(),
-                false => format!("{} ({})", d.key, d.fields.join(", ")),
+                true => d.shown_key(),
+                false => format!("{} ({})", d.shown_key(), d.fields.join(", ")),
             })
             .collect();
         if !keys.is_empty() {

@@ -385,7 +385,7 @@ pub async fn verify_job(
     owner: &str,
 ) -> Result<Option<Result<crate::verify::Outcome, crate::verify::VerifyError>>, RunError> {
     let verified = lease::with_job_lease(job, store, owner, Duration::ZERO, async {
-        Ok(crate::verify::verify(job, crate::verify::Part::default()).await)
+        Ok(crate::verify::verify(job, crate::verify::Part::default(), Some(store)).await)
     })
     .await?;
     Ok(match verified {

@@ -2,6 +2,7 @@
 //! each source key got, recorded before the row is written.
 use std::collections::HashMap;
 
+use futures::TryStreamExt;
 use sqlx::Row;
 
 use super::{args, json_param, Bind, Kind, StateError, Store};
@@ -31,6 +32,53 @@ impl Store {
             .into_iter()
             .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
             .collect())
+    }
+
+    /// The source keys (ledger text form) of those of `target_keys` the
+    /// map holds, keyed by target key.
+    pub async fn id_map_reverse(
+        &self,
+        job: &str,
+        target_keys: &[String],
+    ) -> Result<HashMap<String, String>, StateError> {
+        if target_keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT target_key, source_key FROM ferry_idmap WHERE job = $1 AND target_key IN {}",
+            self.json_strings(2)
+        );
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(json_param(&target_keys));
+        let rows = sqlx::query_with(&sql, a)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+            .collect())
+    }
+
+    /// Hands every (source key, target key) pair of the job's map to
+    /// `each`, streamed, in no particular order; stops at `each`'s first error.
+    pub async fn each_id<E: From<StateError>>(
+        &self,
+        job: &str,
+        each: &mut (dyn FnMut(String, String) -> Result<(), E> + Send),
+    ) -> Result<(), E> {
+        let mut a = args();
+        a.push(job.to_string());
+        let mut rows = sqlx::query_with(
+            "SELECT source_key, target_key FROM ferry_idmap WHERE job = $1",
+            a,
+        )
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(|e| self.err(e))? {
+            each(row.get::<String, _>(0), row.get::<String, _>(1))?;
+        }
+        Ok(())
     }
 
     /// Records (source key, target key) pairs; a source key already mapped

@@ -11,8 +11,10 @@
 //! differences whatever the key's type, where a bisection of ranges reads
 //! the table once per level.
 mod compare;
+mod mapped;
 mod plan;
 mod repair;
+mod translate;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -24,6 +26,7 @@ use crate::config::{Detect, Job};
 use crate::connectors::checksum::{Checksum, Hashing, Objects, Session};
 use crate::connectors::sql::canonical::SqlKind;
 use crate::connectors::{self, Column, ConnectorError, Shape, Source, TableSchema};
+use crate::state::Store;
 
 pub use crate::connectors::checksum::Part;
 
@@ -46,6 +49,9 @@ pub enum VerifyError {
     Target(ConnectorError),
     #[error("verify: {0}")]
     Io(#[from] std::io::Error),
+    /// The id map a translated job pairs its rows through.
+    #[error("state store: {0}")]
+    State(#[from] crate::state::StateError),
 }
 
 impl VerifyError {
@@ -76,6 +82,11 @@ pub struct Outcome {
     pub first: Vec<Difference>,
     /// Differences counted beyond those re-checked and listed.
     pub unlisted: u64,
+    /// Target keys of extra rows the id map does not know (a job whose
+    /// target generates its keys): ferry never wrote them, and a repair
+    /// cannot delete them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmapped: Vec<String>,
     /// Every listed difference: its kind and key text (see [`repair`]).
     #[serde(skip)]
     pub keys: Vec<(Kind, String)>,
@@ -102,7 +113,13 @@ impl Outcome {
 /// Keys listed per kind.
 pub const FIRST: usize = 20;
 
-pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
+/// `store`: the state store holding the id maps, for a job whose keys or
+/// fields are translated through them (see [`needs_state`]).
+pub async fn verify(
+    job: &Job,
+    part: Part<'_>,
+    store: Option<&Store>,
+) -> Result<Outcome, VerifyError> {
     let started = Instant::now();
     // Nothing listening is said at once, not after a pool's timeout.
     let (s, t) = (&job.source, &job.target);
@@ -122,16 +139,16 @@ pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
         None if reads_whole(job) => SqlKind::Objects,
         None => return Err(not_table("source", &source.describe())),
     };
-    if kind_s == SqlKind::Objects && part.predicate.is_some() {
-        return Err(VerifyError::Refused(vec![format!(
-            "--where is SQL, and the source {} is not: narrow it by --keys",
-            source.describe()
-        )]));
-    }
     let (source_table, target_table) = tables(job, source.as_ref(), target.as_ref()).await?;
     let kind_t = target_sum.kind();
     let plan = plan::plan(job, &source_table, &target_table, (kind_s, kind_t))
         .map_err(VerifyError::Refused)?;
+    narrowable(
+        &plan,
+        part,
+        kind_s,
+        (&source.describe(), &target.describe()),
+    )?;
     let names = |columns: &[Column]| columns.iter().map(|c| c.name.clone()).collect();
     let objects = (kind_s == SqlKind::Objects).then(|| {
         Objects::new(
@@ -146,10 +163,14 @@ pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
         (None, Some(sum)) => sum,
         (None, None) => return Err(not_table("source", &source.describe())),
     };
+    // Rows carried through id maps are hashed by ferry as the target's
+    // server hashes: the portable hash.
+    let translated = plan.translation.is_some();
     let hashing = Hashing {
         buckets: BUCKETS,
-        pg_native: kind_s == kind_t && kind_s == SqlKind::Postgres,
-        pg_record: kind_s == kind_t
+        pg_native: kind_s == kind_t && kind_s == SqlKind::Postgres && !translated,
+        pg_record: !translated
+            && kind_s == kind_t
             && kind_s == SqlKind::Postgres
             && same_types(&plan)
             && record_hash_on(source_sum).await
@@ -165,7 +186,15 @@ pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
         part,
         hashing,
     };
-    let found = compare::compare(&sides).await?;
+    let found = match (&plan.translation, store) {
+        (None, _) => compare::compare(&sides).await?,
+        (Some(_), Some(store)) => mapped::compare(&sides, store).await?,
+        (Some(_), None) => {
+            return Err(VerifyError::Refused(vec![
+                "this job's rows pair through id maps, which the state store holds: give ferry its state store".to_string(),
+            ]))
+        }
+    };
     Ok(Outcome {
         job: job.name.clone(),
         source_rows: found.source_rows,
@@ -182,6 +211,7 @@ pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
         fields: found.fields,
         first: found.first,
         unlisted: found.unlisted,
+        unmapped: found.unmapped,
         keys: found.all,
         source_key: plan.source.key.clone(),
         compared_fields: plan.fields.clone(),
@@ -190,6 +220,12 @@ pub async fn verify(job: &Job, part: Part<'_>) -> Result<Outcome, VerifyError> {
         target_pushdown: found.target_pushdown,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether a verify of `job` reads the state store: its target generates
+/// its keys, or a field is translated through another job's id map.
+pub fn needs_state(job: &Job) -> bool {
+    job.generated_key().is_some() || job.fields.iter().any(|f| f.lookup.is_some())
 }
 
 /// Every compared column hashes alike on both sides: types of one hash
@@ -249,6 +285,26 @@ async fn record_hash_on(system: &dyn Checksum) -> bool {
         )
         .await;
     asked.is_ok() && version >= 140_000
+}
+
+/// Whether `part` can narrow both sides alike.
+fn narrowable(
+    plan: &Plan,
+    part: Part<'_>,
+    kind_s: SqlKind,
+    (source, target): (&str, &str),
+) -> Result<(), VerifyError> {
+    if kind_s == SqlKind::Objects && part.predicate.is_some() {
+        return Err(VerifyError::Refused(vec![format!(
+            "--where is SQL, and the source {source} is not: narrow it by --keys"
+        )]));
+    }
+    if plan.translation.as_ref().is_some_and(|t| t.key.is_some()) && part.keys.is_some() {
+        return Err(VerifyError::Refused(vec![format!(
+            "--keys names the source's keys, and the target {target} has keys of its own (the id map pairs them): narrow by --where"
+        )]));
+    }
+    Ok(())
 }
 
 fn not_table(side: &str, what: &str) -> VerifyError {

@@ -8,6 +8,8 @@ use crate::connectors::sql::canonical::SqlKind;
 use crate::connectors::{Column, ColumnType, TableSchema};
 use crate::rules::{Condition, DeleteAs, WriteRules};
 
+use super::translate::Translation;
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub source: Side,
@@ -22,6 +24,9 @@ pub struct Plan {
     pub missing_allowed: bool,
     /// Fields left out, each with why.
     pub not_compared: Vec<String>,
+    /// Keys and fields translated through id maps, if any: rows then pair
+    /// by the target's keys.
+    pub translation: Option<Translation>,
 }
 
 /// The plan, or every reason the job cannot be verified (exit 78).
@@ -34,55 +39,31 @@ pub fn plan(
     let rules = WriteRules::from_job(job);
     let mut problems = Vec::new();
     let mut not_compared = Vec::new();
-    let pairs: Vec<(String, String, bool)> = match job.fields.is_empty() {
+    let pairs: Vec<(String, String)> = match job.fields.is_empty() {
         false => job
             .fields
             .iter()
-            .map(|f| (f.target.clone(), f.from.clone(), f.lookup.is_some()))
+            .map(|f| (f.target.clone(), f.from.clone()))
             .collect(),
         true => source
             .columns
             .iter()
-            .map(|c| (c.name.clone(), c.name.clone(), false))
+            .map(|c| (c.name.clone(), c.name.clone()))
             .collect(),
     };
-    let column = |schema: &TableSchema, name: &str, side: &str, problems: &mut Vec<String>| {
-        let found = schema.column(name).cloned();
-        if found.is_none() {
-            problems.push(format!("the {side} has no column `{name}`"));
-        }
-        found
-    };
-    let mut source_key = Vec::new();
-    let mut target_key = Vec::new();
-    for k in &job.target.key {
-        let from = pairs
-            .iter()
-            .find(|(t, _, _)| t == k)
-            .map_or(k.as_str(), |(_, s, _)| s.as_str());
-        if !job.source.key.iter().any(|s| s == from) {
-            problems.push(format!(
-                "target key `{k}` does not come from the source's key (a generated key or a lookup): verify compares rows by the key both sides share"
-            ));
-            continue;
-        }
-        if let (Some(s), Some(t)) = (
-            column(source, from, "source", &mut problems),
-            column(target, k, "target", &mut problems),
-        ) {
-            let (s, t) = read_alike(s, t, kinds);
-            source_key.push(s);
-            target_key.push(t);
-        }
+    let mut translation = Translation::default();
+    let (source_key, target_key) = keys(job, &pairs, (source, target), kinds, &mut problems);
+    if job.generated_key().is_some() {
+        translation.key = Some(job.name.clone());
     }
     let mut fields = Vec::new();
     let mut filled = Vec::new();
     let (mut source_fields, mut target_fields) = (Vec::new(), Vec::new());
-    for (to, from, lookup) in &pairs {
+    for (to, from) in &pairs {
         if job.target.key.contains(to) {
             continue;
         }
-        if let Some(why) = left_out(&rules, to, *lookup) {
+        if let Some(why) = left_out(&rules, to) {
             not_compared.push(format!("`{to}`: {why}"));
             continue;
         }
@@ -97,10 +78,18 @@ pub fn plan(
             continue;
         };
         let (s, t) = read_alike(s, t, kinds);
+        let fill = rules.condition(to) == Some(Condition::WhereEmpty);
+        // A filled field compares by presence, which translation keeps.
+        if let (Some(other), false) = (job.fields.iter().find(|f| &f.target == to), fill) {
+            if let Some(other) = &other.lookup {
+                translatable(&s, &format!("lookup field `{to}`"), &mut problems);
+                translation.fields.push((fields.len(), other.clone()));
+            }
+        }
         source_fields.push(s);
         target_fields.push(t);
         fields.push(to.clone());
-        filled.push(rules.condition(to) == Some(Condition::WhereEmpty));
+        filled.push(fill);
     }
     if !job.children.is_empty() {
         not_compared.push("child tables: only the parent table is compared".to_string());
@@ -124,21 +113,103 @@ pub fn plan(
             || job.target.mode == Mode::Insert,
         missing_allowed: job.target.mode == Mode::Update || !job.ops.create,
         not_compared,
+        translation: translation.is_active().then_some(translation),
     })
+}
+
+/// The key columns each side pairs its rows by: the same key, or the
+/// target's generated one beside the source's (the id map pairs them).
+fn keys(
+    job: &Job,
+    pairs: &[(String, String)],
+    (source, target): (&TableSchema, &TableSchema),
+    kinds: (SqlKind, SqlKind),
+    problems: &mut Vec<String>,
+) -> (Vec<Column>, Vec<Column>) {
+    let mut source_key = Vec::new();
+    let mut target_key = Vec::new();
+    if let Some(generated) = job.generated_key() {
+        // The target's own key, paired with the source's through the job's id map.
+        for k in &job.source.key {
+            if let Some(mut s) = column(source, k, "source", problems) {
+                // An untyped key (a file's, SQLite's) is read as the text
+                // the id map holds it as: no target column types it.
+                if s.ty == ColumnType::Any {
+                    s.ty = ColumnType::Text(None);
+                }
+                translatable(&s, "source key", problems);
+                source_key.push(s);
+            }
+        }
+        if let Some(t) = column(target, generated, "target", problems) {
+            target_key.push(t);
+        }
+    }
+    for k in job
+        .target
+        .key
+        .iter()
+        .filter(|_| job.generated_key().is_none())
+    {
+        let from = pairs
+            .iter()
+            .find(|(t, _)| t == k)
+            .map_or(k.as_str(), |(_, s)| s.as_str());
+        if !job.source.key.iter().any(|s| s == from) {
+            problems.push(format!(
+                "target key `{k}` comes from `{from}`, which is not in the source's key: verify pairs rows by the key"
+            ));
+            continue;
+        }
+        if let (Some(s), Some(t)) = (
+            column(source, from, "source", problems),
+            column(target, k, "target", problems),
+        ) {
+            let (s, t) = read_alike(s, t, kinds);
+            source_key.push(s);
+            target_key.push(t);
+        }
+    }
+    (source_key, target_key)
 }
 
 /// Why the field `to` is not compared, if it is not: only the fields an
 /// update always writes must hold the source's value.
-fn left_out(rules: &WriteRules, to: &str, lookup: bool) -> Option<&'static str> {
-    if lookup {
-        return Some("translated through another job's id map");
-    }
+fn left_out(rules: &WriteRules, to: &str) -> Option<&'static str> {
     match rules.condition(to) {
         Some(Condition::Always) => None,
         // Compared by presence (see `Side::filled`).
         Some(Condition::WhereEmpty) => None,
         Some(Condition::IfNewer) => Some("owner newest (the target may hold a newer value)"),
         None => Some("owned by the target"),
+    }
+}
+
+/// `name`'s column, or a problem said.
+fn column(
+    schema: &TableSchema,
+    name: &str,
+    side: &str,
+    problems: &mut Vec<String>,
+) -> Option<Column> {
+    let found = schema.column(name).cloned();
+    if found.is_none() {
+        problems.push(format!("the {side} has no column `{name}`"));
+    }
+    found
+}
+
+/// Id maps hold keys as the source gave them: integers, text and UUIDs
+/// read back as the same texts the verify compares.
+fn translatable(column: &Column, what: &str, problems: &mut Vec<String>) {
+    if !matches!(
+        column.ty,
+        ColumnType::Int(_) | ColumnType::Text(_) | ColumnType::Uuid
+    ) {
+        problems.push(format!(
+            "{what} `{}` is {}: verify translates keys of integers, text and UUIDs through an id map",
+            column.name, column.ty
+        ));
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Kind, Outcome};
 use crate::config::Job;
 use crate::connectors::checksum::key_parts;
-use crate::connectors::{ColumnType, Subset};
+use crate::connectors::Subset;
 
 /// What a repair resends and deletes.
 #[derive(Debug, Clone)]
@@ -67,19 +67,8 @@ fn source_values(job: &Job, outcome: &Outcome, text: &str) -> Result<Vec<Value>,
             let (Some(at), Some(Some(part))) = (at, at.and_then(|at| parts.get(at))) else {
                 return Err(format!("key column `{name}` has no value in key {text:?}"));
             };
-            match &outcome.source_key[at].ty {
-                ColumnType::Int(_) => part
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .map_err(|_| format!("key `{part}` of `{name}` is not an integer")),
-                ColumnType::Text(_) | ColumnType::Char(_) | ColumnType::Uuid => {
-                    Ok(Value::from(part.clone()))
-                }
-                other => Err(format!(
-                    "repair finds rows by keys of integers, text and UUIDs; `{name}` is {other}: repair with `ferry resync {}`",
-                    job.name
-                )),
-            }
+            super::translate::value_of(part, &outcome.source_key[at])
+                .map_err(|why| format!("{why}: repair with `ferry resync {}`", job.name))
         })
         .collect()
 }

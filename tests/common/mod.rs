@@ -5,6 +5,7 @@
 mod mysql_db;
 mod proxy;
 mod target_db;
+mod verify_json;
 
 #[allow(unused_imports)]
 pub use mysql_db::{mysql_server, MysqlDb};
@@ -13,6 +14,8 @@ pub use proxy::Proxy;
 
 #[allow(unused_imports)]
 pub use target_db::{target_url, Target, TargetDb, ALL_SQL, BOTH};
+#[allow(unused_imports)]
+pub use verify_json::{keys, result, verify};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

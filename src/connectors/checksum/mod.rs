@@ -385,11 +385,11 @@ impl Session {
         result
     }
 
-    /// Each row of the buckets `only` (sorted): its key text and each
-    /// compared field's canonical text.
+    /// Each row of the buckets `only` (sorted; all when None): its key
+    /// text and each compared field's canonical text.
     pub async fn each_row(
         &mut self,
-        only: &[u32],
+        only: Option<&[u32]>,
         each: &mut (dyn FnMut(String, Vec<Option<String>>) + Send),
     ) -> Result<(), ConnectorError> {
         let system = self.system.clone();
@@ -398,8 +398,8 @@ impl Session {
         let key_width = self.key.len();
         let hashing = self.hashing;
         let in_server = self.pushed_down();
-        let mut sql = self.texts_query(Some(only));
-        if in_server && self.ranges(Some(only)).is_none() {
+        let mut sql = self.texts_query(only);
+        if let (Some(only), true, None) = (only, in_server, self.ranges(only)) {
             let (key_text, _) = self.texts_sql();
             let bucket = self.bucket_sql(&key_text);
             let list: Vec<String> = only.iter().map(u32::to_string).collect();
@@ -414,7 +414,8 @@ impl Session {
             .reader
             .each_row(&sql, &binds, &mut |row| {
                 let (key, fields) = finished(&system, row, &finish, key_width)?;
-                if in_server || only.binary_search(&bucket_of(&key, hashing)).is_ok() {
+                let within = |only: &[u32]| only.binary_search(&bucket_of(&key, hashing)).is_ok();
+                if in_server || only.is_none_or(within) {
                     each(key, fields);
                 }
                 Ok(())
