@@ -6,34 +6,6 @@ mod common;
 
 use common::*;
 
-fn jobs(cfg: &ConfigDir, kind: Target, src: &str, url: &str) {
-    let source = |table: &str| {
-        format!(
-            "[source]\ntype = \"postgres\"\nurl = \"{src}\"\ntable = \"{table}\"\nkey = [\"id\"]\n\n\
-             [detect]\nstrategy = \"cursor\"\ncursor = \"updated_at\"\n\n\
-             [batch]\nbackoff = {{ initial = \"10ms\", max = \"10ms\" }}\n"
-        )
-    };
-    let kind = kind.kind();
-    cfg.job(
-        "customers",
-        &format!(
-            "{}\n[target]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"crm_customers\"\nkey = [\"id\"]\n\n\
-             [fields]\nname = \"name\"\n\n[rules]\nowner = \"source\"\n",
-            source("customers")
-        ),
-    );
-    cfg.job(
-        "orders",
-        &format!(
-            "after = [\"customers\"]\n\n{}\n[target]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"crm_orders\"\nkey = [\"id\"]\n\n\
-             [fields]\nid = \"id\"\ncustomer_id = {{ from = \"customer_id\", lookup = \"customers\" }}\ntotal = \"total\"\n\n\
-             [rules]\nowner = \"source\"\n",
-            source("orders")
-        ),
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_point_at_the_right_customer_and_wait_for_one_not_synced_yet() {
     for kind in BOTH {
@@ -61,7 +33,7 @@ async fn orders_point_at_the_right_customer_and_wait_for_one_not_synced_yet() {
                  CREATE TABLE crm_orders (id bigint PRIMARY KEY, customer_id bigint, total text);"
             ))
             .await;
-        jobs(&cfg, kind, &db.url, &url);
+        id_map_jobs(&cfg, kind, &db.url, &url);
         let state = state_url(StateKind::Sqlite, &cfg, &db);
         let orders = "SELECT CAST(o.id AS TEXT) || '|' || COALESCE(c.name, '-') FROM crm_orders o
                       LEFT JOIN crm_customers c ON c.id = o.customer_id ORDER BY o.id";
@@ -140,7 +112,7 @@ async fn orders_point_at_the_right_customer_and_wait_for_one_not_synced_yet() {
 fn a_lookup_needs_a_job_with_an_id_map() {
     let cfg = ConfigDir::new();
     let src = "postgres://ferry@nowhere.invalid/shop";
-    jobs(&cfg, Target::Postgres, src, src);
+    id_map_jobs(&cfg, Target::Postgres, src, src);
     // Customers' target key now comes from the source: no id map.
     let customers = std::fs::read_to_string(cfg.path().join("jobs/customers.toml")).unwrap();
     cfg.job(

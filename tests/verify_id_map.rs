@@ -7,33 +7,6 @@ mod common;
 
 use common::*;
 
-fn jobs(cfg: &ConfigDir, kind: Target, src: &str, url: &str) {
-    let source = |table: &str| {
-        format!(
-            "[source]\ntype = \"postgres\"\nurl = \"{src}\"\ntable = \"{table}\"\nkey = [\"id\"]\n\n\
-             [detect]\nstrategy = \"cursor\"\ncursor = \"updated_at\"\n"
-        )
-    };
-    let kind = kind.kind();
-    cfg.job(
-        "customers",
-        &format!(
-            "{}\n[target]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"crm_customers\"\nkey = [\"id\"]\n\n\
-             [fields]\nname = \"name\"\n\n[rules]\nowner = \"source\"\n",
-            source("customers")
-        ),
-    );
-    cfg.job(
-        "orders",
-        &format!(
-            "after = [\"customers\"]\n\n{}\n[target]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"crm_orders\"\nkey = [\"id\"]\n\n\
-             [fields]\nid = \"id\"\ncustomer_id = {{ from = \"customer_id\", lookup = \"customers\" }}\ntotal = \"total\"\n\n\
-             [rules]\nowner = \"source\"\n",
-            source("orders")
-        ),
-    );
-}
-
 /// The differences listed in a report: (kind, source key, target key, fields).
 fn listed(json: &serde_json::Value, job: usize) -> Vec<(String, String, String, String)> {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
@@ -80,7 +53,7 @@ async fn drift_through_id_maps(kind: Target, state_kind: StateKind) {
              CREATE TABLE crm_orders (id bigint PRIMARY KEY, customer_id bigint, total text);"
         ))
         .await;
-    jobs(&cfg, kind, &db.url, &url);
+    id_map_jobs(&cfg, kind, &db.url, &url);
     let state = state_url(state_kind, &cfg, &db);
     cfg.run_once_ok(&state);
 

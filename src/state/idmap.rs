@@ -14,24 +14,8 @@ impl Store {
         job: &str,
         source_keys: &[String],
     ) -> Result<HashMap<String, String>, StateError> {
-        if source_keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let sql = format!(
-            "SELECT source_key, target_key FROM ferry_idmap WHERE job = $1 AND source_key IN {}",
-            self.json_strings(2)
-        );
-        let mut a = args();
-        a.push(job.to_string());
-        a.push(json_param(&source_keys));
-        let rows = sqlx::query_with(&sql, a)
-            .fetch_all(&self.pool)
+        self.id_pairs(job, ("source_key", "target_key"), source_keys)
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-            .collect())
     }
 
     /// The source keys (ledger text form) of those of `target_keys` the
@@ -41,16 +25,27 @@ impl Store {
         job: &str,
         target_keys: &[String],
     ) -> Result<HashMap<String, String>, StateError> {
-        if target_keys.is_empty() {
+        self.id_pairs(job, ("target_key", "source_key"), target_keys)
+            .await
+    }
+
+    /// `to` of each of `keys` found in column `from`, keyed by it.
+    async fn id_pairs(
+        &self,
+        job: &str,
+        (from, to): (&str, &str),
+        keys: &[String],
+    ) -> Result<HashMap<String, String>, StateError> {
+        if keys.is_empty() {
             return Ok(HashMap::new());
         }
         let sql = format!(
-            "SELECT target_key, source_key FROM ferry_idmap WHERE job = $1 AND target_key IN {}",
+            "SELECT {from}, {to} FROM ferry_idmap WHERE job = $1 AND {from} IN {}",
             self.json_strings(2)
         );
         let mut a = args();
         a.push(job.to_string());
-        a.push(json_param(&target_keys));
+        a.push(json_param(&keys));
         let rows = sqlx::query_with(&sql, a)
             .fetch_all(&self.pool)
             .await

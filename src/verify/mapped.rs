@@ -26,13 +26,23 @@ pub(crate) async fn compare(sides: &Sides<'_>, store: &Store) -> Result<Found, V
         false => unchecked[Kind::Missing as usize] += 1,
     };
     let (carried, target_sorted) = tokio::join!(
-        translate::carried(&mut source, sides.plan, store, &mut unmapped),
+        translate::carried(&mut source, sides.plan, sides.hashing, store, &mut unmapped),
         sorted(&mut target, None)
     );
     let (carried, source_rows, sources) = carried?;
     let (target_sorted, target_rows) = target_sorted.map_err(VerifyError::Target)??;
-    // The source's rows are hashed here, once carried.
-    let mut found = Found::new(source_rows, target_rows, false, target.pushed_down());
+    // Rows carried through a lookup's map are hashed here.
+    let carried_whole = sides
+        .plan
+        .translation
+        .as_ref()
+        .is_some_and(|t| !t.fields.is_empty());
+    let mut found = Found::new(
+        source_rows,
+        target_rows,
+        source.pushed_down() && !carried_whole,
+        target.pushed_down(),
+    );
     drop((source, target));
     let mut failed = None;
     walk(carried, target_sorted, &mut |kind, entry| {

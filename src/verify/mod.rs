@@ -178,6 +178,7 @@ pub async fn verify(
         alike: kind_s == kind_t,
         // Ranges of the key once `compare` has measured it.
         int_key: None,
+        keyless: translated,
     };
     let sides = Sides {
         source: source_sum,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Plan, VerifyError};
-use crate::connectors::checksum::{self, key_parts, row_hash, Session};
+use crate::connectors::checksum::{self, key_parts, Hashing, Session};
 use crate::connectors::{Column, ColumnType};
 use crate::sort::{Entry, Merged, ObjectSpill, Sorter, SpilledObjects, SORT_MEMORY};
 use crate::state::Store;
@@ -86,12 +86,16 @@ impl Step<'_> {
 pub(crate) async fn carried(
     session: &mut Session,
     plan: &Plan,
+    hashing: Hashing,
     store: &Store,
     unmapped: &mut (dyn FnMut(String) + Send),
 ) -> Result<(Merged, u64, SpilledObjects), VerifyError> {
     let mut steps = Vec::new();
     if let Some(translation) = &plan.translation {
         if let Some(job) = &translation.key {
+            if translation.fields.is_empty() {
+                return keyed(session, plan, store, job, unmapped).await;
+            }
             steps.push(Step::Key(job));
         }
         for (i, job) in &translation.fields {
@@ -149,7 +153,7 @@ pub(crate) async fn carried(
                 _ => {
                     let at = sources.push(row.source.as_bytes())?;
                     sorted.push(Entry {
-                        hash: row_hash(&row.key, &row.fields),
+                        hash: hashing.row_hash(&row.key, &row.fields),
                         key: row.key,
                         at,
                     })
@@ -192,26 +196,82 @@ impl Stage {
     /// order of the texts.
     fn through(
         self,
-        mut map: Merged,
+        map: Merged,
         each: &mut dyn FnMut(Carried, Option<i64>) -> io::Result<()>,
     ) -> io::Result<()> {
         let rows = self.rows.finish()?;
-        let mut texts = self.texts.finish()?;
-        let mut mapped = map.next_entry()?;
-        while let Some(entry) = texts.next_entry()? {
-            while mapped.as_ref().is_some_and(|m| m.key < entry.key) {
-                mapped = map.next_entry()?;
-            }
-            let to = mapped
-                .as_ref()
-                .filter(|m| m.key == entry.key)
-                .map(|m| m.hash);
+        beside(self.texts.finish()?, map, &mut |entry, to| {
             let row: Carried =
                 serde_json::from_slice(&rows.read(entry.at)?).map_err(io::Error::other)?;
-            each(row, to)?;
+            each(row, to)
+        })
+    }
+}
+
+/// Each of `sorted`'s entries with what `map` (sorted alike, one entry per
+/// key) holds for its key: the entry's hash, or None.
+fn beside(
+    mut sorted: Merged,
+    mut map: Merged,
+    each: &mut dyn FnMut(Entry, Option<i64>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut mapped = map.next_entry()?;
+    while let Some(entry) = sorted.next_entry()? {
+        while mapped.as_ref().is_some_and(|m| m.key < entry.key) {
+            mapped = map.next_entry()?;
+        }
+        let to = mapped
+            .as_ref()
+            .filter(|m| m.key == entry.key)
+            .map(|m| m.hash);
+        each(entry, to)?;
+    }
+    Ok(())
+}
+
+/// [`carried`] where only the key is translated: the hashes of the rows'
+/// fields, computed where the source can (no row leaves its server), are
+/// carried to the target's keys without the rows.
+async fn keyed(
+    session: &mut Session,
+    plan: &Plan,
+    store: &Store,
+    job: &str,
+    unmapped: &mut (dyn FnMut(String) + Send),
+) -> Result<(Merged, u64, SpilledObjects), VerifyError> {
+    let mut by_source = Sorter::new(SORT_MEMORY);
+    let mut failed = None;
+    let mut rows = 0u64;
+    session
+        .each_hashed(None, &mut |key, _, hash| {
+            rows += 1;
+            if failed.is_none() {
+                failed = by_source.push(Entry { key, hash, at: 0 }).err();
+            }
+        })
+        .await
+        .map_err(VerifyError::Source)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let map = sorted_map(store, job, &plan.source.key).await?;
+    let mut sources = ObjectSpill::new()?;
+    let mut sorted = Sorter::new(SORT_MEMORY);
+    beside(by_source.finish()?, map, &mut |entry, to| {
+        match to {
+            Some(to) => {
+                let at = sources.push(entry.key.as_bytes())?;
+                sorted.push(Entry {
+                    key: to.to_string(),
+                    hash: entry.hash,
+                    at,
+                })?;
+            }
+            None => unmapped(entry.key),
         }
         Ok(())
-    }
+    })?;
+    Ok((sorted.finish()?, rows, sources.finish()?))
 }
 
 /// `job`'s id map sorted by the canonical text of its source keys (values

@@ -92,3 +92,35 @@ impl<'a> TargetDb<'a> {
         }
     }
 }
+
+/// Two jobs from PostgreSQL tables `customers` and `orders` (cursor on
+/// `updated_at`) into `crm_customers`, whose key the target generates, and
+/// `crm_orders`, whose `customer_id` is translated through the customers'
+/// id map.
+pub fn id_map_jobs(cfg: &ConfigDir, kind: Target, src: &str, url: &str) {
+    let source = |table: &str| {
+        format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{src}\"\ntable = \"{table}\"\nkey = [\"id\"]\n\n\
+             [detect]\nstrategy = \"cursor\"\ncursor = \"updated_at\"\n\n\
+             [batch]\nbackoff = {{ initial = \"10ms\", max = \"10ms\" }}\n"
+        )
+    };
+    let kind = kind.kind();
+    cfg.job(
+        "customers",
+        &format!(
+            "{}\n[target]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"crm_customers\"\nkey = [\"id\"]\n\n\
+             [fields]\nname = \"name\"\n\n[rules]\nowner = \"source\"\n",
+            source("customers")
+        ),
+    );
+    cfg.job(
+        "orders",
+        &format!(
+            "after = [\"customers\"]\n\n{}\n[target]\ntype = \"{kind}\"\nurl = \"{url}\"\ntable = \"crm_orders\"\nkey = [\"id\"]\n\n\
+             [fields]\nid = \"id\"\ncustomer_id = {{ from = \"customer_id\", lookup = \"customers\" }}\ntotal = \"total\"\n\n\
+             [rules]\nowner = \"source\"\n",
+            source("orders")
+        ),
+    );
+}

@@ -91,6 +91,19 @@ pub struct Hashing {
     /// of it (cheaper than hashing its text, and a differing bucket is read
     /// by an index).
     pub int_key: Option<IntBuckets>,
+    /// Rows pair by keys that differ (through an id map): a row's hash
+    /// covers its fields only.
+    pub keyless: bool,
+}
+
+impl Hashing {
+    /// A row's hash, as [`Session`] computes it in the server.
+    pub fn row_hash(&self, key: &str, fields: &[Option<String>]) -> i64 {
+        match self.keyless {
+            true => md5_60(&joined(fields)),
+            false => row_hash(key, fields),
+        }
+    }
 }
 
 /// One bucket: how many rows, and the sum of their hashes.
@@ -207,15 +220,18 @@ impl Session {
             self.kind,
             &fields.iter().map(String::as_str).collect::<Vec<_>>(),
         );
-        let row_text = canonical::concat_sql(
-            self.kind,
-            &canonical::concat_sql(
+        let row_text = match self.hashing.keyless {
+            true => fields_text,
+            false => canonical::concat_sql(
                 self.kind,
-                &key_text,
-                canonical::key_separator_sql(self.kind),
+                &canonical::concat_sql(
+                    self.kind,
+                    &key_text,
+                    canonical::key_separator_sql(self.kind),
+                ),
+                &fields_text,
             ),
-            &fields_text,
-        );
+        };
         (key_text, row_text)
     }
 
@@ -278,8 +294,12 @@ impl Session {
     /// of the rows of the buckets `only` where an index can tell them.
     fn hashed_sql(&self, only: Option<&[u32]>) -> String {
         let (key_text, row_text) = self.texts_sql();
-        let row_hash = match self.hashing.pg_record {
-            true => record_hash(&self.columns),
+        let hashed = match self.hashing.keyless {
+            true => &self.columns[self.key.len()..],
+            false => &self.columns[..],
+        };
+        let row_hash = match self.hashing.pg_record && !hashed.is_empty() {
+            true => record_hash(hashed),
             false => canonical::hash_sql(self.kind, &row_text, self.hashing.pg_native),
         };
         format!(
@@ -374,7 +394,7 @@ impl Session {
                     let (key, fields) = finished(&system, row, &finish, key_width)?;
                     let bucket = bucket_of(&key, hashing);
                     if only.is_none_or(|o| o.binary_search(&bucket).is_ok()) {
-                        let hash = row_hash(&key, &fields);
+                        let hash = hashing.row_hash(&key, &fields);
                         each(key, bucket, hash);
                     }
                     Ok(())
