@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use futures::TryStreamExt;
 use sqlx::Row;
 
-use super::{args, json_param, Bind, Kind, StateError, Store};
+use super::{args, json_param, Backend, Bind, Kind, StateError, Store};
 
 impl Store {
     /// The target keys (ledger text form) of those of `source_keys` the map holds.
@@ -57,12 +57,15 @@ impl Store {
     }
 
     /// Hands every (source key, target key) pair of the job's map to
-    /// `each`, streamed, in no particular order; stops at `each`'s first error.
+    /// `each`, in no particular order; stops at `each`'s first error.
     pub async fn each_id<E: From<StateError>>(
         &self,
         job: &str,
         each: &mut (dyn FnMut(String, String) -> Result<(), E> + Send),
     ) -> Result<(), E> {
+        if self.backend == Backend::Sqlite {
+            return self.each_id_paged(job, each).await;
+        }
         let mut a = args();
         a.push(job.to_string());
         let mut rows = sqlx::query_with(
@@ -74,6 +77,45 @@ impl Store {
             each(row.get::<String, _>(0), row.get::<String, _>(1))?;
         }
         Ok(())
+    }
+
+    /// SQLite: pages of keys, each one JSON row (sqlx hands SQLite rows
+    /// across threads one by one, which costs more than reading them).
+    async fn each_id_paged<E: From<StateError>>(
+        &self,
+        job: &str,
+        each: &mut (dyn FnMut(String, String) -> Result<(), E> + Send),
+    ) -> Result<(), E> {
+        const PAGE: i64 = 20_000;
+        let sql = "SELECT json_group_array(json_array(source_key, target_key)) \
+                   FROM (SELECT source_key, target_key FROM ferry_idmap \
+                         WHERE job = $1 AND source_key > $2 ORDER BY source_key LIMIT $3)";
+        let mut after = String::new();
+        loop {
+            let mut a = args();
+            a.push(job.to_string());
+            a.push(after.clone());
+            a.push(PAGE);
+            let row = sqlx::query_with(sql, a)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            let page: Vec<(String, String)> = serde_json::from_str(&row.get::<String, _>(0))
+                .map_err(|e| StateError::Corrupt {
+                    url: self.url.clone(),
+                    detail: format!("job {job}: id map page unreadable: {e}"),
+                })?;
+            let full = page.len() as i64 == PAGE;
+            // The page's greatest key, whatever order the aggregate gave.
+            let last = page.iter().map(|(s, _)| s).max().cloned();
+            for (source, target) in page {
+                each(source, target)?;
+            }
+            match (full, last) {
+                (true, Some(last)) => after = last,
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Records (source key, target key) pairs; a source key already mapped

@@ -98,14 +98,20 @@ async fn recheck(
     }
     pairs.sort_unstable();
     pairs.dedup();
-    let (mut source, mut target) = sides.open(false, sides.hashing).await?;
+    // Buckets ferry can compute, to find the keys' rows by.
+    let hashing = Hashing {
+        pg_native: false,
+        pg_record: false,
+        ..sides.hashing
+    };
+    let (mut source, mut target) = sides.open(false, hashing).await?;
     let keys = |side: fn(&Pair) -> &Option<String>| -> HashSet<String> {
         pairs.iter().filter_map(|p| side(p).clone()).collect()
     };
     let (source_keys, target_keys) = (keys(|p| &p.0), keys(|p| &p.1));
     let (source_buckets, target_buckets) = (
-        buckets(&source_keys, sides.hashing),
-        buckets(&target_keys, sides.hashing),
+        buckets(&source_keys, hashing),
+        buckets(&target_keys, hashing),
     );
     let (s, t) = tokio::join!(
         rows_of(&mut source, &source_buckets, &source_keys),

@@ -163,23 +163,7 @@ pub async fn verify(
         (None, Some(sum)) => sum,
         (None, None) => return Err(not_table("source", &source.describe())),
     };
-    // Rows carried through id maps are hashed by ferry as the target's
-    // server hashes: the portable hash.
-    let translated = plan.translation.is_some();
-    let hashing = Hashing {
-        buckets: BUCKETS,
-        pg_native: kind_s == kind_t && kind_s == SqlKind::Postgres && !translated,
-        pg_record: !translated
-            && kind_s == kind_t
-            && kind_s == SqlKind::Postgres
-            && same_types(&plan)
-            && record_hash_on(source_sum).await
-            && record_hash_on(target_sum).await,
-        alike: kind_s == kind_t,
-        // Ranges of the key once `compare` has measured it.
-        int_key: None,
-        keyless: translated,
-    };
+    let hashing = hashing(&plan, (kind_s, kind_t), (source_sum, target_sum)).await;
     let sides = Sides {
         source: source_sum,
         target: target_sum,
@@ -229,17 +213,49 @@ pub fn needs_state(job: &Job) -> bool {
     job.generated_key().is_some() || job.fields.iter().any(|f| f.lookup.is_some())
 }
 
+/// How both sides hash, the same on each.
+async fn hashing(
+    plan: &Plan,
+    (kind_s, kind_t): (SqlKind, SqlKind),
+    (source_sum, target_sum): (&dyn Checksum, &dyn Checksum),
+) -> Hashing {
+    // Rows pairing through an id map hash their fields only; rows carried
+    // through a lookup's map are hashed by ferry, as the target's server
+    // hashes them: the portable hash.
+    let translated = plan.translation.is_some();
+    let carried = plan
+        .translation
+        .as_ref()
+        .is_some_and(|t| !t.fields.is_empty());
+    Hashing {
+        buckets: BUCKETS,
+        pg_native: kind_s == kind_t && kind_s == SqlKind::Postgres && !carried,
+        pg_record: !carried
+            && kind_s == kind_t
+            && kind_s == SqlKind::Postgres
+            && same_types(plan, translated)
+            && record_hash_on(source_sum).await
+            && record_hash_on(target_sum).await,
+        alike: kind_s == kind_t,
+        // Ranges of the key once `compare` has measured it.
+        int_key: None,
+        keyless: translated,
+    }
+}
+
 /// Every compared column hashes alike on both sides: types of one hash
 /// family (PostgreSQL hashes an `integer` 5 as a `bigint` 5, a
 /// `numeric(12,2)` 1.50 as a `numeric` 1.5), each with a hash function of
 /// its own (not `json`, nor a type ferry does not know).
-fn same_types(plan: &Plan) -> bool {
+/// `keyless`: the keys are not hashed (they pair through an id map).
+fn same_types(plan: &Plan, keyless: bool) -> bool {
     let pairs = |s: &'_ [Column], t: &'_ [Column]| {
         s.iter()
             .zip(t)
             .all(|(a, b)| hash_family(a).is_some() && hash_family(a) == hash_family(b))
     };
-    pairs(&plan.source.key, &plan.target.key) && pairs(&plan.source.fields, &plan.target.fields)
+    (keyless || pairs(&plan.source.key, &plan.target.key))
+        && pairs(&plan.source.fields, &plan.target.fields)
 }
 
 /// The PostgreSQL hash family of a column's type, if it has one.

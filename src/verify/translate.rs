@@ -242,19 +242,20 @@ async fn keyed(
     let mut by_source = Sorter::new(SORT_MEMORY);
     let mut failed = None;
     let mut rows = 0u64;
-    session
-        .each_hashed(None, &mut |key, _, hash| {
-            rows += 1;
-            if failed.is_none() {
-                failed = by_source.push(Entry { key, hash, at: 0 }).err();
-            }
-        })
-        .await
-        .map_err(VerifyError::Source)?;
+    let mut push = |key, _, hash| {
+        rows += 1;
+        if failed.is_none() {
+            failed = by_source.push(Entry { key, hash, at: 0 }).err();
+        }
+    };
+    let hashed = session.each_hashed(None, &mut push);
+    // The map is read while the source hashes its rows.
+    let (hashed, map) = tokio::join!(hashed, sorted_map(store, job, &plan.source.key));
+    hashed.map_err(VerifyError::Source)?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let map = sorted_map(store, job, &plan.source.key).await?;
+    let map = map?;
     let mut sources = ObjectSpill::new()?;
     let mut sorted = Sorter::new(SORT_MEMORY);
     beside(by_source.finish()?, map, &mut |entry, to| {
