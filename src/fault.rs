@@ -6,7 +6,8 @@
 //! test SIGCONTs it later). Points: `detecting` (the job lease just taken), `after-enqueue`, `before-write`,
 //! `after-write` (the target holds a batch its task has not settled), `before-ack`
 //! (outbox: changes enqueued, messages not yet acknowledged), `chunk-claimed`,
-//! `chunk-part-settled` and `chunk-done` (a snapshot's chunk task).
+//! `chunk-part-settled` and `chunk-done` (a snapshot's chunk task),
+//! `verify-compared` (a verify found its suspects, not yet re-checked).
 use std::time::Duration;
 
 pub fn point(name: &str) {

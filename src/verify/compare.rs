@@ -103,6 +103,7 @@ pub(crate) async fn compare(sides: &Sides<'_>) -> Result<Found, VerifyError> {
         s.map_err(VerifyError::Source)??.0,
         t.map_err(VerifyError::Target)??.0,
     )?;
+    crate::fault::point("verify-compared");
     recheck(sides, hashing, suspects, &mut found).await?;
     Ok(found)
 }
