@@ -161,6 +161,35 @@ async fn mariadb_target_compares_equal_across_kinds() {
     assert_eq!(result(&json)["fields"], serde_json::json!({"name": 1}));
 }
 
+/// Columns MariaDB renders itself: it hashes its rows in the server, its
+/// buckets ranges of an integer key wider than one.
+#[tokio::test]
+async fn mariadb_target_hashes_in_its_server() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, name text, price numeric(12,2), seen timestamptz);
+         INSERT INTO src SELECT i, 'Zákazník ' || i || ' ✓', i * 1.25, timestamptz '2024-03-01 00:00:00+02' + i * interval '1 second'
+         FROM generate_series(1, 10000) i;",
+    )
+    .await;
+    let maria = MysqlDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.job("copy", &job(&db.url, "mysql", &maria.url, ""));
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    cfg.run_once_ok(&state);
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(result(&json)["target_pushdown"], true, "{json:#}");
+    assert_eq!(result(&json)["equal"], 10000);
+    maria
+        .exec("UPDATE dst SET name = 'hand' WHERE id = 4321; DELETE FROM dst WHERE id = 9999")
+        .await;
+    let (code, json) = verify(&cfg, &state, &[]);
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(keys(&json, "different"), ["4321"]);
+    assert_eq!(keys(&json, "missing"), ["9999"]);
+}
+
 #[tokio::test]
 async fn sqlite_target_compares_equal_across_kinds() {
     let db = TestDb::new().await;

@@ -34,13 +34,16 @@ impl IntBuckets {
     }
 
     /// The bucket of `column`, in SQL (`LEAST`/`GREATEST` are in every
-    /// dialect that hashes in the server).
-    pub fn sql(&self, column: &str, buckets: u32) -> String {
+    /// dialect that hashes in the server). `mysql`: MySQL's `/` divides
+    /// into a decimal (`4 / 1` is `4.0000`); its `DIV` is the integer
+    /// division the others' `/` is between integers.
+    pub fn sql(&self, column: &str, buckets: u32, mysql: bool) -> String {
         format!(
-            "(LEAST(GREATEST({column}, {lo}), {hi}) - {lo}) / {width}",
+            "(LEAST(GREATEST({column}, {lo}), {hi}) - {lo}) {div} {width}",
             lo = self.lo,
             hi = self.hi(buckets),
-            width = self.width
+            width = self.width,
+            div = if mysql { "DIV" } else { "/" },
         )
     }
 

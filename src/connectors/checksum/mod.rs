@@ -238,7 +238,13 @@ impl Session {
     /// The bucket of the row `s`, in the server.
     fn bucket_sql(&self, key_text: &str) -> String {
         let key_hash = match (self.hashing.int_key, self.hashing.pg_record) {
-            (Some(ranges), _) => return ranges.sql(self.key_column(), self.hashing.buckets),
+            (Some(ranges), _) => {
+                return ranges.sql(
+                    self.key_column(),
+                    self.hashing.buckets,
+                    self.kind == SqlKind::Mysql,
+                )
+            }
             (None, true) => record_hash(&self.columns[..self.key.len()]),
             (None, false) => canonical::hash_sql(self.kind, key_text, self.hashing.pg_native),
         };
