@@ -51,6 +51,33 @@ done
 customers_job "$WORK/pg" "$SRC" postgres "$DST" "$DIFF"
 STATE="sqlite://$PWD/$WORK/state.db"
 
+# A diff job from SRC's table $2 into DST's table $3 with the [fields]
+# lines $4, written to $1.
+pair_job() {
+    cat >"$1" <<TOML
+[source]
+type = "postgres"
+url = "$SRC"
+table = "$2"
+key = ["id"]
+
+[detect]
+$DIFF
+
+[target]
+type = "postgres"
+url = "$DST"
+table = "$3"
+key = ["id"]
+
+[fields]
+$4
+
+[rules]
+owner = "source"
+TOML
+}
+
 copy_both() {
     psql -X -q "$SRC" -c "COPY customers TO STDOUT" >/dev/null
     psql -X -q "$DST" -c "COPY customers TO STDOUT" >/dev/null
@@ -99,32 +126,11 @@ psql -X -q "$SRC" -c "COPY (SELECT id + 5000000, email, name, country, balance, 
     psql -X -q "$DST" -c "COPY customers_gen FROM STDIN"
 psql_q "$DST" -c "VACUUM ANALYZE customers_gen"
 mkdir -p "$WORK/gen/jobs"
-cat >"$WORK/gen/jobs/customers.toml" <<TOML
-[source]
-type = "postgres"
-url = "$SRC"
-table = "customers"
-key = ["id"]
-
-[detect]
-$DIFF
-
-[target]
-type = "postgres"
-url = "$DST"
-table = "customers_gen"
-key = ["id"]
-
-[fields]
-email = "email"
+pair_job "$WORK/gen/jobs/customers.toml" customers customers_gen 'email = "email"
 name = "name"
 country = "country"
 balance = "balance"
-updated_at = "updated_at"
-
-[rules]
-owner = "source"
-TOML
+updated_at = "updated_at"'
 GEN_STATE="$WORK/gen-state.db"
 rm -f "$GEN_STATE"*
 "$FERRY" --config "$WORK/gen" --state "sqlite://$PWD/$GEN_STATE" status >/dev/null
@@ -139,30 +145,9 @@ psql_q "$SRC" -c "CREATE TABLE refs (id bigint PRIMARY KEY, customer_id bigint, 
     -c "INSERT INTO refs SELECT g, g, 'note ' || g FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE refs"
 psql_q "$DST" -c "CREATE TABLE refs (id bigint PRIMARY KEY, customer_id bigint, note text)" \
     -c "INSERT INTO refs SELECT g, g + 5000000, 'note ' || g FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE refs"
-cat >"$WORK/gen/jobs/refs.toml" <<TOML
-[source]
-type = "postgres"
-url = "$SRC"
-table = "refs"
-key = ["id"]
-
-[detect]
-$DIFF
-
-[target]
-type = "postgres"
-url = "$DST"
-table = "refs"
-key = ["id"]
-
-[fields]
-id = "id"
+pair_job "$WORK/gen/jobs/refs.toml" refs refs 'id = "id"
 customer_id = { from = "customer_id", lookup = "customers" }
-note = "note"
-
-[rules]
-owner = "source"
-TOML
+note = "note"'
 copy_refs() {
     psql -X -q "$SRC" -c "COPY refs TO STDOUT" >/dev/null
     psql -X -q "$DST" -c "COPY refs TO STDOUT" >/dev/null

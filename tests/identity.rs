@@ -11,29 +11,7 @@ async fn orders_point_at_the_right_customer_and_wait_for_one_not_synced_yet() {
     for kind in BOTH {
         let db = TestDb::new().await;
         let cfg = ConfigDir::new();
-        // Source ids far from the ones the target generates, so a reference
-        // left untranslated points at nothing.
-        db.exec(
-            "CREATE TABLE customers (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
-             CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, total text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
-             INSERT INTO customers (id, name) VALUES (101, 'Ada'), (102, 'Brian'), (103, 'Cleo');
-             INSERT INTO orders (id, customer_id, total) VALUES (1001, 101, '10'), (1002, 103, '20'), (1003, 102, '30'), (1004, NULL, '40');",
-        )
-        .await;
-        let url = target_url(kind, &cfg, &db);
-        let target = TargetDb::open(kind, &url, &db).await;
-        let serial = match kind {
-            Target::Postgres => "serial",
-            Target::Sqlite => "INTEGER",
-            Target::Mysql => unreachable!("this test runs on PostgreSQL and SQLite targets"),
-        };
-        target
-            .exec(&format!(
-                "CREATE TABLE crm_customers (id {serial} PRIMARY KEY, name text);
-                 CREATE TABLE crm_orders (id bigint PRIMARY KEY, customer_id bigint, total text);"
-            ))
-            .await;
-        id_map_jobs(&cfg, kind, &db.url, &url);
+        let target = id_map_fixture(kind, &cfg, &db).await;
         let state = state_url(StateKind::Sqlite, &cfg, &db);
         let orders = "SELECT CAST(o.id AS TEXT) || '|' || COALESCE(c.name, '-') FROM crm_orders o
                       LEFT JOIN crm_customers c ON c.id = o.customer_id ORDER BY o.id";

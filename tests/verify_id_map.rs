@@ -34,26 +34,7 @@ fn listed(json: &serde_json::Value, job: usize) -> Vec<(String, String, String, 
 async fn drift_through_id_maps(kind: Target, state_kind: StateKind) {
     let db = TestDb::new().await;
     let cfg = ConfigDir::new();
-    db.exec(
-        "CREATE TABLE customers (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
-         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, total text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
-         INSERT INTO customers (id, name) VALUES (101, 'Ada'), (102, 'Brian'), (103, 'Cleo');
-         INSERT INTO orders (id, customer_id, total) VALUES (1001, 101, '10'), (1002, 103, '20'), (1003, 102, '30'), (1004, NULL, '40');",
-    )
-    .await;
-    let url = target_url(kind, &cfg, &db);
-    let target = TargetDb::open(kind, &url, &db).await;
-    let serial = match kind {
-        Target::Postgres => "serial",
-        _ => "INTEGER",
-    };
-    target
-        .exec(&format!(
-            "CREATE TABLE crm_customers (id {serial} PRIMARY KEY, name text);
-             CREATE TABLE crm_orders (id bigint PRIMARY KEY, customer_id bigint, total text);"
-        ))
-        .await;
-    id_map_jobs(&cfg, kind, &db.url, &url);
+    let target = id_map_fixture(kind, &cfg, &db).await;
     let state = state_url(state_kind, &cfg, &db);
     cfg.run_once_ok(&state);
 

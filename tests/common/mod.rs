@@ -13,7 +13,7 @@ pub use mysql_db::{mysql_server, MysqlDb};
 pub use proxy::Proxy;
 
 #[allow(unused_imports)]
-pub use target_db::{id_map_jobs, target_url, Target, TargetDb, ALL_SQL, BOTH};
+pub use target_db::{id_map_fixture, id_map_jobs, target_url, Target, TargetDb, ALL_SQL, BOTH};
 #[allow(unused_imports)]
 pub use verify_json::{keys, result, verify};
 

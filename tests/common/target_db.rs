@@ -124,3 +124,32 @@ pub fn id_map_jobs(cfg: &ConfigDir, kind: Target, src: &str, url: &str) {
         ),
     );
 }
+
+/// Customers and their orders in `db` (source ids far from the ones the
+/// target generates, so a reference left untranslated points at nothing),
+/// the target's tables (`crm_customers` generating its key), and the two
+/// [`id_map_jobs`]. The target.
+pub async fn id_map_fixture<'a>(kind: Target, cfg: &ConfigDir, db: &'a TestDb) -> TargetDb<'a> {
+    db.exec(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, total text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+         INSERT INTO customers (id, name) VALUES (101, 'Ada'), (102, 'Brian'), (103, 'Cleo');
+         INSERT INTO orders (id, customer_id, total) VALUES (1001, 101, '10'), (1002, 103, '20'), (1003, 102, '30'), (1004, NULL, '40');",
+    )
+    .await;
+    let url = target_url(kind, cfg, db);
+    let serial = match kind {
+        Target::Postgres => "serial",
+        Target::Sqlite => "INTEGER",
+        Target::Mysql => unreachable!("the id map tests run on PostgreSQL and SQLite targets"),
+    };
+    let target = TargetDb::open(kind, &url, db).await;
+    target
+        .exec(&format!(
+            "CREATE TABLE crm_customers (id {serial} PRIMARY KEY, name text);
+             CREATE TABLE crm_orders (id bigint PRIMARY KEY, customer_id bigint, total text);"
+        ))
+        .await;
+    id_map_jobs(cfg, kind, &db.url, &url);
+    target
+}
