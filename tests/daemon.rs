@@ -269,9 +269,12 @@ async fn two_daemons_on_one_state_store_run_every_tick_once() {
     let cfg = ConfigDir::new();
     cfg.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
     let a = cfg.daemon(&db.url, "fast = \"*/1 * * * * *\"", &[]).await;
-    let other = ConfigDir::new();
-    other.job("fast", &job(&db, "table = \"items\"", "items_copy", ""));
-    let b = other.daemon(&db.url, "fast = \"*/1 * * * * *\"", &[]).await;
+    // The second shares the config folder: FERRY_METRICS moves its port.
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let b = cfg
+        .start_daemon(&db.url, port, &[("FERRY_METRICS", &address)])
+        .await;
     // Two daemons share the ticks until 15 scheduled runs have finished.
     let finished = "trigger = 'schedule' AND finished_at IS NOT NULL";
     assert!(
@@ -285,6 +288,24 @@ async fn two_daemons_on_one_state_store_run_every_tick_once() {
     assert_eq!(dup, 0, "a tick ran twice");
     let all = runs(&db, finished).await;
     assert!(no_overlap(&all), "runs of one job overlapped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_ferry_metrics_is_a_configuration_error() {
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    cfg.schedules("[schedules]\n");
+    let out = cfg
+        .command(Some(&db.url), &["run"])
+        .env("FERRY_METRICS", "port 9464")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("FERRY_METRICS = `port 9464` is not an address"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

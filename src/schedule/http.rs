@@ -1,4 +1,4 @@
-//! The daemon's HTTP port (`[engine] metrics`): `/metrics`, `/healthz`,
+//! The daemon's HTTP port (`[engine] metrics`, or `FERRY_METRICS`): `/metrics`, `/healthz`,
 //! `/readyz`, and `POST /trigger/<job>` for webhooks.
 use std::sync::Arc;
 
@@ -10,6 +10,19 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use super::Daemon;
+
+/// The address to serve on: `FERRY_METRICS`, else `[engine] metrics`
+/// (several daemons on one host share a config folder, each on its own
+/// port), or why it is not an address.
+pub fn address(configured: &str) -> Result<String, String> {
+    match std::env::var("FERRY_METRICS") {
+        Err(_) => Ok(configured.to_string()),
+        Ok(addr) if addr.parse::<std::net::SocketAddr>().is_ok() => Ok(addr),
+        Ok(addr) => Err(format!(
+            "FERRY_METRICS = `{addr}` is not an address like \"0.0.0.0:9464\""
+        )),
+    }
+}
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()

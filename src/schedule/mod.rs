@@ -97,7 +97,13 @@ impl Daemon {
     /// Runs until SIGTERM/SIGINT; then stops claiming, lets runs in flight
     /// finish within `grace`, and returns 143/130. A second signal exits at once.
     pub async fn run(self: Arc<Self>, mut signals: Signals, grace: Duration) -> ExitCode {
-        let addr = self.config().engine.metrics.clone();
+        let addr = match http::address(&self.config().engine.metrics) {
+            Ok(addr) => addr,
+            Err(why) => {
+                tracing::error!("{why}");
+                return ExitCode::Config;
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => l,
             Err(e) => {
