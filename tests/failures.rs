@@ -2,9 +2,6 @@
 //! the exit codes the README documents, and a rerun that succeeds once fixed.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use common::*;
 
 fn job(source_url: &str, target_url: &str, extra: &str) -> String {
@@ -199,19 +196,7 @@ async fn a_run_killed_after_enqueue_loses_nothing() {
         cfg.job("customers", &items_only(&job(&db.url, &db.url, "")));
         let state = state_url(kind, &cfg, &db);
 
-        let mut child = cfg
-            .command(Some(&state), &["run", "--once"])
-            .env("FERRY_FAULT", "pause-after-enqueue")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ferry");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let reached = BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("fault point after-enqueue reached"));
-        assert!(reached, "{kind:?}: the run never reached the fault point");
+        let mut child = spawn_at_fault(&cfg, &state, "pause", "after-enqueue", &[]);
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         assert_eq!(

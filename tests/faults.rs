@@ -417,15 +417,8 @@ async fn a_stale_worker_cannot_overwrite_a_reclaimed_task() {
         .spawn()
         .expect("spawn");
     let pid = stale.id();
-    let stopped = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .nth(2)
-            == Some("T")
-    };
     assert!(
-        eventually(10, || async { stopped() }).await,
+        eventually(10, || async { stopped(pid) }).await,
         "the worker never stopped before its write"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -449,11 +442,7 @@ async fn a_stale_worker_cannot_overwrite_a_reclaimed_task() {
         .expect("run");
     assert_eq!(synced(&out, "sync"), 1);
 
-    std::process::Command::new("kill")
-        .arg("-CONT")
-        .arg(pid.to_string())
-        .status()
-        .expect("kill -CONT");
+    resume(pid);
     let out = stale.wait_with_output().expect("wait stale");
     assert_eq!(synced(&out, "sync"), 0, "the stale worker wrote nothing");
     assert!(equal(&db).await, "the newer value survived");

@@ -5,9 +5,6 @@
 //! written.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use common::*;
 use redis::AsyncCommands;
 
@@ -143,20 +140,13 @@ async fn a_batch_resent_after_a_crash_is_not_added_twice() {
     cfg.job("people", &job(&db, &stream.name, ""));
     let state = state_url(StateKind::Sqlite, &cfg, &db);
     // The first run writes its batch, then dies before settling it.
-    let mut child = cfg
-        .command(Some(&state), &["run", "--once"])
-        .env("FERRY_FAULT", "pause-after-write")
-        .env("FERRY_JOB_LEASE", "1s")
-        .env("FERRY_TASK_LEASE", "1s")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pipe = child.stderr.take().expect("stderr");
-    assert!(BufReader::new(pipe)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.contains("fault point after-write")));
+    let mut child = spawn_at_fault(
+        &cfg,
+        &state,
+        "pause",
+        "after-write",
+        &[("FERRY_JOB_LEASE", "1s"), ("FERRY_TASK_LEASE", "1s")],
+    );
     child.kill().expect("kill");
     child.wait().expect("wait");
     assert_eq!(stream.len().await, 20, "the batch was written");

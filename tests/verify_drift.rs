@@ -3,9 +3,6 @@
 //! stores; and a row changed while a verify runs is not reported.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use common::*;
 
 const DIFF: &str = "strategy = \"diff\"";
@@ -107,38 +104,18 @@ async fn a_row_changed_during_the_verify_is_not_reported() {
     let (cfg, state) = synced(&db, StateKind::Sqlite).await;
     db.exec("UPDATE dst SET name = 'hand' WHERE id IN (3, 4)")
         .await;
-    let mut verifying = cfg
-        .command(Some(&state), &["--output", "json", "verify"])
-        .env("FERRY_FAULT", "stop-verify-compared")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn verify");
-    let log = verifying.stderr.take().expect("stderr");
-    assert!(
-        BufReader::new(log)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("fault point verify-compared")),
-        "the verify never compared"
+    let verifying = spawn_command_at_fault(
+        &cfg,
+        &state,
+        &["--output", "json", "verify"],
+        "stop",
+        "verify-compared",
+        &[],
     );
-    let pid = verifying.id();
-    // Stopped by its own `kill -STOP`, which may land after the line above.
-    while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('T'))
-    }) {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
     // Between the compare and the re-check, the source takes key 3's
     // target value.
     db.exec("UPDATE src SET name = 'hand' WHERE id = 3").await;
-    std::process::Command::new("kill")
-        .arg("-CONT")
-        .arg(pid.to_string())
-        .status()
-        .expect("kill -CONT");
+    resume(verifying.id());
     let out = verifying.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(1), "key 4 still differs");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify JSON");

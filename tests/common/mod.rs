@@ -425,7 +425,8 @@ pub fn spawn_at_fault(
     spawn_command_at_fault(cfg, state, &["run", "--once"], mode, point, env)
 }
 
-/// [`spawn_at_fault`] for any `ferry` command.
+/// [`spawn_at_fault`] for any `ferry` command; its stdout is piped, for
+/// `wait_with_output` once it is resumed.
 pub fn spawn_command_at_fault(
     cfg: &ConfigDir,
     state: &str,
@@ -440,7 +441,7 @@ pub fn spawn_command_at_fault(
         .env("FERRY_FAULT", format!("{mode}-{point}"))
         .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
     let log = child.stderr.take().expect("stderr");
@@ -452,6 +453,34 @@ pub fn spawn_command_at_fault(
         "ferry never reached the fault point {point}"
     );
     child
+}
+
+/// Whether process `pid` is stopped (SIGSTOP).
+pub fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        == Some("T")
+}
+
+/// Resumes a process stopped at a `stop-<point>` fault. It stops itself
+/// with `kill -STOP` after saying so, so a SIGCONT sent on the line alone
+/// could come first and be lost: this waits for the stop (10 s at most).
+pub fn resume(pid: u32) {
+    for _ in 0..1000 {
+        if stopped(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .arg("-CONT")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill -CONT");
+    assert!(status.success(), "kill -CONT {pid}");
 }
 
 /// Starts `run --once` with a 1 s job lease, waits until it reaches the
