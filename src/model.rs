@@ -13,11 +13,15 @@ pub type Record = Map<String, Value>;
 pub struct SourceRow {
     pub object: Object,
     pub cursor: Option<String>,
+    /// The row's hash as its database computed it, in a hashed scan
+    /// ([`crate::connectors::Source::scan_hashed`]).
+    pub source_hash: Option<i64>,
 }
 
 impl SourceRow {
     pub fn new(data: Record, cursor: Option<String>) -> SourceRow {
         SourceRow {
+            source_hash: None,
             object: Object::Record(data),
             cursor,
         }
@@ -181,6 +185,11 @@ pub struct Item {
         deserialize_with = "present"
     )]
     pub prior: Option<Option<String>>,
+    /// The hash the source's database computed of this row (the diff's
+    /// pushdown), recorded in the ledger beside `hash`. Never queued: the
+    /// ledger learns it when the item is detected, or settled by a chunk.
+    #[serde(skip)]
+    pub source_hash: Option<i64>,
 }
 
 /// A field that is there, even as `null`: `Some` of its value.
@@ -216,6 +225,7 @@ impl Item {
             data: Some(data),
             error: None,
             prior: None,
+            source_hash: None,
         }
     }
 
@@ -228,6 +238,7 @@ impl Item {
             data: None,
             error: None,
             prior: None,
+            source_hash: None,
         }
     }
 

@@ -16,6 +16,7 @@ fn synced(key: &str, hash: i64, version: i64) -> Synced {
         hash,
         version,
         written: Some(format!("w{version}")),
+        source_hash: None,
     }
 }
 

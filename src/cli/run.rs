@@ -126,6 +126,7 @@ pub(super) fn run_json(r: &JobRun) -> serde_json::Value {
         "exit_code": r.exit_code().code(),
         "seconds": r.elapsed.as_secs_f64(),
         "scanned": d.scanned,
+        "read_whole": d.read_whole,
         "changed": d.changed(),
         "inserts": d.inserts,
         "updates": d.updates,

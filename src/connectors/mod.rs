@@ -70,6 +70,16 @@ pub enum Scan<'a> {
 
 pub type RowStream = BoxStream<'static, Result<SourceRow, ConnectorError>>;
 
+/// What a hashed scan ([`Source::scan_hashed`]) reads of each row besides
+/// the hash its database computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashed {
+    /// The key columns only: every other value stays in the server.
+    Keys,
+    /// The whole object, as [`Source::scan`] reads it.
+    Whole,
+}
+
 /// A part of a table source split into chunks of about equal rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
@@ -110,6 +120,20 @@ pub trait Source: Send + Sync {
     /// The system and object, for messages: `postgres postgres://u:***@h/db table "customers"`.
     fn describe(&self) -> String;
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError>;
+    /// [`Scan::All`] or [`Scan::Subset`] with each row's hash, computed by
+    /// the source's database over the columns the object holds, in
+    /// [`SourceRow::source_hash`]: equal hashes mean an unchanged row, so a
+    /// diff reads only the keys and hashes of most rows. None: this source
+    /// cannot hash its rows.
+    ///
+    /// [`SourceRow::source_hash`]: crate::model::SourceRow::source_hash
+    async fn scan_hashed(
+        &self,
+        _scan: Scan<'_>,
+        _read: Hashed,
+    ) -> Result<Option<RowStream>, ConnectorError> {
+        Ok(None)
+    }
     /// A queue: up to `max` messages, in order; none when the queue stays
     /// empty for a moment (the run's detection is then over).
     async fn receive(&self, _max: usize) -> Result<Vec<Received>, ConnectorError> {

@@ -11,15 +11,37 @@ use std::time::Instant;
 use futures::TryStreamExt;
 
 use super::{Chunker, DetectError, DetectReport, Detection};
-use crate::connectors::{KeyRange, RowStream, Scan, Source, Subset};
+use crate::config::{Detect, Job};
+use crate::connectors::{ConnectorError, Hashed, KeyRange, RowStream, Scan, Source, Subset};
 use crate::model::Item;
 use crate::sort::{Entry, LineSpill, Merged, ObjectSpill, Sorter, SpilledObjects, SORT_MEMORY};
 use crate::state::{DetectedBatch, IntegerKeys, LedgerEntry, StateError};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
     let chunker = Chunker::new(d).start().await?;
-    let rows = d.source.scan(Scan::All).await?;
+    if !chunker.skip_lookups {
+        if let Some(keys) = d.source.scan_hashed(Scan::All, Hashed::Keys).await? {
+            return super::pushdown::compare(chunker, keys, max_delete_ratio).await;
+        }
+    }
+    let rows = scan_for_diff(d.job, d.source, Scan::All).await?;
     compare(chunker, rows, max_delete_ratio, &Scope::All).await
+}
+
+/// `scan` of a diff job's source, each row with the hash its database
+/// computes when it can (the ledger keeps it for the next run's pushdown,
+/// [`super::pushdown`]); a scan of any other job's source as it is.
+pub async fn scan_for_diff(
+    job: &Job,
+    source: &dyn Source,
+    scan: Scan<'_>,
+) -> Result<RowStream, ConnectorError> {
+    if matches!(job.detect, Detect::Diff { .. }) {
+        if let Some(rows) = source.scan_hashed(scan, Hashed::Whole).await? {
+            return Ok(rows);
+        }
+    }
+    source.scan(scan).await
 }
 
 /// Which live ledger keys that the scan lacks are deletes.
@@ -96,7 +118,6 @@ pub(super) async fn compare(
     max_delete_ratio: f64,
     scope: &Scope<'_>,
 ) -> Result<DetectReport, DetectError> {
-    let d = chunker.d;
     if chunker.skip_lookups {
         // First run, or --full: every object is new, and nothing is deleted.
         chunker.consume(rows, false).await?;
@@ -111,7 +132,18 @@ pub(super) async fn compare(
     };
     let deletes = merge(&mut chunker, scan, &objects, scope, part).await?;
     drop(objects);
+    finish(chunker, deletes, max_delete_ratio, scope).await
+}
 
+/// Guards the merge's deletes (`max_delete_ratio`, an empty source) and
+/// enqueues them, or counts them in a dry run.
+pub(super) async fn finish(
+    mut chunker: Chunker<'_>,
+    deletes: DeleteSpill,
+    max_delete_ratio: f64,
+    scope: &Scope<'_>,
+) -> Result<DetectReport, DetectError> {
+    let d = chunker.d;
     let present = match scope {
         // A few keys of the table: its deletes weigh against the whole.
         Scope::Listed(_) => d.store.live_count(&d.job.name).await?.max(0) as u64,
@@ -169,11 +201,12 @@ async fn sort_scan(
     let report_every = chunker.job.batch.size as u64;
     while let Some(row) = rows.try_next().await? {
         chunker.report.scanned += 1;
+        chunker.report.read_whole += 1;
         unreported += 1;
         if let Some((_, key)) = chunker.keyed(&row) {
             all_integer &= is_integer_key(&key);
             let (json, hash) = row.object.into_json();
-            let at = objects.push(json.get().as_bytes())?;
+            let at = objects.push(&spilled(json.get(), row.source_hash))?;
             sorter.push(Entry { key, hash, at })?;
         }
         if unreported == report_every {
@@ -295,10 +328,39 @@ fn change(
     }
     // Both were written by `sort_scan` from valid JSON values.
     let key = serde_json::from_str(&object.key).map_err(io::Error::from)?;
-    let data = serde_json::from_slice(&objects.read(object.at)?).map_err(io::Error::from)?;
-    batch.items.push(Item::upsert_json(key, data, object.hash));
+    let spilled = objects.read(object.at)?;
+    let (json, source_hash) = unspilled(&spilled);
+    let data = serde_json::from_slice(json).map_err(io::Error::from)?;
+    let mut item = Item::upsert_json(key, data, object.hash);
+    item.source_hash = source_hash;
+    batch.items.push(item);
     batch.keys.push(object.key);
     Ok(())
+}
+
+/// An object as the scan spills it: its JSON, after `h` and the source's
+/// hash of the row when there is one (JSON never starts with `h`).
+fn spilled(json: &str, source_hash: Option<i64>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(json.len() + 9);
+    if let Some(hash) = source_hash {
+        bytes.push(b'h');
+        bytes.extend_from_slice(&hash.to_le_bytes());
+    }
+    bytes.extend_from_slice(json.as_bytes());
+    bytes
+}
+
+/// The inverse of [`spilled`].
+fn unspilled(bytes: &[u8]) -> (&[u8], Option<i64>) {
+    match bytes.split_first() {
+        Some((b'h', rest)) if rest.len() >= 8 => {
+            let (hash, json) = rest.split_at(8);
+            // `split_at(8)` gives exactly eight bytes.
+            let hash = i64::from_le_bytes(hash.try_into().expect("eight bytes"));
+            (json, Some(hash))
+        }
+        _ => (bytes, None),
+    }
 }
 
 /// Enqueues the deletes the merge found, a chunk at a time.
@@ -336,18 +398,18 @@ async fn enqueue_deletes(
 /// Live ledger keys the scan did not see, each after a one-byte flag telling
 /// whether a version of it is still queued. (A key text is compact JSON: it
 /// never holds a raw line break.)
-struct DeleteSpill {
+pub(super) struct DeleteSpill {
     lines: LineSpill,
 }
 
 impl DeleteSpill {
-    fn new() -> io::Result<Self> {
+    pub(super) fn new() -> io::Result<Self> {
         Ok(DeleteSpill {
             lines: LineSpill::new()?,
         })
     }
 
-    fn push(&mut self, key: &str, entry: &LedgerEntry) -> io::Result<()> {
+    pub(super) fn push(&mut self, key: &str, entry: &LedgerEntry) -> io::Result<()> {
         if entry.deleted {
             return Ok(());
         }
@@ -367,7 +429,15 @@ impl DeleteSpill {
 
 #[cfg(test)]
 mod tests {
-    use super::is_integer_key;
+    use super::{is_integer_key, spilled, unspilled};
+
+    #[test]
+    fn a_spilled_object_keeps_its_source_hash() {
+        for hash in [None, Some(0), Some(-7), Some(i64::MAX)] {
+            let bytes = spilled("{\"id\":1}", hash);
+            assert_eq!(unspilled(&bytes), (&b"{\"id\":1}"[..], hash));
+        }
+    }
 
     #[test]
     fn integer_keys_are_one_i64_and_nothing_else() {

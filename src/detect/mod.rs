@@ -5,8 +5,11 @@
 mod cursor;
 mod diff;
 mod outbox;
+mod pushdown;
 mod resync;
 pub mod snapshot;
+
+pub use diff::scan_for_diff;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -41,6 +44,9 @@ pub struct DetectOptions {
 #[derive(Debug, Clone, Default)]
 pub struct DetectReport {
     pub scanned: u64,
+    /// Rows the source sent whole; the rest of `scanned` left it as a key
+    /// and a hash its database computed (the diff's pushdown).
+    pub read_whole: u64,
     pub inserts: u64,
     pub updates: u64,
     pub deletes: u64,
@@ -95,6 +101,7 @@ impl DetectReport {
     /// Adds an earlier pass's counts to this one's (a snapshot's last pass).
     pub fn absorb(&mut self, earlier: DetectReport) {
         self.scanned += earlier.scanned;
+        self.read_whole += earlier.read_whole;
         self.inserts += earlier.inserts;
         self.updates += earlier.updates;
         self.deletes += earlier.deletes;
@@ -226,6 +233,7 @@ impl<'a> Chunker<'a> {
     async fn consume(&mut self, mut rows: RowStream, advance: bool) -> Result<(), DetectError> {
         while let Some(row) = rows.try_next().await? {
             self.report.scanned += 1;
+            self.report.read_whole += 1;
             self.rows.push(row);
             if self.rows.len() >= self.job.batch.size {
                 self.flush(advance).await?;
@@ -272,6 +280,7 @@ impl<'a> Chunker<'a> {
             // Every key in `order` was inserted into `by_key` just above.
             let (key, row) = by_key.remove(&text).expect("key collected above");
             let mut item = Item::upsert_object(key, row.object);
+            item.source_hash = row.source_hash;
             let found = ledger.get(&text);
             if self.changed(
                 &text,

@@ -23,6 +23,7 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
         let started = Instant::now();
         let scanned = received.len() as u64;
         chunker.report.scanned += scanned;
+        chunker.report.read_whole += scanned;
         let mut by_key: HashMap<String, (Vec<Value>, Op, Record)> = HashMap::new();
         let mut order = Vec::new();
         let mut dead = Vec::new();

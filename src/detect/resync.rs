@@ -28,7 +28,7 @@ pub async fn detect(d: Detection<'_>) -> Result<DetectReport, DetectError> {
         };
     let mut chunker = Chunker::new(d).start().await?;
     chunker.resend = true;
-    let rows = d.source.scan(Scan::Subset(subset)).await?;
+    let rows = super::diff::scan_for_diff(d.job, d.source, Scan::Subset(subset)).await?;
     if subset.predicate.is_some() {
         chunker.consume(rows, false).await?;
         return Ok(chunker.report);

@@ -5,19 +5,20 @@ use futures::TryStreamExt;
 
 use crate::config::Job;
 use crate::connectors::{self, ConnectorError, Scan, Source, Subset};
+use crate::detect::scan_for_diff;
 use crate::model::Item;
 use crate::sync::{ChunkReader, ChunkRow, ChunkRows};
 
 pub(super) struct SourceChunks {
     source: Box<dyn Source>,
-    key: Vec<String>,
+    job: Job,
 }
 
 impl SourceChunks {
     pub(super) fn open(job: &Job) -> Result<SourceChunks, ConnectorError> {
         Ok(SourceChunks {
             source: connectors::source(job)?,
-            key: job.source.key.clone(),
+            job: job.clone(),
         })
     }
 }
@@ -32,11 +33,15 @@ impl ChunkReader for SourceChunks {
                 format!("a chunk task's part of the source is unreadable: {e}"),
             )
         })?;
-        let rows = self.source.scan(Scan::Subset(&part)).await?;
-        let key = self.key.clone();
+        let rows = scan_for_diff(&self.job, self.source.as_ref(), Scan::Subset(&part)).await?;
+        let key = self.job.source.key.clone();
         Ok(Box::pin(rows.map_ok(
             move |row| match row.object.key(&key) {
-                Ok(values) => ChunkRow::Item(Item::upsert_object(values, row.object)),
+                Ok(values) => {
+                    let mut item = Item::upsert_object(values, row.object);
+                    item.source_hash = row.source_hash;
+                    ChunkRow::Item(item)
+                }
                 Err(column) => ChunkRow::Invalid(format!(
                     "an object has no value in key column `{column}`, so it cannot be synced: {}",
                     row.object.preview()

@@ -193,6 +193,7 @@ impl JobRun {
     /// changes of unknown kind besides.
     fn count_snapshot_rows(&mut self) {
         self.detect.scanned += self.sync.snapshot_rows;
+        self.detect.read_whole += self.sync.snapshot_rows;
         if !self.detect.snapshot_counted {
             self.detect.unclassified += self.sync.snapshot_rows;
         }

@@ -212,8 +212,8 @@ impl Store {
             return Ok(());
         }
         let insert = format!(
-            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written, deleted) \
-             SELECT $1, key, hash, version, hash, version, written, 0 FROM {} AS x WHERE true",
+            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written, deleted, source_hash) \
+             SELECT $1, key, hash, version, hash, version, written, 0, source_hash FROM {} AS x WHERE true",
             self.json_rows(2, SYNCED_COLUMNS)
         );
         let rows = synced_rows(synced);
@@ -241,8 +241,8 @@ impl Store {
         let upsert = format!(
             "{insert} ON CONFLICT (job, key) DO UPDATE SET detected_hash = excluded.detected_hash, \
              detected_version = excluded.detected_version, synced_hash = excluded.synced_hash, \
-             synced_version = excluded.synced_version, written = excluded.written, deleted = 0, discarded = 0 \
-             WHERE ferry_ledger.detected_version <= excluded.detected_version"
+             synced_version = excluded.synced_version, written = excluded.written, deleted = 0, discarded = 0, \
+             source_hash = excluded.source_hash WHERE ferry_ledger.detected_version <= excluded.detected_version"
         );
         sqlx::query_with(&upsert, bound())
             .execute(&mut **tx)

@@ -15,6 +15,9 @@ pub struct LedgerEntry {
     pub detected_version: i64,
     pub synced_version: Option<i64>,
     pub deleted: bool,
+    /// The hash the source's database computed of the row detected last
+    /// (the diff's pushdown); None when unknown.
+    pub source_hash: Option<i64>,
 }
 
 impl LedgerEntry {
@@ -96,7 +99,7 @@ impl Store {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT key, detected_hash, detected_version, synced_version, deleted, written FROM ferry_ledger \
+            "SELECT key, detected_hash, detected_version, synced_version, deleted, source_hash, written FROM ferry_ledger \
              WHERE job = $1 AND key IN {}",
             self.json_strings(2)
         );
@@ -110,7 +113,7 @@ impl Store {
         for r in rows {
             out.insert(
                 r.get::<String, _>(0),
-                (entry_of(&r, 1), r.get::<Option<String>, _>(5)),
+                (entry_of(&r, 1), r.get::<Option<String>, _>(6)),
             );
         }
         Ok(out)
@@ -252,7 +255,7 @@ impl Store {
         batch: &mut DetectedBatch,
         new_task: i64,
     ) -> Result<(), StateError> {
-        let rows: Vec<(&String, i64, i64, i64)> = batch
+        let rows: Vec<(&String, i64, i64, i64, Option<i64>)> = batch
             .items
             .iter()
             .zip(&batch.keys)
@@ -262,19 +265,21 @@ impl Store {
                     parse_hash(&item.hash),
                     item.version,
                     i64::from(item.op == Op::Delete),
+                    item.source_hash,
                 )
             })
             .collect();
         let insert = format!(
-            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, deleted) \
-             SELECT $1, key, hash, version, deleted FROM {} AS x",
+            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, deleted, source_hash) \
+             SELECT $1, key, hash, version, deleted, source_hash FROM {} AS x",
             self.json_rows(
                 2,
                 &[
                     ("key", Kind::Text),
                     ("hash", Kind::Int),
                     ("version", Kind::Int),
-                    ("deleted", Kind::Int)
+                    ("deleted", Kind::Int),
+                    ("source_hash", Kind::Int)
                 ]
             )
         );
@@ -310,7 +315,8 @@ impl Store {
         if known_keys {
             let upsert = format!(
                 "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
-                 detected_version = excluded.detected_version, deleted = excluded.deleted"
+                 detected_version = excluded.detected_version, deleted = excluded.deleted, \
+                 source_hash = excluded.source_hash"
             );
             sqlx::query_with(&upsert, ledger_args())
                 .execute(&mut **tx)
@@ -366,6 +372,41 @@ impl Store {
         Ok(())
     }
 
+    /// Records the source's hash of keys whose rows detection read and found
+    /// unchanged: (key, the entry's `detected_hash` then, source hash). An
+    /// entry detected again since (another hash) is left as it is.
+    pub async fn record_source_hashes(
+        &self,
+        job: &str,
+        known: &[(String, i64, i64)],
+    ) -> Result<(), StateError> {
+        if known.is_empty() {
+            return Ok(());
+        }
+        let rows = self.json_rows(
+            2,
+            &[
+                ("key", Kind::Text),
+                ("detected", Kind::Int),
+                ("hash", Kind::Int),
+            ],
+        );
+        // Materialized: else SQLite scans every key of the job per statement.
+        let sql = format!(
+            "WITH x AS MATERIALIZED {rows} \
+             UPDATE ferry_ledger SET source_hash = x.hash FROM x \
+             WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key AND ferry_ledger.detected_hash = x.detected"
+        );
+        let mut a = args();
+        a.push(job.to_string());
+        a.push(json_param(&known));
+        sqlx::query_with(&sql, a)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Deletes that reached the target leave nothing to remember: their
     /// entries go, a thousand at a time.
     pub(super) async fn purge_settled_deletes(&self) -> Result<u64, StateError> {
@@ -394,25 +435,33 @@ pub(super) const SYNCED_COLUMNS: &[(&str, Kind)] = &[
     ("hash", Kind::Int),
     ("version", Kind::Int),
     ("written", Kind::Text),
+    ("source_hash", Kind::Int),
 ];
+
+/// (key, hash, version, written, source hash): one of [`SYNCED_COLUMNS`].
+type SyncedRow<'a> = (&'a str, i64, i64, Option<&'a str>, Option<i64>);
 
 /// Synced items as one JSON parameter of [`SYNCED_COLUMNS`] rows.
 pub(super) fn synced_rows(synced: &[Synced]) -> String {
-    let rows: Vec<(&str, i64, i64, Option<&str>)> = synced
+    let rows: Vec<SyncedRow> = synced
         .iter()
-        .map(|s| (s.key.as_str(), s.hash, s.version, s.written.as_deref()))
+        .map(|s| {
+            let written = s.written.as_deref();
+            (s.key.as_str(), s.hash, s.version, written, s.source_hash)
+        })
         .collect();
     json_param(&rows)
 }
 
 /// A ledger entry from the columns `detected_hash, detected_version,
-/// synced_version, deleted` starting at `first`.
+/// synced_version, deleted, source_hash` starting at `first`.
 pub(super) fn entry_of(r: &sqlx::any::AnyRow, first: usize) -> LedgerEntry {
     LedgerEntry {
         detected_hash: r.get(first),
         detected_version: r.get(first + 1),
         synced_version: r.get(first + 2),
         deleted: r.get::<i64, _>(first + 3) != 0,
+        source_hash: r.get(first + 4),
     }
 }
 
@@ -445,13 +494,13 @@ impl Store {
             let new_rows = format!(
                 "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version) \
                  SELECT $1, key, hash, 0, hash, 0 FROM {rows} AS x WHERE x.prior IS NULL \
-                 ON CONFLICT (job, key) DO UPDATE SET detected_hash = excluded.detected_hash, synced_hash = excluded.synced_hash, deleted = 0 \
-                 WHERE ferry_ledger.deleted = 1"
+                 ON CONFLICT (job, key) DO UPDATE SET detected_hash = excluded.detected_hash, synced_hash = excluded.synced_hash, deleted = 0, \
+                 source_hash = NULL WHERE ferry_ledger.deleted = 1"
             );
             // Materialized: else SQLite scans every key of the job per statement.
             let seen_rows = format!(
                 "WITH x AS MATERIALIZED {rows} \
-                 UPDATE ferry_ledger SET detected_hash = x.hash, synced_hash = x.hash FROM x \
+                 UPDATE ferry_ledger SET detected_hash = x.hash, synced_hash = x.hash, source_hash = NULL FROM x \
                  WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key AND ferry_ledger.detected_hash = x.prior AND ferry_ledger.deleted = 0"
             );
             for sql in [new_rows, seen_rows] {

@@ -97,7 +97,7 @@ impl Store {
             None => " AND $2::bigint <= $3::bigint".to_string(),
         };
         let sql = format!(
-            "SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger WHERE job = $1{filter} ORDER BY key"
+            "SELECT key, detected_hash, detected_version, synced_version, deleted, source_hash FROM ferry_ledger WHERE job = $1{filter} ORDER BY key"
         );
         let mut rows = sqlx::query_with(&sql, a).fetch(&self.pool);
         let mut page = Vec::with_capacity(page_size);
@@ -142,8 +142,8 @@ impl Store {
         };
         let (lo, hi) = within.map_or((i64::MIN, i64::MAX), |w| (w.lo, w.hi));
         let sql = format!(
-            "SELECT json_group_array(json_array(key, detected_hash, detected_version, synced_version, deleted)) \
-             FROM (SELECT key, detected_hash, detected_version, synced_version, deleted FROM ferry_ledger \
+            "SELECT json_group_array(json_array(key, detected_hash, detected_version, synced_version, deleted, source_hash)) \
+             FROM (SELECT key, detected_hash, detected_version, synced_version, deleted, source_hash FROM ferry_ledger \
                    WHERE job = $1 AND key > $2{filter} ORDER BY key LIMIT $3)"
         );
         let mut after = String::new();
@@ -177,7 +177,7 @@ impl Store {
     }
 
     fn ledger_page(&self, job: &str, json: &str) -> Result<Vec<(String, LedgerEntry)>, StateError> {
-        type Page = Vec<(String, i64, i64, Option<i64>, i64)>;
+        type Page = Vec<(String, i64, i64, Option<i64>, i64, Option<i64>)>;
         let page: Page = serde_json::from_str(json).map_err(|e| StateError::Corrupt {
             url: self.url.clone(),
             detail: format!("job {job}: ledger page unreadable: {e}"),
@@ -185,7 +185,7 @@ impl Store {
         Ok(page
             .into_iter()
             .map(
-                |(key, detected_hash, detected_version, synced_version, deleted)| {
+                |(key, detected_hash, detected_version, synced_version, deleted, source_hash)| {
                     (
                         key,
                         LedgerEntry {
@@ -193,6 +193,7 @@ impl Store {
                             detected_version,
                             synced_version,
                             deleted: deleted != 0,
+                            source_hash,
                         },
                     )
                 },

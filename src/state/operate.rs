@@ -247,7 +247,7 @@ impl Store {
             "WITH x AS MATERIALIZED {rows} \
              UPDATE ferry_ledger SET detected_hash = COALESCE(synced_hash, {NEVER_WRITTEN_HASH}), \
              synced_version = COALESCE(synced_version, detected_version), \
-             detected_version = COALESCE(synced_version, detected_version), deleted = 0, discarded = 1 FROM x \
+             detected_version = COALESCE(synced_version, detected_version), deleted = 0, discarded = 1, source_hash = NULL FROM x \
              WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key AND ferry_ledger.detected_version = x.version",
             rows = self.json_rows(2, &[("key", Kind::Text), ("version", Kind::Int)])
         );

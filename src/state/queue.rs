@@ -82,6 +82,8 @@ pub struct Synced {
     /// hashes of the value sent and of the value the target held after the
     /// write. None: unknown (the target cannot read back), or deleted.
     pub written: Option<String>,
+    /// The source's hash of the row (a snapshot's chunk records it).
+    pub source_hash: Option<i64>,
 }
 
 fn first_error(items: &[Item]) -> Option<String> {

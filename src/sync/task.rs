@@ -384,6 +384,7 @@ fn synced(key: &str, item: &Item, written: Option<String>) -> Synced {
         hash: parse_hash(&item.hash),
         version: item.version,
         written,
+        source_hash: item.source_hash,
     }
 }
 

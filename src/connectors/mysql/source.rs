@@ -12,8 +12,8 @@ use crate::connectors::sql::{
     chunks_of, classify, quote_ident, records_of_json, relation, split_statements, OutboxTable,
 };
 use crate::connectors::{
-    ColumnType, ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source, Split,
-    Subset,
+    ColumnType, ConnectorError, Hashed, ListedTable, Received, RowStream, Scan, Shape, Source,
+    Split, Subset,
 };
 use crate::model::{Record, SourceRow};
 
@@ -117,6 +117,93 @@ impl MysqlSource {
     /// are rendered as PostgreSQL renders bytea (`\\x` and hex), the one
     /// form of bytes from every SQL source; `JSON_OBJECT` would write
     /// `base64:type252:…`.
+    /// A scan; with `hashed`, each row's hash beside it (see
+    /// [`Source::scan_hashed`]): the first 60 bits of the MD5 of the JSON
+    /// the server renders the row as, the text ferry's own hash reads.
+    async fn scan_with(
+        &self,
+        scan: Scan<'_>,
+        hashed: Option<Hashed>,
+    ) -> Result<RowStream, ConnectorError> {
+        let columns = self.columns(&self.relation).await?;
+        let binary = self.binary_columns(&columns).await?;
+        let whole = Self::as_json(&columns, &binary);
+        let (json, hash) = match hashed {
+            None => (whole, String::new()),
+            Some(read) => {
+                let hash = format!(", CAST(CONV(LEFT(MD5({whole}), 15), 16, 10) AS SIGNED)");
+                let json = match read {
+                    Hashed::Whole => whole,
+                    Hashed::Keys => {
+                        let keys: Vec<(String, String)> = columns
+                            .iter()
+                            .filter(|(c, _)| self.key.contains(c))
+                            .cloned()
+                            .collect();
+                        Self::as_json(&keys, &binary)
+                    }
+                };
+                (json, hash)
+            }
+        };
+        let from = format!("({}) AS s", self.relation);
+        let mut binds: Vec<Value> = Vec::new();
+        let sql = match scan {
+            Scan::All => format!("SELECT {json}, NULL{hash} FROM {from}"),
+            Scan::Subset(subset) => {
+                let (clause, values) = self.subset_clause(&columns, subset);
+                binds.extend(values);
+                format!("SELECT {json}, NULL{hash} FROM {from}{clause}")
+            }
+            Scan::NullCursor { column } => format!(
+                "SELECT {json}, NULL FROM {from} WHERE s.{} IS NULL",
+                quote_ident(column)
+            ),
+            Scan::Since {
+                column,
+                from: since,
+                lag,
+            } => {
+                let c = quote_ident(column);
+                let temporal = columns.iter().any(|(name, ty)| {
+                    name == column && matches!(ty.as_str(), "DATETIME" | "TIMESTAMP" | "DATE")
+                });
+                let base = format!(
+                    "SELECT {json}, CAST(s.{c} AS CHAR) FROM {from} WHERE s.{c} IS NOT NULL"
+                );
+                match since {
+                    None => format!("{base} ORDER BY s.{c}"),
+                    Some(since) => {
+                        binds.push(Value::from(since));
+                        if temporal && !lag.is_zero() {
+                            binds.push(Value::from(lag.as_micros().to_string()));
+                            format!("{base} AND s.{c} >= CAST(? AS DATETIME(6)) - INTERVAL ? MICROSECOND ORDER BY s.{c}")
+                        } else {
+                            format!("{base} AND s.{c} >= ? ORDER BY s.{c}")
+                        }
+                    }
+                }
+            }
+        };
+        let pool = self.pool.clone();
+        let system = self.system.clone();
+        let object = self.object.clone();
+        let stream = async_stream::try_stream! {
+            let mut rows = bind_all(sqlx::query(&sql), &binds).fetch(&pool);
+            while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
+                let json: String = row.try_get(0).map_err(|e| classify(e, &system, &object))?;
+                let data: Record = serde_json::from_str(&json).map_err(|e| ConnectorError::failed(&system, &object, e))?;
+                let cursor: Option<String> = row.try_get(1).map_err(|e| classify(e, &system, &object))?;
+                let mut source_row = SourceRow::new(data, cursor);
+                if hashed.is_some() {
+                    source_row.source_hash = row.try_get(2).map_err(|e| classify(e, &system, &object))?;
+                }
+                yield source_row;
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+
     fn as_json(columns: &[(String, String)], binary: &[String]) -> String {
         let pairs = columns
             .iter()
@@ -186,61 +273,18 @@ impl Source for MysqlSource {
     }
 
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
-        let columns = self.columns(&self.relation).await?;
-        let binary = self.binary_columns(&columns).await?;
-        let json = Self::as_json(&columns, &binary);
-        let from = format!("({}) AS s", self.relation);
-        let mut binds: Vec<Value> = Vec::new();
-        let sql = match scan {
-            Scan::All => format!("SELECT {json}, NULL FROM {from}"),
-            Scan::Subset(subset) => {
-                let (clause, values) = self.subset_clause(&columns, subset);
-                binds.extend(values);
-                format!("SELECT {json}, NULL FROM {from}{clause}")
-            }
-            Scan::NullCursor { column } => format!(
-                "SELECT {json}, NULL FROM {from} WHERE s.{} IS NULL",
-                quote_ident(column)
-            ),
-            Scan::Since {
-                column,
-                from: since,
-                lag,
-            } => {
-                let c = quote_ident(column);
-                let temporal = columns.iter().any(|(name, ty)| {
-                    name == column && matches!(ty.as_str(), "DATETIME" | "TIMESTAMP" | "DATE")
-                });
-                let base = format!(
-                    "SELECT {json}, CAST(s.{c} AS CHAR) FROM {from} WHERE s.{c} IS NOT NULL"
-                );
-                match since {
-                    None => format!("{base} ORDER BY s.{c}"),
-                    Some(since) => {
-                        binds.push(Value::from(since));
-                        if temporal && !lag.is_zero() {
-                            binds.push(Value::from(lag.as_micros().to_string()));
-                            format!("{base} AND s.{c} >= CAST(? AS DATETIME(6)) - INTERVAL ? MICROSECOND ORDER BY s.{c}")
-                        } else {
-                            format!("{base} AND s.{c} >= ? ORDER BY s.{c}")
-                        }
-                    }
-                }
-            }
-        };
-        let pool = self.pool.clone();
-        let system = self.system.clone();
-        let object = self.object.clone();
-        let stream = async_stream::try_stream! {
-            let mut rows = bind_all(sqlx::query(&sql), &binds).fetch(&pool);
-            while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
-                let json: String = row.try_get(0).map_err(|e| classify(e, &system, &object))?;
-                let data: Record = serde_json::from_str(&json).map_err(|e| ConnectorError::failed(&system, &object, e))?;
-                let cursor: Option<String> = row.try_get(1).map_err(|e| classify(e, &system, &object))?;
-                yield SourceRow::new(data, cursor);
-            }
-        };
-        Ok(Box::pin(stream))
+        self.scan_with(scan, None).await
+    }
+
+    async fn scan_hashed(
+        &self,
+        scan: Scan<'_>,
+        read: Hashed,
+    ) -> Result<Option<RowStream>, ConnectorError> {
+        match scan {
+            Scan::All | Scan::Subset(_) => self.scan_with(scan, Some(read)).await.map(Some),
+            Scan::Since { .. } | Scan::NullCursor { .. } => Ok(None),
+        }
     }
 
     async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {

@@ -55,13 +55,43 @@ struct Column {
     key_slot: Option<usize>,
 }
 
+/// A last field a scan reads beside each row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Beside<'a> {
+    /// The cursor column, as text.
+    Cursor(&'a str),
+    /// The row's 64-bit hash, computed in the server over its text.
+    Hash,
+}
+
+impl Beside<'_> {
+    /// The field's expression over the row `s`.
+    pub fn sql(&self) -> String {
+        match self {
+            Beside::Cursor(c) => format!("s.{}::text", quote_ident(c)),
+            Beside::Hash => ROW_HASH.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LastField {
+    Cursor,
+    Hash,
+}
+
+/// A row's hash over its text output, which renders every value exactly
+/// (a type's own hash function may not: `numeric` hashes 1.5 and 1.50
+/// alike, `citext` ignores case).
+const ROW_HASH: &str = "hashtextextended(s::text, 0)";
+
 /// The COPY statement of one scan and how to read its rows.
 pub struct CopyRows {
     columns: Vec<Column>,
     /// How many key columns there are.
     keys: usize,
-    /// Whether a last field holds the cursor column as text.
-    cursor: bool,
+    /// What a last field holds, if any.
+    last: Option<LastField>,
     sql: String,
 }
 
@@ -75,7 +105,7 @@ impl CopyRows {
         relation: &str,
         columns: &[(String, String)],
         key: &[String],
-        cursor: Option<&str>,
+        beside: Option<Beside<'_>>,
         tail: &str,
     ) -> Option<CopyRows> {
         let mut select = Vec::with_capacity(columns.len() + 1);
@@ -105,8 +135,8 @@ impl CopyRows {
         {
             return None;
         }
-        if let Some(c) = cursor {
-            select.push(format!("s.{}::text", quote_ident(c)));
+        if let Some(b) = beside {
+            select.push(b.sql());
         }
         let sql = format!(
             "COPY (SELECT {} FROM ({relation}) AS s{tail}) TO STDOUT",
@@ -115,7 +145,10 @@ impl CopyRows {
         Some(CopyRows {
             columns: planned,
             keys: key.len(),
-            cursor: cursor.is_some(),
+            last: beside.map(|b| match b {
+                Beside::Cursor(_) => LastField::Cursor,
+                Beside::Hash => LastField::Hash,
+            }),
             sql,
         })
     }
@@ -141,13 +174,17 @@ impl CopyRows {
             }
         })?;
         json.push(b'}');
-        let cursor = match (self.cursor, rest) {
-            (false, _) => None,
-            (true, Some(field)) => unescaped(field, scratch)
+        let beside = match (self.last, rest) {
+            (None, _) => None,
+            (Some(_), Some(field)) => unescaped(field, scratch)
                 .map(|text| String::from_utf8(text.to_vec()))
                 .transpose()
                 .map_err(|e| e.to_string())?,
-            (true, None) => return Err("COPY row lacks its cursor field".to_string()),
+            (Some(_), None) => return Err("COPY row lacks its last field".to_string()),
+        };
+        let (cursor, source_hash) = match self.last {
+            Some(LastField::Hash) => (None, parsed_hash(beside)?),
+            _ => (beside, None),
         };
         let key = key_spans
             .iter()
@@ -159,7 +196,16 @@ impl CopyRows {
         Ok(SourceRow {
             object: Object::Json { json, key },
             cursor,
+            source_hash,
         })
+    }
+}
+
+/// The server's row hash, which is never NULL.
+pub fn parsed_hash(text: Option<String>) -> Result<Option<i64>, String> {
+    match text.as_deref().map(str::parse::<i64>) {
+        Some(Ok(hash)) => Ok(Some(hash)),
+        _ => Err(format!("the row hash is not a number: {text:?}")),
     }
 }
 
@@ -249,6 +295,7 @@ mod tests {
     use super::*;
 
     fn plan(cursor: Option<&str>) -> CopyRows {
+        let cursor = cursor.map(Beside::Cursor);
         let columns = [
             ("id", "INT8"),
             ("name", "TEXT"),

@@ -8,13 +8,13 @@ use sqlx::{Column, Executor, PgPool, Row, Statement, TypeInfo};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::copy_rows::CopyRows;
+use super::copy_rows::{parsed_hash, Beside, CopyRows};
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{
     chunks_of, classify, quote_ident, records_of_json, relation, split_statements, OutboxTable,
 };
 use crate::connectors::{
-    ConnectorError, ListedTable, Received, RowStream, Scan, Shape, Source, Split, Subset,
+    ConnectorError, Hashed, ListedTable, Received, RowStream, Scan, Shape, Source, Split, Subset,
 };
 use crate::model::{Object, Record, SourceRow};
 
@@ -152,16 +152,125 @@ impl PostgresSource {
 
     /// The COPY form of a scan without bound values, if ferry can render
     /// its rows. A relation that cannot be described is left to the
-    /// `row_to_json` query, which reports why.
-    async fn copy_rows(&self, cursor: Option<&str>, tail: &str) -> Option<CopyRows> {
+    /// `row_to_json` query, which reports why. `keys_only`: the key columns
+    /// alone are read.
+    async fn copy_rows(
+        &self,
+        beside: Option<Beside<'_>>,
+        keys_only: bool,
+        tail: &str,
+    ) -> Option<CopyRows> {
         let described = format!("SELECT * FROM ({}) AS s", self.relation);
         let statement = (&self.pool).prepare(described.as_str()).await.ok()?;
         let columns: Vec<(String, String)> = statement
             .columns()
             .iter()
+            .filter(|c| !keys_only || self.key.iter().any(|k| k == c.name()))
             .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
             .collect();
-        CopyRows::plan(&self.relation, &columns, &self.key, cursor, tail)
+        CopyRows::plan(&self.relation, &columns, &self.key, beside, tail)
+    }
+
+    /// A scan; with `hashed`, each row's hash beside it (see
+    /// [`Source::scan_hashed`]).
+    async fn scan_with(
+        &self,
+        scan: Scan<'_>,
+        hashed: Option<Hashed>,
+    ) -> Result<RowStream, ConnectorError> {
+        // What follows `FROM (relation) AS s`, the cursor column read as
+        // text beside each row, and the values bound.
+        let (tail, cursor, binds) = match scan {
+            Scan::All => (String::new(), None, vec![]),
+            Scan::NullCursor { column } => {
+                if self.column_is_not_null(column).await? {
+                    return Ok(Box::pin(futures::stream::empty()));
+                }
+                (
+                    format!(" WHERE s.{} IS NULL", quote_ident(column)),
+                    None,
+                    vec![],
+                )
+            }
+            Scan::Subset(subset) => match self.subset_tail(subset).await? {
+                Some((tail, binds)) => (tail, None, binds),
+                None => return Ok(Box::pin(futures::stream::empty())),
+            },
+            Scan::Since { column, from, lag } => {
+                let c = quote_ident(column);
+                let Some(ty) = self.column_type(column).await? else {
+                    return Ok(Box::pin(futures::stream::empty()));
+                };
+                let (since, binds) = match from {
+                    None => (String::new(), vec![]),
+                    Some(from)
+                        if (ty.starts_with("timestamp") || ty == "date") && !lag.is_zero() =>
+                    {
+                        (
+                            format!(" AND s.{c} >= CAST($1 AS {ty}) - CAST($2 AS interval)"),
+                            vec![
+                                from.to_string(),
+                                format!("{} microseconds", lag.as_micros()),
+                            ],
+                        )
+                    }
+                    Some(from) => (
+                        format!(" AND s.{c} >= CAST($1 AS {ty})"),
+                        vec![from.to_string()],
+                    ),
+                };
+                (
+                    format!(" WHERE s.{c} IS NOT NULL{since} ORDER BY s.{c}"),
+                    Some(column),
+                    binds,
+                )
+            }
+        };
+        let beside = match (hashed, cursor) {
+            (Some(_), _) => Some(Beside::Hash),
+            (None, Some(c)) => Some(Beside::Cursor(c)),
+            (None, None) => None,
+        };
+        let keys_only = hashed == Some(Hashed::Keys);
+        if binds.is_empty() {
+            if let Some(copy) = self.copy_rows(beside, keys_only, &tail).await {
+                return Ok(self.copy_stream(copy));
+            }
+        }
+        let object_json = match keys_only {
+            true => "'{}'::text",
+            false => "row_to_json(s)::text",
+        };
+        let beside_text = beside.map_or_else(
+            || "NULL::text".to_string(),
+            |b| format!("({})::text", b.sql()),
+        );
+        let sql = format!(
+            "SELECT {object_json}, {beside_text}, {} FROM ({}) AS s{tail}",
+            self.key_json, self.relation
+        );
+        let pool = self.pool.clone();
+        let system = self.system.clone();
+        let object = self.object.clone();
+        let stream = async_stream::try_stream! {
+            let mut q = sqlx::query(&sql);
+            for b in &binds {
+                q = q.bind(b);
+            }
+            let mut rows = q.fetch(&pool);
+            while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
+                let unreadable = |e: serde_json::Error| ConnectorError::failed(&system, &object, e);
+                let json = RawValue::from_string(row.get(0)).map_err(unreadable)?;
+                let key = serde_json::from_str(row.get::<&str, _>(2)).map_err(unreadable)?;
+                let beside = row.get::<Option<String>, _>(1);
+                let (cursor, source_hash) = match hashed {
+                    Some(_) => (None, parsed_hash(beside).map_err(|e| ConnectorError::failed(&system, &object, e))?),
+                    None => (beside, None),
+                };
+                yield SourceRow { object: Object::Json { json, key }, cursor, source_hash };
+            }
+        };
+        Ok(Box::pin(stream))
     }
 
     fn copy_stream(&self, copy: CopyRows) -> RowStream {
@@ -216,84 +325,18 @@ impl Source for PostgresSource {
     }
 
     async fn scan(&self, scan: Scan<'_>) -> Result<RowStream, ConnectorError> {
-        // What follows `FROM (relation) AS s`, the cursor column read as
-        // text beside each row, and the values bound.
-        let (tail, cursor, binds) = match scan {
-            Scan::All => (String::new(), None, vec![]),
-            Scan::NullCursor { column } => {
-                if self.column_is_not_null(column).await? {
-                    return Ok(Box::pin(futures::stream::empty()));
-                }
-                (
-                    format!(" WHERE s.{} IS NULL", quote_ident(column)),
-                    None,
-                    vec![],
-                )
-            }
-            Scan::Subset(subset) => match self.subset_tail(subset).await? {
-                Some((tail, binds)) => (tail, None, binds),
-                None => return Ok(Box::pin(futures::stream::empty())),
-            },
-            Scan::Since { column, from, lag } => {
-                let c = quote_ident(column);
-                let Some(ty) = self.column_type(column).await? else {
-                    return Ok(Box::pin(futures::stream::empty()));
-                };
-                let (since, binds) = match from {
-                    None => (String::new(), vec![]),
-                    Some(from)
-                        if (ty.starts_with("timestamp") || ty == "date") && !lag.is_zero() =>
-                    {
-                        (
-                            format!(" AND s.{c} >= CAST($1 AS {ty}) - CAST($2 AS interval)"),
-                            vec![
-                                from.to_string(),
-                                format!("{} microseconds", lag.as_micros()),
-                            ],
-                        )
-                    }
-                    Some(from) => (
-                        format!(" AND s.{c} >= CAST($1 AS {ty})"),
-                        vec![from.to_string()],
-                    ),
-                };
-                (
-                    format!(" WHERE s.{c} IS NOT NULL{since} ORDER BY s.{c}"),
-                    Some(column),
-                    binds,
-                )
-            }
-        };
-        if binds.is_empty() {
-            if let Some(copy) = self.copy_rows(cursor, &tail).await {
-                return Ok(self.copy_stream(copy));
-            }
+        self.scan_with(scan, None).await
+    }
+
+    async fn scan_hashed(
+        &self,
+        scan: Scan<'_>,
+        read: Hashed,
+    ) -> Result<Option<RowStream>, ConnectorError> {
+        match scan {
+            Scan::All | Scan::Subset(_) => self.scan_with(scan, Some(read)).await.map(Some),
+            Scan::Since { .. } | Scan::NullCursor { .. } => Ok(None),
         }
-        let cursor_text = cursor.map_or_else(
-            || "NULL::text".to_string(),
-            |c| format!("s.{}::text", quote_ident(c)),
-        );
-        let sql = format!(
-            "SELECT row_to_json(s)::text, {cursor_text}, {} FROM ({}) AS s{tail}",
-            self.key_json, self.relation
-        );
-        let pool = self.pool.clone();
-        let system = self.system.clone();
-        let object = self.object.clone();
-        let stream = async_stream::try_stream! {
-            let mut q = sqlx::query(&sql);
-            for b in &binds {
-                q = q.bind(b);
-            }
-            let mut rows = q.fetch(&pool);
-            while let Some(row) = rows.try_next().await.map_err(|e| classify(e, &system, &object))? {
-                let unreadable = |e: serde_json::Error| ConnectorError::failed(&system, &object, e);
-                let json = RawValue::from_string(row.get(0)).map_err(unreadable)?;
-                let key = serde_json::from_str(row.get::<&str, _>(2)).map_err(unreadable)?;
-                yield SourceRow { object: Object::Json { json, key }, cursor: row.get::<Option<String>, _>(1) };
-            }
-        };
-        Ok(Box::pin(stream))
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
