@@ -25,10 +25,18 @@ CUSTOMERS_SCHEMA="CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT 
 # The customers table in database URL $1 with $2 rows, each a second later
 # than the one before.
 customers_table() {
-    psql_q "$1" -c "$CUSTOMERS_SCHEMA" -c "CREATE INDEX customers_updated_at ON customers (updated_at)" -c "INSERT INTO customers
+    psql_q "$1" -c "$CUSTOMERS_SCHEMA" -c "CREATE INDEX customers_updated_at ON customers (updated_at)"
+    customers_rows "$1" 1 "$2"
+    psql_q "$1" -c "VACUUM ANALYZE customers"
+}
+
+# customers_rows DB FROM TO [CONDITION]: the rows of ids FROM..TO (those
+# of them whose id `g` meets CONDITION).
+customers_rows() {
+    psql_q "$1" -c "INSERT INTO customers
     SELECT g, 'customer' || g || '@example.com', 'Customer Name ' || g, (ARRAY['CZ','DE','FR','US','GB'])[1 + g % 5],
            (g::bigint * 7919 % 10000000) / 100.0, timestamptz '2026-01-01' + g * interval '1 second'
-    FROM generate_series(1, $2) g" -c "VACUUM ANALYZE customers"
+    FROM generate_series($2, $3) g WHERE ${4:-true}"
 }
 
 # wall seconds and peak RSS (KiB) of a command, via /usr/bin/time -v; its

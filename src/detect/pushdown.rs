@@ -54,12 +54,18 @@ async fn sort_hashes(
     Ok(sorter.finish()?)
 }
 
+/// The most keys read whole by one query: each binds a value per key
+/// column where the keys are not integers, and the servers bind at most
+/// 65,535.
+const KEYS_PER_READ: usize = 5000;
+
 /// Walks the sorted hashes and the ledger side by side: reads and commits
 /// the keys that may have changed, a batch at a time, and returns the deletes.
 async fn merge(chunker: &mut Chunker<'_>, mut scan: Merged) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
     let (store, job) = (chunker.store, &chunker.job.name);
     let mut ledger = store.ledger_walk(job, size, None);
+    let per_read = size.clamp(1, KEYS_PER_READ);
     let mut deletes = DeleteSpill::new()?;
     let mut suspects = Suspects::default();
     let mut pair = scan.next_entry()?;
@@ -98,7 +104,7 @@ async fn merge(chunker: &mut Chunker<'_>, mut scan: Merged) -> Result<DeleteSpil
                 }
             },
         }
-        if suspects.len() >= size {
+        if suspects.len() >= per_read {
             read_and_commit(chunker, std::mem::take(&mut suspects)).await?;
         }
     }

@@ -8,7 +8,7 @@ use sqlx::{Column, Executor, PgPool, Row, Statement, TypeInfo};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::copy_rows::{parsed_hash, Beside, CopyRows};
+use super::copy_rows::{parsed_hash, row_hash, Beside, CopyRows};
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{
     chunks_of, classify, quote_ident, records_of_json, relation, split_statements, OutboxTable,
@@ -150,25 +150,35 @@ impl PostgresSource {
         classify(e, &self.system, &self.object)
     }
 
+    /// The relation's columns (name, sqlx type name); None when it cannot
+    /// be described (the `row_to_json` query then reports why).
+    async fn described(&self) -> Option<Vec<(String, String)>> {
+        let described = format!("SELECT * FROM ({}) AS s", self.relation);
+        let statement = (&self.pool).prepare(described.as_str()).await.ok()?;
+        Some(
+            statement
+                .columns()
+                .iter()
+                .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+                .collect(),
+        )
+    }
+
     /// The COPY form of a scan without bound values, if ferry can render
-    /// its rows. A relation that cannot be described is left to the
-    /// `row_to_json` query, which reports why. `keys_only`: the key columns
-    /// alone are read.
-    async fn copy_rows(
+    /// its rows. `keys_only`: the key columns alone are read.
+    fn copy_rows(
         &self,
+        columns: &[(String, String)],
         beside: Option<Beside<'_>>,
         keys_only: bool,
         tail: &str,
     ) -> Option<CopyRows> {
-        let described = format!("SELECT * FROM ({}) AS s", self.relation);
-        let statement = (&self.pool).prepare(described.as_str()).await.ok()?;
-        let columns: Vec<(String, String)> = statement
-            .columns()
+        let read: Vec<(String, String)> = columns
             .iter()
-            .filter(|c| !keys_only || self.key.iter().any(|k| k == c.name()))
-            .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+            .filter(|(name, _)| !keys_only || self.key.contains(name))
+            .cloned()
             .collect();
-        CopyRows::plan(&self.relation, &columns, &self.key, beside, tail)
+        CopyRows::plan(&self.relation, &read, &self.key, beside, tail)
     }
 
     /// A scan; with `hashed`, each row's hash beside it (see
@@ -226,16 +236,23 @@ impl PostgresSource {
                 )
             }
         };
+        let columns = match hashed.is_some() || binds.is_empty() {
+            true => self.described().await,
+            false => None,
+        };
+        let hash = row_hash(columns.as_deref());
         let beside = match (hashed, cursor) {
-            (Some(_), _) => Some(Beside::Hash),
+            (Some(_), _) => Some(Beside::Hash(&hash)),
             (None, Some(c)) => Some(Beside::Cursor(c)),
             (None, None) => None,
         };
         let keys_only = hashed == Some(Hashed::Keys);
-        if binds.is_empty() {
-            if let Some(copy) = self.copy_rows(beside, keys_only, &tail).await {
-                return Ok(self.copy_stream(copy));
-            }
+        let copy = columns
+            .as_deref()
+            .filter(|_| binds.is_empty())
+            .and_then(|columns| self.copy_rows(columns, beside, keys_only, &tail));
+        if let Some(copy) = copy {
+            return Ok(self.copy_stream(copy));
         }
         let object_json = match keys_only {
             true => "'{}'::text",
