@@ -143,12 +143,19 @@ struct Round {
 }
 
 impl Table {
-    /// Up to `n` distinct live keys, none of `taken`, taken out of the
-    /// sample pool for this round.
-    fn pick(&self, rng: &mut Rng, n: u64, taken: &mut BTreeSet<i64>) -> BTreeSet<i64> {
+    /// Up to `n` distinct live keys within `window` (of the live keys in
+    /// key order), none of `taken`, taken out of the pool for this round.
+    fn pick(
+        &self,
+        rng: &mut Rng,
+        n: u64,
+        window: (usize, usize),
+        taken: &mut BTreeSet<i64>,
+    ) -> BTreeSet<i64> {
         let mut picked = BTreeSet::new();
+        let (from, len) = window;
         for _ in 0..n {
-            let id = self.live[rng.below(self.live.len() as u64) as usize];
+            let id = self.live[from + rng.below(len as u64) as usize];
             if taken.insert(id) {
                 picked.insert(id);
             }
@@ -160,10 +167,22 @@ impl Table {
     async fn change(&mut self, db: &Db, rng: &mut Rng, round: usize) -> Round {
         let mut taken = BTreeSet::new();
         let (updates, deletes, untouched) = (rng.below(1500) + 1, rng.below(150), rng.below(300));
+        self.live.sort_unstable();
+        // Two rounds in every four change one stretch of keys only, as most
+        // tables change: the diff then reads the buckets around it alone
+        // (the first of the two still reads every pair, as the round before
+        // changed most buckets).
+        let window = match round % 4 {
+            2 | 3 => {
+                let len = 10_000.min(self.live.len());
+                (rng.below((self.live.len() - len) as u64 + 1) as usize, len)
+            }
+            _ => (0, self.live.len()),
+        };
         let mut r = Round {
-            updates: self.pick(rng, updates, &mut taken),
-            deletes: self.pick(rng, deletes, &mut taken),
-            untouched: self.pick(rng, untouched, &mut taken),
+            updates: self.pick(rng, updates, window, &mut taken),
+            deletes: self.pick(rng, deletes, window, &mut taken),
+            untouched: self.pick(rng, untouched, window, &mut taken),
             ..Round::default()
         };
         let inserts = rng.below(400);
@@ -224,15 +243,16 @@ fn listed(plan: &serde_json::Value, kind: &str) -> BTreeSet<i64> {
         .collect()
 }
 
+/// The ledger as a ferry that did not hash in the source left it.
 async fn forget_source_hashes(kind: StateKind, state: &str, state_db: &TestDb) {
-    let sql = "UPDATE ferry_ledger SET source_hash = NULL";
+    let sql = "UPDATE ferry_ledger SET source_hash = NULL; DELETE FROM ferry_range_digests;";
     match kind {
         StateKind::Postgres => state_db.exec(sql).await,
         StateKind::Sqlite => {
             let pool = sqlx::SqlitePool::connect(state)
                 .await
                 .expect("open the state file");
-            sqlx::query(sql)
+            sqlx::raw_sql(sql)
                 .execute(&pool)
                 .await
                 .expect("forget hashes");
@@ -296,14 +316,24 @@ async fn finds_exactly_the_changes(db: Db, kind: StateKind) {
         assert_eq!(count("deletes"), r.deletes.len() as u64, "{at}: {run}");
         assert_eq!(count("scanned"), table.live.len() as u64, "{at}: {run}");
         let changed_rows = (r.inserts.len() + r.updates.len()) as u64;
+        let hashes = count("read_hashes");
         match forgotten {
             // Every key's source hash unknown: every row read whole once.
-            true => assert_eq!(count("read_whole"), table.live.len() as u64, "{at}: {run}"),
+            true => {
+                assert_eq!(count("read_whole"), table.live.len() as u64, "{at}: {run}");
+                assert_eq!(hashes, table.live.len() as u64, "{at}: no digests: {run}");
+            }
             false => assert_eq!(
                 count("read_whole"),
                 changed_rows,
                 "{at}: only changed rows leave the source: {run}"
             ),
+        }
+        if round % 4 == 3 && !forgotten {
+            assert!(
+                hashes < table.live.len() as u64 / 4,
+                "{at}: the buckets of one stretch of keys are read alone: {run}"
+            );
         }
         assert_eq!(
             db.differences().await,
@@ -440,4 +470,58 @@ async fn changes_only_the_text_shows_are_seen() {
         assert_eq!(updates(), Some(1), "{change} is a change");
         assert_eq!(updates(), Some(0), "{change} is sent once");
     }
+}
+
+/// Range digests never hide a delete the guard refused: the next run
+/// reads those buckets again and refuses again, until it is allowed.
+#[tokio::test]
+async fn a_refused_delete_is_refused_again() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id bigint PRIMARY KEY, v int); CREATE TABLE dst (id bigint PRIMARY KEY, v int);
+         INSERT INTO src SELECT g, g FROM generate_series(1, 50000) g;",
+    )
+    .await;
+    let cfg = ConfigDir::new();
+    let detect = "strategy = \"diff\"\nmax_delete_ratio = 0.1";
+    cfg.job(
+        "copy",
+        &pg_job(&db.url, "src", detect, "size = 5000", &db.url, "dst"),
+    );
+    let state = state_url(StateKind::Sqlite, &cfg, &db);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--output", "json", "run", "--once"];
+        args.extend_from_slice(extra);
+        let out = cfg.ferry(Some(&state), &args);
+        (code(&out), summary_run(&out, "copy"))
+    };
+    run(&[]);
+    run(&[]);
+    let (_, idle) = run(&[]);
+    assert_eq!(
+        idle["read_hashes"].as_u64(),
+        Some(0),
+        "digests recorded: {idle}"
+    );
+    db.exec("DELETE FROM src WHERE id <= 20000").await;
+    for attempt in ["first", "second"] {
+        let (exit, refused) = run(&[]);
+        assert_eq!(exit, 1, "{attempt} run refuses to delete 40%: {refused}");
+        assert_eq!(
+            db.count("SELECT count(*) FROM dst").await,
+            50000,
+            "{attempt} run deleted nothing"
+        );
+    }
+    let (exit, allowed) = run(&["--allow-mass-delete"]);
+    assert_eq!(
+        (exit, allowed["deletes"].as_u64()),
+        (0, Some(20000)),
+        "{allowed}"
+    );
+    assert_eq!(
+        db.difference("SELECT * FROM src", "SELECT * FROM dst")
+            .await,
+        0
+    );
 }

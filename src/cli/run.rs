@@ -127,6 +127,7 @@ pub(super) fn run_json(r: &JobRun) -> serde_json::Value {
         "seconds": r.elapsed.as_secs_f64(),
         "scanned": d.scanned,
         "read_whole": d.read_whole,
+        "read_hashes": d.read_hashes,
         "changed": d.changed(),
         "inserts": d.inserts,
         "updates": d.updates,

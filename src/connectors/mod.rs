@@ -70,6 +70,29 @@ pub enum Scan<'a> {
 
 pub type RowStream = BoxStream<'static, Result<SourceRow, ConnectorError>>;
 
+/// One bucket of a table's rows (see [`Source::hash_digests`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketDigest {
+    /// The bucket: keys from `bucket × width` to `(bucket + 1) × width - 1`.
+    pub bucket: i64,
+    pub rows: i64,
+    /// The sum of the rows' hashes, modulo 2⁶⁴.
+    pub sum: i64,
+}
+
+/// The bucket of `key` among buckets of `width` keys (floor division, as
+/// [`sql::floor_div`] computes it in SQL).
+pub fn bucket_of(key: i64, width: i64) -> i64 {
+    key.div_euclid(width.max(1))
+}
+
+/// The sum a server returned as decimal text, modulo 2⁶⁴ (what adding the
+/// hashes with wrapping gives).
+pub fn wrapped_sum(text: &str) -> Option<i64> {
+    // Truncating to the low 64 bits is the modulo.
+    text.trim().parse::<i128>().ok().map(|sum| sum as i64)
+}
+
 /// What a hashed scan ([`Source::scan_hashed`]) reads of each row besides
 /// the hash its database computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +196,15 @@ pub trait Source: Send + Sync {
     /// How `ferry verify` reads the source's rows. None: it cannot.
     fn checksum(&self) -> Option<&dyn checksum::Checksum> {
         None
+    }
+    /// Per bucket of `width` consecutive values of the source's one integer
+    /// key column, the rows and the sum of their hashes (as
+    /// [`scan_hashed`](Self::scan_hashed) computes them), in one grouped
+    /// query the database answers without sending a row; the buckets with
+    /// rows only. None: the key is not one integer column, or the source
+    /// cannot hash.
+    async fn hash_digests(&self, _width: i64) -> Result<Option<Vec<BucketDigest>>, ConnectorError> {
+        Ok(None)
     }
     /// The rows of `child`'s query for all of `parents` (values of the
     /// parent's key) in one query; each row names its parent in the

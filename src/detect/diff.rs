@@ -15,13 +15,22 @@ use crate::config::{Detect, Job};
 use crate::connectors::{ConnectorError, Hashed, KeyRange, RowStream, Scan, Source, Subset};
 use crate::model::Item;
 use crate::sort::{Entry, LineSpill, Merged, ObjectSpill, Sorter, SpilledObjects, SORT_MEMORY};
-use crate::state::{DetectedBatch, IntegerKeys, LedgerEntry, StateError};
+use crate::state::{DetectedBatch, IntegerKeys, LedgerEntry, LedgerWalk, StateError, Store};
 
 pub async fn detect(d: Detection<'_>, max_delete_ratio: f64) -> Result<DetectReport, DetectError> {
-    let chunker = Chunker::new(d).start().await?;
+    let mut chunker = Chunker::new(d).start().await?;
     if !chunker.skip_lookups {
-        if let Some(keys) = d.source.scan_hashed(Scan::All, Hashed::Keys).await? {
-            return super::pushdown::compare(chunker, keys, max_delete_ratio).await;
+        if let Some(compared) = super::pushdown::compare(&mut chunker).await? {
+            let deletes_held = compared.deletes.count() > 0 && !d.job.ops.delete;
+            let report = finish(chunker, compared.deletes, max_delete_ratio, &Scope::All).await?;
+            match (compared.digests, deletes_held) {
+                (Some(digests), false) => digests.save(d.store, &d.job.name).await?,
+                // Deletes `[detect] ops` leaves out stay live in the ledger.
+                (Some(_), true) => d.store.forget_range_digests(&d.job.name, None).await?,
+                // A dry run, or keys no bucket holds: nothing to record.
+                (None, _) => {}
+            }
+            return Ok(report);
         }
     }
     let rows = scan_for_diff(d.job, d.source, Scan::All).await?;
@@ -242,23 +251,9 @@ async fn merge(
 ) -> Result<DeleteSpill, DetectError> {
     let size = chunker.job.batch.size;
     let (store, job) = (chunker.store, &chunker.job.name);
-    let mut ledger = match (scope, part) {
-        (Scope::Listed(keys), _) => store.ledger_walk_keys(job, keys.to_vec(), size),
-        // A narrow range of integer keys: each of its keys looked up.
-        (_, Some((Some(lo), Some(hi)))) if hi.abs_diff(lo) < ENUMERATED_KEYS => {
-            let mut keys: Vec<String> = (lo..=hi).map(|k| format!("[{k}]")).collect();
-            keys.sort_unstable();
-            store.ledger_walk_keys(job, keys, size)
-        }
-        // A wide one: the state store leaves out the integer keys outside it.
-        (_, Some((lo, hi))) => {
-            let within = IntegerKeys {
-                lo: lo.unwrap_or(i64::MIN),
-                hi: hi.unwrap_or(i64::MAX),
-            };
-            store.ledger_walk(job, size, Some(within))
-        }
-        (_, None) => store.ledger_walk(job, size, None),
+    let mut ledger = match scope {
+        Scope::Listed(keys) => store.ledger_walk_keys(job, keys.to_vec(), size),
+        _ => ledger_part(store, job, size, part),
     };
     let mut deletes = DeleteSpill::new()?;
     let mut batch = upsert_batch();
@@ -312,6 +307,33 @@ fn upsert_batch() -> DetectedBatch {
     DetectedBatch {
         supersedes: Some(false),
         ..Default::default()
+    }
+}
+
+/// The ledger's entries whose one integer key lies within `part` (every
+/// entry when None; keys of other kinds come along, for the caller to place).
+pub(super) fn ledger_part<'a>(
+    store: &'a Store,
+    job: &'a str,
+    size: usize,
+    part: Option<(Option<i64>, Option<i64>)>,
+) -> LedgerWalk<'a> {
+    match part {
+        // A narrow range of integer keys: each of its keys looked up.
+        Some((Some(lo), Some(hi))) if hi.abs_diff(lo) < ENUMERATED_KEYS => {
+            let mut keys: Vec<String> = (lo..=hi).map(|k| format!("[{k}]")).collect();
+            keys.sort_unstable();
+            store.ledger_walk_keys(job, keys, size)
+        }
+        // A wide one: the state store leaves out the integer keys outside it.
+        Some((lo, hi)) => {
+            let within = IntegerKeys {
+                lo: lo.unwrap_or(i64::MIN),
+                hi: hi.unwrap_or(i64::MAX),
+            };
+            store.ledger_walk(job, size, Some(within))
+        }
+        None => store.ledger_walk(job, size, None),
     }
 }
 
@@ -418,7 +440,7 @@ impl DeleteSpill {
         self.lines.push(&[flag, key.as_bytes()])
     }
 
-    fn count(&self) -> u64 {
+    pub(super) fn count(&self) -> u64 {
         self.lines.count()
     }
 

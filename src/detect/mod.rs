@@ -6,6 +6,7 @@ mod cursor;
 mod diff;
 mod outbox;
 mod pushdown;
+mod ranges;
 mod resync;
 pub mod snapshot;
 
@@ -47,6 +48,9 @@ pub struct DetectReport {
     /// Rows the source sent whole; the rest of `scanned` left it as a key
     /// and a hash its database computed (the diff's pushdown).
     pub read_whole: u64,
+    /// (key, hash) pairs the source sent (the diff's pushdown); the rows
+    /// of buckets whose digests were unchanged sent none.
+    pub read_hashes: u64,
     pub inserts: u64,
     pub updates: u64,
     pub deletes: u64,
@@ -102,6 +106,7 @@ impl DetectReport {
     pub fn absorb(&mut self, earlier: DetectReport) {
         self.scanned += earlier.scanned;
         self.read_whole += earlier.read_whole;
+        self.read_hashes += earlier.read_hashes;
         self.inserts += earlier.inserts;
         self.updates += earlier.updates;
         self.deletes += earlier.deletes;
@@ -204,6 +209,9 @@ struct Chunker<'a> {
     /// Resend objects the ledger says are unchanged (`ferry resync`: the
     /// target may have drifted from what the ledger says was written).
     resend: bool,
+    /// The diff's pushdown keeps the job's range digests: its commits do
+    /// not forget them.
+    keeps_digests: bool,
 }
 
 impl<'a> Chunker<'a> {
@@ -219,6 +227,7 @@ impl<'a> Chunker<'a> {
             skip_lookups: d.opts.full,
             ledger_was_empty: false,
             resend: false,
+            keeps_digests: false,
         }
     }
 
@@ -393,6 +402,7 @@ impl<'a> Chunker<'a> {
         if batch.items.is_empty() && batch.watermark.is_none() {
             return Ok(());
         }
+        batch.keeps_digests |= self.keeps_digests;
         let task = self
             .store
             .commit_detected(&self.job.name, self.d.run_id, &mut batch)

@@ -61,6 +61,9 @@ pub struct DetectedBatch {
     /// insertion per row, 40% of the insert's time) and is retried with one
     /// should a key be there after all (a source that repeats a key).
     pub keys_unseen: bool,
+    /// The diff's pushdown keeps the job's range digests itself; any other
+    /// detection forgets them (see `state::digests`).
+    pub keeps_digests: bool,
 }
 
 impl Store {
@@ -255,6 +258,9 @@ impl Store {
         batch: &mut DetectedBatch,
         new_task: i64,
     ) -> Result<(), StateError> {
+        if !batch.keeps_digests {
+            self.forget_digests_in(tx, job).await?;
+        }
         let rows: Vec<(&String, i64, i64, i64, Option<i64>)> = batch
             .items
             .iter()
@@ -368,6 +374,8 @@ impl Store {
             if changed == synced.len() as u64 {
                 break;
             }
+            // The upsert may add live keys the digests do not count.
+            self.forget_digests_in(tx, job).await?;
         }
         Ok(())
     }
@@ -482,6 +490,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
+        self.forget_digests_in(&mut tx, job).await?;
         if !present.is_empty() {
             let rows = self.json_rows(
                 2,

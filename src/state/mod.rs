@@ -4,6 +4,7 @@
 //! own tables; it never talks to external systems.
 mod chunks;
 mod daemons;
+mod digests;
 mod idmap;
 mod lease;
 mod ledger;
@@ -24,6 +25,7 @@ use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 
 pub use chunks::{ChunkCounts, NewSnapshot};
 pub use daemons::{daemon_heartbeat, DaemonInfo};
+pub use digests::RangeDigests;
 pub use lease::{host_name, Lease, LeaseHolder};
 pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, WrittenEntry};
 pub use ledger_walk::{IntegerKeys, LedgerWalk};

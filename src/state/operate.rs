@@ -235,6 +235,7 @@ impl Store {
                 .await
                 .map_err(|e| self.err(e))?;
         let Some(items) = items else { return Ok(()) };
+        self.forget_digests_in(tx, job).await?;
         let items: Vec<Item> = serde_json::from_str(&items).map_err(|e| StateError::Corrupt {
             url: self.url.clone(),
             detail: format!("items of task {id}: {e}"),

@@ -9,11 +9,12 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 use super::literal;
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{
-    chunks_of, classify, quote_ident, records_of_json, relation, split_statements, OutboxTable,
+    chunks_of, classify, floor_div, quote_ident, records_of_json, relation, split_statements,
+    OutboxTable,
 };
 use crate::connectors::{
-    ColumnType, ConnectorError, Hashed, ListedTable, Received, RowStream, Scan, Shape, Source,
-    Split, Subset,
+    wrapped_sum, BucketDigest, ColumnType, ConnectorError, Hashed, ListedTable, Received,
+    RowStream, Scan, Shape, Source, Split, Subset,
 };
 use crate::model::{Record, SourceRow};
 
@@ -131,7 +132,7 @@ impl MysqlSource {
         let (json, hash) = match hashed {
             None => (whole, String::new()),
             Some(read) => {
-                let hash = format!(", CAST(CONV(LEFT(MD5({whole}), 15), 16, 10) AS SIGNED)");
+                let hash = format!(", {}", Self::row_hash(&whole));
                 let json = match read {
                     Hashed::Whole => whole,
                     Hashed::Keys => {
@@ -202,6 +203,11 @@ impl MysqlSource {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    /// The row's hash: the first 60 bits of the MD5 of its JSON (`json`).
+    fn row_hash(json: &str) -> String {
+        format!("CAST(CONV(LEFT(MD5({json}), 15), 16, 10) AS SIGNED)")
     }
 
     fn as_json(columns: &[(String, String)], binary: &[String]) -> String {
@@ -285,6 +291,46 @@ impl Source for MysqlSource {
             Scan::All | Scan::Subset(_) => self.scan_with(scan, Some(read)).await.map(Some),
             Scan::Since { .. } | Scan::NullCursor { .. } => Ok(None),
         }
+    }
+
+    async fn hash_digests(&self, width: i64) -> Result<Option<Vec<BucketDigest>>, ConnectorError> {
+        let [key] = self.key.as_slice() else {
+            return Ok(None);
+        };
+        let columns = self.columns(&self.relation).await?;
+        if !columns
+            .iter()
+            .any(|(name, ty)| name == key && ty.contains("INT"))
+        {
+            return Ok(None);
+        }
+        let binary = self.binary_columns(&columns).await?;
+        let bucket = floor_div(&format!("s.{}", quote_ident(key)), width, true);
+        let sql = format!(
+            "SELECT b, COUNT(*), CAST(SUM(h) AS CHAR) FROM (SELECT {bucket} AS b, {} AS h FROM ({}) AS s) AS t GROUP BY b",
+            Self::row_hash(&Self::as_json(&columns, &binary)),
+            self.relation
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let bucket: Result<i64, _> = r.try_get(0);
+                let count: Result<i64, _> = r.try_get(1);
+                let sum = r.try_get::<String, _>(2).ok().and_then(|s| wrapped_sum(&s));
+                match (bucket, count, sum) {
+                    (Ok(bucket), Ok(rows), Some(sum)) => Ok(BucketDigest { bucket, rows, sum }),
+                    _ => Err(ConnectorError::failed(
+                        &self.system,
+                        &self.object,
+                        "a bucket's digest is not a number",
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {

@@ -11,10 +11,12 @@ use serde_json::Value;
 use super::copy_rows::{parsed_hash, row_hash, Beside, CopyRows};
 use crate::config::{Child, SourceConfig};
 use crate::connectors::sql::{
-    chunks_of, classify, quote_ident, records_of_json, relation, split_statements, OutboxTable,
+    chunks_of, classify, floor_div, quote_ident, records_of_json, relation, split_statements,
+    OutboxTable,
 };
 use crate::connectors::{
-    ConnectorError, Hashed, ListedTable, Received, RowStream, Scan, Shape, Source, Split, Subset,
+    wrapped_sum, BucketDigest, ConnectorError, Hashed, ListedTable, Received, RowStream, Scan,
+    Shape, Source, Split, Subset,
 };
 use crate::model::{Object, Record, SourceRow};
 
@@ -358,6 +360,52 @@ impl Source for PostgresSource {
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, ConnectorError> {
         self.outbox.receive(&self.pool, max).await
+    }
+
+    async fn hash_digests(&self, width: i64) -> Result<Option<Vec<BucketDigest>>, ConnectorError> {
+        let [key] = self.key.as_slice() else {
+            return Ok(None);
+        };
+        let Some(columns) = self.described().await else {
+            return Ok(None);
+        };
+        let integer = |(name, ty): &(String, String)| {
+            name == key && matches!(ty.as_str(), "INT2" | "INT4" | "INT8")
+        };
+        if !columns.iter().any(integer) {
+            return Ok(None);
+        }
+        let bucket = floor_div(&format!("s.{}", quote_ident(key)), width, false);
+        let sql = format!(
+            "SELECT b, count(*), sum(h)::text FROM (SELECT {bucket} AS b, {} AS h FROM ({}) AS s) AS t GROUP BY b",
+            row_hash(Some(&columns)),
+            self.relation
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let bucket = r
+                    .try_get::<i64, _>(0)
+                    .or_else(|_| r.try_get::<i32, _>(0).map(i64::from));
+                let sum = wrapped_sum(r.get::<&str, _>(2));
+                match (bucket, sum) {
+                    (Ok(bucket), Some(sum)) => Ok(BucketDigest {
+                        bucket,
+                        rows: r.get(1),
+                        sum,
+                    }),
+                    _ => Err(ConnectorError::failed(
+                        &self.system,
+                        &self.object,
+                        "a bucket's digest is not a number",
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     async fn split(&self, subset: &Subset, rows: u64) -> Result<Option<Split>, ConnectorError> {

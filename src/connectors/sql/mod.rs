@@ -29,6 +29,15 @@ pub fn quote_qualified(name: &str) -> String {
         .join(".")
 }
 
+/// `expr` divided by `width`, rounded down (an integer division rounds
+/// towards zero, which would put -1 and 1 in one bucket).
+pub fn floor_div(expr: &str, width: i64, mysql: bool) -> String {
+    let div = if mysql { "DIV" } else { "/" };
+    format!(
+        "CASE WHEN {expr} >= 0 THEN {expr} {div} {width} ELSE ({expr} + 1) {div} {width} - 1 END"
+    )
+}
+
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
