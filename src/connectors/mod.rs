@@ -80,6 +80,33 @@ pub struct BucketDigest {
     pub sum: i64,
 }
 
+impl BucketDigest {
+    /// A bucket's digest from the columns a server returned (the sum as
+    /// decimal text), or the source's error naming it.
+    pub fn read(
+        bucket: Option<i64>,
+        rows: Option<i64>,
+        sum: Option<&str>,
+        source: &str,
+    ) -> Result<BucketDigest, ConnectorError> {
+        match (bucket, rows, sum.and_then(wrapped_sum)) {
+            (Some(bucket), Some(rows), Some(sum)) => Ok(BucketDigest { bucket, rows, sum }),
+            _ => Err(ConnectorError::failed(
+                source,
+                "diff",
+                "a bucket's count or hash sum is not a number",
+            )),
+        }
+    }
+}
+
+impl Scan<'_> {
+    /// Whether a source that hashes rows can hash this scan's.
+    pub fn hashable(&self) -> bool {
+        matches!(self, Scan::All | Scan::Subset(_))
+    }
+}
+
 /// The bucket of `key` among buckets of `width` keys (floor division, as
 /// [`sql::floor_div`] computes it in SQL).
 pub fn bucket_of(key: i64, width: i64) -> i64 {

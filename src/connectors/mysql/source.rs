@@ -13,8 +13,8 @@ use crate::connectors::sql::{
     OutboxTable,
 };
 use crate::connectors::{
-    wrapped_sum, BucketDigest, ColumnType, ConnectorError, Hashed, ListedTable, Received,
-    RowStream, Scan, Shape, Source, Split, Subset,
+    BucketDigest, ColumnType, ConnectorError, Hashed, ListedTable, Received, RowStream, Scan,
+    Shape, Source, Split, Subset,
 };
 use crate::model::{Record, SourceRow};
 
@@ -287,9 +287,9 @@ impl Source for MysqlSource {
         scan: Scan<'_>,
         read: Hashed,
     ) -> Result<Option<RowStream>, ConnectorError> {
-        match scan {
-            Scan::All | Scan::Subset(_) => self.scan_with(scan, Some(read)).await.map(Some),
-            Scan::Since { .. } | Scan::NullCursor { .. } => Ok(None),
+        match scan.hashable() {
+            true => self.scan_with(scan, Some(read)).await.map(Some),
+            false => Ok(None),
         }
     }
 
@@ -315,19 +315,11 @@ impl Source for MysqlSource {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
+        let source = self.describe();
         rows.iter()
             .map(|r| {
-                let bucket: Result<i64, _> = r.try_get(0);
-                let count: Result<i64, _> = r.try_get(1);
-                let sum = r.try_get::<String, _>(2).ok().and_then(|s| wrapped_sum(&s));
-                match (bucket, count, sum) {
-                    (Ok(bucket), Ok(rows), Some(sum)) => Ok(BucketDigest { bucket, rows, sum }),
-                    _ => Err(ConnectorError::failed(
-                        &self.system,
-                        &self.object,
-                        "a bucket's digest is not a number",
-                    )),
-                }
+                let (bucket, rows) = (r.try_get(0).ok(), r.try_get(1).ok());
+                BucketDigest::read(bucket, rows, r.try_get(2).ok(), &source)
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)

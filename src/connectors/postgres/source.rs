@@ -15,8 +15,8 @@ use crate::connectors::sql::{
     OutboxTable,
 };
 use crate::connectors::{
-    wrapped_sum, BucketDigest, ConnectorError, Hashed, ListedTable, Received, RowStream, Scan,
-    Shape, Source, Split, Subset,
+    BucketDigest, ConnectorError, Hashed, ListedTable, Received, RowStream, Scan, Shape, Source,
+    Split, Subset,
 };
 use crate::model::{Object, Record, SourceRow};
 
@@ -352,9 +352,9 @@ impl Source for PostgresSource {
         scan: Scan<'_>,
         read: Hashed,
     ) -> Result<Option<RowStream>, ConnectorError> {
-        match scan {
-            Scan::All | Scan::Subset(_) => self.scan_with(scan, Some(read)).await.map(Some),
-            Scan::Since { .. } | Scan::NullCursor { .. } => Ok(None),
+        match scan.hashable() {
+            true => self.scan_with(scan, Some(read)).await.map(Some),
+            false => Ok(None),
         }
     }
 
@@ -385,24 +385,14 @@ impl Source for PostgresSource {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
+        let source = self.describe();
         rows.iter()
             .map(|r| {
-                let bucket = r
-                    .try_get::<i64, _>(0)
-                    .or_else(|_| r.try_get::<i32, _>(0).map(i64::from));
-                let sum = wrapped_sum(r.get::<&str, _>(2));
-                match (bucket, sum) {
-                    (Ok(bucket), Some(sum)) => Ok(BucketDigest {
-                        bucket,
-                        rows: r.get(1),
-                        sum,
-                    }),
-                    _ => Err(ConnectorError::failed(
-                        &self.system,
-                        &self.object,
-                        "a bucket's digest is not a number",
-                    )),
-                }
+                let bucket = r.try_get::<i64, _>(0);
+                // An int4 key's buckets are int4.
+                let bucket = bucket.or_else(|_| r.try_get::<i32, _>(0).map(i64::from));
+                let (rows, sum) = (r.try_get(1).ok(), r.try_get(2).ok());
+                BucketDigest::read(bucket.ok(), rows, sum, &source)
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
