@@ -40,8 +40,13 @@ impl Digests {
     /// whose refused or left out deletes the ledger still holds live would
     /// otherwise look unchanged from then on.
     pub(super) async fn save(self, store: &Store, job: &str) -> Result<(), DetectError> {
+        let buckets: Vec<(i64, i64, i64)> = self
+            .buckets
+            .iter()
+            .map(|d| (d.bucket, d.rows, d.sum))
+            .collect();
         store
-            .save_range_digests(job, self.width, &self.buckets, self.mostly_changed)
+            .save_range_digests(job, self.width, &buckets, self.mostly_changed)
             .await?;
         Ok(())
     }
@@ -58,9 +63,9 @@ pub(super) async fn compare(chunker: &mut Chunker<'_>) -> Result<Option<Compared
     let plan = ranges::plan(d.source, &recorded).await?;
     let mut deletes = DeleteSpill::new()?;
     let whole = plan.is_none();
-    chunker.keeps_digests = !dry;
     let tally = match plan {
         Some(plan) => {
+            chunker.keeps_digests = !dry;
             if !dry {
                 d.store
                     .forget_range_digests(job, Some(&plan.changed))
@@ -101,6 +106,7 @@ pub(super) async fn compare(chunker: &mut Chunker<'_>) -> Result<Option<Compared
             let Some(rows) = d.source.scan_hashed(Scan::All, Hashed::Keys).await? else {
                 return Ok(None);
             };
+            chunker.keeps_digests = !dry;
             if !dry {
                 d.store.forget_range_digests(job, None).await?;
             }
@@ -155,7 +161,14 @@ async fn sort_hashes(
         chunker.report.scanned += 1;
         chunker.report.read_hashes += 1;
         unreported += 1;
-        if let (Some((values, key)), Some(hash)) = (chunker.keyed(&row), row.source_hash) {
+        let Some(hash) = row.source_hash else {
+            // Left out, the key would look deleted.
+            let source = chunker.d.source.describe();
+            return Err(
+                ConnectorError::failed(&source, "diff", "a row came without its hash").into(),
+            );
+        };
+        if let Some((values, key)) = chunker.keyed(&row) {
             span = match (span, values.as_slice()) {
                 (Some((lo, hi, n)), [Value::Number(v)]) => {
                     v.as_i64().map(|v| (lo.min(v), hi.max(v), n + 1))

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use sqlx::{Any, Row, Transaction};
 
 use super::{args, json_param, Bind, Kind, StateError, Store};
-use crate::connectors::BucketDigest;
 
 /// A job's digests: the bucket width and each bucket's (rows, sum).
 #[derive(Debug, Default)]
@@ -77,13 +76,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records buckets' digests, once their keys are all in the ledger, and
-    /// whether most buckets had changed.
+    /// Records buckets' digests, (bucket, rows, sum) each, once their keys
+    /// are all in the ledger, and whether most buckets had changed.
     pub async fn save_range_digests(
         &self,
         job: &str,
         width: i64,
-        digests: &[BucketDigest],
+        digests: &[(i64, i64, i64)],
         mostly_changed: bool,
     ) -> Result<(), StateError> {
         let mut tx = self.write_tx().await?;
@@ -97,9 +96,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        for page in digests.chunks(5000) {
-            let rows: Vec<(i64, i64, i64)> =
-                page.iter().map(|d| (d.bucket, d.rows, d.sum)).collect();
+        for rows in digests.chunks(5000) {
             let sql = format!(
                 "INSERT INTO ferry_range_digests (job, bucket, width, rows, sum) \
                  SELECT $1, bucket, $3, rows, sum FROM {} AS x WHERE true \
