@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use serde_json::Value;
 
 use super::diff::{ledger_part, DeleteSpill};
-use super::ranges::{self, Tally, ROWS_PER_BUCKET};
+use super::ranges::{self, integer_key, Tally, ROWS_PER_BUCKET};
 use super::{Chunker, DetectError};
 use crate::connectors::{BucketDigest, ConnectorError, Hashed, KeyRange, RowStream, Scan, Subset};
 use crate::model::{parse_hash, Item};
@@ -258,11 +258,6 @@ async fn merge(
         }
     }
     read_and_commit(chunker, suspects, tally).await
-}
-
-/// `[123]`: 123.
-fn integer_key(text: &str) -> Option<i64> {
-    text.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
 }
 
 /// Whether the source's hash says the key's row is the one last detected.

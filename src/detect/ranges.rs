@@ -153,8 +153,8 @@ impl Tally {
     }
 }
 
-/// `[123]`: 123.
-fn integer_key(text: &str) -> Option<i64> {
+/// `[123]`: 123 (a ledger key that is one integer).
+pub(super) fn integer_key(text: &str) -> Option<i64> {
     text.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
 }
 
