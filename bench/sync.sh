@@ -13,6 +13,7 @@
 #      target's rows drifted, spread over the key space, vs the COPY pipe
 #   D0 the diff again with nothing changed, and D1 with 1% new keys
 #      appended at the end, vs `COPY … TO STDOUT` as S3
+#   L1 the ledger's bytes per key after the diff job's first load
 # for the SQLite and the PostgreSQL state store. SKIP_CURSOR=1 leaves out
 # S1, S4, S2, R1 and F1 (the diff's rows alone, with OUT= elsewhere).
 #
@@ -38,6 +39,7 @@ WORK=bench/out
 mkdir -p "$WORK"
 
 . bench/lib.sh
+needs bench/sync.sh sqlite3 psql
 build_ferry
 
 
@@ -77,6 +79,19 @@ fresh() { # state-url: empty target, empty state store
     psql_q "$STATE_PG" -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public"
 }
 
+# store state-url: the ledger's bytes per key and the state store's MB
+# (the SQLite file; PostgreSQL's ledger with its indexes).
+ledger_size() {
+    if [ "$1" = sqlite ]; then
+        sqlite3 "$WORK/state.db" "SELECT sum(pgsize) / (SELECT count(*) FROM ferry_ledger), \
+            (SELECT page_count * page_size / 1000000 FROM pragma_page_count, pragma_page_size) \
+            FROM dbstat WHERE name LIKE 'ferry_ledger%'" | tr '|' ' '
+    else
+        psql -X -At "$2" -F ' ' -c "SELECT pg_total_relation_size('ferry_ledger') / count(*), \
+            pg_total_relation_size('ferry_ledger') / 1000000 FROM ferry_ledger"
+    fi
+}
+
 ferry_run() { # config-folder state-url
     measure "$FERRY" --config "$1" --state "$2" run --once
 }
@@ -114,6 +129,8 @@ for store in sqlite postgres; do
 
     fresh
     ferry_run "$WORK/diff" "$state" >/dev/null; verify "S3 setup ($store)"
+    read -r per_key total_mb < <(ledger_size "$store" "$state")
+    row "L1 ledger after the diff's first load, $store state" "—" "$per_key B/key ($total_mb MB in all)" "—" "≤ 48 B/key SQLite, ≤ 64 PostgreSQL"
     psql_q "$SRC" -c "UPDATE customers SET balance = balance + 1 WHERE id % 100 = 11" -c "DELETE FROM customers WHERE id % 1000 = 13"
     read -r ref_wall ref_rss < <(measure bash -c "psql -X -q '$SRC' -c 'COPY customers TO STDOUT' > /dev/null")
     read -r wall rss < <(ferry_run "$WORK/diff" "$state"); verify "S3 ($store)"

@@ -214,7 +214,7 @@ impl Store {
         self.forget_digests_in(tx, job).await?;
         let insert = format!(
             "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written, deleted, source_hash) \
-             SELECT $1, key, hash, version, hash, version, written, 0, source_hash FROM {} AS x WHERE true",
+             SELECT $1, key, hash, version, NULL, version, written, 0, source_hash FROM {} AS x WHERE true",
             self.json_rows(2, SYNCED_COLUMNS)
         );
         let rows = synced_rows(synced);

@@ -102,8 +102,9 @@ impl Store {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT key, detected_hash, detected_version, synced_version, deleted, source_hash, written FROM ferry_ledger \
+            "SELECT key, detected_hash, detected_version, synced_version, deleted, source_hash, {} FROM ferry_ledger \
              WHERE job = $1 AND key IN {}",
+            self.hex_of("written"),
             self.json_strings(2)
         );
         let mut a = args();
@@ -320,7 +321,7 @@ impl Store {
         }
         if known_keys {
             let upsert = format!(
-                "{select}DO UPDATE SET detected_hash = excluded.detected_hash, \
+                "{select}DO UPDATE SET {SYNCED_HASH_KEPT}, detected_hash = excluded.detected_hash, \
                  detected_version = excluded.detected_version, deleted = excluded.deleted, \
                  source_hash = excluded.source_hash"
             );
@@ -351,14 +352,14 @@ impl Store {
         // scans every key of the job for each statement.
         let update = format!(
             "WITH x AS MATERIALIZED {rows} \
-             UPDATE ferry_ledger SET synced_hash = x.hash, synced_version = x.version, written = x.written, discarded = 0 FROM x \
+             UPDATE ferry_ledger SET synced_hash = {SYNCED_HASH_OF_X}, synced_version = x.version, written = x.written, discarded = 0 FROM x \
              WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key \
              AND (ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < x.version)"
         );
         let upsert = format!(
-            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_hash, synced_version, written) \
-             SELECT $1, key, hash, version, hash, version, written FROM {rows} AS x WHERE true \
-             ON CONFLICT (job, key) DO UPDATE SET synced_hash = excluded.synced_hash, synced_version = excluded.synced_version, written = excluded.written, discarded = 0 \
+            "INSERT INTO ferry_ledger (job, key, detected_hash, detected_version, synced_version, written) \
+             SELECT $1, key, hash, version, version, written FROM {rows} AS x WHERE true \
+             ON CONFLICT (job, key) DO UPDATE SET synced_hash = {SYNCED_HASH_OF_EXCLUDED}, synced_version = excluded.synced_version, written = excluded.written, discarded = 0 \
              WHERE ferry_ledger.synced_version IS NULL OR ferry_ledger.synced_version < excluded.synced_version"
         );
         let rows = synced_rows(synced);
@@ -437,12 +438,33 @@ impl Store {
     }
 }
 
+// `synced_hash` is NULL where it equals `detected_hash` (most keys: every
+// key whose last detected change is synced), which saves the ledger 8 bytes
+// a key. A key whose `synced_version` is NULL was never synced. So whatever
+// changes `detected_hash` of a key synced under a NULL `synced_hash` first
+// writes the old value out (SYNCED_HASH_KEPT), and a reader takes a NULL
+// `synced_hash` of a synced key as its `detected_hash`.
+
+/// Keeps a key's synced hash across a change of its `detected_hash` (an
+/// assignment of ON CONFLICT DO UPDATE, where columns are the old row's).
+pub(super) const SYNCED_HASH_KEPT: &str = "synced_hash = CASE WHEN ferry_ledger.synced_hash IS NULL \
+     AND ferry_ledger.synced_version IS NOT NULL THEN ferry_ledger.detected_hash ELSE ferry_ledger.synced_hash END";
+
+/// The synced hash of a settled row `x.hash`: NULL when it is the key's detected hash.
+const SYNCED_HASH_OF_X: &str =
+    "CASE WHEN x.hash = ferry_ledger.detected_hash THEN NULL ELSE x.hash END";
+
+/// As [`SYNCED_HASH_OF_X`] where the settled hash is the insert's `detected_hash`.
+const SYNCED_HASH_OF_EXCLUDED: &str =
+    "CASE WHEN excluded.detected_hash = ferry_ledger.detected_hash \
+     THEN NULL ELSE excluded.detected_hash END";
+
 /// The columns of [`synced_rows`], for `json_rows`.
 pub(super) const SYNCED_COLUMNS: &[(&str, Kind)] = &[
     ("key", Kind::Text),
     ("hash", Kind::Int),
     ("version", Kind::Int),
-    ("written", Kind::Text),
+    ("written", Kind::Hex),
     ("source_hash", Kind::Int),
 ];
 

@@ -223,7 +223,8 @@ impl Store {
     }
 
     /// A subquery over a JSON array of arrays bound at `$param`: element i of
-    /// each inner array becomes column `cols[i]` (text, or integer when marked).
+    /// each inner array becomes column `cols[i]` (text, integer or bytes, as
+    /// marked).
     /// A whole batch is then one statement with one parameter, on both
     /// backends, instead of thousands of placeholders to parse and plan.
     fn json_rows(&self, param: usize, cols: &[(&str, Kind)]) -> String {
@@ -237,6 +238,10 @@ impl Store {
                 (Backend::Sqlite, Kind::Int) => {
                     format!("CAST(json_extract(value, '$[{i}]') AS INTEGER) AS {name}")
                 }
+                (Backend::Postgres, Kind::Hex) => format!("decode(e->>{i}, 'hex') AS {name}"),
+                (Backend::Sqlite, Kind::Hex) => {
+                    format!("unhex(json_extract(value, '$[{i}]')) AS {name}")
+                }
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -248,6 +253,16 @@ impl Store {
                 format!("(SELECT {exprs} FROM jsonb_array_elements(${param}::jsonb) AS e)")
             }
             Backend::Sqlite => format!("(SELECT {exprs} FROM json_each(${param}))"),
+        }
+    }
+
+    /// The bytes of `column` (a [`Kind::Hex`] one) as the hex text they were
+    /// given in.
+    fn hex_of(&self, column: &str) -> String {
+        match self.backend {
+            Backend::Postgres => format!("encode({column}, 'hex')"),
+            // hex(NULL) is '', not NULL.
+            Backend::Sqlite => format!("nullif(lower(hex({column})), '')"),
         }
     }
 
@@ -311,6 +326,8 @@ fn placeholders(start: usize, n: usize) -> String {
 enum Kind {
     Text,
     Int,
+    /// Hex text in the JSON, stored as the bytes it spells.
+    Hex,
 }
 
 /// A JSON array parameter; serialising plain values cannot fail.

@@ -246,7 +246,8 @@ impl Store {
             .collect();
         let sql = format!(
             "WITH x AS MATERIALIZED {rows} \
-             UPDATE ferry_ledger SET detected_hash = COALESCE(synced_hash, {NEVER_WRITTEN_HASH}), \
+             UPDATE ferry_ledger SET detected_hash = CASE WHEN synced_hash IS NOT NULL THEN synced_hash \
+             WHEN synced_version IS NOT NULL THEN detected_hash ELSE {NEVER_WRITTEN_HASH} END, \
              synced_version = COALESCE(synced_version, detected_version), \
              detected_version = COALESCE(synced_version, detected_version), deleted = 0, discarded = 1, source_hash = NULL FROM x \
              WHERE ferry_ledger.job = $1 AND ferry_ledger.key = x.key AND ferry_ledger.detected_version = x.version",

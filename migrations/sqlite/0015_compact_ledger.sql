@@ -1,0 +1,8 @@
+-- A more compact ledger. What ferry last wrote for each key is kept as
+-- bytes rather than their hex text (the ledger's largest column halves),
+-- and `synced_hash` is NULL where it equals `detected_hash`, as it does for
+-- every key whose last change is synced (a key with a NULL
+-- `synced_version` was never synced).
+UPDATE ferry_ledger SET
+    written = unhex(written),
+    synced_hash = CASE WHEN synced_hash = detected_hash AND synced_version IS NOT NULL THEN NULL ELSE synced_hash END;
