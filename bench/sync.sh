@@ -184,7 +184,7 @@ OUT=${OUT:-bench/RESULTS.md}
 cat >"$OUT" <<MD
 # Benchmark results
 
-Produced by \`ROWS=$ROWS${SKIP_MICRO:+ SKIP_MICRO=1} bench/sync.sh\` (batch size ${BATCH:-5000}, concurrency ${CONCURRENCY:-2}) on $(date -u +%Y-%m-%d),
+Produced by \`ROWS=$ROWS${SKIP_MICRO:+ SKIP_MICRO=1}${SKIP_CURSOR:+ SKIP_CURSOR=1}${OUT:+ OUT=$OUT} bench/sync.sh\` (batch size ${BATCH:-5000}, concurrency ${CONCURRENCY:-2}) on $(date -u +%Y-%m-%d),
 $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql -X -At "$PG/postgres" -c 'SHOW server_version') local PostgreSQL.
 Every run was verified: the target's checksum over every column equals the source's.
 Ratios are against the reference measured in the same invocation; wall times
