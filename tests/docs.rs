@@ -103,7 +103,8 @@ fn every_key_check_accepts_is_documented_and_every_documented_key_is_accepted() 
     let cfg = ConfigDir::new();
     cfg.job("a", EVERY_SECTION_WRONG);
     cfg.schedules(
-        "[engine]\nzz_engine = 1\n[schedules]\na = { cron = \"* * * * *\", zz_schedules = 1 }\n",
+        "[engine]\nzz_engine = 1\n[engine.systems.\"postgres://h:5432/db\"]\nmax_connections = 1\nzz_system = 1\n\
+         [schedules]\na = { cron = \"* * * * *\", zz_schedules = 1 }\n",
     );
     let out = cfg.ferry(None, &["check"]);
     assert_eq!(code(&out), 78, "{}", stderr(&out));
@@ -120,6 +121,7 @@ fn every_key_check_accepts_is_documented_and_every_documented_key_is_accepted() 
         ("zz_children", "`[children.NAME]`"),
         ("zz_tests", "`[[tests]]`"),
         ("zz_engine", "`schedules.toml`: `[engine]`"),
+        ("zz_system", "`schedules.toml`: `[engine.systems.\"URL\"]`"),
         ("zz_schedules", "`schedules.toml`: `[schedules]`"),
     ];
     for (marker, heading) in sections {

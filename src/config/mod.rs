@@ -1,5 +1,6 @@
 //! Configuration: `schedules.toml` and `jobs/*.toml`, parsed, interpolated and
 //! validated up front into immutable [`Config`] values. Nothing else reads TOML.
+pub mod connections;
 mod diagnostic;
 mod interpolate;
 mod load;
@@ -50,6 +51,11 @@ pub struct Engine {
     pub retention: Retention,
     /// How long connecting to the state store may take (`[engine] connect_timeout`).
     pub connect_timeout: Duration,
+    /// Runs (and scheduled verifies) in flight in one daemon; more wait,
+    /// oldest due first.
+    pub max_concurrent_runs: usize,
+    /// Connections per source or target system and process.
+    pub connections: connections::Budget,
 }
 
 /// How long finished work is kept in the state store.
@@ -293,6 +299,9 @@ pub struct SourceConfig {
     /// schema check resolves them (mapped fields, key, cursor); None: all.
     /// Never set from the file.
     pub columns: Option<Vec<String>>,
+    /// The connections its system's shared pool for sources may open (see
+    /// [`connections`]); None: a pool of its own. Never set from the file.
+    pub pool_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -312,6 +321,8 @@ pub struct TargetConfig {
     pub path: Option<PathBuf>,
     /// How long connecting may take before the system counts as unreachable.
     pub connect_timeout: Duration,
+    /// As [`SourceConfig::pool_size`], for its system's pool for targets.
+    pub pool_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,6 +29,17 @@ pub struct EngineRaw {
     pub retain_tasks: Option<S<String>>,
     pub retain_runs: Option<S<String>>,
     pub connect_timeout: Option<S<String>>,
+    pub max_concurrent_runs: Option<S<i64>>,
+    pub max_connections_per_system: Option<S<i64>>,
+    #[serde(default)]
+    pub systems: BTreeMap<S<String>, S<SystemRaw>>,
+}
+
+/// `[engine.systems."URL"]`: one source or target system's limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemRaw {
+    pub max_connections: Option<S<i64>>,
 }
 
 /// `name = "cron"` or `name = { cron, timezone, missed }`.

@@ -11,6 +11,10 @@ pub struct Spec {
     pub kind: &'static str,
     /// The schemes its `url` may start with; empty: it takes no `url`.
     pub schemes: &'static [&'static str],
+    /// Its sources and targets connect through a connection pool shared
+    /// per system (URL without credentials), sized by `[engine]
+    /// max_connections_per_system` and `[engine.systems."URL"]`.
+    pub pooled: bool,
     pub source: Option<SourceSpec>,
     pub target: Option<TargetSpec>,
 }

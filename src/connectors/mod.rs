@@ -14,6 +14,7 @@ pub mod mysql;
 pub mod nats;
 pub mod postgres;
 pub mod redis;
+pub mod shared_pool;
 pub mod sql;
 pub mod sqlite;
 pub mod subset;

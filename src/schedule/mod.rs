@@ -4,6 +4,7 @@
 //! replicas every tick runs once, and a job never overlaps itself.
 mod http;
 mod signals;
+mod slots;
 pub mod ticks;
 mod verify;
 
@@ -40,6 +41,8 @@ pub struct Daemon {
     /// Runs requested (signal, trigger) while the job was running: one more
     /// run after it, answering every request collected meanwhile.
     pending: Mutex<HashMap<String, (Trigger, Vec<i64>)>>,
+    /// `[engine] max_concurrent_runs`: runs and verifies in flight.
+    run_slots: Arc<slots::RunSlots>,
 }
 
 /// Signals within this window are one request (several SIGUSR1 may arrive as one, or as many).
@@ -70,6 +73,7 @@ impl Daemon {
             }
         }
         crate::metrics::register_config();
+        let config_slots = config.engine.max_concurrent_runs;
         Arc::new(Daemon {
             config_dir: config.dir.clone(),
             config: RwLock::new(Arc::new(config)),
@@ -83,6 +87,7 @@ impl Daemon {
             running: Mutex::new(HashSet::new()),
             handled_until: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            run_slots: Arc::new(slots::RunSlots::new(config_slots)),
         })
     }
 
@@ -276,7 +281,10 @@ impl Daemon {
         let mut opts = RunOptions::new(trigger, DetectOptions::default(), self.shutdown.clone());
         opts.scheduled_for = scheduled_for;
         opts.retention = self.config().engine.retention;
+        let slots = self.run_slots.clone();
+        let limit = self.config().engine.max_concurrent_runs;
         runs.spawn(async move {
+            let _slot = slots.wait(&job_cfg.name, limit).await;
             let run = runner::run_job(&job_cfg, &store, &owner, opts).await;
             Finished {
                 work: Work::Run(Box::new(run)),
@@ -427,6 +435,7 @@ impl Daemon {
     async fn on_wake(&self, runs: &mut JoinSet<Finished>) {
         let now = Utc::now();
         let config = self.config();
+        let mut due = Vec::new();
         for (job, schedule) in &config.schedules {
             if let Some(verify) = &schedule.verify {
                 let name = verify::tick_name(job);
@@ -434,9 +443,13 @@ impl Daemon {
                     self.verify_at(runs, job, &name, tick).await;
                 }
             }
-            let Some(tick) = self.due(job, schedule, now) else {
-                continue;
-            };
+            if let Some(tick) = self.due(job, schedule, now) {
+                due.push((tick, job));
+            }
+        }
+        // Runs wait for a slot in the order they start: oldest due first.
+        due.sort();
+        for (tick, job) in due {
             if self.is_running(job) {
                 tracing::info!(job = %job, tick = %tick, "still running; tick skipped");
                 continue;
@@ -527,7 +540,10 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .insert(job.to_string());
         let (store, owner) = (self.store.clone(), self.owner.clone());
+        let slots = self.run_slots.clone();
+        let limit = self.config().engine.max_concurrent_runs;
         runs.spawn(async move {
+            let _slot = slots.wait(&job_cfg.name, limit).await;
             verify::scheduled(&job_cfg, &store, &owner).await;
             Finished {
                 work: Work::Verified(job_cfg.name.clone()),
@@ -548,6 +564,7 @@ impl Daemon {
                     crate::metrics::register_job(job);
                 }
                 let jobs: Vec<String> = new.jobs.keys().cloned().collect();
+                self.run_slots.resize(new.engine.max_concurrent_runs);
                 *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
                 crate::metrics::config_reload(true);
                 tracing::info!(jobs = ?jobs, "SIGHUP: configuration reloaded");

@@ -66,7 +66,7 @@ impl Ctx<'_, '_> {
         }
     }
 
-    pub(super) fn int(
+    pub(crate) fn int(
         &mut self,
         v: &Option<S<i64>>,
         key: &str,

@@ -19,6 +19,7 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "amqp",
         schemes: &["amqp", "amqps"],
+        pooled: false,
         source: Some(SourceSpec {
             reads: Reads::Queue,
             outbox_table: false,

@@ -18,6 +18,7 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "http",
         schemes: &["http", "https"],
+        pooled: false,
         source: Some(SourceSpec {
             reads: Reads::Whole,
             outbox_table: false,

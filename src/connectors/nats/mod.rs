@@ -19,6 +19,7 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "nats",
         schemes: &["nats", "tls"],
+        pooled: false,
         source: Some(SourceSpec {
             reads: Reads::Queue,
             outbox_table: false,

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::copy_rows::{parsed_hash, row_hash, Beside, CopyRows};
 use crate::config::{Child, SourceConfig};
+use crate::connectors::shared_pool::Role;
 use crate::connectors::sql::{
     chunks_of, classify, floor_div, quote_ident, records_of_json, relation, split_statements,
     OutboxTable,
@@ -45,7 +46,7 @@ impl PostgresSource {
     pub fn new(cfg: &SourceConfig) -> Result<Self, ConnectorError> {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
-        let pool = super::pool(url, &system, 2)?;
+        let pool = super::pool(url, &system, Role::Read, cfg.pool_size, 2)?;
         let (relation, object) = relation(cfg);
         let outbox = OutboxTable::new(cfg, &system, &object, false);
         let table = cfg
@@ -299,10 +300,13 @@ impl PostgresSource {
         Box::pin(async_stream::try_stream! {
             let failed = |e: sqlx::Error| classify(e, &system, &object);
             let unreadable = |e: String| ConnectorError::failed(&system, &object, format!("COPY row unreadable: {e}"));
-            // Detached from the pool: a scan dropped half-read leaves its
-            // connection inside COPY, where no later query could use it; it
-            // closes instead.
-            let mut conn = pool.acquire().await.map_err(failed)?.detach();
+            // Closed, not given back, when the scan ends: one dropped
+            // half-read leaves its connection inside COPY, where no later
+            // query could use it. It still counts against the pool's size
+            // until then (a detached one would not), which is what keeps a
+            // process within a system's `max_connections`.
+            let mut conn = pool.acquire().await.map_err(failed)?;
+            conn.close_on_drop();
             let mut chunks = conn.copy_out_raw(copy.sql()).await.map_err(failed)?;
             // PostgreSQL sends a row per message; a row split across
             // messages is put together here all the same.

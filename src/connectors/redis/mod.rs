@@ -16,6 +16,7 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "redis",
         schemes: &["redis", "rediss"],
+        pooled: false,
         source: None,
         target: Some(TargetSpec {
             writes: Writes::Records,

@@ -15,6 +15,7 @@ pub const CONNECTOR: Connector = Connector {
     spec: Spec {
         kind: "sqlite",
         schemes: &["sqlite"],
+        pooled: false,
         source: Some(super::sql::table_source(false)),
         target: Some(super::sql::table_target(
             &[
