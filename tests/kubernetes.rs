@@ -61,6 +61,7 @@ fn manifests_render_and_validate_against_kubernetes_schemas() {
             "configmap/ferry-grafana-dashboard",
             "service/ferry",
             "deployment/ferry",
+            "poddisruptionbudget/ferry",
             "cronjob/ferry",
         ] {
             assert!(
@@ -98,7 +99,9 @@ fn manifests_render_and_validate_against_kubernetes_schemas() {
         "readOnlyRootFilesystem: true",
         "runAsNonRoot: true",
         "allowPrivilegeEscalation: false",
-        "replicas: 2",
+        "replicas: 3",
+        "kind: PodDisruptionBudget",
+        "maxUnavailable: 1",
         "path: /healthz",
         "path: /readyz",
         "name: metrics",
