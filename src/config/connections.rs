@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostic::Diagnostic;
+use super::raw;
 use super::registry::Registry;
-use super::Job;
+use super::validate::Ctx;
+use super::{Engine, Job};
 
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 16;
@@ -55,6 +57,58 @@ pub fn system_of(url: &str) -> Option<String> {
         parsed.scheme(),
         parsed.path()
     ))
+}
+
+/// `max_concurrent_runs`, `max_connections_per_system` and `[engine.systems]`.
+pub(super) fn engine_limits(ctx: &mut Ctx, e: &raw::EngineRaw, engine: &mut Engine) {
+    const MOST: i64 = 10_000;
+    engine.max_concurrent_runs = ctx.int(
+        &e.max_concurrent_runs,
+        "max_concurrent_runs",
+        (1, MOST),
+        DEFAULT_MAX_CONCURRENT_RUNS as i64,
+    ) as usize;
+    let budget = &mut engine.connections;
+    budget.per_system = ctx.int(
+        &e.max_connections_per_system,
+        "max_connections_per_system",
+        (1, MOST),
+        i64::from(DEFAULT_MAX_CONNECTIONS),
+    ) as u32;
+    budget.per_system_at = e
+        .max_connections_per_system
+        .as_ref()
+        .map(|v| ctx.src.diagnostic(v.span(), ""));
+    for (name, system) in &e.systems {
+        let url = name.get_ref();
+        let at = ctx.src.diagnostic(name.span(), "");
+        let Some(id) = system_of(url) else {
+            ctx.src.error(
+                name.span(),
+                format!(
+                    "`[engine.systems.\"{}\"]` is not a URL with a host, like \"postgres://db.internal:5432/shop\"",
+                    crate::redact::url(url)
+                ),
+            );
+            continue;
+        };
+        if &id != url {
+            ctx.src.error(
+                name.span(),
+                format!("`[engine.systems]` names a system by its URL without user, password or query: \"{id}\""),
+            );
+            continue;
+        }
+        let Some(max) = &system.get_ref().max_connections else {
+            ctx.src.error(
+                system.span(),
+                format!("`[engine.systems.\"{id}\"]` needs `max_connections`"),
+            );
+            continue;
+        };
+        let max = ctx.int(&Some(max.clone()), "max_connections", (1, MOST), 1) as u32;
+        budget.systems.insert(id, (max, at));
+    }
 }
 
 /// How jobs use one system.

@@ -486,59 +486,7 @@ fn engine_section(ctx: &mut Ctx, e: &raw::EngineRaw, dir: &Path, engine: &mut En
             engine.timezone = tz;
         }
     }
-    limits(ctx, e, engine);
-}
-
-/// `max_concurrent_runs`, `max_connections_per_system` and `[engine.systems]`.
-fn limits(ctx: &mut Ctx, e: &raw::EngineRaw, engine: &mut Engine) {
-    const MOST: i64 = 10_000;
-    engine.max_concurrent_runs = ctx.int(
-        &e.max_concurrent_runs,
-        "max_concurrent_runs",
-        (1, MOST),
-        connections::DEFAULT_MAX_CONCURRENT_RUNS as i64,
-    ) as usize;
-    let budget = &mut engine.connections;
-    budget.per_system = ctx.int(
-        &e.max_connections_per_system,
-        "max_connections_per_system",
-        (1, MOST),
-        i64::from(connections::DEFAULT_MAX_CONNECTIONS),
-    ) as u32;
-    budget.per_system_at = e
-        .max_connections_per_system
-        .as_ref()
-        .map(|v| ctx.src.diagnostic(v.span(), ""));
-    for (name, system) in &e.systems {
-        let url = name.get_ref();
-        let at = ctx.src.diagnostic(name.span(), "");
-        let Some(id) = connections::system_of(url) else {
-            ctx.src.error(
-                name.span(),
-                format!(
-                    "`[engine.systems.\"{}\"]` is not a URL with a host, like \"postgres://db.internal:5432/shop\"",
-                    crate::redact::url(url)
-                ),
-            );
-            continue;
-        };
-        if &id != url {
-            ctx.src.error(
-                name.span(),
-                format!("`[engine.systems]` names a system by its URL without user, password or query: \"{id}\""),
-            );
-            continue;
-        }
-        let Some(max) = &system.get_ref().max_connections else {
-            ctx.src.error(
-                system.span(),
-                format!("`[engine.systems.\"{id}\"]` needs `max_connections`"),
-            );
-            continue;
-        };
-        let max = ctx.int(&Some(max.clone()), "max_connections", (1, MOST), 1) as u32;
-        budget.systems.insert(id, (max, at));
-    }
+    connections::engine_limits(ctx, e, engine);
 }
 
 type Checked<T> = Result<T, String>;

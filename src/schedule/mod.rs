@@ -238,6 +238,19 @@ impl Daemon {
         }
     }
 
+    /// How long this daemon waits before claiming due ticks: replicas wake
+    /// in the same second, and the first to claim a tick runs it. A random
+    /// part spreads the ticks between idle replicas; a part per run in
+    /// flight leaves them to the less busy ones.
+    fn claim_delay(&self) -> Duration {
+        use rand::Rng;
+        let in_flight = self.running.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let busy =
+            Duration::from_millis(25).saturating_mul(u32::try_from(in_flight).unwrap_or(u32::MAX));
+        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..50));
+        (busy + jitter).min(Duration::from_millis(500))
+    }
+
     fn is_running(&self, job: &str) -> bool {
         self.running
             .lock()
@@ -449,6 +462,9 @@ impl Daemon {
         }
         // Runs wait for a slot in the order they start: oldest due first.
         due.sort();
+        if !due.is_empty() {
+            tokio::time::sleep(self.claim_delay()).await;
+        }
         for (tick, job) in due {
             if self.is_running(job) {
                 tracing::info!(job = %job, tick = %tick, "still running; tick skipped");
@@ -505,52 +521,6 @@ impl Daemon {
         let since = *handled.entry(name.to_string()).or_insert(now);
         handled.insert(name.to_string(), now);
         ticks::due(schedule, since, now)
-    }
-
-    /// A due verify tick of `job`: claimed once across replicas, run unless
-    /// the job is busy here (its lease keeps it apart from runs elsewhere).
-    async fn verify_at(
-        &self,
-        runs: &mut JoinSet<Finished>,
-        job: &str,
-        name: &str,
-        tick: DateTime<Utc>,
-    ) {
-        if self.is_running(job) {
-            tracing::info!(job = %job, tick = %tick, "running; verify skipped");
-            return;
-        }
-        match self
-            .store
-            .claim_tick(name, tick.timestamp_millis(), &self.owner)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                tracing::warn!(job = %job, "cannot claim verify tick {tick}: {e}");
-                return;
-            }
-        }
-        let Some(job_cfg) = self.config().jobs.get(job).cloned() else {
-            return;
-        };
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(job.to_string());
-        let (store, owner) = (self.store.clone(), self.owner.clone());
-        let slots = self.run_slots.clone();
-        let limit = self.config().engine.max_concurrent_runs;
-        runs.spawn(async move {
-            let _slot = slots.wait(&job_cfg.name, limit).await;
-            verify::scheduled(&job_cfg, &store, &owner).await;
-            Finished {
-                work: Work::Verified(job_cfg.name.clone()),
-                requests: Vec::new(),
-                trigger: Trigger::Schedule,
-            }
-        });
     }
 
     /// SIGHUP: validate the new configuration first; keep the old one on error.
