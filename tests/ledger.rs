@@ -15,7 +15,8 @@ fn synced(key: &str, hash: i64, version: i64) -> Synced {
         key: key.to_string(),
         hash,
         version,
-        written: Some(format!("w{version}")),
+        // Hex, as the ledger keeps what conflicts.rs encodes (as bytes).
+        written: Some(format!("{version:08x}")),
         source_hash: None,
     }
 }
@@ -69,7 +70,7 @@ async fn settle_records_every_key(url: &str) {
     ] {
         let (entry, written) = &ledger[key];
         assert_eq!(entry.synced_version, Some(version), "{url}: {key}");
-        assert_eq!(written.as_deref(), Some(format!("w{version}").as_str()));
+        assert_eq!(written.as_deref(), Some(format!("{version:08x}").as_str()));
     }
 }
 

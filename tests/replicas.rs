@@ -36,10 +36,9 @@ async fn scheduled_runs(db: &TestDb) -> Vec<(String, i64, Option<String>, String
     .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_replica_killed_mid_run_leaves_its_jobs_to_the_others() {
-    let db = TestDb::new().await;
-    let cfg = ConfigDir::new();
+/// JOBS slow jobs, each due every 3 s, and three daemons running them
+/// from one config folder.
+async fn replicas(db: &TestDb, cfg: &ConfigDir) -> Vec<DaemonProc> {
     let mut schedules = String::new();
     for i in 0..JOBS {
         db.exec(&format!(
@@ -78,6 +77,42 @@ async fn a_replica_killed_mid_run_leaves_its_jobs_to_the_others() {
                 .await,
         );
     }
+    daemons
+}
+
+/// After the kill at `killed` (ms): no tick ran twice, the dead replica
+/// ran nothing more, and the two others shared the runs.
+async fn the_others_shared_the_ticks(db: &TestDb, doomed: &str, killed: i64) {
+    let twice = db
+        .count(
+            "SELECT count(*) FROM (SELECT job, scheduled_for FROM ferry_runs WHERE scheduled_for IS NOT NULL \
+             GROUP BY job, scheduled_for HAVING count(*) > 1) d",
+        )
+        .await;
+    assert_eq!(twice, 0, "a tick ran twice");
+    let after: Vec<_> = scheduled_runs(db)
+        .await
+        .into_iter()
+        .filter(|r| r.1 > killed)
+        .collect();
+    let holders: std::collections::BTreeSet<&str> = after.iter().map(|r| r.3.as_str()).collect();
+    assert!(!holders.contains(doomed), "the dead replica ran on");
+    assert_eq!(holders.len(), 2, "both others ran jobs: {after:?}");
+    for holder in &holders {
+        let share = after.iter().filter(|r| r.3 == *holder).count();
+        assert!(
+            share * 10 >= after.len() * 2,
+            "{holder} ran {share} of {} runs",
+            after.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_run_leaves_its_jobs_to_the_others() {
+    let db = TestDb::new().await;
+    let cfg = ConfigDir::new();
+    let mut daemons = replicas(&db, &cfg).await;
     let doomed = instance(&daemons[0]);
     let in_flight = || async {
         db.count(&format!(
@@ -125,31 +160,5 @@ async fn a_replica_killed_mid_run_leaves_its_jobs_to_the_others() {
     eprintln!("the other replicas converged every target {took:?} after the kill");
     assert!(took < Duration::from_secs(40), "the others took {took:?}");
     drop(daemons);
-
-    let twice = db
-        .count(
-            "SELECT count(*) FROM (SELECT job, scheduled_for FROM ferry_runs WHERE scheduled_for IS NOT NULL \
-             GROUP BY job, scheduled_for HAVING count(*) > 1) d",
-        )
-        .await;
-    assert_eq!(twice, 0, "a tick ran twice");
-    let after: Vec<_> = scheduled_runs(&db)
-        .await
-        .into_iter()
-        .filter(|r| r.1 > killed)
-        .collect();
-    let holders: std::collections::BTreeSet<&str> = after.iter().map(|r| r.3.as_str()).collect();
-    assert!(
-        !holders.contains(doomed.as_str()),
-        "the dead replica ran on"
-    );
-    assert_eq!(holders.len(), 2, "both others ran jobs: {after:?}");
-    for holder in &holders {
-        let share = after.iter().filter(|r| r.3 == *holder).count();
-        assert!(
-            share * 10 >= after.len() * 2,
-            "{holder} ran {share} of {} runs",
-            after.len()
-        );
-    }
+    the_others_shared_the_ticks(&db, &doomed, killed).await;
 }

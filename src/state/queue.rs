@@ -78,9 +78,10 @@ pub struct Synced {
     pub key: String,
     pub hash: i64,
     pub version: i64,
-    /// What ferry wrote, per target field: `{"field": [sent, stored]}`,
-    /// hashes of the value sent and of the value the target held after the
-    /// write. None: unknown (the target cannot read back), or deleted.
+    /// What ferry wrote, per target field: hashes of the value sent and of
+    /// the value the target held after the write, as hex text
+    /// (`sync::conflicts` encodes it; the ledger keeps the bytes it spells).
+    /// None: unknown (the target cannot read back), or deleted.
     pub written: Option<String>,
     /// The source's hash of the row (a snapshot's chunk records it).
     pub source_hash: Option<i64>,
