@@ -64,6 +64,7 @@ for ((i = 0; i < JOBS; i++)); do
     if ((i < HALF)); then
         target=$'type = "postgres"\nurl = "'"$DST"$'"'
     else
+        : >"$WORK/targets/t_$i.db" # an empty file is an empty database; ferry opens, not creates, it
         target=$'type = "sqlite"\nurl = "sqlite://'"$WORK/targets/t_$i.db"$'"\ncreate = true'
     fi
     cat >"$WORK/config/jobs/job_$i.toml" <<TOML
@@ -170,9 +171,9 @@ kill -TERM "$IDLE"; wait "$IDLE" 2>/dev/null || true
 
 echo "== run records"
 q() { psql -X -At "$STATE" -c "$1"; }
-WINDOW_RUNS="SELECT r.* FROM ferry_runs r WHERE r.trigger = 'schedule' AND r.scheduled_for >= $T1 * 1000 AND r.scheduled_for < $T2 * 1000"
-expected=$(q "SELECT count(*) FROM generate_series($T1, $T2 - 1, 60) m, generate_series(0, $JOBS - 1) i")
-missed=$(q "SELECT count(*) FROM generate_series($T1, $T2 - 1, 60) m CROSS JOIN generate_series(0, $JOBS - 1) i
+WINDOW_RUNS="SELECT r.* FROM ferry_runs r WHERE r.trigger = 'schedule' AND r.scheduled_for >= ${T1}000 AND r.scheduled_for < ${T2}000"
+expected=$(q "SELECT count(*) FROM generate_series(${T1}::bigint, $T2 - 1, 60) m, generate_series(0, $JOBS - 1) i")
+missed=$(q "SELECT count(*) FROM generate_series(${T1}::bigint, $T2 - 1, 60) m CROSS JOIN generate_series(0, $JOBS - 1) i
     WHERE NOT EXISTS (SELECT 1 FROM ferry_runs r WHERE r.job = 'job_' || i AND r.scheduled_for = (m + i % 60) * 1000)")
 duplicates=$(q "SELECT count(*) FROM (SELECT job, scheduled_for FROM ($WINDOW_RUNS) w GROUP BY 1, 2 HAVING count(*) > 1) d")
 not_success=$(q "SELECT count(*) FROM ($WINDOW_RUNS) w WHERE outcome IS DISTINCT FROM 'success'")

@@ -3,6 +3,7 @@
 //! `(job, scheduled_for)` is claimed in the state store, so with any number of
 //! replicas every tick runs once, and a job never overlaps itself.
 mod http;
+mod shares;
 mod signals;
 mod slots;
 pub mod ticks;
@@ -43,6 +44,11 @@ pub struct Daemon {
     pending: Mutex<HashMap<String, (Trigger, Vec<i64>)>>,
     /// `[engine] max_concurrent_runs`: runs and verifies in flight.
     run_slots: Arc<slots::RunSlots>,
+    /// The live replicas, and which of them claims a tick first.
+    peers: shares::Peers,
+    /// Due ticks left for the replica designated to claim them, tried at
+    /// the next wake.
+    deferred: Mutex<Vec<(DateTime<Utc>, String)>>,
 }
 
 /// Signals within this window are one request (several SIGUSR1 may arrive as one, or as many).
@@ -88,6 +94,8 @@ impl Daemon {
             handled_until: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             run_slots: Arc::new(slots::RunSlots::new(config_slots)),
+            peers: shares::Peers::default(),
+            deferred: Mutex::new(Vec::new()),
         })
     }
 
@@ -212,6 +220,12 @@ impl Daemon {
                 if let Err(e) = self.store.daemon_heartbeat(&self.owner, started_at).await {
                     tracing::warn!("could not write this daemon's heartbeat: {e}");
                 }
+                match self.store.live_daemons().await {
+                    Ok(live) => self
+                        .peers
+                        .set(live.into_iter().map(|d| d.instance).collect()),
+                    Err(e) => tracing::warn!("could not read the live daemons: {e}"),
+                }
             }
         })
     }
@@ -236,19 +250,6 @@ impl Daemon {
         } else {
             self.start(runs, job, trigger, None, requests);
         }
-    }
-
-    /// How long this daemon waits before claiming due ticks: replicas wake
-    /// in the same second, and the first to claim a tick runs it. A random
-    /// part spreads the ticks between idle replicas; a part per run in
-    /// flight leaves them to the less busy ones.
-    fn claim_delay(&self) -> Duration {
-        use rand::Rng;
-        let in_flight = self.running.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let busy =
-            Duration::from_millis(25).saturating_mul(u32::try_from(in_flight).unwrap_or(u32::MAX));
-        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..50));
-        (busy + jitter).min(Duration::from_millis(500))
     }
 
     fn is_running(&self, job: &str) -> bool {
@@ -460,11 +461,28 @@ impl Daemon {
                 due.push((tick, job));
             }
         }
+        // Ticks another replica was designated for at the last wake are
+        // claimed now if it has not; this wake's others wait for the next.
+        let left = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        let full = self.run_slots.available() == 0;
+        let (mut due, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(tick, job)| {
+            !full
+                && self
+                    .peers
+                    .designated(&self.owner, job, tick.timestamp_millis())
+        });
+        due.extend(left.iter().filter_map(|(tick, job)| {
+            config
+                .schedules
+                .get_key_value(job)
+                .map(|(job, _)| (*tick, job))
+        }));
+        *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = later
+            .into_iter()
+            .map(|(tick, job)| (tick, job.clone()))
+            .collect();
         // Runs wait for a slot in the order they start: oldest due first.
         due.sort();
-        if !due.is_empty() {
-            tokio::time::sleep(self.claim_delay()).await;
-        }
         for (tick, job) in due {
             if self.is_running(job) {
                 tracing::info!(job = %job, tick = %tick, "still running; tick skipped");

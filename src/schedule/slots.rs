@@ -34,6 +34,11 @@ impl RunSlots {
             .expect("the run slots are never closed")
     }
 
+    /// Slots free now.
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+
     /// A reloaded configuration's limit: more slots at once; fewer as runs
     /// in flight give theirs back.
     pub fn resize(&self, size: usize) {
