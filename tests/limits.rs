@@ -242,3 +242,53 @@ async fn a_budget_too_small_or_a_system_no_job_uses_is_a_config_error() {
     }
     assert!(!errors.contains("secret"), "{errors}");
 }
+
+/// `ferry status` of every job reads each table once for all of them; what
+/// it shows of each job is what `ferry status JOB` shows, on both stores.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_of_all_jobs_is_each_jobs_status() {
+    for kind in [StateKind::Sqlite, StateKind::Postgres] {
+        let db = TestDb::new().await;
+        tables(&db, 3, 50).await;
+        let cfg = ConfigDir::new();
+        for i in 0..3 {
+            let detect = if i == 0 {
+                CURSOR
+            } else {
+                "strategy = \"diff\""
+            };
+            cfg.job(
+                &format!("copy_{i}"),
+                &pg_job(
+                    &db.url,
+                    &format!("src_{i}"),
+                    detect,
+                    "size = 20",
+                    &db.url,
+                    &format!("dst_{i}"),
+                ),
+            );
+        }
+        let state = state_url(kind, &cfg, &db);
+        cfg.run_once_ok(&state);
+        db.exec("DELETE FROM src_1 WHERE id <= 5").await;
+        cfg.run_once_ok(&state);
+        let paused = cfg.ferry(Some(&state), &["pause", "copy_2"]);
+        assert_eq!(code(&paused), 0, "{}", stderr(&paused));
+        let json = |args: &[&str]| {
+            let mut all = vec!["--output", "json", "status"];
+            all.extend_from_slice(args);
+            let out = cfg.ferry(Some(&state), &all);
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["jobs"].clone()
+        };
+        let every = json(&[]);
+        for i in 0..3 {
+            let job = format!("copy_{i}");
+            let one = json(&[job.as_str()]);
+            assert_eq!(every[i], one[0], "{kind:?}: {job}");
+        }
+        assert_eq!(every[1]["ledger_objects"], 45, "{kind:?}: {every}");
+        assert_eq!(every[2]["paused"], true, "{kind:?}: {every}");
+    }
+}

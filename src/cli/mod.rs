@@ -7,6 +7,7 @@ mod inspect;
 mod pending;
 mod resync;
 mod run;
+mod status;
 mod test;
 mod verify;
 
@@ -289,7 +290,7 @@ pub async fn main(cli: Cli, signals: Signals) -> ExitCode {
             timeout,
             jobs,
         } => run::trigger(&cli, signals, jobs, *wait, *timeout).await,
-        Command::Status { job } => inspect::status(&cli, job.as_deref()).await,
+        Command::Status { job } => status::status(&cli, job.as_deref()).await,
         Command::Tasks {
             job,
             state,

@@ -5,6 +5,7 @@
 mod chunks;
 mod daemons;
 mod digests;
+mod fleet;
 mod idmap;
 mod lease;
 mod ledger;
@@ -26,6 +27,7 @@ use sqlx::{Any, AnyPool, Arguments, Executor, Transaction};
 pub use chunks::{ChunkCounts, NewSnapshot};
 pub use daemons::{daemon_heartbeat, DaemonInfo};
 pub use digests::RangeDigests;
+pub use fleet::JobFacts;
 pub use lease::{host_name, Lease, LeaseHolder};
 pub use ledger::{carried_prior, DetectedBatch, LedgerEntry, WrittenEntry};
 pub use ledger_walk::{IntegerKeys, LedgerWalk};

@@ -23,6 +23,30 @@ pub struct QueueCounts {
 }
 
 impl QueueCounts {
+    /// One state's row, from column `first`: state, tasks, oldest
+    /// `created_at`, items.
+    pub(super) fn add(&mut self, r: &sqlx::any::AnyRow, first: usize) {
+        let n: i64 = r.get(first + 1);
+        let state = TaskState::parse(&r.get::<String, _>(first));
+        if matches!(
+            state,
+            Some(TaskState::Pending | TaskState::Running | TaskState::Failed)
+        ) {
+            self.open_items += r.get::<i64, _>(first + 3);
+        }
+        match state {
+            Some(TaskState::Pending) => {
+                self.pending = n;
+                self.oldest_pending_ms = r.get(first + 2);
+            }
+            Some(TaskState::Running) => self.running = n,
+            Some(TaskState::Failed) => self.failed = n,
+            Some(TaskState::Dead) => self.dead = n,
+            Some(TaskState::Done) => self.done = n,
+            None => {}
+        }
+    }
+
     /// Tasks by state, as the `ferry_queue_tasks` gauge labels them.
     pub fn by_state(&self) -> [(&'static str, i64); 4] {
         [
@@ -66,25 +90,7 @@ impl Store {
         .map_err(|e| self.err(e))?;
         let mut c = QueueCounts::default();
         for r in rows {
-            let n: i64 = r.get(1);
-            let state = TaskState::parse(&r.get::<String, _>(0));
-            if matches!(
-                state,
-                Some(TaskState::Pending | TaskState::Running | TaskState::Failed)
-            ) {
-                c.open_items += r.get::<i64, _>(3);
-            }
-            match state {
-                Some(TaskState::Pending) => {
-                    c.pending = n;
-                    c.oldest_pending_ms = r.get(2);
-                }
-                Some(TaskState::Running) => c.running = n,
-                Some(TaskState::Failed) => c.failed = n,
-                Some(TaskState::Dead) => c.dead = n,
-                Some(TaskState::Done) => c.done = n,
-                None => {}
-            }
+            c.add(&r, 0);
         }
         Ok(c)
     }

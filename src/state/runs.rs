@@ -84,29 +84,15 @@ impl Store {
         let mut a = args();
         a.push(job.to_string());
         let row = sqlx::query_with(
-            "SELECT id, job, trigger, started_at, finished_at, outcome, scanned, changed, synced, failed, error, conflicts \
-             FROM ferry_runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM ferry_runs WHERE job = $1 ORDER BY id DESC LIMIT 1"
+            ),
             a,
         )
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        let last = row.map(|r| RunInfo {
-            id: r.get(0),
-            job: r.get(1),
-            trigger: r.get(2),
-            started_at: r.get(3),
-            finished_at: r.get(4),
-            outcome: r.get(5),
-            counts: RunCounts {
-                scanned: r.get(6),
-                changed: r.get(7),
-                synced: r.get(8),
-                failed: r.get(9),
-                conflicts: r.get(11),
-            },
-            error: r.get(10),
-        });
+        let last = row.as_ref().map(run_info);
         let mut a = args();
         a.push(job.to_string());
         let row = sqlx::query_with(
@@ -118,5 +104,28 @@ impl Store {
         .await
         .map_err(|e| self.err(e))?;
         Ok((last, row.get(0), row.get(1)))
+    }
+}
+
+/// The columns [`run_info`] reads, in its order.
+pub(super) const RUN_COLUMNS: &str =
+    "id, job, trigger, started_at, finished_at, outcome, scanned, changed, synced, failed, error, conflicts";
+
+pub(super) fn run_info(r: &sqlx::any::AnyRow) -> RunInfo {
+    RunInfo {
+        id: r.get(0),
+        job: r.get(1),
+        trigger: r.get(2),
+        started_at: r.get(3),
+        finished_at: r.get(4),
+        outcome: r.get(5),
+        counts: RunCounts {
+            scanned: r.get(6),
+            changed: r.get(7),
+            synced: r.get(8),
+            failed: r.get(9),
+            conflicts: r.get(11),
+        },
+        error: r.get(10),
     }
 }
