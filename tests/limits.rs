@@ -49,19 +49,8 @@ async fn runs_beyond_max_concurrent_runs_wait_for_a_slot() {
     let cfg = ConfigDir::new();
     for i in 0..3 {
         // Each run reads the source once, for over a second.
-        let source = format!("SELECT s.* FROM src_{i} s CROSS JOIN (SELECT pg_sleep(1)) AS z");
-        cfg.job(
-            &format!("slow_{i}"),
-            &pg_job(
-                &db.url,
-                "x",
-                "strategy = \"diff\"",
-                "size = 100",
-                &db.url,
-                &format!("dst_{i}"),
-            )
-            .replace("table = \"x\"", &format!("query = \"{source}\"")),
-        );
+        let job = slow_job(&db.url, &format!("src_{i}"), 1.0, &format!("dst_{i}"));
+        cfg.job(&format!("slow_{i}"), &job);
     }
     let port = free_port();
     cfg.schedules(&engine(port, "max_concurrent_runs = 1"));

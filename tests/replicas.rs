@@ -49,19 +49,8 @@ async fn replicas(db: &TestDb, cfg: &ConfigDir) -> Vec<DaemonProc> {
         .await;
         // Each run reads its source for over a second: runs are in flight
         // when the replica dies.
-        let source = format!("SELECT s.* FROM src_{i} s CROSS JOIN (SELECT pg_sleep(1.5)) AS z");
-        cfg.job(
-            &format!("job_{i}"),
-            &pg_job(
-                &db.url,
-                "x",
-                "strategy = \"diff\"",
-                "size = 100",
-                &db.url,
-                &format!("dst_{i}"),
-            )
-            .replace("table = \"x\"", &format!("query = \"{source}\"")),
-        );
+        let job = slow_job(&db.url, &format!("src_{i}"), 1.5, &format!("dst_{i}"));
+        cfg.job(&format!("job_{i}"), &job);
         schedules.push_str(&format!("job_{i} = \"*/3 * * * * *\"\n"));
     }
     let port = free_port();

@@ -19,9 +19,29 @@ type Pools = HashMap<String, Box<dyn Any + Send + Sync>>;
 
 static POOLS: LazyLock<Mutex<Pools>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The system's shared pool for `url` in `role` when the configuration
+/// sized it (`size`), else one of `own` connections for this connector
+/// alone; `open` opens a pool of the size it is given (lazily connecting,
+/// so that building a job never touches the network).
+pub fn pool<P, E>(
+    url: &str,
+    role: Role,
+    size: Option<u32>,
+    own: u32,
+    open: impl FnOnce(u32) -> Result<P, E>,
+) -> Result<P, E>
+where
+    P: Clone + Send + Sync + 'static,
+{
+    match size {
+        Some(size) => shared(url, role, size, open),
+        None => open(own),
+    }
+}
+
 /// The pool for `url` in `role` with `size` connections, opened by `open`
-/// the first time (lazily connecting: no connection is made here).
-pub fn shared<P, E>(
+/// the first time.
+fn shared<P, E>(
     url: &str,
     role: Role,
     size: u32,

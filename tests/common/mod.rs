@@ -397,6 +397,22 @@ pub fn pg_job(
     )
 }
 
+/// A diff job from table `src` into `dst` (both in `db_url`) whose every
+/// read of the source takes `seconds` longer: runs that are surely in
+/// flight at once.
+pub fn slow_job(db_url: &str, src: &str, seconds: f64, dst: &str) -> String {
+    let source = format!("SELECT s.* FROM {src} s CROSS JOIN (SELECT pg_sleep({seconds})) AS z");
+    pg_job(
+        db_url,
+        "x",
+        "strategy = \"diff\"",
+        "size = 100",
+        db_url,
+        dst,
+    )
+    .replace("table = \"x\"", &format!("query = \"{source}\""))
+}
+
 /// `job` with every row queued as an item, never in chunk tasks: for the
 /// tests of the per-item queue's own mechanics (a first run fills it).
 pub fn items_only(job: &str) -> String {

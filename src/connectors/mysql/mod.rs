@@ -39,26 +39,10 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Executor, MySqlPool};
 
-use super::shared_pool::{shared, Role};
 use super::ConnectorError;
 
-/// The system's shared pool for `role` when the configuration sized it
-/// (`size`), else one of `own` connections for this connector alone. Pools
-/// connect lazily, so that building a job never touches the network.
-fn pool(
-    url: &str,
-    system: &str,
-    role: Role,
-    size: Option<u32>,
-    own: u32,
-) -> Result<MySqlPool, ConnectorError> {
-    match size {
-        Some(size) => shared(url, role, size, |max| open_pool(url, system, max)),
-        None => open_pool(url, system, own),
-    }
-}
-
-fn open_pool(url: &str, system: &str, max: u32) -> Result<MySqlPool, ConnectorError> {
+/// A lazily connecting pool, so that building a job never touches the network.
+fn pool(url: &str, system: &str, max: u32) -> Result<MySqlPool, ConnectorError> {
     // `mariadb://` is accepted in config; the driver knows it as `mysql://`.
     let url = match url.strip_prefix("mariadb:") {
         Some(rest) => format!("mysql:{rest}"),

@@ -8,7 +8,7 @@ use sqlx::{Column, Executor, MySqlPool, Row, TypeInfo};
 
 use super::literal;
 use crate::config::{Child, SourceConfig};
-use crate::connectors::shared_pool::Role;
+use crate::connectors::shared_pool::{self, Role};
 use crate::connectors::sql::{
     chunks_of, classify, floor_div, quote_ident, records_of_json, relation, split_statements,
     OutboxTable,
@@ -39,7 +39,9 @@ impl MysqlSource {
     pub fn new(cfg: &SourceConfig) -> Result<Self, ConnectorError> {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
-        let pool = super::pool(url, &system, Role::Read, cfg.pool_size, 2)?;
+        let pool = shared_pool::pool(url, Role::Read, cfg.pool_size, 2, |max| {
+            super::pool(url, &system, max)
+        })?;
         let (relation, object) = relation(cfg);
         let outbox = OutboxTable::new(cfg, &system, &object, true);
         let readout = Readout::relation(&pool, SqlKind::Mysql, &system, &relation, &object);

@@ -1,4 +1,4 @@
-use crate::connectors::shared_pool::Role;
+use crate::connectors::shared_pool::{self, Role};
 use async_trait::async_trait;
 
 use crate::connectors::sql::canonical::SqlKind;
@@ -38,7 +38,9 @@ impl MysqlTarget {
     pub fn new(cfg: &TargetConfig, rules: WriteRules) -> Result<Self, ConnectorError> {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
-        let pool = super::pool(url, &system, Role::Write, cfg.pool_size, 8)?;
+        let pool = shared_pool::pool(url, Role::Write, cfg.pool_size, 8, |max| {
+            super::pool(url, &system, max)
+        })?;
         let readout = Readout::table(&pool, SqlKind::Mysql, &system, &rules.table);
         Ok(MysqlTarget {
             readout,

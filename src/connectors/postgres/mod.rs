@@ -39,26 +39,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use super::shared_pool::{shared, Role};
 use super::ConnectorError;
 
-/// The system's shared pool for `role` when the configuration sized it
-/// (`size`), else one of `own` connections for this connector alone. Pools
-/// connect lazily, so that building a job never touches the network.
-fn pool(
-    url: &str,
-    system: &str,
-    role: Role,
-    size: Option<u32>,
-    own: u32,
-) -> Result<PgPool, ConnectorError> {
-    match size {
-        Some(size) => shared(url, role, size, |max| open_pool(url, system, max)),
-        None => open_pool(url, system, own),
-    }
-}
-
-fn open_pool(url: &str, system: &str, max: u32) -> Result<PgPool, ConnectorError> {
+/// A lazily connecting pool, so that building a job never touches the network.
+fn pool(url: &str, system: &str, max: u32) -> Result<PgPool, ConnectorError> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(|e| ConnectorError::failed(system, "url", e))?
         .application_name("ferry");

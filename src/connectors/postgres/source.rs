@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::copy_rows::{parsed_hash, row_hash, Beside, CopyRows};
 use crate::config::{Child, SourceConfig};
-use crate::connectors::shared_pool::Role;
+use crate::connectors::shared_pool::{self, Role};
 use crate::connectors::sql::{
     chunks_of, classify, floor_div, quote_ident, records_of_json, relation, split_statements,
     OutboxTable,
@@ -46,7 +46,9 @@ impl PostgresSource {
     pub fn new(cfg: &SourceConfig) -> Result<Self, ConnectorError> {
         let url = cfg.url.as_deref().unwrap_or_default();
         let system = super::system(url);
-        let pool = super::pool(url, &system, Role::Read, cfg.pool_size, 2)?;
+        let pool = shared_pool::pool(url, Role::Read, cfg.pool_size, 2, |max| {
+            super::pool(url, &system, max)
+        })?;
         let (relation, object) = relation(cfg);
         let outbox = OutboxTable::new(cfg, &system, &object, false);
         let table = cfg
